@@ -1,0 +1,418 @@
+//! Parameter, result, health and event types.
+//!
+//! Parameters are passed by name (a JSON object). Every parameter is optional
+//! unless stated otherwise, and unknown fields are refused so that a typo in a
+//! script fails loudly instead of being ignored.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The two children the daemon supervises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum ProcessName {
+    #[serde(rename = "livekit-server")]
+    LivekitServer,
+    #[serde(rename = "lk-backend")]
+    LkBackend,
+}
+
+impl ProcessName {
+    pub const ALL: [ProcessName; 2] = [ProcessName::LivekitServer, ProcessName::LkBackend];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ProcessName::LivekitServer => "livekit-server",
+            ProcessName::LkBackend => "lk-backend",
+        }
+    }
+}
+
+impl fmt::Display for ProcessName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ProcessName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "livekit-server" => Ok(ProcessName::LivekitServer),
+            "lk-backend" => Ok(ProcessName::LkBackend),
+            other => Err(format!("unknown process `{other}`: expected `livekit-server` or `lk-backend`")),
+        }
+    }
+}
+
+/// The three files of the config triple, in write order.
+pub const TRIPLE_FILES: [&str; 3] = ["runtime.json", "livekit.yaml", "backend.env"];
+
+// ---------------------------------------------------------------- params
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstallParams {
+    /// livekit-server release version, e.g. `1.9.1`. Defaults to the pinned version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// http(s) URL or local path of a release tarball or a bare binary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Expected sha256 (hex) of the tarball or binary named by `source`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Reinstall even when the same version is installed and verifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+}
+
+/// `configure` parameters. An absent or empty value keeps the current one;
+/// placeholders such as `secret` or `changeme` count as empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigureParams {
+    /// 3-64 characters of `[A-Za-z0-9_-]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// 32-256 characters of `[A-Za-z0-9_.~+/=-]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_secret: Option<String>,
+    /// Public hostname or IP of this LiveKit node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// `host:port` of Redis, for multi-node deployments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_address: Option<String>,
+    /// livekit-server HTTP/WebSocket port (default 7880).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+    /// ICE/TCP port (default 7881).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtc_tcp_port: Option<u32>,
+    /// First UDP media port (default 50000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtc_port_range_start: Option<u32>,
+    /// Last UDP media port (default 60000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtc_port_range_end: Option<u32>,
+    /// IP address livekit-server advertises to clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_ip: Option<String>,
+    /// lk-backend HTTP port (default 7890).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_port: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartParams {
+    /// Mint a new credential on purpose (the only path that rotates a valid one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset: Option<bool>,
+    /// Re-run `install` first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<bool>,
+    /// How long to wait for both children to become ready (default 30000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopParams {
+    /// Grace period between SIGTERM and SIGKILL (default 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestartParams {
+    /// One child to restart; both when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessName>,
+    /// How long to wait for readiness (default 30000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogsParams {
+    /// Which child's log.
+    pub process: ProcessName,
+    /// How many trailing lines (default 100, at most 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+// ---------------------------------------------------------------- results
+
+/// What a heal did. A heal of a consistent triple writes nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HealReport {
+    /// What caused the heal: `boot`, `configure`, `start`, `install`, `drift`.
+    pub trigger: String,
+    /// Drift found before the heal, one sentence per difference.
+    pub drift: Vec<String>,
+    /// Files rewritten, in write order.
+    pub written: Vec<String>,
+    /// Whether a new credential was minted.
+    pub minted: bool,
+    /// Children restarted because a file they read changed.
+    pub restarted: Vec<ProcessName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ConfigureResult {
+    /// Config fields whose value changed.
+    pub changed_fields: Vec<String>,
+    /// Whether a key/secret was minted because none was given or held.
+    pub minted: bool,
+    /// Files written and children restarted.
+    pub heal: HealReport,
+    /// The API key now in force (never the secret).
+    pub api_key: String,
+    /// sha256 of the canonical in-memory config.
+    pub in_memory_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct InstallResult {
+    pub version: String,
+    /// Where the binary is installed.
+    pub path: String,
+    /// sha256 of the installed binary.
+    pub sha256: String,
+    /// Where it came from (URL or path).
+    pub source: String,
+    /// False when the same version was already installed and verified.
+    pub changed: bool,
+    /// The heal of the triple that follows an install.
+    pub heal: HealReport,
+}
+
+/// What `start`/`restart` did to one child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StartOutcome {
+    /// Spawned by this call.
+    Started,
+    /// Restarted by this call (its file changed, or `restart` was asked).
+    Restarted,
+    /// Was already running and ready on the current files: untouched.
+    AlreadyRunning,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StartResult {
+    pub heal: HealReport,
+    /// Whether `reset` rotated the credential.
+    pub rotated: bool,
+    /// Present when this call installed livekit-server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install: Option<InstallResult>,
+    pub processes: BTreeMap<ProcessName, StartOutcome>,
+    pub ready_for_tokens: bool,
+    pub livekit_url: String,
+    pub backend_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StopResult {
+    /// Children that were running and are now stopped.
+    pub stopped: Vec<ProcessName>,
+    /// Children that ignored SIGTERM and were killed.
+    pub killed: Vec<ProcessName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RestartResult {
+    pub restarted: Vec<ProcessName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LogsResult {
+    pub process: ProcessName,
+    pub path: String,
+    pub lines: Vec<String>,
+}
+
+// ---------------------------------------------------------------- health
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OverallStatus {
+    Ok,
+    Degraded,
+    Down,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessState {
+    Stopped,
+    Starting,
+    Running,
+    Backoff,
+    Failed,
+}
+
+impl fmt::Display for ProcessState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProcessState::Stopped => "stopped",
+            ProcessState::Starting => "starting",
+            ProcessState::Running => "running",
+            ProcessState::Backoff => "backoff",
+            ProcessState::Failed => "failed",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FileHealth {
+    pub present: bool,
+    /// sha256 (hex) of the bytes on disk, null when absent.
+    pub sha256: Option<String>,
+    /// sha256 (hex) of the rendering from the in-memory config.
+    pub expected_sha256: String,
+    pub matches: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ProcessHealth {
+    pub state: ProcessState,
+    pub pid: Option<u32>,
+    pub ready: bool,
+    pub restarts: u32,
+    pub uptime_ms: u64,
+    /// sha256 of the config file the child was started with.
+    pub config_sha256: Option<String>,
+    pub last_exit: Option<String>,
+    /// Whether this instance of the daemon adopted the child from a previous one.
+    pub adopted: bool,
+    /// A port this child needs that a foreign process holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_conflict: Option<String>,
+    /// The log tail, when the child is `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_tail: Option<Vec<String>>,
+}
+
+impl ProcessHealth {
+    pub fn stopped() -> Self {
+        ProcessHealth {
+            state: ProcessState::Stopped,
+            pid: None,
+            ready: false,
+            restarts: 0,
+            uptime_ms: 0,
+            config_sha256: None,
+            last_exit: None,
+            adopted: false,
+            port_conflict: None,
+            log_tail: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BinaryHealth {
+    pub path: String,
+    pub installed: bool,
+    pub version: Option<String>,
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RedisHealth {
+    pub address: String,
+    pub reachable: bool,
+}
+
+/// The health document (SPEC section 7). Never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Health {
+    pub status: OverallStatus,
+    /// Consistent, both children ready, and livekit-server runs the current livekit.yaml.
+    pub ready_for_tokens: bool,
+    pub consistent: bool,
+    pub in_memory_hash: String,
+    /// Keyed by file name: `runtime.json`, `livekit.yaml`, `backend.env`.
+    pub files: BTreeMap<String, FileHealth>,
+    pub drift: Vec<String>,
+    pub api_key: String,
+    pub livekit_url: String,
+    pub backend_url: String,
+    /// Keyed by process name: `livekit-server`, `lk-backend`.
+    pub processes: BTreeMap<String, ProcessHealth>,
+    pub binary: BinaryHealth,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisHealth>,
+    pub version: String,
+    pub protocol: u32,
+}
+
+// ---------------------------------------------------------------- events
+
+/// One event on the `subscribe_events` stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A child changed state.
+    State {
+        process: ProcessName,
+        state: ProcessState,
+        pid: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// The triple was healed (some file rewritten).
+    Healed {
+        trigger: String,
+        written: Vec<String>,
+        drift: Vec<String>,
+        minted: bool,
+    },
+    /// A child was restarted by the supervisor.
+    Restarted { process: ProcessName, reason: String },
+    /// The in-memory config changed.
+    Configured {
+        in_memory_hash: String,
+        changed_fields: Vec<String>,
+    },
+    /// Install progress: bytes done of total (total unknown when null).
+    InstallProgress {
+        phase: String,
+        bytes_done: u64,
+        bytes_total: Option<u64>,
+    },
+    /// livekit-server was installed.
+    Installed { version: String, sha256: String },
+}
+
+/// What subscribers receive: an event with a sequence number and a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EventMessage {
+    pub seq: u64,
+    pub unix_ms: u64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// `/.well-known/heroservice.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub version: String,
+    pub protocol: String,
+    pub socket: String,
+}
