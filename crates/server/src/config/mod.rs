@@ -1,0 +1,1 @@
+//! The config triple. (filled by the config-triple work)

@@ -1,0 +1,1 @@
+//! Installing livekit-server. (filled by the install work)

@@ -1,0 +1,1 @@
+//! Child supervision. (filled by the supervision work)
