@@ -8,6 +8,7 @@
 //! This crate has no I/O and no runtime: it depends only on serde and schemars
 //! so that any consumer (CLI, other services) can use it cheaply.
 
+pub mod envfile;
 pub mod errors;
 pub mod openrpc;
 pub mod types;
