@@ -1,1 +1,308 @@
+//! Harness for the end-to-end tests: real daemons on real sockets, real
+//! child processes, real files.
+//!
+//! Each test gets its own root directory and its own free ports so tests
+//! run in parallel without touching each other. Dropping a [`Daemon`] kills
+//! the daemon and every child it recorded, so a failing test leaves no
+//! process behind.
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// A built binary of this workspace (`target/<profile>/<name>`). The test
+/// command builds every binary before running the tests.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let p = dir.join(name);
+    assert!(p.is_file(), "{} is not built: run `cargo build --workspace --bins` first", p.display());
+    p
+}
+
+/// A TCP port free on loopback right now.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Polls `f` until it returns `Some` or `timeout` passes; the interval grows
+/// from 1 ms to 50 ms so fast events are seen fast.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(1);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::park_timeout(delay);
+        delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// A test root directory, removed at the end.
+pub struct Root {
+    pub dir: tempfile::TempDir,
+}
+
+impl Root {
+    pub fn new() -> Root {
+        Root { dir: tempfile::Builder::new().prefix("hero_livekit_e2e").tempdir().expect("tempdir") }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.path().join("var/sockets/hero_livekit_server/rpc.sock")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.path().join("var/hero_livekit")
+    }
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.state().join(name)
+    }
+}
+
+impl Default for Root {
+    fn default() -> Self {
+        Root::new()
+    }
+}
+
+/// How to start a daemon.
+#[derive(Clone, Default)]
+pub struct DaemonOpts {
+    pub extra_args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Use the livekit-server test double as the livekit binary.
+    pub with_double: bool,
+}
+
+/// A running `hero_livekit_server`.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub socket: PathBuf,
+    pub root: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a daemon on `root` and waits until its socket answers.
+    pub fn start(root: &Root, opts: DaemonOpts) -> Daemon {
+        Self::try_start(root, opts).unwrap_or_else(|e| panic!("daemon did not start: {e}"))
+    }
+
+    /// Starts a daemon; `Err` carries its stderr when it exits instead.
+    pub fn try_start(root: &Root, opts: DaemonOpts) -> Result<Daemon, String> {
+        let stderr_path = root.path().join(format!("daemon-{}.stderr", unique()));
+        let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(bin("hero_livekit_server"));
+        cmd.arg("--root").arg(root.path());
+        cmd.arg("--backend-bin").arg(bin("lk-backend"));
+        if opts.with_double {
+            cmd.arg("--livekit-bin").arg(bin("livekit-server-double"));
+        }
+        cmd.args(&opts.extra_args);
+        cmd.env("RUST_LOG", "info").env_remove("NOTIFY_SOCKET");
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+        let socket = opts
+            .extra_args
+            .iter()
+            .position(|a| a == "--socket")
+            .and_then(|i| opts.extra_args.get(i + 1))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.socket());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                return Err(format!("exited with {status}: {err}"));
+            }
+            if UnixStream::connect(&socket).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err("socket did not appear within 20 s".into());
+            }
+            std::thread::park_timeout(Duration::from_millis(5));
+        }
+        Ok(Daemon { child: Some(child), socket, root: root.path().to_path_buf(), stderr_path })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).expect("daemon running")
+    }
+
+    /// Calls a method; returns the whole JSON-RPC response object.
+    pub fn call(&self, method: &str, params: Value) -> Value {
+        rpc(&self.socket, method, params)
+    }
+
+    /// Calls a method and returns its `result`, failing the test on an error.
+    pub fn ok(&self, method: &str, params: Value) -> Value {
+        let r = self.call(method, params);
+        assert!(r.get("error").is_none(), "{method} failed: {r}");
+        r["result"].clone()
+    }
+
+    pub fn health(&self) -> Value {
+        self.ok("livekitservice.health", json!({}))
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("signal daemon");
+    }
+
+    /// Waits for the daemon process to exit and returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("daemon running");
+        let status = wait_for(timeout, "daemon exit", || child.try_wait().ok().flatten());
+        self.child = None;
+        status
+    }
+
+    /// Kills the daemon with SIGKILL (children are left running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        kill_recorded_children(&self.root);
+    }
+}
+
+/// Kills (SIGKILL, whole process group) every child recorded under `root`.
+pub fn kill_recorded_children(root: &Path) {
+    let dir = root.join("var/hero_livekit/children");
+    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    for e in entries.flatten() {
+        if let Ok(text) = std::fs::read_to_string(e.path()) {
+            if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                if let Some(pid) = v.get("pid").and_then(Value::as_i64) {
+                    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Sends raw bytes on the socket and returns everything the daemon answers
+/// until it closes the connection (send `Connection: close`).
+pub fn raw(socket: &Path, request: &[u8]) -> Vec<u8> {
+    let mut s = UnixStream::connect(socket).expect("connect to daemon socket");
+    s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    s.write_all(request).expect("write request");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read response");
+    out
+}
+
+/// An HTTP response split into status, headers and body.
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: String,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Parses a raw HTTP/1.1 response (content-length or chunked body).
+pub fn parse_http(raw: &[u8]) -> HttpResponse {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("end of headers");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status code");
+    let rest = &raw[split + 4..];
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
+    HttpResponse { status, headers: head, body }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else { break };
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        out.extend_from_slice(&data[start..start + size]);
+        data = &data[start + size + 2..];
+    }
+    out
+}
+
+/// `GET path` on the socket.
+pub fn get(socket: &Path, path: &str) -> HttpResponse {
+    parse_http(&raw(socket, format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()))
+}
+
+/// `POST /rpc` with a JSON body on the socket.
+pub fn post(socket: &Path, body: &Value) -> HttpResponse {
+    let body = body.to_string();
+    let req = format!(
+        "POST /rpc HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        body
+    );
+    parse_http(&raw(socket, req.as_bytes()))
+}
+
+/// One JSON-RPC call over raw HTTP; returns the response object.
+pub fn rpc(socket: &Path, method: &str, params: Value) -> Value {
+    post(socket, &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})).json()
+}
+
+/// Configures a daemon with free ports so parallel tests do not collide.
+pub fn configure_free_ports(d: &Daemon) -> Value {
+    let (p, t, b) = (free_port(), free_port(), free_port());
+    d.ok(
+        "livekitservice.configure",
+        json!({"port": p, "rtc_tcp_port": t, "backend_port": b}),
+    )
+}
+
+/// sha256 hex of a file's bytes.
+pub fn sha256_file(p: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(p).expect("read file")))
+}

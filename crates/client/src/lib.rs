@@ -1,1 +1,240 @@
+//! Typed client of the hero_livekit daemon.
+//!
+//! Calls go over HTTP/1.1 on the Unix socket with one kept-alive connection
+//! (the cheapest transport measured); event subscriptions use a WebSocket
+//! on the same socket. Both speak the types of [`hero_livekit_proto`].
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use hero_livekit_proto::{self as proto, method, ErrorCode, ErrorData, EventMessage};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use jsonrpsee::core::client::{Subscription, SubscriptionClientT};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::net::UnixStream;
+use tokio::sync::Mutex;
+
+pub use hero_livekit_proto as wire;
+
+/// What can go wrong talking to the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing answers on the socket.
+    #[error("no hero_livekit daemon answers on {socket}: {source}. Start one with `hero_livekit up` or `hero_livekit_server --socket {socket}`")]
+    NotRunning { socket: PathBuf, source: std::io::Error },
+    /// The daemon answered with a JSON-RPC error.
+    #[error("{message}")]
+    Rpc { code: i32, message: String, data: Option<ErrorData> },
+    /// The daemon does not know the method: it is older than this client.
+    #[error("the daemon on {socket} does not know `{method}`: it is older than this client (protocol {client_protocol}). Restart it with the new hero_livekit_server binary (e.g. `systemctl restart hero_livekit` or `hero_livekit up` after stopping it)")]
+    DaemonTooOld { socket: PathBuf, method: String, client_protocol: u32 },
+    /// The exchange broke at the HTTP or JSON level.
+    #[error("talking to the daemon on {socket}: {detail}")]
+    Transport { socket: PathBuf, detail: String },
+}
+
+impl ClientError {
+    /// The actionable hint the daemon attached, if any.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            ClientError::Rpc { data: Some(d), .. } => Some(d.hint.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The domain code, when the daemon returned one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Rpc { code, .. } => ErrorCode::from_code(*code),
+            _ => None,
+        }
+    }
+}
+
+/// A client bound to one socket. Cheap to create; connects lazily and keeps
+/// the connection for later calls.
+pub struct Client {
+    socket: PathBuf,
+    conn: Mutex<Option<SendRequest<Full<Bytes>>>>,
+    next_id: AtomicU64,
+}
+
+impl Client {
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        Client { socket: socket.into(), conn: Mutex::new(None), next_id: AtomicU64::new(1) }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    fn transport(&self, detail: impl std::fmt::Display) -> ClientError {
+        ClientError::Transport { socket: self.socket.clone(), detail: detail.to_string() }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::NotRunning { socket: self.socket.clone(), source })?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.transport(e))?;
+        tokio::spawn(async move {
+            // Ends when the daemon closes the connection; nothing to report.
+            let _ = conn.await;
+        });
+        Ok(send)
+    }
+
+    /// One HTTP request on the kept-alive connection, reconnecting once if
+    /// the daemon closed it (it closes idle connections after a while).
+    async fn http(&self, req: http::Request<Full<Bytes>>) -> Result<(http::StatusCode, Bytes), ClientError> {
+        let mut guard = self.conn.lock().await;
+        for attempt in 0..2 {
+            let mut send = match guard.take() {
+                Some(s) if !s.is_closed() => s,
+                _ => self.connect().await?,
+            };
+            if send.ready().await.is_err() {
+                continue;
+            }
+            match send.send_request(req.clone()).await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let body = resp.into_body().collect().await.map_err(|e| self.transport(e))?.to_bytes();
+                    *guard = Some(send);
+                    return Ok((status, body));
+                }
+                Err(e) if attempt == 0 && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) => continue,
+                Err(e) => return Err(self.transport(e)),
+            }
+        }
+        Err(self.transport("the daemon closed the connection twice"))
+    }
+
+    /// `GET path` on the socket (e.g. `/health`), returning status and body.
+    ///
+    /// # Errors
+    /// [`ClientError::NotRunning`] when nothing answers.
+    pub async fn get(&self, path: &str) -> Result<(http::StatusCode, Bytes), ClientError> {
+        let req = http::Request::get(path)
+            .header(http::header::HOST, "localhost")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| self.transport(e))?;
+        self.http(req).await
+    }
+
+    /// Calls `method` with by-name `params` and decodes the result.
+    ///
+    /// # Errors
+    /// The daemon's error (code, message, hint), or a transport failure.
+    pub async fn call<P: Serialize, R: DeserializeOwned>(&self, method: &str, params: &P) -> Result<R, ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = serde_json::to_vec(&serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .map_err(|e| self.transport(e))?;
+        let req = http::Request::post("/rpc")
+            .header(http::header::HOST, "localhost")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| self.transport(e))?;
+        let (status, body) = self.http(req).await?;
+        let resp: Value = serde_json::from_slice(&body)
+            .map_err(|e| self.transport(format!("HTTP {status}: undecodable response ({e})")))?;
+        if let Some(err) = resp.get("error") {
+            let code = err.get("code").and_then(Value::as_i64).unwrap_or(0) as i32;
+            if code == -32601 {
+                return Err(ClientError::DaemonTooOld {
+                    socket: self.socket.clone(),
+                    method: method.to_string(),
+                    client_protocol: proto::PROTOCOL,
+                });
+            }
+            return Err(ClientError::Rpc {
+                code,
+                message: err.get("message").and_then(Value::as_str).unwrap_or("unknown error").to_string(),
+                data: err.get("data").and_then(|d| serde_json::from_value(d.clone()).ok()),
+            });
+        }
+        let result = resp.get("result").cloned().unwrap_or(Value::Null);
+        serde_json::from_value(result).map_err(|e| self.transport(format!("unexpected result shape: {e}")))
+    }
+
+    pub async fn install(&self, p: &proto::InstallParams) -> Result<proto::InstallResult, ClientError> {
+        self.call(method::INSTALL, p).await
+    }
+    pub async fn configure(&self, p: &proto::ConfigureParams) -> Result<proto::ConfigureResult, ClientError> {
+        self.call(method::CONFIGURE, p).await
+    }
+    pub async fn start(&self, p: &proto::StartParams) -> Result<proto::StartResult, ClientError> {
+        self.call(method::START, p).await
+    }
+    pub async fn stop(&self, p: &proto::StopParams) -> Result<proto::StopResult, ClientError> {
+        self.call(method::STOP, p).await
+    }
+    pub async fn restart(&self, p: &proto::RestartParams) -> Result<proto::RestartResult, ClientError> {
+        self.call(method::RESTART, p).await
+    }
+    pub async fn health(&self) -> Result<proto::Health, ClientError> {
+        self.call(method::HEALTH, &proto::NoParams {}).await
+    }
+    pub async fn logs(&self, p: &proto::LogsParams) -> Result<proto::LogsResult, ClientError> {
+        self.call(method::LOGS, p).await
+    }
+    pub async fn discover(&self) -> Result<Value, ClientError> {
+        self.call(method::DISCOVER, &proto::NoParams {}).await
+    }
+
+    /// Opens a WebSocket on the socket and subscribes to the event stream.
+    ///
+    /// # Errors
+    /// Connection, handshake or subscription refusal.
+    pub async fn subscribe_events(&self) -> Result<EventStream, ClientError> {
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::NotRunning { socket: self.socket.clone(), source })?;
+        let url = url::Url::parse("ws://localhost/").map_err(|e| self.transport(e))?;
+        let (tx, rx) = jsonrpsee::client_transport::ws::WsTransportClientBuilder::default()
+            .build_with_stream(url, stream)
+            .await
+            .map_err(|e| self.transport(e))?;
+        let client = jsonrpsee::core::client::ClientBuilder::default().build_with_tokio(tx, rx);
+        let sub: Subscription<EventMessage> = client
+            .subscribe(method::SUBSCRIBE_EVENTS, jsonrpsee::rpc_params![], method::UNSUBSCRIBE_EVENTS)
+            .await
+            .map_err(|e| match e {
+                jsonrpsee::core::client::Error::Call(obj) => ClientError::Rpc {
+                    code: obj.code(),
+                    message: obj.message().to_string(),
+                    data: obj.data().and_then(|d| serde_json::from_str(d.get()).ok()),
+                },
+                other => self.transport(other),
+            })?;
+        Ok(EventStream { _client: client, sub })
+    }
+}
+
+/// A live event subscription. Dropping it unsubscribes.
+pub struct EventStream {
+    _client: jsonrpsee::core::client::Client,
+    sub: Subscription<EventMessage>,
+}
+
+impl EventStream {
+    /// The next event; `None` when the daemon closed the stream.
+    pub async fn next(&mut self) -> Option<EventMessage> {
+        loop {
+            match self.sub.next().await? {
+                Ok(m) => return Some(m),
+                // An event of a newer daemon this client cannot decode: skip it.
+                Err(_) => continue,
+            }
+        }
+    }
+}
+
+pub use hero_livekit_proto::paths::{resolve_root, resolve_socket};

@@ -11,6 +11,7 @@
 pub mod envfile;
 pub mod errors;
 pub mod openrpc;
+pub mod paths;
 pub mod types;
 
 pub use errors::{ErrorCode, ErrorData};

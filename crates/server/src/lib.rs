@@ -4,6 +4,15 @@
 //! invariants every module keeps.
 
 pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod events;
+pub mod http;
 pub mod install;
+pub mod notify;
 pub mod paths;
+pub mod peer;
+pub mod rpc;
+pub mod service;
+pub mod socket;
 pub mod supervise;

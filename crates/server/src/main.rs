@@ -1,1 +1,85 @@
-fn main() {}
+//! `hero_livekit_server`: the supervisor daemon (see the crate docs).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use hero_livekit_server::daemon::{self, DaemonOptions};
+use hero_livekit_server::paths::Paths;
+
+/// Supervisor of a LiveKit deployment: keeps livekit.yaml, backend.env and
+/// runtime.json consistent and supervises livekit-server and lk-backend.
+#[derive(Debug, Parser)]
+#[command(name = "hero_livekit_server", version)]
+struct Args {
+    /// Root directory (default: $PATH_ROOT, else ~/hero).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Socket path (default: $HERO_SOCKET_DIR or <root>/var/sockets, then hero_livekit_server/rpc.sock).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Group whose members may call read-only methods (socket becomes 0660).
+    #[arg(long)]
+    socket_group: Option<String>,
+    /// livekit-server binary (default: <root>/bin/livekit-server).
+    #[arg(long)]
+    livekit_bin: Option<PathBuf>,
+    /// lk-backend binary (default: next to this executable, else <root>/bin/lk-backend).
+    #[arg(long)]
+    backend_bin: Option<PathBuf>,
+    /// Stop the children when the daemon exits (default: leave them running for the next instance to adopt).
+    #[arg(long)]
+    stop_children_on_exit: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    let socket_group = match args.socket_group.as_deref().map(resolve_group).transpose() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("hero_livekit_server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = DaemonOptions {
+        paths: Paths::resolve(args.root, args.socket),
+        socket_group,
+        livekit_bin: args.livekit_bin,
+        backend_bin: args.backend_bin,
+        stop_children_on_exit: args.stop_children_on_exit,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hero_livekit_server: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(daemon::run(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("hero_livekit_server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn resolve_group(name: &str) -> Result<nix::unistd::Gid, String> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(nix::unistd::Gid::from_raw(n));
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid),
+        Ok(None) => Err(format!("--socket-group: no group named `{name}`")),
+        Err(e) => Err(format!("--socket-group: looking up `{name}`: {e}")),
+    }
+}

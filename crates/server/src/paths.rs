@@ -21,16 +21,8 @@ pub struct Paths {
 impl Paths {
     /// Resolves paths from the command line and the environment.
     pub fn resolve(root: Option<PathBuf>, socket: Option<PathBuf>) -> Paths {
-        let root = root
-            .or_else(|| std::env::var_os("PATH_ROOT").filter(|v| !v.is_empty()).map(PathBuf::from))
-            .unwrap_or_else(default_root);
-        let socket = socket.unwrap_or_else(|| {
-            let dir = std::env::var_os("HERO_SOCKET_DIR")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| root.join("var").join("sockets"));
-            dir.join("hero_livekit_server").join("rpc.sock")
-        });
+        let root = hero_livekit_proto::paths::resolve_root(root.as_deref());
+        let socket = hero_livekit_proto::paths::resolve_socket(Some(&root), socket.as_deref());
         Paths::with(root, socket)
     }
 
@@ -78,14 +70,6 @@ impl Paths {
     pub fn install_record(&self) -> PathBuf {
         self.state_dir.join("install.json")
     }
-}
-
-fn default_root() -> PathBuf {
-    std::env::var_os("HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"))
-        .join("hero")
 }
 
 #[cfg(test)]

@@ -1,0 +1,295 @@
+//! Command-line arguments and dispatch. Flags are the methods' parameter
+//! names in kebab case.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use hero_livekit_client::wire::{self as proto, ProcessName};
+use hero_livekit_client::{resolve_root, resolve_socket, Client, ClientError};
+
+use crate::output::{self, Out};
+
+#[derive(Debug, Parser)]
+#[command(name = "hero_livekit", version, about = "Operate a LiveKit deployment through the hero_livekit daemon")]
+pub struct Cli {
+    /// Root directory (default: $PATH_ROOT, else ~/hero).
+    #[arg(long, global = true)]
+    pub root: Option<PathBuf>,
+    /// Daemon socket (default: $HERO_SOCKET_DIR or <root>/var/sockets, then hero_livekit_server/rpc.sock).
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Obtain, verify and install livekit-server, then heal the config.
+    Install(InstallArgs),
+    /// Set the credential and settings; writes all three files consistently.
+    Configure(ConfigureArgs),
+    /// Heal the config, install if needed, start both children and wait until ready.
+    Start(StartArgs),
+    /// Stop both children.
+    Stop(StopArgs),
+    /// Restart one or both children.
+    Restart(RestartArgs),
+    /// Show health; exit 0 only when ready for tokens.
+    Health(HealthArgs),
+    /// Show the tail of a child's log.
+    Logs(LogsArgs),
+    /// Print events (state changes, heals, restarts, install progress) as they happen.
+    Events,
+    /// Mint a LiveKit access token through lk-backend.
+    Token(TokenArgs),
+    /// Bootstrap: start the daemon if needed, install, configure, start, verify.
+    Up(UpArgs),
+    /// Print the OpenRPC document.
+    Discover,
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct InstallArgs {
+    /// livekit-server version (default: the pinned one).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// URL or local path of a release tarball or binary.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Expected sha256 of the source.
+    #[arg(long)]
+    pub sha256: Option<String>,
+    /// Reinstall even when the same version is installed.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl InstallArgs {
+    pub fn params(&self) -> proto::InstallParams {
+        proto::InstallParams {
+            version: self.version.clone(),
+            source: self.source.clone(),
+            sha256: self.sha256.clone(),
+            force: self.force.then_some(true),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct ConfigureArgs {
+    #[arg(long)]
+    pub api_key: Option<String>,
+    #[arg(long)]
+    pub api_secret: Option<String>,
+    #[arg(long)]
+    pub domain: Option<String>,
+    #[arg(long)]
+    pub redis_address: Option<String>,
+    #[arg(long)]
+    pub port: Option<u32>,
+    #[arg(long)]
+    pub rtc_tcp_port: Option<u32>,
+    #[arg(long)]
+    pub rtc_port_range_start: Option<u32>,
+    #[arg(long)]
+    pub rtc_port_range_end: Option<u32>,
+    #[arg(long)]
+    pub node_ip: Option<String>,
+    #[arg(long)]
+    pub backend_port: Option<u32>,
+}
+
+impl ConfigureArgs {
+    pub fn params(&self) -> proto::ConfigureParams {
+        proto::ConfigureParams {
+            api_key: self.api_key.clone(),
+            api_secret: self.api_secret.clone(),
+            domain: self.domain.clone(),
+            redis_address: self.redis_address.clone(),
+            port: self.port,
+            rtc_tcp_port: self.rtc_tcp_port,
+            rtc_port_range_start: self.rtc_port_range_start,
+            rtc_port_range_end: self.rtc_port_range_end,
+            node_ip: self.node_ip.clone(),
+            backend_port: self.backend_port,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct StartArgs {
+    /// Rotate the credential on purpose (mints a new key and secret).
+    #[arg(long)]
+    pub reset: bool,
+    /// Re-run install first.
+    #[arg(long)]
+    pub update: bool,
+    /// How long to wait for readiness.
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+}
+
+impl StartArgs {
+    pub fn params(&self) -> proto::StartParams {
+        proto::StartParams {
+            reset: self.reset.then_some(true),
+            update: self.update.then_some(true),
+            timeout_ms: self.timeout_ms,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Grace period before SIGKILL.
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// `livekit-server` or `lk-backend` (default: both).
+    #[arg(long)]
+    pub process: Option<ProcessName>,
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Print nothing; only the exit status says whether it is ready for tokens.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// `livekit-server` or `lk-backend`.
+    pub process: ProcessName,
+    /// How many trailing lines.
+    #[arg(long, short = 'n')]
+    pub lines: Option<u32>,
+    /// Keep printing new lines as they are written.
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[arg(long)]
+    pub room: String,
+    #[arg(long)]
+    pub identity: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub ttl_seconds: Option<u64>,
+    #[arg(long)]
+    pub metadata: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub install: InstallArgs,
+    #[command(flatten)]
+    pub configure: ConfigureArgs,
+    /// Rotate the credential on purpose.
+    #[arg(long)]
+    pub reset: bool,
+    /// Re-run install even when installed.
+    #[arg(long)]
+    pub update: bool,
+    /// How long to wait for readiness.
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Runs one invocation and turns its outcome into an exit status.
+pub async fn run(cli: Cli) -> ExitCode {
+    let socket = resolve_socket(cli.root.as_deref(), cli.socket.as_deref());
+    let out = Out::new(cli.json);
+    let client = Client::new(&socket);
+    match dispatch(&cli, &client, &out).await {
+        Ok(code) => code,
+        Err(e) => {
+            out.error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: &Cli, client: &Client, out: &Out) -> Result<ExitCode, ClientError> {
+    match &cli.command {
+        Command::Install(a) => {
+            let progress = output::progress_for_install(client, out).await;
+            let r = client.install(&a.params()).await;
+            drop(progress);
+            out.install(&r?);
+        }
+        Command::Configure(a) => out.configure(&client.configure(&a.params()).await?),
+        Command::Start(a) => {
+            let progress = if a.update { output::progress_for_install(client, out).await } else { None };
+            let spinner = out.spinner("starting livekit-server and lk-backend");
+            let r = client.start(&a.params()).await;
+            drop((spinner, progress));
+            out.start(&r?);
+        }
+        Command::Stop(a) => out.stop(&client.stop(&proto::StopParams { timeout_ms: a.timeout_ms }).await?),
+        Command::Restart(a) => out.restart(
+            &client
+                .restart(&proto::RestartParams { process: a.process, timeout_ms: a.timeout_ms })
+                .await?,
+        ),
+        Command::Health(a) => {
+            let h = client.health().await?;
+            if !a.quiet {
+                out.health(&h);
+                output::warn_if_daemon_older(&h, out);
+            }
+            return Ok(if h.ready_for_tokens { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        Command::Logs(a) => {
+            let r = client.logs(&proto::LogsParams { process: a.process, lines: a.lines }).await?;
+            out.logs(&r);
+            if a.follow {
+                output::follow(&r.path).await.map_err(|e| ClientError::Transport {
+                    socket: client.socket().to_path_buf(),
+                    detail: format!("following {}: {e}", r.path),
+                })?;
+            }
+        }
+        Command::Events => {
+            let mut events = client.subscribe_events().await?;
+            while let Some(ev) = events.next().await {
+                out.event(&ev);
+            }
+        }
+        Command::Token(a) => {
+            let h = client.health().await?;
+            let body = serde_json::json!({
+                "room": a.room, "identity": a.identity, "name": a.name,
+                "ttl_seconds": a.ttl_seconds, "metadata": a.metadata,
+            });
+            let resp = output::post_token(&h.backend_url, &body).await.map_err(|detail| ClientError::Transport {
+                socket: client.socket().to_path_buf(),
+                detail,
+            })?;
+            out.token(&resp);
+        }
+        Command::Up(a) => {
+            let root = resolve_root(cli.root.as_deref());
+            return crate::up::up(a, client, out, &root, cli.root.as_deref(), cli.socket.as_deref()).await;
+        }
+        Command::Discover => out.json_value(&client.discover().await?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Default wait for readiness when the caller gave none.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);

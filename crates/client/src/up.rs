@@ -1,0 +1,206 @@
+//! `hero_livekit up`: from a fresh machine to a running, consistent LiveKit
+//! in one command, and a no-op when everything is already so.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use hero_livekit_client::wire as proto;
+use hero_livekit_client::{Client, ClientError};
+
+use crate::cli::{UpArgs, DEFAULT_READY_TIMEOUT};
+use crate::output::{self, Out};
+
+/// How long a freshly spawned daemon gets to open its socket.
+const DAEMON_BOOT_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub async fn up(
+    a: &UpArgs,
+    client: &Client,
+    out: &Out,
+    root: &Path,
+    root_flag: Option<&Path>,
+    socket_flag: Option<&Path>,
+) -> Result<ExitCode, ClientError> {
+    let spawned = ensure_daemon(client, root, root_flag, socket_flag).await?;
+    if spawned && !out.is_json() {
+        eprintln!("started hero_livekit_server on {}", client.socket().display());
+    }
+
+    let health = client.health().await?;
+    output::warn_if_daemon_older(&health, out);
+    let source_given = a.install.source.is_some() || a.install.version.is_some();
+    let mut installed = None;
+    if !health.binary.installed || a.install.force || (source_given && a.update) {
+        let progress = output::progress_for_install(client, out).await;
+        let r = client.install(&a.install.params()).await;
+        drop(progress);
+        installed = Some(r?);
+    }
+    let configured = client.configure(&a.configure.params()).await?;
+    let spinner = out.spinner("waiting for livekit-server and lk-backend to be ready");
+    let started = client
+        .start(&proto::StartParams {
+            reset: a.reset.then_some(true),
+            // `--update` with an explicit source was handled by the install above.
+            update: (a.update && !source_given).then_some(true),
+            timeout_ms: a.timeout_ms,
+        })
+        .await;
+    let started = match started {
+        Ok(s) => s,
+        Err(e) => {
+            drop(spinner);
+            return Err(e);
+        }
+    };
+    let health = wait_ready(client, a.timeout_ms.map(Duration::from_millis).unwrap_or(DEFAULT_READY_TIMEOUT)).await;
+    drop(spinner);
+    let health = health?;
+
+    let summary = serde_json::json!({
+        "daemon_started": spawned,
+        "installed": installed,
+        "configure": configured,
+        "start": started,
+        "ready_for_tokens": health.ready_for_tokens,
+        "livekit_url": health.livekit_url,
+        "backend_url": health.backend_url,
+        "api_key": health.api_key,
+        "socket": client.socket(),
+    });
+    if out.is_json() {
+        out.json_value(&summary);
+    } else {
+        let changed = spawned
+            || installed.as_ref().is_some_and(|i| i.changed)
+            || !configured.heal.written.is_empty()
+            || !configured.changed_fields.is_empty()
+            || !started.heal.written.is_empty()
+            || started.processes.values().any(|o| *o != proto::StartOutcome::AlreadyRunning);
+        if !changed {
+            println!("already up: nothing changed");
+        }
+        println!("LiveKit is ready for tokens");
+        println!("  livekit url   {}", health.livekit_url);
+        println!("  backend url   {}  (POST /token)", health.backend_url);
+        println!("  api key       {}", health.api_key);
+        println!("  daemon socket {}", client.socket().display());
+    }
+    Ok(if health.ready_for_tokens { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Polls health until ready for tokens or the deadline, then returns the
+/// last document; the caller reports whatever it says.
+async fn wait_ready(client: &Client, timeout: Duration) -> Result<proto::Health, ClientError> {
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(20);
+    loop {
+        let h = client.health().await?;
+        if h.ready_for_tokens || Instant::now() >= deadline {
+            if !h.ready_for_tokens {
+                return Err(ClientError::Rpc {
+                    code: proto::ErrorCode::Timeout.code(),
+                    message: format!(
+                        "not ready for tokens after {} ms (consistent: {}, drift: {:?})",
+                        timeout.as_millis(),
+                        h.consistent,
+                        h.drift
+                    ),
+                    data: Some(proto::ErrorData {
+                        kind: proto::ErrorCode::Timeout.kind().into(),
+                        hint: "run `hero_livekit health` and `hero_livekit logs livekit-server`".into(),
+                        retryable: true,
+                        field: None,
+                    }),
+                });
+            }
+            return Ok(h);
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// Makes sure a daemon answers on the socket, starting one detached when
+/// none does. Returns whether it started one.
+async fn ensure_daemon(
+    client: &Client,
+    root: &Path,
+    root_flag: Option<&Path>,
+    socket_flag: Option<&Path>,
+) -> Result<bool, ClientError> {
+    match client.get("/.well-known/heroservice.json").await {
+        Ok(_) => return Ok(false),
+        Err(ClientError::NotRunning { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let exe = daemon_exe();
+    let logs = root.join("var").join("hero_livekit").join("logs");
+    let io_err = |what: &str, e: std::io::Error| ClientError::Transport {
+        socket: client.socket().to_path_buf(),
+        detail: format!("{what}: {e}"),
+    };
+    create_private_dirs(&logs).map_err(|e| io_err(&format!("creating {}", logs.display()), e))?;
+    let log_path = logs.join("hero_livekit_server.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| io_err(&format!("opening {}", log_path.display()), e))?;
+    let log2 = log.try_clone().map_err(|e| io_err("duplicating the log handle", e))?;
+    let mut cmd = std::process::Command::new(&exe);
+    if let Some(r) = root_flag {
+        cmd.arg("--root").arg(r);
+    }
+    if let Some(s) = socket_flag {
+        cmd.arg("--socket").arg(s);
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log2));
+    // SAFETY: setsid is async-signal-safe; it detaches the daemon from this
+    // terminal's session so closing the terminal does not hang it up.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+    }
+    let mut child = cmd.spawn().map_err(|e| io_err(&format!("starting {}", exe.display()), e))?;
+
+    let deadline = Instant::now() + DAEMON_BOOT_TIMEOUT;
+    let mut delay = Duration::from_millis(5);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+            return Err(ClientError::Transport {
+                socket: client.socket().to_path_buf(),
+                detail: format!(
+                    "hero_livekit_server exited at once ({status}); its log {} ends with:\n  {}",
+                    log_path.display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+                ),
+            });
+        }
+        match client.get("/.well-known/heroservice.json").await {
+            Ok(_) => return Ok(true),
+            Err(ClientError::NotRunning { .. }) if Instant::now() < deadline => {}
+            Err(e) => return Err(e),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// `hero_livekit_server` next to this executable, else from `$PATH`.
+fn daemon_exe() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("hero_livekit_server")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("hero_livekit_server"))
+}
+
+/// Creates `dir` and its missing parents, the state directory with 0700.
+fn create_private_dirs(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}

@@ -1,0 +1,702 @@
+//! [`LivekitService`]: the single owner of the in-memory config and of both
+//! children.
+//!
+//! Every mutation (install, configure, start, stop, restart, the periodic
+//! drift heal) runs under one async mutex, so two clients never interleave
+//! writes or process changes. Reads (`health`) never take that mutex: they
+//! read an immutable [`Snapshot`] of the config, the children's watch
+//! channels, and a stat-validated cache of the files, so `health` stays
+//! cheap while a long `start` is in progress.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex as StdMutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hero_livekit_proto::{
+    self as proto, BinaryHealth, ConfigureParams, ConfigureResult, ErrorCode, Event, FileHealth, HealReport, Health,
+    InstallParams, InstallResult, LogsParams, LogsResult, OverallStatus, ProcessName, ProcessState, RestartParams,
+    RestartResult, StartOutcome, StartParams, StartResult, StopParams, StopResult,
+};
+use serde_json::Value;
+
+use crate::config::{self, Config, StateDir, TripleFile};
+use crate::error::ServiceError;
+use crate::events::EventBus;
+use crate::install;
+use crate::paths::Paths;
+use crate::supervise::{self, Child, ChildSpec, ReadyProbe, SupervisorOptions};
+
+/// What the daemon was started with that the service needs.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    pub paths: Paths,
+    pub livekit_bin: Option<PathBuf>,
+    pub backend_bin: Option<PathBuf>,
+}
+
+/// Default wait for children to become ready.
+const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default grace between SIGTERM and SIGKILL.
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default period of the drift check; `HERO_LIVEKIT_DRIFT_CHECK_MS` overrides.
+const DEFAULT_DRIFT_CHECK: Duration = Duration::from_secs(5);
+const DEFAULT_LOG_LINES: u32 = 100;
+const MAX_LOG_LINES: u32 = 10_000;
+
+/// An immutable view of the in-memory config with everything derived from
+/// it computed once, so `health` does no rendering.
+struct Snapshot {
+    config: Config,
+    hash: String,
+    /// Expected sha256 of each file, in [`TripleFile::ALL`] order.
+    expected: [String; 3],
+}
+
+impl Snapshot {
+    fn new(config: Config) -> Arc<Self> {
+        let expected = TripleFile::ALL.map(|f| sha256_hex(&config::render(&config, f)));
+        Arc::new(Snapshot { hash: config.hash(), config, expected })
+    }
+
+    fn expected(&self, f: TripleFile) -> &str {
+        let i = TripleFile::ALL.iter().position(|x| *x == f).unwrap_or(0);
+        &self.expected[i]
+    }
+}
+
+/// The supervisor: config owner and parent of both children.
+pub struct LivekitService {
+    paths: Paths,
+    livekit_bin: PathBuf,
+    backend_bin: PathBuf,
+    store: StateDir,
+    events: EventBus,
+    /// Serializes every mutation.
+    ops: tokio::sync::Mutex<()>,
+    /// Replaced, never mutated, and only while `ops` is held.
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// The files as last seen by `health`, revalidated by `stat`.
+    cache: StdMutex<config::FileCache>,
+    livekit: Child,
+    backend: Child,
+    installed: RwLock<Option<install::InstalledInfo>>,
+    openrpc: Arc<Value>,
+    openrpc_bytes: Bytes,
+    info_bytes: Bytes,
+    drift_task: StdMutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+fn write_error(e: config::WriteError) -> ServiceError {
+    ServiceError::new(ErrorCode::WriteFailed, e.to_string())
+}
+
+fn internal(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::new(ErrorCode::Io, e.to_string())
+}
+
+impl LivekitService {
+    /// Boots the service: prepares the state directory, loads the config
+    /// (runtime.json, else a valid credential found in livekit.yaml, else in
+    /// backend.env, else a minted one), heals the triple, re-adopts children
+    /// recorded by a previous instance, and starts the periodic drift check.
+    ///
+    /// # Errors
+    /// The state directory cannot be created or the triple cannot be written.
+    pub async fn boot(opts: ServiceOptions) -> Result<Arc<Self>, ServiceError> {
+        let paths = opts.paths;
+        let store = StateDir::new(paths.state_dir.clone());
+        let (plan, store) = {
+            let store2 = store.clone();
+            tokio::task::spawn_blocking(move || -> Result<_, ServiceError> {
+                store2.ensure().map_err(|e| internal(format!("preparing {}: {e}", store2.path().display())))?;
+                let observed = store2.observe();
+                Ok((config::plan(None, &observed, false), store2))
+            })
+            .await
+            .map_err(internal)??
+        };
+        let events = EventBus::new(1024);
+        let livekit_bin = opts.livekit_bin.unwrap_or_else(|| paths.livekit_bin());
+        let backend_bin = opts.backend_bin.unwrap_or_else(|| default_backend_bin(&paths));
+        let sup = |name| {
+            Child::new(
+                name,
+                SupervisorOptions::new(paths.children_dir(), events.clone()),
+            )
+        };
+        let installed = install::installed(&livekit_bin, &paths.install_record());
+        let openrpc = Arc::new(proto::openrpc::document());
+        let openrpc_bytes = Bytes::from(serde_json::to_vec(&*openrpc).map_err(internal)?);
+        let info = proto::ServiceInfo {
+            name: proto::SERVICE_NAME.into(),
+            version: proto::VERSION.into(),
+            protocol: "openrpc".into(),
+            socket: paths.socket.display().to_string(),
+        };
+        let info_bytes = Bytes::from(serde_json::to_vec(&info).map_err(internal)?);
+        let svc = Arc::new(LivekitService {
+            livekit: sup(ProcessName::LivekitServer),
+            backend: sup(ProcessName::LkBackend),
+            cache: StdMutex::new(config::FileCache::new(paths.state_dir.clone())),
+            snapshot: RwLock::new(Snapshot::new(plan.config.clone())),
+            installed: RwLock::new(installed),
+            ops: tokio::sync::Mutex::new(()),
+            drift_task: StdMutex::new(None),
+            paths,
+            livekit_bin,
+            backend_bin,
+            store,
+            events,
+            openrpc,
+            openrpc_bytes,
+            info_bytes,
+        });
+        {
+            let _g = svc.ops.lock().await;
+            svc.apply_plan(plan, "boot").await?;
+            svc.adopt_children().await;
+        }
+        svc.start_drift_check();
+        Ok(svc)
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+    pub fn openrpc(&self) -> Arc<Value> {
+        self.openrpc.clone()
+    }
+    pub fn openrpc_bytes(&self) -> Bytes {
+        self.openrpc_bytes.clone()
+    }
+    pub fn service_info_bytes(&self) -> Bytes {
+        self.info_bytes.clone()
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        match self.snapshot.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_snapshot(&self, s: Arc<Snapshot>) {
+        match self.snapshot.write() {
+            Ok(mut g) => *g = s,
+            Err(poisoned) => *poisoned.into_inner() = s,
+        }
+    }
+
+    // ------------------------------------------------------------ heal
+
+    /// Writes what `plan` says, publishes the heal, and makes `plan.config`
+    /// the in-memory config. Must hold `ops`.
+    async fn apply_plan(&self, plan: config::HealPlan, trigger: &str) -> Result<HealReport, ServiceError> {
+        let store = self.store.clone();
+        let writes = plan.writes.clone();
+        let cfg = plan.config.clone();
+        let written = if writes.is_empty() {
+            Vec::new()
+        } else {
+            let plan2 = plan.clone();
+            tokio::task::spawn_blocking(move || store.apply(&plan2, &cfg))
+                .await
+                .map_err(internal)?
+                .map_err(write_error)?
+        };
+        self.set_snapshot(Snapshot::new(plan.config.clone()));
+        let report = HealReport {
+            trigger: trigger.to_string(),
+            drift: plan.drift.clone(),
+            written: written.iter().map(|f| f.name().to_string()).collect(),
+            minted: plan.minted,
+            restarted: Vec::new(),
+        };
+        if !report.written.is_empty() {
+            tracing::info!(trigger, written = ?report.written, drift = ?report.drift, minted = plan.minted, "healed config triple");
+            self.events.publish(Event::Healed {
+                trigger: trigger.to_string(),
+                written: report.written.clone(),
+                drift: report.drift.clone(),
+                minted: plan.minted,
+            });
+        }
+        Ok(report)
+    }
+
+    /// Observes the files and heals them against `in_memory` (or loads at
+    /// boot when `None`). Must hold `ops`.
+    async fn heal(&self, in_memory: Option<Config>, reset: bool, trigger: &str) -> Result<(HealReport, Vec<TripleFile>), ServiceError> {
+        let store = self.store.clone();
+        let plan = tokio::task::spawn_blocking(move || {
+            let observed = store.observe();
+            config::plan(in_memory.as_ref(), &observed, reset)
+        })
+        .await
+        .map_err(internal)?;
+        let writes = plan.writes.clone();
+        let report = self.apply_plan(plan, trigger).await?;
+        Ok((report, writes))
+    }
+
+    /// Restarts the running readers of the files just written, because
+    /// livekit-server reads its keys only at startup. Must hold `ops`.
+    async fn restart_readers(&self, written: &[TripleFile], reason: &str) -> Result<Vec<ProcessName>, ServiceError> {
+        let mut restarted = Vec::new();
+        for f in written {
+            let Some(name) = f.reader() else { continue };
+            let child = self.child(name);
+            if child.health().state == ProcessState::Stopped || restarted.contains(&name) {
+                continue;
+            }
+            let spec = self.spec(name)?;
+            child.restart(spec, DEFAULT_READY_TIMEOUT).await.map_err(supervise_error)?;
+            self.events.publish(Event::Restarted { process: name, reason: reason.to_string() });
+            restarted.push(name);
+        }
+        Ok(restarted)
+    }
+
+    fn start_drift_check(self: &Arc<Self>) {
+        let period = std::env::var("HERO_LIVEKIT_DRIFT_CHECK_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_DRIFT_CHECK);
+        let weak = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(svc) = weak.upgrade() else { return };
+                svc.drift_check().await;
+            }
+        });
+        if let Ok(mut g) = self.drift_task.lock() {
+            *g = Some(task);
+        }
+    }
+
+    /// One periodic drift check: a consistent triple is left untouched; a
+    /// drifted one is healed and its running readers restarted.
+    async fn drift_check(&self) {
+        let _g = self.ops.lock().await;
+        let current = self.snapshot().config.clone();
+        match self.heal(Some(current), false, "drift").await {
+            Ok((_, written)) if !written.is_empty() => {
+                if let Err(e) = self.restart_readers(&written, "its config file was healed after drift").await {
+                    tracing::warn!(error = %e, "restart after drift heal failed");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "drift heal failed; will retry"),
+        }
+    }
+
+    // ------------------------------------------------------------ children
+
+    fn child(&self, name: ProcessName) -> &Child {
+        match name {
+            ProcessName::LivekitServer => &self.livekit,
+            ProcessName::LkBackend => &self.backend,
+        }
+    }
+
+    /// The child's command line, scrubbed environment, files and probe,
+    /// derived from the current snapshot.
+    fn spec(&self, name: ProcessName) -> Result<ChildSpec, ServiceError> {
+        let snap = self.snapshot();
+        let c = &snap.config;
+        // Only what a process needs to run; no LIVEKIT_* from the daemon's
+        // environment can reach the children (they would override the files).
+        let env = vec![
+            ("PATH".to_string(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
+            ("HOME".to_string(), self.paths.data_dir().display().to_string()),
+        ];
+        let logs = self.paths.logs_dir();
+        Ok(match name {
+            ProcessName::LivekitServer => ChildSpec {
+                name,
+                program: self.livekit_bin.clone(),
+                args: vec!["--config".into(), self.paths.livekit_yaml().into_os_string()],
+                env,
+                cwd: self.paths.data_dir(),
+                log_path: logs.join("livekit-server.log"),
+                ready: ReadyProbe::Http { port: c.port, path: "/".into() },
+                ports: vec![c.port, c.rtc_tcp_port],
+                config_sha256: snap.expected(TripleFile::LivekitYaml).to_string(),
+            },
+            ProcessName::LkBackend => ChildSpec {
+                name,
+                program: self.backend_bin.clone(),
+                // The file, not the environment: the secret stays out of
+                // /proc/<pid>/environ and SIGHUP can re-read it.
+                args: vec!["--env-file".into(), self.paths.backend_env().into_os_string()],
+                env,
+                cwd: self.paths.data_dir(),
+                log_path: logs.join("lk-backend.log"),
+                ready: ReadyProbe::Http { port: c.backend_port, path: "/health".into() },
+                ports: vec![c.backend_port],
+                config_sha256: snap.expected(TripleFile::BackendEnv).to_string(),
+            },
+        })
+    }
+
+    /// Re-adopts children recorded by a previous instance; a recorded child
+    /// whose config file changed since it started is restarted. Must hold `ops`.
+    async fn adopt_children(&self) {
+        for name in ProcessName::ALL {
+            let spec = match self.spec(name) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(process = %name, error = %e, "cannot build spec for adoption");
+                    continue;
+                }
+            };
+            let expected = spec.config_sha256.clone();
+            match self.child(name).adopt(spec.clone()).await {
+                Ok(outcome) => {
+                    tracing::info!(process = %name, ?outcome, "adoption");
+                    let h = self.child(name).health();
+                    if h.state != ProcessState::Stopped && h.config_sha256.as_deref() != Some(expected.as_str()) {
+                        tracing::info!(process = %name, "adopted child runs an old config file; restarting it");
+                        if let Err(e) = self.child(name).restart(spec, DEFAULT_READY_TIMEOUT).await {
+                            tracing::warn!(process = %name, error = %e, "restart of adopted child failed");
+                        } else {
+                            self.events.publish(Event::Restarted {
+                                process: name,
+                                reason: "adopted with an outdated config file".into(),
+                            });
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(process = %name, error = %e, "adoption failed"),
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ methods
+
+    /// `livekitservice.configure`.
+    ///
+    /// # Errors
+    /// -32602 for invalid input (nothing changes), `write_failed` when the
+    /// triple cannot be written (previous files intact).
+    pub async fn configure(&self, p: ConfigureParams) -> Result<ConfigureResult, ServiceError> {
+        let _g = self.ops.lock().await;
+        let current = self.snapshot().config.clone();
+        let update = config::apply_configure(Some(&current), &p)
+            .map_err(|e| ServiceError::invalid(e.field, e.rule.clone()))?;
+        let (mut heal, written) = self.heal(Some(update.config.clone()), false, "configure").await?;
+        self.verify_on_disk().await?;
+        heal.restarted = self.restart_readers(&written, "configure changed its config file").await?;
+        if !update.changed_fields.is_empty() {
+            self.events.publish(Event::Configured {
+                in_memory_hash: self.snapshot().hash.clone(),
+                changed_fields: update.changed_fields.clone(),
+            });
+        }
+        let snap = self.snapshot();
+        Ok(ConfigureResult {
+            changed_fields: update.changed_fields,
+            minted: update.minted || heal.minted,
+            heal,
+            api_key: snap.config.api_key.clone(),
+            in_memory_hash: snap.hash.clone(),
+        })
+    }
+
+    /// Re-reads the triple and fails unless it is consistent: a write that
+    /// "succeeded" but does not read back is not trusted.
+    async fn verify_on_disk(&self) -> Result<(), ServiceError> {
+        let store = self.store.clone();
+        let cfg = self.snapshot().config.clone();
+        let check = tokio::task::spawn_blocking(move || config::check(&cfg, &store.observe()))
+            .await
+            .map_err(internal)?;
+        if check.consistent {
+            Ok(())
+        } else {
+            Err(ServiceError::new(
+                ErrorCode::WriteFailed,
+                format!("the config triple does not read back as written: {}", check.drift.join("; ")),
+            ))
+        }
+    }
+
+    /// `livekitservice.install`.
+    ///
+    /// # Errors
+    /// Invalid source/sha256, download or verification failure (previous
+    /// binary intact), write failure.
+    pub async fn install(&self, p: InstallParams) -> Result<InstallResult, ServiceError> {
+        let _g = self.ops.lock().await;
+        self.install_locked(&p).await
+    }
+
+    async fn install_locked(&self, p: &InstallParams) -> Result<InstallResult, ServiceError> {
+        let req = install::InstallRequest::from(p);
+        let events = self.events.clone();
+        let outcome = install::install(&req, &self.livekit_bin, &self.paths.install_record(), move |pr: install::InstallProgress| {
+            events.publish(Event::InstallProgress {
+                phase: pr.phase.to_string(),
+                bytes_done: pr.bytes_done,
+                bytes_total: pr.bytes_total,
+            })
+        })
+        .await
+        .map_err(install_error)?;
+        if outcome.changed {
+            self.events.publish(Event::Installed { version: outcome.version.clone(), sha256: outcome.sha256.clone() });
+        }
+        if let Ok(mut g) = self.installed.write() {
+            *g = install::installed(&self.livekit_bin, &self.paths.install_record());
+        }
+        let current = self.snapshot().config.clone();
+        let (mut heal, written) = self.heal(Some(current), false, "install").await?;
+        heal.restarted = self.restart_readers(&written, "install healed its config file").await?;
+        Ok(InstallResult {
+            version: outcome.version,
+            path: outcome.path.display().to_string(),
+            sha256: outcome.sha256,
+            source: outcome.source,
+            changed: outcome.changed,
+            heal,
+        })
+    }
+
+    /// `livekitservice.start`.
+    ///
+    /// # Errors
+    /// Not installed (with the install hint), a port held by a foreign
+    /// process, a child that exits during startup or is not ready in time.
+    pub async fn start(&self, p: StartParams) -> Result<StartResult, ServiceError> {
+        let _g = self.ops.lock().await;
+        let timeout = p.timeout_ms.map(Duration::from_millis).unwrap_or(DEFAULT_READY_TIMEOUT);
+        let mut install_result = None;
+        if p.update == Some(true) {
+            install_result = Some(self.install_locked(&self.last_install_params()).await?);
+        }
+        let reset = p.reset == Some(true);
+        let current = self.snapshot().config.clone();
+        let (heal, _) = self.heal(Some(current), reset, if reset { "reset" } else { "start" }).await?;
+        if !self.livekit_bin.is_file() {
+            match self.known_source() {
+                Some(params) => install_result = Some(self.install_locked(&params).await?),
+                None => {
+                    return Err(ServiceError::new(
+                        ErrorCode::NotInstalled,
+                        format!("livekit-server is not installed at {}", self.livekit_bin.display()),
+                    ))
+                }
+            }
+        }
+        if !self.backend_bin.is_file() {
+            return Err(ServiceError::new(
+                ErrorCode::StartFailed,
+                format!("lk-backend not found at {}", self.backend_bin.display()),
+            )
+            .with_hint("install lk-backend next to hero_livekit_server or in <root>/bin, or pass --backend-bin to the daemon"));
+        }
+        let (lk, be) = (self.spec(ProcessName::LivekitServer)?, self.spec(ProcessName::LkBackend)?);
+        let (r_lk, r_be) = tokio::join!(self.livekit.start(lk, timeout), self.backend.start(be, timeout));
+        let mut processes = std::collections::BTreeMap::new();
+        processes.insert(ProcessName::LivekitServer, r_lk.map_err(supervise_error)?);
+        processes.insert(ProcessName::LkBackend, r_be.map_err(supervise_error)?);
+        let h = self.health();
+        Ok(StartResult {
+            heal,
+            rotated: reset,
+            install: install_result,
+            processes,
+            ready_for_tokens: h.ready_for_tokens,
+            livekit_url: h.livekit_url,
+            backend_url: h.backend_url,
+        })
+    }
+
+    /// The install parameters of the last successful install (for `update`).
+    fn last_install_params(&self) -> InstallParams {
+        self.known_source().unwrap_or_default()
+    }
+
+    /// The source recorded by the last install, if any.
+    fn known_source(&self) -> Option<InstallParams> {
+        let info = self.installed.read().ok()?.clone()?;
+        Some(InstallParams { version: Some(info.version), source: Some(info.source), sha256: None, force: Some(true) })
+    }
+
+    /// `livekitservice.stop`.
+    ///
+    /// # Errors
+    /// Signalling failed.
+    pub async fn stop(&self, p: StopParams) -> Result<StopResult, ServiceError> {
+        let _g = self.ops.lock().await;
+        let timeout = p.timeout_ms.map(Duration::from_millis).unwrap_or(DEFAULT_STOP_TIMEOUT);
+        let (a, b) = tokio::join!(self.livekit.stop(timeout), self.backend.stop(timeout));
+        let mut result = StopResult { stopped: Vec::new(), killed: Vec::new() };
+        for (name, r) in [(ProcessName::LivekitServer, a), (ProcessName::LkBackend, b)] {
+            let o = r.map_err(supervise_error)?;
+            if o.was_running {
+                result.stopped.push(name);
+            }
+            if o.killed {
+                result.killed.push(name);
+            }
+        }
+        Ok(result)
+    }
+
+    /// `livekitservice.restart`.
+    ///
+    /// # Errors
+    /// As for `start`.
+    pub async fn restart(&self, p: RestartParams) -> Result<RestartResult, ServiceError> {
+        let _g = self.ops.lock().await;
+        let timeout = p.timeout_ms.map(Duration::from_millis).unwrap_or(DEFAULT_READY_TIMEOUT);
+        let names: Vec<ProcessName> = match p.process {
+            Some(n) => vec![n],
+            None => ProcessName::ALL.to_vec(),
+        };
+        let mut restarted = Vec::new();
+        for name in names {
+            let spec = self.spec(name)?;
+            self.child(name).restart(spec, timeout).await.map_err(supervise_error)?;
+            self.events.publish(Event::Restarted { process: name, reason: "requested".into() });
+            restarted.push(name);
+        }
+        Ok(RestartResult { restarted })
+    }
+
+    /// `livekitservice.logs`.
+    ///
+    /// # Errors
+    /// The log cannot be read.
+    pub async fn logs(&self, p: LogsParams) -> Result<LogsResult, ServiceError> {
+        let lines = p.lines.unwrap_or(DEFAULT_LOG_LINES);
+        if lines == 0 || lines > MAX_LOG_LINES {
+            return Err(ServiceError::invalid("lines", format!("must be 1-{MAX_LOG_LINES}")));
+        }
+        let path = self.paths.logs_dir().join(format!("{}.log", p.process));
+        let path2 = path.clone();
+        let tail = tokio::task::spawn_blocking(move || supervise::logs::tail(&path2, lines as usize))
+            .await
+            .map_err(internal)?;
+        let lines = match tail {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(ServiceError::new(ErrorCode::Io, format!("reading {}: {e}", path.display()))),
+        };
+        Ok(LogsResult { process: p.process, path: path.display().to_string(), lines })
+    }
+
+    /// `livekitservice.health`: read-only, never writes, never blocks on a
+    /// mutation in progress.
+    pub fn health(&self) -> Health {
+        let snap = self.snapshot();
+        let observed = match self.cache.lock() {
+            Ok(mut c) => c.refresh(),
+            Err(poisoned) => poisoned.into_inner().refresh(),
+        };
+        let mut files = std::collections::BTreeMap::new();
+        let mut all_match = true;
+        for (i, f) in TripleFile::ALL.iter().enumerate() {
+            let disk = observed.sha256(*f);
+            let matches = disk.as_deref() == Some(snap.expected[i].as_str());
+            all_match &= matches;
+            files.insert(
+                f.name().to_string(),
+                FileHealth { present: disk.is_some(), sha256: disk, expected_sha256: snap.expected[i].clone(), matches },
+            );
+        }
+        // Only a drifted triple is parsed, to say which field differs.
+        let drift = if all_match { Vec::new() } else { observed.drift(&snap.config) };
+        let lk = self.livekit.health();
+        let be = self.backend.health();
+        let lk_current = lk.config_sha256.as_deref() == Some(snap.expected(TripleFile::LivekitYaml));
+        let ready_for_tokens = all_match && lk.ready && be.ready && lk_current;
+        let any_running = [&lk, &be].iter().any(|p| p.state != ProcessState::Stopped && p.state != ProcessState::Failed);
+        let status = if ready_for_tokens {
+            OverallStatus::Ok
+        } else if any_running {
+            OverallStatus::Degraded
+        } else {
+            OverallStatus::Down
+        };
+        let installed = self.installed.read().ok().and_then(|g| g.clone());
+        let mut processes = std::collections::BTreeMap::new();
+        processes.insert(ProcessName::LivekitServer.to_string(), lk);
+        processes.insert(ProcessName::LkBackend.to_string(), be);
+        Health {
+            status,
+            ready_for_tokens,
+            consistent: all_match,
+            in_memory_hash: snap.hash.clone(),
+            files,
+            drift,
+            api_key: snap.config.api_key.clone(),
+            livekit_url: snap.config.livekit_url(),
+            backend_url: snap.config.backend_url(),
+            processes,
+            binary: BinaryHealth {
+                path: self.livekit_bin.display().to_string(),
+                installed: self.livekit_bin.is_file(),
+                version: installed.as_ref().map(|i| i.version.clone()),
+                sha256: installed.map(|i| i.sha256),
+            },
+            redis: None,
+            version: proto::VERSION.into(),
+            protocol: proto::PROTOCOL,
+        }
+    }
+
+    /// Daemon exit: stop the drift check, then stop the children or leave
+    /// them running (recorded) for the next instance to adopt.
+    pub async fn shutdown(&self, stop_children: bool) {
+        if let Ok(mut g) = self.drift_task.lock() {
+            if let Some(t) = g.take() {
+                t.abort();
+            }
+        }
+        let _g = self.ops.lock().await;
+        if stop_children {
+            let (a, b) = tokio::join!(self.livekit.stop(DEFAULT_STOP_TIMEOUT), self.backend.stop(DEFAULT_STOP_TIMEOUT));
+            for r in [a, b] {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "stopping a child at exit failed");
+                }
+            }
+        } else {
+            self.livekit.detach().await;
+            self.backend.detach().await;
+        }
+    }
+}
+
+fn default_backend_bin(paths: &Paths) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("lk-backend")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| paths.bin_dir.join("lk-backend"))
+}
+
+fn supervise_error(e: supervise::SuperviseError) -> ServiceError {
+    let code = e.code();
+    ServiceError::new(code, e.to_string())
+}
+
+fn install_error(e: install::InstallError) -> ServiceError {
+    match e.code() {
+        Some(code) => ServiceError::new(code, e.to_string()).with_hint(e.hint()),
+        None => ServiceError::invalid(e.field().unwrap_or("source"), e.to_string()),
+    }
+}
