@@ -138,6 +138,7 @@ impl From<InstallParams> for InstallRequest {
 pub struct InstallProgress {
     /// [`PHASE_DOWNLOAD`], [`PHASE_VERIFY`] or [`PHASE_INSTALL`].
     pub phase: &'static str,
+    /// Bytes of this phase done so far.
     pub bytes_done: u64,
     /// `None` while unknown (a download without Content-Length).
     pub bytes_total: Option<u64>,
@@ -173,10 +174,13 @@ pub struct InstalledInfo {
 /// The install record (`Paths::install_record()`), written after the binary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstallRecord {
+    /// The release version, or the custom source's label.
     pub version: String,
     /// sha256 (hex) of the installed binary.
     pub sha256: String,
+    /// The URL (without credentials or query) or path it came from.
     pub source: String,
+    /// When the binary was written, in milliseconds since the Unix epoch.
     pub installed_unix_ms: u64,
     /// Size of the binary, so that [`installed`] notices a replaced file
     /// without hashing it.

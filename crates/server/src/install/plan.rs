@@ -98,6 +98,10 @@ pub fn asset_name(version: &str, release_arch: &str) -> String {
     format!("livekit_{version}_linux_{release_arch}.tar.gz")
 }
 
+fn release_dir(base: &str, version: &str) -> String {
+    format!("{}/v{version}", base.trim_end_matches('/'))
+}
+
 /// The release tarball URL below `base` (normally [`RELEASE_BASE`]).
 ///
 /// # Errors
@@ -109,8 +113,8 @@ pub fn release_url_at(base: &str, version: &str, arch: &str) -> Result<String, I
         arch: arch.to_string(),
     })?;
     Ok(format!(
-        "{}/v{version}/{}",
-        base.trim_end_matches('/'),
+        "{}/{}",
+        release_dir(base, &version),
         asset_name(&version, goarch)
     ))
 }
@@ -121,10 +125,7 @@ pub fn release_url_at(base: &str, version: &str, arch: &str) -> Result<String, I
 /// [`InstallError::InvalidParams`] for a bad version.
 pub fn checksums_url_at(base: &str, version: &str) -> Result<String, InstallError> {
     let version = normalize_version(version)?;
-    Ok(format!(
-        "{}/v{version}/{CHECKSUMS_FILE}",
-        base.trim_end_matches('/')
-    ))
+    Ok(format!("{}/{CHECKSUMS_FILE}", release_dir(base, &version)))
 }
 
 /// Where the artifact comes from, once the request is understood.
@@ -179,17 +180,28 @@ pub fn resolve(req: &InstallRequest, release_base: &str, arch: &str) -> Result<P
     match present(&req.source) {
         None => {
             let version = version.unwrap_or_else(|| super::DEFAULT_VERSION.to_string());
-            let url = parse_url(&release_url_at(release_base, &version, arch)?, "version")?;
-            let checksums_url = parse_url(&checksums_url_at(release_base, &version)?, "version")?;
             let goarch = release_arch(arch).ok_or_else(|| InstallError::UnsupportedArch {
                 arch: arch.to_string(),
             })?;
+            let asset = asset_name(&version, goarch);
+            let dir = release_dir(release_base, &version);
+            // The base comes from settings, not from the caller: a bad one is
+            // the daemon's fault, not an invalid parameter.
+            let url_of = |name: &str| {
+                Url::parse(&format!("{dir}/{name}")).map_err(|e| {
+                    InstallError::Internal(format!(
+                        "release base `{release_base}` does not form a URL: {e}"
+                    ))
+                })
+            };
+            let url = url_of(&asset)?;
+            let checksums_url = url_of(CHECKSUMS_FILE)?;
             Ok(Plan {
                 source_label: display_url(&url),
                 origin: Origin::Release {
                     url,
                     checksums_url,
-                    asset: asset_name(&version, goarch),
+                    asset,
                 },
                 version: Some(version),
                 pinned_sha256,
@@ -198,9 +210,8 @@ pub fn resolve(req: &InstallRequest, release_base: &str, arch: &str) -> Result<P
         Some(source) => {
             let origin = classify_source(&source)?;
             let source_label = match &origin {
-                Origin::Url(url) => display_url(url),
                 Origin::Local(path) => path.display().to_string(),
-                Origin::Release { url, .. } => display_url(url),
+                Origin::Url(url) | Origin::Release { url, .. } => display_url(url),
             };
             Ok(Plan {
                 origin,
@@ -210,13 +221,6 @@ pub fn resolve(req: &InstallRequest, release_base: &str, arch: &str) -> Result<P
             })
         }
     }
-}
-
-fn parse_url(raw: &str, field: &'static str) -> Result<Url, InstallError> {
-    Url::parse(raw).map_err(|e| InstallError::InvalidParams {
-        field,
-        reason: format!("does not form a valid URL ({e})"),
-    })
 }
 
 /// An http(s) URL, a `file://` URL or an absolute path. Relative paths are
