@@ -195,6 +195,9 @@ pub struct InstallResult {
     pub source: String,
     /// False when the same version was already installed and verified.
     pub changed: bool,
+    /// Things the operator should know, e.g. a local source installed unverified.
+    #[serde(default)]
+    pub warnings: Vec<String>,
     /// The heal of the triple that follows an install.
     pub heal: HealReport,
 }

@@ -469,6 +469,7 @@ impl LivekitService {
             sha256: outcome.sha256,
             source: outcome.source,
             changed: outcome.changed,
+            warnings: outcome.warnings,
             heal,
         })
     }
@@ -523,15 +524,28 @@ impl LivekitService {
         })
     }
 
-    /// The install parameters of the last successful install (for `update`).
+    /// What `update` installs: the pinned release when the last install came
+    /// from the official releases (or there was none), else the same custom
+    /// source fetched again, checked by its own checksum files.
     fn last_install_params(&self) -> InstallParams {
-        self.known_source().unwrap_or_default()
+        match self.known_source() {
+            Some(p) if !p.source.as_deref().is_some_and(|s| s.starts_with(install::RELEASE_BASE)) => {
+                InstallParams { version: None, sha256: None, ..p }
+            }
+            _ => InstallParams::default(),
+        }
     }
 
-    /// The source recorded by the last install, if any.
+    /// The source recorded by the last install, if any, pinned to the
+    /// artifact checksum it had then.
     fn known_source(&self) -> Option<InstallParams> {
-        let info = self.installed.read().ok()?.clone()?;
-        Some(InstallParams { version: Some(info.version), source: Some(info.source), sha256: None, force: Some(true) })
+        let r = install::read_record(&self.paths.install_record())?;
+        Some(InstallParams {
+            version: Some(r.version),
+            source: Some(r.source),
+            sha256: r.artifact_sha256,
+            force: Some(true),
+        })
     }
 
     /// `livekitservice.stop`.
@@ -649,8 +663,8 @@ impl LivekitService {
             binary: BinaryHealth {
                 path: self.livekit_bin.display().to_string(),
                 installed: self.livekit_bin.is_file(),
-                version: installed.as_ref().map(|i| i.version.clone()),
-                sha256: installed.map(|i| i.sha256),
+                version: installed.as_ref().and_then(|i| i.version.clone()),
+                sha256: installed.and_then(|i| i.sha256),
             },
             redis: None,
             version: proto::VERSION.into(),

@@ -391,6 +391,12 @@ pub fn installed(target: &Path, record: &Path) -> Option<InstalledInfo> {
     })
 }
 
+/// The install record, when one exists and parses: `start` reinstalls from
+/// its source when the binary has gone missing, and `update` re-runs it.
+pub fn read_record(record: &Path) -> Option<InstallRecord> {
+    disk::read_record(record)
+}
+
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
