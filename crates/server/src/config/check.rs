@@ -13,6 +13,7 @@ use super::render::{Rendered, TripleFile};
 /// The state of one file against its rendering.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileCheck {
+    /// Which file.
     pub file: TripleFile,
     /// The file exists (even when it could not be read).
     pub present: bool,

@@ -40,8 +40,11 @@ impl fmt::Debug for FileObs {
 /// The three files as observed at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
+    /// `runtime.json`.
     pub runtime_json: FileObs,
+    /// `livekit.yaml`.
     pub livekit_yaml: FileObs,
+    /// `backend.env`.
     pub backend_env: FileObs,
 }
 
@@ -125,6 +128,7 @@ impl fmt::Display for ConfigSource {
 pub struct HealPlan {
     /// The config that is the truth after this heal.
     pub config: Config,
+    /// Where `config` came from.
     pub source: ConfigSource,
     /// A credential was minted (no valid one anywhere, or `reset`).
     pub minted: bool,
@@ -171,28 +175,36 @@ pub fn plan_with(
     reset: bool,
     mint: impl FnOnce() -> Result<Credential, MintError>,
 ) -> Result<HealPlan, MintError> {
-    let mut mint = Some(mint);
-    let mut take_mint = || match mint.take() {
-        Some(m) => m(),
-        None => Err(MintError::new("minted twice in one plan")),
+    // Files are parsed only at boot; with an in-memory truth they are merely
+    // compared with its renderings.
+    let readings = match in_memory {
+        Some(_) => [None, None, None],
+        None => readings(observed),
     };
-    let (mut config, mut source) = match in_memory {
-        Some(c) => (c.clone(), ConfigSource::InMemory),
-        None => match load(observed) {
-            Some(loaded) => loaded,
-            None => (
-                salvage(take_mint()?, &readings(observed), None),
-                ConfigSource::Minted,
-            ),
-        },
+    let loaded = match in_memory {
+        Some(c) => Some((c.clone(), ConfigSource::InMemory)),
+        None => load(&readings),
     };
-    if reset {
-        // A config minted just above is already fresh: one mint is enough.
-        if source != ConfigSource::Minted {
-            config.set_credential(take_mint()?);
+    // `mint` is called at most once: a config minted for lack of a valid
+    // credential is already fresh when `reset` is also asked.
+    let (config, source) = match (loaded, reset) {
+        (Some((mut config, _)), true) => {
+            config.set_credential(mint()?);
+            (config, ConfigSource::Reset)
         }
-        source = ConfigSource::Reset;
-    }
+        (Some(loaded), false) => loaded,
+        (None, reset) => {
+            let config = salvage(mint()?, &readings, None);
+            (
+                config,
+                if reset {
+                    ConfigSource::Reset
+                } else {
+                    ConfigSource::Minted
+                },
+            )
+        }
+    };
     let minted = matches!(source, ConfigSource::Minted | ConfigSource::Reset);
     let consistency = check_rendered(&Rendered::new(config.clone()), observed);
     let writes = consistency.mismatched();
@@ -218,8 +230,7 @@ fn readings(observed: &Observed) -> [Option<Partial>; 3] {
 }
 
 /// The boot-time truth, when some file holds a valid credential.
-fn load(observed: &Observed) -> Option<(Config, ConfigSource)> {
-    let readings = readings(observed);
+fn load(readings: &[Option<Partial>; 3]) -> Option<(Config, ConfigSource)> {
     let (file, credential) = TripleFile::ALL.into_iter().find_map(|f| {
         let p = readings[f.index()].as_ref()?;
         let credential = Credential {
@@ -230,7 +241,7 @@ fn load(observed: &Observed) -> Option<(Config, ConfigSource)> {
             .is_ok()
             .then_some((f, credential))
     })?;
-    let config = salvage(credential.clone(), &readings, Some(&credential));
+    let config = salvage(credential.clone(), readings, Some(&credential));
     Some((config, ConfigSource::of(file)))
 }
 

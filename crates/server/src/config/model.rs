@@ -54,7 +54,9 @@ impl fmt::Display for Secret {
 /// `iss`), the secret signs tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credential {
+    /// 3-64 characters of `[A-Za-z0-9_-]`; LiveKit's own are `API` + 12.
     pub api_key: String,
+    /// 32-256 characters of `[A-Za-z0-9_.~+/=-]`.
     pub api_secret: Secret,
 }
 
@@ -66,7 +68,9 @@ pub struct Credential {
 /// quote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// The API key: public, it travels in every token as `iss`.
     pub api_key: String,
+    /// The API secret that signs tokens.
     pub api_secret: Secret,
     /// Public hostname or IP clients reach livekit-server at.
     pub domain: String,

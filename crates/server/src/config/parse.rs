@@ -15,7 +15,7 @@ use super::render::TripleFile;
 
 /// The values one file carries. `None` means the file does not say (absent,
 /// wrong type or not a field of this format); for the optional fields,
-/// `Some(None)` means the file says "unset".
+/// `Some(None)` means the file says "unset". Fields mirror [`super::Config`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Partial {
     pub api_key: Option<String>,
@@ -40,14 +40,18 @@ pub(crate) struct Partial {
 /// concerns (so that `check` does not also call that field "missing").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Problem {
+    /// The field or section concerned (`""` for a foreign key).
     pub label: &'static str,
+    /// The sentence for the drift list, without the file name.
     pub text: String,
 }
 
 /// What a readable file holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Reading {
+    /// The values of the right type.
     pub partial: Partial,
+    /// Everything wrong in the file's structure.
     pub problems: Vec<Problem>,
 }
 

@@ -129,7 +129,7 @@ impl StateDir {
     ///
     /// # Errors
     /// [`WriteError`] naming the file; the temp file is removed.
-    pub fn write_file(&self, file: TripleFile, bytes: &[u8]) -> Result<(), WriteError> {
+    pub(crate) fn write_file(&self, file: TripleFile, bytes: &[u8]) -> Result<(), WriteError> {
         let i = file.index();
         let fail = |source| WriteError {
             file,

@@ -299,6 +299,7 @@ pub fn validate_config(c: &Config) -> Result<(), ValidationError> {
 /// The outcome of `configure`: the new config and what changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigUpdate {
+    /// The validated config to make the truth.
     pub config: Config,
     /// Names from [`FIELDS`] whose value differs from the current config;
     /// every field when there was none.
