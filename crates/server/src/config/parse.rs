@@ -1,0 +1,664 @@
+//! Reading the three files back with real parsers (serde_json, serde_yaml,
+//! the shared envfile grammar), leniently: a reading keeps every field that
+//! has the right type and records every structural problem, so that boot can
+//! salvage a valid credential from an otherwise broken file and `check` can
+//! name each difference. Nothing here ever formats a value into a message.
+
+use std::fmt;
+
+use hero_livekit_proto::envfile;
+use serde_json::Value as Json;
+use serde_yaml::Value as Yaml;
+
+use super::model::Secret;
+use super::render::TripleFile;
+
+/// The values one file carries. `None` means the file does not say (absent,
+/// wrong type or not a field of this format); for the optional fields,
+/// `Some(None)` means the file says "unset". Fields mirror [`super::Config`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Partial {
+    pub api_key: Option<String>,
+    pub api_secret: Option<Secret>,
+    pub domain: Option<String>,
+    pub redis_address: Option<Option<String>>,
+    pub port: Option<u16>,
+    pub rtc_tcp_port: Option<u16>,
+    pub rtc_port_range_start: Option<u16>,
+    pub rtc_port_range_end: Option<u16>,
+    pub node_ip: Option<Option<String>>,
+    pub backend_port: Option<u16>,
+    /// `runtime.json`'s `livekit_url` or `backend.env`'s `LIVEKIT_URL`, verbatim.
+    pub livekit_url: Option<String>,
+    /// `livekit.yaml`'s `rtc.use_external_ip`.
+    pub use_external_ip: Option<bool>,
+    /// `livekit.yaml`'s `logging.level`.
+    pub logging_level: Option<String>,
+}
+
+/// A structural problem of a readable file, under the label of the field it
+/// concerns (so that `check` does not also call that field "missing").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Problem {
+    /// The field or section concerned (`""` for a foreign key).
+    pub label: &'static str,
+    /// The sentence for the drift list, without the file name.
+    pub text: String,
+}
+
+/// What a readable file holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Reading {
+    /// The values of the right type.
+    pub partial: Partial,
+    /// Everything wrong in the file's structure.
+    pub problems: Vec<Problem>,
+}
+
+impl Reading {
+    /// Whether a problem was recorded for `label` or a section containing it.
+    pub fn has_problem(&self, label: &str) -> bool {
+        self.problems.iter().any(|p| {
+            !p.label.is_empty()
+                && (p.label == label
+                    || label
+                        .strip_prefix(p.label)
+                        .is_some_and(|rest| rest.starts_with('.')))
+        })
+    }
+
+    fn problem(&mut self, label: &'static str, text: impl Into<String>) {
+        self.problems.push(Problem {
+            label,
+            text: text.into(),
+        });
+    }
+
+    fn wrong_type(&mut self, label: &'static str, expected: &str) {
+        self.problem(
+            label,
+            format!("{label} has the wrong type (expected {expected})"),
+        );
+    }
+
+    fn unexpected(&mut self, what: &str, name: &str) {
+        let shown = shown_name(name);
+        self.problem("", format!("unexpected {what} {shown}"));
+    }
+}
+
+/// A file that no parser accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Unparseable {
+    NotUtf8,
+    Empty,
+    /// Syntax error, with the 1-based line when the parser knows it.
+    Syntax {
+        line: Option<usize>,
+        what: String,
+    },
+    /// Parsed, but the top level is not the object/mapping this format needs.
+    WrongShape(&'static str),
+}
+
+impl fmt::Display for Unparseable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unparseable::NotUtf8 => f.write_str("not UTF-8 text"),
+            Unparseable::Empty => f.write_str("empty"),
+            Unparseable::Syntax {
+                line: Some(l),
+                what,
+            } => write!(f, "line {l}: {what}"),
+            Unparseable::Syntax { line: None, what } => f.write_str(what),
+            Unparseable::WrongShape(what) => write!(f, "not {what}"),
+        }
+    }
+}
+
+/// Quotes a foreign key or variable name when it looks like a config key
+/// (short lowercase or uppercase snake case); anything else may be a
+/// credential pasted in the wrong place and is withheld.
+fn shown_name(name: &str) -> String {
+    let snake = |upper: bool| {
+        name.len() <= 31
+            && name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+            && name.bytes().all(|b| {
+                b == b'_'
+                    || b.is_ascii_digit()
+                    || if upper {
+                        b.is_ascii_uppercase()
+                    } else {
+                        b.is_ascii_lowercase()
+                    }
+            })
+    };
+    if snake(false) || snake(true) {
+        format!("`{name}`")
+    } else {
+        "(name withheld)".to_string()
+    }
+}
+
+/// Reads `bytes` as `file`.
+pub(crate) fn read(file: TripleFile, bytes: &[u8]) -> Result<Reading, Unparseable> {
+    let text = std::str::from_utf8(bytes).map_err(|_| Unparseable::NotUtf8)?;
+    if text.trim().is_empty() {
+        return Err(Unparseable::Empty);
+    }
+    match file {
+        TripleFile::RuntimeJson => read_runtime_json(text),
+        TripleFile::LivekitYaml => read_livekit_yaml(text),
+        TripleFile::BackendEnv => read_backend_env(text),
+    }
+}
+
+fn json_port(r: &mut Reading, label: &'static str, v: &Json) -> Option<u16> {
+    match v.as_u64() {
+        Some(n) => match u16::try_from(n) {
+            Ok(p) if p != 0 => Some(p),
+            _ => {
+                r.problem(label, format!("{label} is not a port number 1-65535"));
+                None
+            }
+        },
+        None => {
+            r.wrong_type(label, "a port number");
+            None
+        }
+    }
+}
+
+fn json_string(r: &mut Reading, label: &'static str, v: &Json) -> Option<String> {
+    match v {
+        Json::String(s) => Some(s.clone()),
+        _ => {
+            r.wrong_type(label, "a string");
+            None
+        }
+    }
+}
+
+/// `""` means unset in `runtime.json`.
+fn unset_if_empty(s: String) -> Option<String> {
+    Some(s).filter(|s| !s.is_empty())
+}
+
+fn read_runtime_json(text: &str) -> Result<Reading, Unparseable> {
+    let value: Json = serde_json::from_str(text).map_err(|e| Unparseable::Syntax {
+        line: Some(e.line()),
+        what: match e.classify() {
+            serde_json::error::Category::Eof => "unexpected end of file".to_string(),
+            _ => "syntax error".to_string(),
+        },
+    })?;
+    let Json::Object(map) = value else {
+        return Err(Unparseable::WrongShape("a JSON object"));
+    };
+    let mut r = Reading::default();
+    for (k, v) in &map {
+        match k.as_str() {
+            "api_key" => r.partial.api_key = json_string(&mut r, "api_key", v),
+            "api_secret" => {
+                r.partial.api_secret = json_string(&mut r, "api_secret", v).map(Secret::new)
+            }
+            "domain" => r.partial.domain = json_string(&mut r, "domain", v),
+            "redis_address" => {
+                r.partial.redis_address =
+                    json_string(&mut r, "redis_address", v).map(unset_if_empty)
+            }
+            "port" => r.partial.port = json_port(&mut r, "port", v),
+            "rtc_tcp_port" => r.partial.rtc_tcp_port = json_port(&mut r, "rtc_tcp_port", v),
+            "rtc_port_range_start" => {
+                r.partial.rtc_port_range_start = json_port(&mut r, "rtc_port_range_start", v)
+            }
+            "rtc_port_range_end" => {
+                r.partial.rtc_port_range_end = json_port(&mut r, "rtc_port_range_end", v)
+            }
+            "node_ip" => r.partial.node_ip = json_string(&mut r, "node_ip", v).map(unset_if_empty),
+            "backend_port" => r.partial.backend_port = json_port(&mut r, "backend_port", v),
+            "livekit_url" => r.partial.livekit_url = json_string(&mut r, "livekit_url", v),
+            other => r.unexpected("key", other),
+        }
+    }
+    Ok(r)
+}
+
+fn yaml_port(r: &mut Reading, label: &'static str, v: &Yaml) -> Option<u16> {
+    match v.as_u64() {
+        Some(n) => match u16::try_from(n) {
+            Ok(p) if p != 0 => Some(p),
+            _ => {
+                r.problem(label, format!("{label} is not a port number 1-65535"));
+                None
+            }
+        },
+        None => {
+            r.wrong_type(label, "a port number");
+            None
+        }
+    }
+}
+
+fn yaml_string(r: &mut Reading, label: &'static str, v: &Yaml) -> Option<String> {
+    match v {
+        Yaml::String(s) => Some(s.clone()),
+        _ => {
+            r.wrong_type(label, "a string");
+            None
+        }
+    }
+}
+
+/// The entries of a YAML mapping section with string keys; a non-string key
+/// is recorded as a problem and skipped.
+fn yaml_section<'a>(
+    r: &mut Reading,
+    label: &'static str,
+    v: &'a Yaml,
+) -> Option<Vec<(&'a str, &'a Yaml)>> {
+    let Yaml::Mapping(m) = v else {
+        r.wrong_type(label, "a mapping");
+        return None;
+    };
+    let mut out = Vec::with_capacity(m.len());
+    for (k, v) in m {
+        match k {
+            Yaml::String(k) => out.push((k.as_str(), v)),
+            _ => r.problem(label, format!("{label} has a key that is not a string")),
+        }
+    }
+    Some(out)
+}
+
+fn yaml_syntax(e: &serde_yaml::Error) -> Unparseable {
+    // serde_yaml's messages may quote the offending text (a duplicate key
+    // is printed), so only the class of error is kept.
+    let msg = e.to_string();
+    let line = e.location().map(|l| l.line());
+    if msg.contains("duplicate entry") {
+        // serde_yaml locates a duplicate at the start of its mapping.
+        let what = match line {
+            Some(l) => format!("duplicate key in the mapping starting at line {l}"),
+            None => "duplicate key".to_string(),
+        };
+        return Unparseable::Syntax { line: None, what };
+    }
+    let what = if msg.contains("recursion limit") {
+        "nested too deeply"
+    } else {
+        "syntax error"
+    };
+    Unparseable::Syntax {
+        line,
+        what: what.to_string(),
+    }
+}
+
+fn read_livekit_yaml(text: &str) -> Result<Reading, Unparseable> {
+    let value: Yaml = serde_yaml::from_str(text).map_err(|e| yaml_syntax(&e))?;
+    let mut r = Reading::default();
+    let Some(top) = (match &value {
+        Yaml::Mapping(_) => yaml_section(&mut r, "", &value),
+        _ => None,
+    }) else {
+        return Err(Unparseable::WrongShape("a YAML mapping"));
+    };
+    // Sections that are absent mean "unset" for the optional fields.
+    r.partial.redis_address = Some(None);
+    let mut saw_rtc = false;
+    for (k, v) in top {
+        match k {
+            "port" => r.partial.port = yaml_port(&mut r, "port", v),
+            "rtc" => {
+                saw_rtc = true;
+                read_yaml_rtc(&mut r, v);
+            }
+            "redis" => read_yaml_redis(&mut r, v),
+            "keys" => read_yaml_keys(&mut r, v),
+            "logging" => {
+                let Some(section) = yaml_section(&mut r, "logging", v) else {
+                    continue;
+                };
+                for (k, v) in section {
+                    match k {
+                        "level" => {
+                            r.partial.logging_level = yaml_string(&mut r, "logging.level", v)
+                        }
+                        other => r.unexpected("key", &format!("logging.{other}")),
+                    }
+                }
+            }
+            other => r.unexpected("key", other),
+        }
+    }
+    if !saw_rtc {
+        r.problem("rtc", "rtc missing");
+    }
+    Ok(r)
+}
+
+fn read_yaml_rtc(r: &mut Reading, v: &Yaml) {
+    let Some(section) = yaml_section(r, "rtc", v) else {
+        return;
+    };
+    r.partial.node_ip = Some(None);
+    for (k, v) in section {
+        match k {
+            "tcp_port" => r.partial.rtc_tcp_port = yaml_port(r, "rtc.tcp_port", v),
+            "port_range_start" => {
+                r.partial.rtc_port_range_start = yaml_port(r, "rtc.port_range_start", v)
+            }
+            "port_range_end" => {
+                r.partial.rtc_port_range_end = yaml_port(r, "rtc.port_range_end", v)
+            }
+            "use_external_ip" => match v {
+                Yaml::Bool(b) => r.partial.use_external_ip = Some(*b),
+                _ => r.wrong_type("rtc.use_external_ip", "true or false"),
+            },
+            "node_ip" => r.partial.node_ip = yaml_string(r, "rtc.node_ip", v).map(unset_if_empty),
+            other => r.unexpected("key", &format!("rtc.{other}")),
+        }
+    }
+}
+
+fn read_yaml_redis(r: &mut Reading, v: &Yaml) {
+    // `redis:` with nothing under it is unset, as livekit-server reads it.
+    if v.is_null() {
+        return;
+    }
+    r.partial.redis_address = None;
+    let Some(section) = yaml_section(r, "redis", v) else {
+        return;
+    };
+    for (k, v) in section {
+        match k {
+            "address" => r.partial.redis_address = yaml_string(r, "redis.address", v).map(Some),
+            other => r.unexpected("key", &format!("redis.{other}")),
+        }
+    }
+    if r.partial.redis_address.is_none() && !r.has_problem("redis.address") {
+        r.problem("redis.address", "redis.address missing");
+    }
+}
+
+fn read_yaml_keys(r: &mut Reading, v: &Yaml) {
+    let Some(entries) = yaml_section(r, "keys", v) else {
+        return;
+    };
+    match entries.as_slice() {
+        [] => r.problem("keys", "keys has no entry"),
+        [(key, Yaml::String(secret))] => {
+            r.partial.api_key = Some((*key).to_string());
+            r.partial.api_secret = Some(Secret::new(secret.clone()));
+        }
+        [_] => r.problem("keys", "keys entry is not a string"),
+        many => r.problem(
+            "keys",
+            format!("keys has {} entries (expected exactly one)", many.len()),
+        ),
+    }
+}
+
+/// Splits `ws://host:port` (or `wss://`, with `[v6]` hosts) into host and port.
+pub(crate) fn split_ws_url(url: &str) -> Option<(String, u16)> {
+    let rest = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (host, port) = v6.split_once("]:")?;
+        (host, port)
+    } else {
+        rest.rsplit_once(':')?
+    };
+    if host.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let port: u16 = port.parse().ok().filter(|&p| p != 0)?;
+    Some((host.to_string(), port))
+}
+
+fn read_backend_env(text: &str) -> Result<Reading, Unparseable> {
+    let vars = envfile::parse(text).map_err(|e| Unparseable::Syntax {
+        line: Some(e.line),
+        what: e.reason.to_string(),
+    })?;
+    let mut r = Reading::default();
+    for (k, v) in vars {
+        match k.as_str() {
+            "LIVEKIT_API_KEY" => r.partial.api_key = Some(v),
+            "LIVEKIT_API_SECRET" => r.partial.api_secret = Some(Secret::new(v)),
+            "LIVEKIT_URL" => {
+                if let Some((host, port)) = split_ws_url(&v) {
+                    r.partial.domain = Some(host);
+                    r.partial.port = Some(port);
+                }
+                r.partial.livekit_url = Some(v);
+            }
+            "PORT" => match v.parse::<u16>() {
+                Ok(p) if p != 0 && v.bytes().all(|b| b.is_ascii_digit()) => {
+                    r.partial.backend_port = Some(p)
+                }
+                _ => r.problem("PORT", "PORT is not a port number 1-65535"),
+            },
+            other => r.unexpected("variable", other),
+        }
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::super::model::Config;
+    use super::super::render::render;
+    use super::super::testutil::{arb_config, config_a};
+    use super::*;
+
+    fn reading(file: TripleFile, text: &str) -> Reading {
+        read(file, text.as_bytes()).expect("readable")
+    }
+
+    /// Problem texts, sorted: JSON object order depends on serde_json features.
+    fn texts(r: &Reading) -> Vec<&str> {
+        let mut t: Vec<&str> = r.problems.iter().map(|p| p.text.as_str()).collect();
+        t.sort_unstable();
+        t
+    }
+
+    proptest! {
+        #[test]
+        fn runtime_json_round_trips_every_field(c in arb_config()) {
+            let r = read(TripleFile::RuntimeJson, &render(&c, TripleFile::RuntimeJson)).expect("readable");
+            prop_assert!(r.problems.is_empty(), "{:?}", r.problems);
+            let p = r.partial;
+            let back = Config {
+                api_key: p.api_key.expect("api_key"),
+                api_secret: p.api_secret.expect("api_secret"),
+                domain: p.domain.expect("domain"),
+                redis_address: p.redis_address.expect("redis_address"),
+                port: p.port.expect("port"),
+                rtc_tcp_port: p.rtc_tcp_port.expect("rtc_tcp_port"),
+                rtc_port_range_start: p.rtc_port_range_start.expect("start"),
+                rtc_port_range_end: p.rtc_port_range_end.expect("end"),
+                node_ip: p.node_ip.expect("node_ip"),
+                backend_port: p.backend_port.expect("backend_port"),
+            };
+            prop_assert_eq!(p.livekit_url, Some(c.livekit_url()));
+            prop_assert_eq!(back, c);
+        }
+
+        #[test]
+        fn livekit_yaml_round_trips_the_fields_it_carries(c in arb_config()) {
+            let r = read(TripleFile::LivekitYaml, &render(&c, TripleFile::LivekitYaml)).expect("readable");
+            prop_assert!(r.problems.is_empty(), "{:?}", r.problems);
+            let p = r.partial;
+            prop_assert_eq!(p.api_key, Some(c.api_key.clone()));
+            prop_assert_eq!(p.api_secret, Some(c.api_secret.clone()));
+            prop_assert_eq!(p.port, Some(c.port));
+            prop_assert_eq!(p.rtc_tcp_port, Some(c.rtc_tcp_port));
+            prop_assert_eq!(p.rtc_port_range_start, Some(c.rtc_port_range_start));
+            prop_assert_eq!(p.rtc_port_range_end, Some(c.rtc_port_range_end));
+            prop_assert_eq!(p.node_ip, Some(c.node_ip.clone()));
+            prop_assert_eq!(p.redis_address, Some(c.redis_address.clone()));
+            prop_assert_eq!(p.use_external_ip, Some(false));
+            prop_assert_eq!(p.logging_level.as_deref(), Some("info"));
+            prop_assert_eq!((p.domain, p.backend_port), (None, None));
+        }
+
+        #[test]
+        fn backend_env_round_trips_the_fields_it_carries(c in arb_config()) {
+            let r = read(TripleFile::BackendEnv, &render(&c, TripleFile::BackendEnv)).expect("readable");
+            prop_assert!(r.problems.is_empty(), "{:?}", r.problems);
+            let p = r.partial;
+            prop_assert_eq!(p.api_key, Some(c.api_key.clone()));
+            prop_assert_eq!(p.api_secret, Some(c.api_secret.clone()));
+            prop_assert_eq!(p.domain, Some(c.domain.clone()));
+            prop_assert_eq!(p.port, Some(c.port));
+            prop_assert_eq!(p.backend_port, Some(c.backend_port));
+            prop_assert_eq!(p.livekit_url, Some(c.livekit_url()));
+        }
+
+        #[test]
+        fn readers_never_panic_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            for f in TripleFile::ALL {
+                let _ = read(f, &bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_is_classified_without_echoing_content() {
+        assert_eq!(
+            read(TripleFile::RuntimeJson, b"\xff\xfe\x00binary"),
+            Err(Unparseable::NotUtf8)
+        );
+        assert_eq!(
+            read(TripleFile::LivekitYaml, b" \n\n"),
+            Err(Unparseable::Empty)
+        );
+        let truncated = &render(&config_a(), TripleFile::RuntimeJson)[..60];
+        let e = read(TripleFile::RuntimeJson, truncated).expect_err("truncated");
+        assert_eq!(e.to_string(), "line 3: unexpected end of file");
+        assert_eq!(
+            read(TripleFile::RuntimeJson, b"[1, 2]"),
+            Err(Unparseable::WrongShape("a JSON object"))
+        );
+        assert_eq!(
+            read(TripleFile::LivekitYaml, b"- a\n- b\n"),
+            Err(Unparseable::WrongShape("a YAML mapping"))
+        );
+        let e = read(
+            TripleFile::BackendEnv,
+            b"LIVEKIT_API_KEY=\"k\"\nLIVEKIT_API_SECRET=\"abc\n",
+        )
+        .expect_err("open quote");
+        assert_eq!(e.to_string(), "line 2: unterminated double quote");
+    }
+
+    #[test]
+    fn duplicate_yaml_keys_are_refused_and_the_key_is_not_echoed() {
+        let text = "port: 7880\nkeys:\n  SECRETKEYNAME: a\n  SECRETKEYNAME: b\n";
+        let e = read(TripleFile::LivekitYaml, text.as_bytes()).expect_err("duplicate");
+        assert_eq!(
+            e.to_string(),
+            "duplicate key in the mapping starting at line 3"
+        );
+        assert!(!e.to_string().contains("SECRETKEYNAME"));
+    }
+
+    #[test]
+    fn wrong_types_and_foreign_keys_are_problems_with_labels() {
+        let r = reading(
+            TripleFile::RuntimeJson,
+            r#"{"api_key": 5, "port": "7880", "backend_port": 70000, "colour": 1}"#,
+        );
+        assert_eq!(
+            texts(&r),
+            vec![
+                "api_key has the wrong type (expected a string)",
+                "backend_port is not a port number 1-65535",
+                "port has the wrong type (expected a port number)",
+                "unexpected key `colour`",
+            ]
+        );
+        assert!(r.has_problem("api_key") && r.has_problem("port") && !r.has_problem("domain"));
+        let r = reading(
+            TripleFile::LivekitYaml,
+            "port: x\ndevelopment: true\nrtc: 3\nkeys:\n  a: b\n  c: d\n",
+        );
+        assert_eq!(
+            texts(&r),
+            vec![
+                "keys has 2 entries (expected exactly one)",
+                "port has the wrong type (expected a port number)",
+                "rtc has the wrong type (expected a mapping)",
+                "unexpected key `development`",
+            ]
+        );
+        assert!(
+            r.has_problem("rtc.tcp_port"),
+            "a broken section covers its fields"
+        );
+        assert_eq!(r.partial.api_key, None);
+        let r = reading(
+            TripleFile::BackendEnv,
+            "PORT=\"x\"\nAPIzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz=1\n",
+        );
+        assert_eq!(
+            texts(&r),
+            vec![
+                "PORT is not a port number 1-65535",
+                "unexpected variable (name withheld)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_credential_survives_foreign_keys_in_livekit_yaml() {
+        let text = "development: true\nkeys:\n  mykey: 0123456789abcdefghijklmnopqrstuvwxyz\n";
+        let r = reading(TripleFile::LivekitYaml, text);
+        assert_eq!(r.partial.api_key.as_deref(), Some("mykey"));
+        assert_eq!(
+            r.partial.api_secret.as_ref().map(Secret::expose),
+            Some("0123456789abcdefghijklmnopqrstuvwxyz")
+        );
+    }
+
+    #[test]
+    fn crlf_files_read_to_the_same_values() {
+        let c = config_a();
+        for f in TripleFile::ALL {
+            let lf = read(f, &render(&c, f)).expect("lf");
+            let crlf_text = String::from_utf8(render(&c, f))
+                .expect("utf8")
+                .replace('\n', "\r\n");
+            let crlf = read(f, crlf_text.as_bytes()).expect("crlf");
+            assert_eq!(lf, crlf, "{f}");
+        }
+    }
+
+    #[test]
+    fn ws_urls_split_into_host_and_port() {
+        assert_eq!(
+            split_ws_url("ws://media.example.org:7880"),
+            Some(("media.example.org".into(), 7880))
+        );
+        assert_eq!(
+            split_ws_url("wss://[2001:db8::1]:443/"),
+            Some(("2001:db8::1".into(), 443))
+        );
+        for bad in [
+            "http://x:1",
+            "ws://x",
+            "ws://:1",
+            "ws://x:0",
+            "ws://x:+1",
+            "ws://[::1]",
+        ] {
+            assert_eq!(split_ws_url(bad), None, "{bad}");
+        }
+    }
+}

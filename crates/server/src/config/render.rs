@@ -1,0 +1,457 @@
+//! The three renderings: pure functions from a [`Config`] to bytes.
+//!
+//! Output is deterministic (same config, same bytes) because consistency is
+//! defined as byte equality with the rendering. Every string is written
+//! double-quoted with JSON escapes, which JSON and YAML read identically (a
+//! JSON string is a valid YAML double-quoted scalar), so a value can never
+//! change type (`yes`, `1e3`, `null`) or break out of its line, whatever it
+//! holds; `backend.env` lines come from the shared envfile renderer.
+
+use std::fmt::{self, Write as _};
+
+use hero_livekit_proto::{envfile, ProcessName};
+
+use super::model::{sha256_hex, Config};
+
+/// One file of the config triple.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TripleFile {
+    /// The supervisor's own record; holds every field.
+    RuntimeJson,
+    /// Read by livekit-server at startup.
+    LivekitYaml,
+    /// Read by lk-backend (at startup and on SIGHUP).
+    BackendEnv,
+}
+
+impl TripleFile {
+    /// All three, in write order: `runtime.json` first, so that a crash
+    /// between two writes leaves the new values in the file boot trusts most.
+    pub const ALL: [TripleFile; 3] = [
+        TripleFile::RuntimeJson,
+        TripleFile::LivekitYaml,
+        TripleFile::BackendEnv,
+    ];
+
+    /// The file name inside the state directory.
+    pub const fn name(self) -> &'static str {
+        match self {
+            TripleFile::RuntimeJson => "runtime.json",
+            TripleFile::LivekitYaml => "livekit.yaml",
+            TripleFile::BackendEnv => "backend.env",
+        }
+    }
+
+    /// The child that reads this file and must restart when it changes.
+    pub const fn reader(self) -> Option<ProcessName> {
+        match self {
+            TripleFile::RuntimeJson => None,
+            TripleFile::LivekitYaml => Some(ProcessName::LivekitServer),
+            TripleFile::BackendEnv => Some(ProcessName::LkBackend),
+        }
+    }
+
+    /// Position in [`TripleFile::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            TripleFile::RuntimeJson => 0,
+            TripleFile::LivekitYaml => 1,
+            TripleFile::BackendEnv => 2,
+        }
+    }
+}
+
+impl fmt::Display for TripleFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+const HEADER: &str = "# written by hero_livekit; edit with `hero_livekit configure`\n\
+                      # any other change is overwritten: hero_livekit keeps this file equal to its config\n";
+
+/// The bytes `file` must hold for `config`. Ends with a newline.
+pub fn render(config: &Config, file: TripleFile) -> Vec<u8> {
+    match file {
+        TripleFile::RuntimeJson => render_runtime_json(config),
+        TripleFile::LivekitYaml => render_livekit_yaml(config),
+        TripleFile::BackendEnv => render_backend_env(config),
+    }
+    .into_bytes()
+}
+
+/// Appends `s` as a JSON string literal. Control characters, and the
+/// characters YAML refuses raw (BOM, non-characters) or treats as line
+/// breaks in some versions (U+2028/2029), are escaped, so the literal is
+/// also a valid YAML double-quoted scalar with the same value.
+pub(crate) fn push_quoted(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control()
+                || matches!(
+                    c,
+                    '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+                ) =>
+            {
+                // Writing to a String cannot fail.
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn render_runtime_json(c: &Config) -> String {
+    let mut out = String::with_capacity(512);
+    out.push_str("{\n");
+    let strings: [(&str, &str); 3] = [
+        ("api_key", &c.api_key),
+        ("api_secret", c.api_secret.expose()),
+        ("domain", &c.domain),
+    ];
+    for (k, v) in strings {
+        let _ = write!(out, "  \"{k}\": ");
+        push_quoted(&mut out, v);
+        out.push_str(",\n");
+    }
+    out.push_str("  \"redis_address\": ");
+    push_quoted(&mut out, c.redis_address.as_deref().unwrap_or(""));
+    let _ = write!(
+        out,
+        ",\n  \"port\": {},\n  \"rtc_tcp_port\": {},\n  \"rtc_port_range_start\": {},\n  \"rtc_port_range_end\": {},\n",
+        c.port, c.rtc_tcp_port, c.rtc_port_range_start, c.rtc_port_range_end
+    );
+    out.push_str("  \"node_ip\": ");
+    push_quoted(&mut out, c.node_ip.as_deref().unwrap_or(""));
+    let _ = write!(
+        out,
+        ",\n  \"backend_port\": {},\n  \"livekit_url\": ",
+        c.backend_port
+    );
+    push_quoted(&mut out, &c.livekit_url());
+    out.push_str("\n}\n");
+    out
+}
+
+fn render_livekit_yaml(c: &Config) -> String {
+    let mut out = String::with_capacity(512);
+    out.push_str(HEADER);
+    let _ = write!(
+        out,
+        "port: {}\nrtc:\n  tcp_port: {}\n  port_range_start: {}\n  port_range_end: {}\n  use_external_ip: false\n",
+        c.port, c.rtc_tcp_port, c.rtc_port_range_start, c.rtc_port_range_end
+    );
+    if let Some(ip) = &c.node_ip {
+        out.push_str("  node_ip: ");
+        push_quoted(&mut out, ip);
+        out.push('\n');
+    }
+    if let Some(addr) = &c.redis_address {
+        out.push_str("redis:\n  address: ");
+        push_quoted(&mut out, addr);
+        out.push('\n');
+    }
+    out.push_str("keys:\n  ");
+    push_quoted(&mut out, &c.api_key);
+    out.push_str(": ");
+    push_quoted(&mut out, c.api_secret.expose());
+    out.push_str("\nlogging:\n  level: info\n");
+    out
+}
+
+fn render_backend_env(c: &Config) -> String {
+    let mut out = String::with_capacity(256);
+    out.push_str(HEADER);
+    out.push_str(&envfile::render_line("LIVEKIT_API_KEY", &c.api_key));
+    out.push_str(&envfile::render_line(
+        "LIVEKIT_API_SECRET",
+        c.api_secret.expose(),
+    ));
+    out.push_str(&envfile::render_line("LIVEKIT_URL", &c.livekit_url()));
+    out.push_str(&envfile::render_line("PORT", &c.backend_port.to_string()));
+    out
+}
+
+/// A config with its three renderings and their sha256, computed once per
+/// config change so that `health` compares hashes instead of re-rendering.
+#[derive(Clone)]
+pub struct Rendered {
+    config: Config,
+    bytes: [Vec<u8>; 3],
+    sha256: [String; 3],
+}
+
+impl Rendered {
+    /// Renders and hashes the three files of `config`.
+    pub fn new(config: Config) -> Rendered {
+        let bytes = TripleFile::ALL.map(|f| render(&config, f));
+        let sha256 = [
+            sha256_hex(&bytes[0]),
+            sha256_hex(&bytes[1]),
+            sha256_hex(&bytes[2]),
+        ];
+        Rendered {
+            config,
+            bytes,
+            sha256,
+        }
+    }
+
+    /// The config these renderings come from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The bytes `file` must hold.
+    pub fn bytes(&self, file: TripleFile) -> &[u8] {
+        &self.bytes[file.index()]
+    }
+
+    /// sha256 (hex) of [`Rendered::bytes`]: `expected_sha256` in `health`.
+    pub fn sha256(&self, file: TripleFile) -> &str {
+        &self.sha256[file.index()]
+    }
+
+    /// `in_memory_hash`: equal to [`Config::hash`].
+    pub fn in_memory_hash(&self) -> &str {
+        self.sha256(TripleFile::RuntimeJson)
+    }
+}
+
+impl fmt::Debug for Rendered {
+    // The bytes hold the secret: show only the hashes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rendered")
+            .field("api_key", &self.config.api_key)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use serde::Deserialize;
+
+    use super::super::testutil::{arb_config, config_a};
+    use super::*;
+
+    /// Mirror of the part of livekit-server's `config.Config` we write,
+    /// parsed as strictly as livekit-server parses it (unknown keys fail).
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct StrictYaml {
+        port: u16,
+        rtc: StrictRtc,
+        #[serde(default)]
+        redis: Option<StrictRedis>,
+        keys: BTreeMap<String, String>,
+        logging: StrictLogging,
+    }
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct StrictRtc {
+        tcp_port: u16,
+        port_range_start: u16,
+        port_range_end: u16,
+        use_external_ip: bool,
+        #[serde(default)]
+        node_ip: Option<String>,
+    }
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct StrictRedis {
+        address: String,
+    }
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct StrictLogging {
+        level: String,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct StrictRuntime {
+        api_key: String,
+        api_secret: String,
+        domain: String,
+        redis_address: String,
+        port: u16,
+        rtc_tcp_port: u16,
+        rtc_port_range_start: u16,
+        rtc_port_range_end: u16,
+        node_ip: String,
+        backend_port: u16,
+        livekit_url: String,
+    }
+
+    fn text(c: &Config, f: TripleFile) -> String {
+        String::from_utf8(render(c, f)).expect("renderings are UTF-8")
+    }
+
+    #[test]
+    fn names_readers_and_write_order() {
+        assert_eq!(
+            TripleFile::ALL.map(TripleFile::name),
+            hero_livekit_proto::TRIPLE_FILES
+        );
+        assert_eq!(
+            TripleFile::ALL.map(TripleFile::reader),
+            [
+                None,
+                Some(ProcessName::LivekitServer),
+                Some(ProcessName::LkBackend)
+            ]
+        );
+        for (i, f) in TripleFile::ALL.into_iter().enumerate() {
+            assert_eq!(f.index(), i);
+        }
+    }
+
+    #[test]
+    fn renderings_are_byte_stable() {
+        // A change here changes every deployed file's bytes and rewrites
+        // them on upgrade: it must be deliberate.
+        let c = config_a();
+        assert_eq!(
+            text(&c, TripleFile::RuntimeJson),
+            r#"{
+  "api_key": "APIaaaaaaaaaaaa",
+  "api_secret": "aaaaSecretaaaaSecretaaaaSecretaaaaSecret123",
+  "domain": "media.example.org",
+  "redis_address": "redis.internal:6380",
+  "port": 7980,
+  "rtc_tcp_port": 7981,
+  "rtc_port_range_start": 51000,
+  "rtc_port_range_end": 52000,
+  "node_ip": "192.0.2.10",
+  "backend_port": 7990,
+  "livekit_url": "ws://media.example.org:7980"
+}
+"#
+        );
+        assert_eq!(
+            text(&c, TripleFile::LivekitYaml),
+            "# written by hero_livekit; edit with `hero_livekit configure`\n\
+             # any other change is overwritten: hero_livekit keeps this file equal to its config\n\
+             port: 7980\n\
+             rtc:\n  tcp_port: 7981\n  port_range_start: 51000\n  port_range_end: 52000\n  use_external_ip: false\n  node_ip: \"192.0.2.10\"\n\
+             redis:\n  address: \"redis.internal:6380\"\n\
+             keys:\n  \"APIaaaaaaaaaaaa\": \"aaaaSecretaaaaSecretaaaaSecretaaaaSecret123\"\n\
+             logging:\n  level: info\n"
+        );
+        assert_eq!(
+            text(&c, TripleFile::BackendEnv),
+            "# written by hero_livekit; edit with `hero_livekit configure`\n\
+             # any other change is overwritten: hero_livekit keeps this file equal to its config\n\
+             LIVEKIT_API_KEY=\"APIaaaaaaaaaaaa\"\n\
+             LIVEKIT_API_SECRET=\"aaaaSecretaaaaSecretaaaaSecretaaaaSecret123\"\n\
+             LIVEKIT_URL=\"ws://media.example.org:7980\"\n\
+             PORT=\"7990\"\n"
+        );
+    }
+
+    #[test]
+    fn optional_sections_are_left_out_when_unset() {
+        let mut c = config_a();
+        c.redis_address = None;
+        c.node_ip = None;
+        let yaml = text(&c, TripleFile::LivekitYaml);
+        assert!(!yaml.contains("redis"));
+        assert!(!yaml.contains("node_ip"));
+        let json = text(&c, TripleFile::RuntimeJson);
+        assert!(json.contains("\"redis_address\": \"\","));
+        assert!(json.contains("\"node_ip\": \"\","));
+    }
+
+    #[test]
+    fn rendered_caches_the_hashes_of_the_renderings() {
+        let c = config_a();
+        let r = Rendered::new(c.clone());
+        for f in TripleFile::ALL {
+            assert_eq!(r.bytes(f), render(&c, f).as_slice());
+            assert_eq!(r.sha256(f), sha256_hex(&render(&c, f)));
+        }
+        assert_eq!(r.in_memory_hash(), c.hash());
+        assert!(!format!("{r:?}").contains(c.api_secret.expose()));
+    }
+
+    proptest! {
+        #[test]
+        fn quoted_strings_read_back_identically_in_json_and_yaml(s in any::<String>()) {
+            let mut q = String::new();
+            push_quoted(&mut q, &s);
+            let from_json: String = serde_json::from_str(&q).expect("valid JSON string");
+            prop_assert_eq!(&from_json, &s);
+            let from_yaml: String = serde_yaml::from_str(&q).expect("valid YAML scalar");
+            prop_assert_eq!(&from_yaml, &s);
+        }
+
+        #[test]
+        fn livekit_yaml_parses_strictly_to_the_config_values(c in arb_config()) {
+            let doc: StrictYaml = serde_yaml::from_slice(&render(&c, TripleFile::LivekitYaml)).expect("strict parse");
+            prop_assert_eq!(doc.port, c.port);
+            prop_assert_eq!(doc.rtc.tcp_port, c.rtc_tcp_port);
+            prop_assert_eq!(doc.rtc.port_range_start, c.rtc_port_range_start);
+            prop_assert_eq!(doc.rtc.port_range_end, c.rtc_port_range_end);
+            prop_assert!(!doc.rtc.use_external_ip);
+            prop_assert_eq!(doc.rtc.node_ip, c.node_ip.clone());
+            prop_assert_eq!(doc.redis.map(|r| r.address), c.redis_address.clone());
+            prop_assert_eq!(doc.keys.len(), 1);
+            prop_assert_eq!(doc.keys.get(&c.api_key).map(String::as_str), Some(c.api_secret.expose()));
+            prop_assert_eq!(doc.logging.level, "info");
+        }
+
+        #[test]
+        fn runtime_json_parses_strictly_to_the_config_values(c in arb_config()) {
+            let doc: StrictRuntime = serde_json::from_slice(&render(&c, TripleFile::RuntimeJson)).expect("strict parse");
+            prop_assert_eq!(doc, StrictRuntime {
+                api_key: c.api_key.clone(),
+                api_secret: c.api_secret.expose().to_string(),
+                domain: c.domain.clone(),
+                redis_address: c.redis_address.clone().unwrap_or_default(),
+                port: c.port,
+                rtc_tcp_port: c.rtc_tcp_port,
+                rtc_port_range_start: c.rtc_port_range_start,
+                rtc_port_range_end: c.rtc_port_range_end,
+                node_ip: c.node_ip.clone().unwrap_or_default(),
+                backend_port: c.backend_port,
+                livekit_url: c.livekit_url(),
+            });
+        }
+
+        #[test]
+        fn backend_env_parses_to_the_config_values(c in arb_config()) {
+            let text = String::from_utf8(render(&c, TripleFile::BackendEnv)).expect("utf8");
+            let vars = envfile::parse(&text).expect("parses");
+            let port = c.backend_port.to_string();
+            let url = c.livekit_url();
+            let expected: Vec<(&str, &str)> = vec![
+                ("LIVEKIT_API_KEY", &c.api_key),
+                ("LIVEKIT_API_SECRET", c.api_secret.expose()),
+                ("LIVEKIT_URL", &url),
+                ("PORT", &port),
+            ];
+            let got: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            prop_assert_eq!(got, expected);
+        }
+
+        #[test]
+        fn rendering_is_deterministic_and_newline_terminated(c in arb_config()) {
+            for f in TripleFile::ALL {
+                let a = render(&c, f);
+                prop_assert_eq!(&a, &render(&c.clone(), f));
+                prop_assert_eq!(a.last(), Some(&b'\n'));
+            }
+        }
+    }
+}

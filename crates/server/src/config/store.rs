@@ -1,0 +1,718 @@
+//! The imperative shell: reading the state directory and writing the
+//! triple atomically.
+//!
+//! Everything here is small-file I/O with `std::fs`. Callers on the async
+//! runtime run [`StateDir::observe`] and [`StateDir::apply`] inside
+//! `spawn_blocking` (they fsync); [`FileCache::check`] costs three `stat`
+//! calls when nothing changed and may run inline (see its docs).
+
+use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::check::{check_hashed, Consistency};
+use super::fault::{self, Step};
+use super::heal::{FileObs, HealPlan, Observed};
+use super::model::sha256_hex;
+use super::render::{render, Rendered, TripleFile};
+
+/// Mode of the state directory and its subdirectories.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of each file of the triple (they hold the secret).
+pub const FILE_MODE: u32 = 0o600;
+/// A triple file larger than this is not read (it is garbage, and reading
+/// it whole would let a stray file exhaust the daemon's memory).
+pub const MAX_FILE_SIZE: u64 = 1 << 20;
+/// Subdirectories [`StateDir::ensure`] creates.
+pub const SUBDIRS: [&str; 3] = ["data", "logs", "children"];
+
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// Writing one file of the triple failed. The file under its final name is
+/// the previous one (or, when only the directory fsync failed, the new one
+/// whole); no temp file is left behind.
+#[derive(Debug, thiserror::Error)]
+#[error("writing {file}: {source}")]
+pub struct WriteError {
+    /// The file whose write failed.
+    pub file: TripleFile,
+    /// The OS error.
+    pub source: io::Error,
+    /// Files of the same apply already replaced before the failure, in
+    /// write order (their readers need a restart once the heal completes).
+    pub written: Vec<TripleFile>,
+}
+
+/// The state directory (`Paths::state_dir`) holding the triple.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    dir: PathBuf,
+    files: [PathBuf; 3],
+}
+
+impl StateDir {
+    /// The triple under `state_dir`. Touches nothing.
+    pub fn new(state_dir: PathBuf) -> StateDir {
+        let files = TripleFile::ALL.map(|f| state_dir.join(f.name()));
+        StateDir {
+            dir: state_dir,
+            files,
+        }
+    }
+
+    /// The directory itself.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where `file` lives.
+    pub fn path(&self, file: TripleFile) -> &Path {
+        &self.files[file.index()]
+    }
+
+    /// Creates the directory (mode 0700, also fixing the mode of an
+    /// existing one) and its `data/`, `logs/` and `children/` subdirectories.
+    ///
+    /// # Errors
+    /// The OS error of the first directory that cannot be created or chmod-ed.
+    pub fn ensure(&self) -> io::Result<()> {
+        if let Some(parent) = self.dir.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        ensure_dir(&self.dir)?;
+        for sub in SUBDIRS {
+            ensure_dir(&self.dir.join(sub))?;
+        }
+        Ok(())
+    }
+
+    /// Reads the three files as they are now.
+    pub fn observe(&self) -> Observed {
+        Observed {
+            runtime_json: observe_file(self.path(TripleFile::RuntimeJson)),
+            livekit_yaml: observe_file(self.path(TripleFile::LivekitYaml)),
+            backend_env: observe_file(self.path(TripleFile::BackendEnv)),
+        }
+    }
+
+    /// Carries out `plan`: writes `plan.writes` (in write order, each
+    /// atomically: see [`StateDir::write_file`]) from `plan.config`, and
+    /// restores mode 0600 on any file of the triple that lost it. A plan
+    /// without writes writes and fsyncs nothing.
+    ///
+    /// # Errors
+    /// The first failed write; the files after it are not attempted.
+    pub fn apply(&self, plan: &HealPlan) -> Result<Vec<TripleFile>, WriteError> {
+        let mut written = Vec::with_capacity(plan.writes.len());
+        for file in TripleFile::ALL
+            .into_iter()
+            .filter(|f| plan.writes.contains(f))
+        {
+            if let Err(mut e) = self.write_file(file, &render(&plan.config, file)) {
+                e.written = written;
+                return Err(e);
+            }
+            written.push(file);
+        }
+        self.fix_modes(&written);
+        Ok(written)
+    }
+
+    /// Replaces `file` with `bytes` atomically: a temp file in the same
+    /// directory (unique name, created 0600 with `O_EXCL`), written and
+    /// fsynced, renamed over the final name, then the directory fsynced so
+    /// the rename itself survives a power loss. Readers see the old bytes
+    /// or the new bytes, never a mix.
+    ///
+    /// # Errors
+    /// [`WriteError`] naming the file; the temp file is removed.
+    pub(crate) fn write_file(&self, file: TripleFile, bytes: &[u8]) -> Result<(), WriteError> {
+        let i = file.index();
+        let fail = |source| WriteError {
+            file,
+            source,
+            written: Vec::new(),
+        };
+        fault::point(fault::name(i, Step::BeforeCreate));
+        let (temp_path, mut temp) = create_temp(&self.dir, file).map_err(fail)?;
+        let mut guard = TempGuard {
+            path: temp_path,
+            armed: true,
+        };
+        fault::point(fault::name(i, Step::AfterCreate));
+        let half = bytes.len() / 2;
+        temp.write_all(&bytes[..half]).map_err(fail)?;
+        fault::point(fault::name(i, Step::MidWrite));
+        temp.write_all(&bytes[half..]).map_err(fail)?;
+        fault::point(fault::name(i, Step::AfterWrite));
+        temp.sync_all().map_err(fail)?;
+        fault::point(fault::name(i, Step::AfterFsync));
+        drop(temp);
+        fs::rename(&guard.path, self.path(file)).map_err(fail)?;
+        guard.armed = false;
+        fault::point(fault::name(i, Step::AfterRename));
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(fail)?;
+        fault::point(fault::name(i, Step::AfterDirsync));
+        Ok(())
+    }
+
+    /// Removes temp files a crashed writer left in the directory, returning
+    /// how many. Call it at boot while holding the daemon's instance lock:
+    /// another live writer's temp file would be removed too.
+    ///
+    /// # Errors
+    /// The directory cannot be listed, or a temp file cannot be removed.
+    pub fn sweep_temp_files(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name.to_str().is_some_and(is_temp_name) {
+                fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Restores mode 0600 on files of the triple not just written (those
+    /// are created 0600). A failure is logged, not returned: the content
+    /// is right and the next heal retries.
+    fn fix_modes(&self, written: &[TripleFile]) {
+        for file in TripleFile::ALL.into_iter().filter(|f| !written.contains(f)) {
+            let path = self.path(file);
+            let Ok(meta) = fs::metadata(path) else {
+                continue;
+            };
+            let mode = meta.permissions().mode() & 0o7777;
+            if meta.is_file() && mode != FILE_MODE {
+                match fs::set_permissions(path, Permissions::from_mode(FILE_MODE)) {
+                    Ok(()) => tracing::warn!(
+                        file = file.name(),
+                        old_mode = format!("{mode:o}"),
+                        "restored mode 0600"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(file = file.name(), error = %e, "cannot restore mode 0600")
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn ensure_dir(dir: &Path) -> io::Result<()> {
+    match DirBuilder::new().mode(DIR_MODE).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    // The umask may have narrowed the new directory's mode, and an existing
+    // directory may be wider than it should be: set it exactly.
+    let meta = fs::metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a directory", dir.display()),
+        ));
+    }
+    if meta.permissions().mode() & 0o7777 != DIR_MODE {
+        fs::set_permissions(dir, Permissions::from_mode(DIR_MODE))?;
+    }
+    Ok(())
+}
+
+/// Whether `name` is one of our temp files: `.<triple file>.<pid>.<n>.tmp`.
+fn is_temp_name(name: &str) -> bool {
+    name.strip_prefix('.')
+        .and_then(|n| n.strip_suffix(TEMP_SUFFIX))
+        .is_some_and(|n| {
+            TripleFile::ALL
+                .iter()
+                .any(|f| n.strip_prefix(f.name()).is_some_and(|r| r.starts_with('.')))
+        })
+}
+
+fn create_temp(dir: &Path, file: TripleFile) -> io::Result<(PathBuf, File)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    let mut last_err = None;
+    // A name can only be taken by a temp file of a dead process that had
+    // the same pid; a few attempts always find a free one.
+    for _ in 0..16 {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!(".{}.{pid}.{n}{TEMP_SUFFIX}", file.name()));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&path)
+        {
+            Ok(f) => {
+                // The umask may have narrowed the mode; the file must be
+                // readable by its owner and nobody else, exactly.
+                if let Err(e) = f.set_permissions(Permissions::from_mode(FILE_MODE)) {
+                    let _ = fs::remove_file(&path);
+                    return Err(e);
+                }
+                return Ok((path, f));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| io::Error::other("no free temp file name")))
+}
+
+/// Removes the temp file on drop unless the rename consumed it.
+struct TempGuard {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Reads one file of the triple. Opens non-blocking so that a FIFO put in
+/// a file's place cannot hang the daemon, and refuses anything that is not
+/// a regular file or is larger than [`MAX_FILE_SIZE`].
+fn observe_file(path: &Path) -> FileObs {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return FileObs::Missing,
+        Err(e) => return FileObs::Unreadable(e.to_string()),
+    };
+    match file.metadata() {
+        Ok(m) if !m.is_file() => return FileObs::Unreadable("not a regular file".into()),
+        Ok(m) if m.len() > MAX_FILE_SIZE => return FileObs::Unreadable("larger than 1 MiB".into()),
+        Ok(_) => {}
+        Err(e) => return FileObs::Unreadable(e.to_string()),
+    }
+    let mut bytes = Vec::new();
+    match file.take(MAX_FILE_SIZE + 1).read_to_end(&mut bytes) {
+        Ok(_) if bytes.len() as u64 > MAX_FILE_SIZE => {
+            FileObs::Unreadable("larger than 1 MiB".into())
+        }
+        Ok(_) => FileObs::Present(bytes),
+        Err(e) => FileObs::Unreadable(e.to_string()),
+    }
+}
+
+/// What `stat` says about a file: if none of it changed, neither did the
+/// content (see [`FileCache`] for the one exception).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stamp {
+    Missing,
+    File {
+        dev: u64,
+        ino: u64,
+        size: u64,
+        mtime: (i64, i64),
+        ctime: (i64, i64),
+    },
+    StatFailed(io::ErrorKind),
+}
+
+fn stamp(path: &Path) -> Stamp {
+    match fs::metadata(path) {
+        Ok(m) => Stamp::File {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Stamp::Missing,
+        Err(e) => Stamp::StatFailed(e.kind()),
+    }
+}
+
+/// A cheap observer of the triple for the hot `health` path.
+///
+/// Each [`FileCache::check`] `stat`s the three files and re-reads and
+/// re-hashes only a file whose (device, inode, size, mtime, ctime) changed
+/// since the last call; when none changed and the config is the same, it
+/// returns the previous [`Consistency`] (an `Arc` clone, no allocation).
+/// Three `stat`s of a local directory cost a few microseconds, which is why
+/// the fast path may run inline on the async runtime; a changed file is
+/// read (at most 1 MiB), so callers that cannot afford that wrap the call
+/// in `spawn_blocking`.
+///
+/// Tradeoff: a rewrite that keeps the inode and the size and lands within
+/// the same timestamp tick as the previous write (file systems stamp with a
+/// coarse clock, a few milliseconds) is invisible to `stat`. Every writer
+/// of ours replaces files by rename (a new inode), so only a foreign
+/// in-place edit can hit this; the daemon's periodic full check
+/// ([`FileCache::invalidate`] then `check`) catches it.
+///
+/// Each file is `stat`ed before it is read, so a change racing the read
+/// leaves the stamp older than the content and is seen on the next call.
+#[derive(Debug)]
+pub struct FileCache {
+    paths: [PathBuf; 3],
+    stamps: [Option<Stamp>; 3],
+    observed: Observed,
+    shas: [Option<String>; 3],
+    last: Option<(String, Arc<Consistency>)>,
+}
+
+impl FileCache {
+    /// A cache of the triple under `state_dir`, empty: the first check reads all.
+    pub fn new(state_dir: &Path) -> FileCache {
+        FileCache {
+            paths: TripleFile::ALL.map(|f| state_dir.join(f.name())),
+            stamps: [None; 3],
+            observed: Observed::missing(),
+            shas: [None, None, None],
+            last: None,
+        }
+    }
+
+    /// Forgets everything, so that the next [`FileCache::check`] re-reads
+    /// and re-hashes all three files (the periodic full check).
+    pub fn invalidate(&mut self) {
+        self.stamps = [None; 3];
+        self.last = None;
+    }
+
+    /// The consistency of the files on disk with `rendered`.
+    pub fn check(&mut self, rendered: &Rendered) -> Arc<Consistency> {
+        let mut changed = false;
+        for file in TripleFile::ALL {
+            let i = file.index();
+            let now = stamp(&self.paths[i]);
+            if self.stamps[i] != Some(now) {
+                let obs = observe_file(&self.paths[i]);
+                self.shas[i] = match &obs {
+                    FileObs::Present(bytes) => Some(sha256_hex(bytes)),
+                    FileObs::Missing | FileObs::Unreadable(_) => None,
+                };
+                *self.observed.get_mut(file) = obs;
+                self.stamps[i] = Some(now);
+                changed = true;
+            }
+        }
+        if let Some((hash, consistency)) = &self.last {
+            if !changed && hash == rendered.in_memory_hash() {
+                return Arc::clone(consistency);
+            }
+        }
+        let consistency = Arc::new(check_hashed(rendered, &self.observed, self.shas.clone()));
+        self.last = Some((
+            rendered.in_memory_hash().to_string(),
+            Arc::clone(&consistency),
+        ));
+        consistency
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use std::sync::{Mutex, MutexGuard};
+
+    use super::super::check::check;
+    use super::super::heal::plan_with;
+    use super::super::model::Config;
+    use super::super::testutil::{config_a, config_b, observed_of};
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).expect("stat").permissions().mode() & 0o7777
+    }
+
+    /// Serializes the tests that create files: one of them changes the
+    /// process-wide umask.
+    fn fs_lock() -> MutexGuard<'static, ()> {
+        static LOCK: Mutex<()> = Mutex::new(());
+        LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn state() -> (MutexGuard<'static, ()>, tempfile::TempDir, StateDir) {
+        let guard = fs_lock();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let sd = StateDir::new(tmp.path().join("var").join("hero_livekit"));
+        sd.ensure().expect("ensure");
+        (guard, tmp, sd)
+    }
+
+    fn write_config(sd: &StateDir, c: &Config) -> Vec<TripleFile> {
+        let p = plan_with(Some(c), &sd.observe(), false, || {
+            Err(super::super::MintError::new("no mint"))
+        })
+        .expect("plan");
+        sd.apply(&p).expect("apply")
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut n: Vec<String> = fs::read_dir(dir)
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn ensure_creates_private_dirs_and_narrows_an_existing_wide_one() {
+        let _lock = fs_lock();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("state");
+        fs::create_dir(&dir).expect("mkdir");
+        fs::set_permissions(&dir, Permissions::from_mode(0o755)).expect("chmod");
+        let sd = StateDir::new(dir.clone());
+        sd.ensure().expect("ensure");
+        assert_eq!(mode(&dir), 0o700);
+        for sub in SUBDIRS {
+            assert_eq!(mode(&dir.join(sub)), 0o700, "{sub}");
+        }
+        sd.ensure().expect("ensure is idempotent");
+    }
+
+    #[test]
+    fn apply_writes_the_triple_with_mode_0600_and_observe_reads_it_back() {
+        let (_lock, _tmp, sd) = state();
+        let a = config_a();
+        assert_eq!(write_config(&sd, &a), TripleFile::ALL);
+        for f in TripleFile::ALL {
+            assert_eq!(mode(sd.path(f)), FILE_MODE, "{f}");
+        }
+        assert_eq!(sd.observe(), observed_of(&a));
+        assert!(check(&a, &sd.observe()).consistent);
+        assert_eq!(
+            sd.sweep_temp_files().expect("sweep"),
+            0,
+            "no temp file left by a successful write"
+        );
+    }
+
+    #[test]
+    fn a_consistent_triple_is_not_touched() {
+        let (_lock, _tmp, sd) = state();
+        let a = config_a();
+        write_config(&sd, &a);
+        let before = TripleFile::ALL.map(|f| stamp(sd.path(f)));
+        assert!(write_config(&sd, &a).is_empty());
+        assert_eq!(
+            TripleFile::ALL.map(|f| stamp(sd.path(f))),
+            before,
+            "no write, no new inode, no new mtime"
+        );
+    }
+
+    #[test]
+    fn only_the_differing_file_is_rewritten() {
+        let (_lock, _tmp, sd) = state();
+        let a = config_a();
+        write_config(&sd, &a);
+        let before = TripleFile::ALL.map(|f| stamp(sd.path(f)));
+        fs::write(
+            sd.path(TripleFile::BackendEnv),
+            render(&config_b(), TripleFile::BackendEnv),
+        )
+        .expect("tamper");
+        assert_eq!(write_config(&sd, &a), [TripleFile::BackendEnv]);
+        assert_eq!(stamp(sd.path(TripleFile::RuntimeJson)), before[0]);
+        assert_eq!(stamp(sd.path(TripleFile::LivekitYaml)), before[1]);
+        assert!(check(&a, &sd.observe()).consistent);
+    }
+
+    #[test]
+    fn apply_restores_mode_0600_without_rewriting() {
+        let (_lock, _tmp, sd) = state();
+        let a = config_a();
+        write_config(&sd, &a);
+        let yaml = sd.path(TripleFile::LivekitYaml);
+        fs::set_permissions(yaml, Permissions::from_mode(0o644)).expect("chmod");
+        let ino = fs::metadata(yaml).expect("stat").ino();
+        assert!(write_config(&sd, &a).is_empty());
+        assert_eq!(mode(yaml), FILE_MODE);
+        assert_eq!(fs::metadata(yaml).expect("stat").ino(), ino);
+    }
+
+    #[test]
+    fn files_are_created_0600_whatever_the_umask() {
+        let (_lock, _tmp, sd) = state();
+        // The umask is process-wide; this test only narrows it, which
+        // cannot make another test's files wider.
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o277));
+        let r = sd.write_file(TripleFile::RuntimeJson, b"{}\n");
+        nix::sys::stat::umask(old);
+        r.expect("write");
+        assert_eq!(mode(sd.path(TripleFile::RuntimeJson)), FILE_MODE);
+    }
+
+    #[test]
+    fn observe_refuses_what_is_not_a_small_regular_file() {
+        let (_lock, _tmp, sd) = state();
+        assert_eq!(sd.observe(), Observed::missing());
+        fs::create_dir(sd.path(TripleFile::RuntimeJson)).expect("mkdir");
+        nix::unistd::mkfifo(
+            sd.path(TripleFile::LivekitYaml),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .expect("mkfifo");
+        fs::write(
+            sd.path(TripleFile::BackendEnv),
+            vec![b'#'; (MAX_FILE_SIZE + 1) as usize],
+        )
+        .expect("big file");
+        let o = sd.observe();
+        assert_eq!(
+            o.runtime_json,
+            FileObs::Unreadable("not a regular file".into())
+        );
+        assert_eq!(
+            o.livekit_yaml,
+            FileObs::Unreadable("not a regular file".into()),
+            "a FIFO must not hang observe"
+        );
+        assert_eq!(
+            o.backend_env,
+            FileObs::Unreadable("larger than 1 MiB".into())
+        );
+    }
+
+    #[test]
+    fn a_failed_rename_names_the_file_and_leaves_no_temp_file() {
+        let (_lock, _tmp, sd) = state();
+        let a = config_a();
+        write_config(&sd, &a);
+        // A non-empty directory under the final name makes the rename fail.
+        let yaml = sd.path(TripleFile::LivekitYaml).to_path_buf();
+        fs::remove_file(&yaml).expect("rm");
+        fs::create_dir(&yaml).expect("mkdir");
+        fs::write(yaml.join("keep"), b"x").expect("fill");
+        let mut b = a.clone();
+        b.set_credential(config_b().credential());
+        let p = plan_with(Some(&b), &sd.observe(), false, || {
+            Err(super::super::MintError::new("no"))
+        })
+        .expect("plan");
+        let e = sd.apply(&p).expect_err("rename over a directory fails");
+        assert_eq!(e.file, TripleFile::LivekitYaml);
+        assert_eq!(e.written, [TripleFile::RuntimeJson]);
+        assert!(e.to_string().starts_with("writing livekit.yaml: "), "{e}");
+        assert!(!e.to_string().contains(b.api_secret.expose()));
+        assert_eq!(
+            names(sd.dir()),
+            [
+                "backend.env",
+                "children",
+                "data",
+                "livekit.yaml",
+                "logs",
+                "runtime.json"
+            ],
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn sweep_removes_only_our_temp_files() {
+        let (_lock, _tmp, sd) = state();
+        for n in [
+            ".livekit.yaml.123.0.tmp",
+            ".runtime.json.9.77.tmp",
+            ".backend.env.1.2.tmp",
+            "notes.tmp",
+            ".other.1.tmp",
+            "runtime.json",
+        ] {
+            fs::write(sd.dir().join(n), b"x").expect("write");
+        }
+        assert_eq!(sd.sweep_temp_files().expect("sweep"), 3);
+        assert_eq!(
+            names(sd.dir()),
+            [
+                ".other.1.tmp",
+                "children",
+                "data",
+                "logs",
+                "notes.tmp",
+                "runtime.json"
+            ]
+        );
+    }
+
+    #[test]
+    fn file_cache_reuses_its_answer_until_a_file_changes() {
+        let (_lock, _tmp, sd) = state();
+        let a = config_a();
+        write_config(&sd, &a);
+        let rendered = Rendered::new(a.clone());
+        let mut cache = FileCache::new(sd.dir());
+        let first = cache.check(&rendered);
+        assert!(first.consistent);
+        assert!(
+            Arc::ptr_eq(&first, &cache.check(&rendered)),
+            "nothing changed: the same answer"
+        );
+
+        // Replaced by rename (new inode), as every writer of ours does.
+        sd.write_file(
+            TripleFile::LivekitYaml,
+            &render(&config_b(), TripleFile::LivekitYaml),
+        )
+        .expect("write");
+        let c = cache.check(&rendered);
+        assert!(!c.consistent);
+        assert_eq!(
+            c.drift.first().map(String::as_str),
+            Some("livekit.yaml: port differs")
+        );
+
+        // Rewritten in place with another size.
+        fs::write(
+            sd.path(TripleFile::LivekitYaml),
+            render(&a, TripleFile::LivekitYaml),
+        )
+        .expect("write");
+        fs::write(sd.path(TripleFile::BackendEnv), b"PORT=\"1\"\n").expect("write");
+        let c = cache.check(&rendered);
+        assert!(c.files[1].matches, "livekit.yaml is back to its rendering");
+        assert!(!c.files[2].matches);
+
+        fs::remove_file(sd.path(TripleFile::BackendEnv)).expect("rm");
+        let c = cache.check(&rendered);
+        assert!(!c.files[2].present);
+        assert_eq!(c.drift, ["backend.env: missing"]);
+    }
+
+    #[test]
+    fn file_cache_rechecks_when_the_config_changes_or_is_invalidated() {
+        let (_lock, _tmp, sd) = state();
+        let a = config_a();
+        write_config(&sd, &a);
+        let mut cache = FileCache::new(sd.dir());
+        let first = cache.check(&Rendered::new(a.clone()));
+        let mut b = a.clone();
+        b.port = 9999;
+        let other = cache.check(&Rendered::new(b));
+        assert!(
+            !other.consistent,
+            "a new config is checked, not answered from cache"
+        );
+        let again = cache.check(&Rendered::new(a.clone()));
+        assert_eq!(*again, *first);
+        cache.invalidate();
+        let fresh = cache.check(&Rendered::new(a));
+        assert!(!Arc::ptr_eq(&fresh, &again));
+        assert_eq!(*fresh, *first);
+    }
+}

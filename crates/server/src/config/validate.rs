@@ -1,0 +1,979 @@
+//! Validation of every configurable value, and the `configure` merge.
+//!
+//! Nothing reaches a renderer without passing through here: a value that
+//! YAML, an env file or a shell could read differently is refused, and the
+//! error names the field and the rule without echoing the value.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use hero_livekit_proto::ConfigureParams;
+
+use super::credential::{is_placeholder, mint_credential, MintError};
+use super::model::{Config, Credential, Secret};
+
+/// The config fields, in `runtime.json` order; the names of `changed_fields`
+/// and of [`ValidationError::field`].
+pub const FIELDS: [&str; 10] = [
+    "api_key",
+    "api_secret",
+    "domain",
+    "redis_address",
+    "port",
+    "rtc_tcp_port",
+    "rtc_port_range_start",
+    "rtc_port_range_end",
+    "node_ip",
+    "backend_port",
+];
+
+/// A value that may not be written. Maps to JSON-RPC -32602 with `field`.
+/// Never carries the offending value, which may be a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {rule}")]
+pub struct ValidationError {
+    /// The parameter name, one of [`FIELDS`].
+    pub field: &'static str,
+    /// The rule the value breaks, as a sentence fragment.
+    pub rule: String,
+}
+
+impl ValidationError {
+    fn new(field: &'static str, rule: impl Into<String>) -> ValidationError {
+        ValidationError {
+            field,
+            rule: rule.into(),
+        }
+    }
+}
+
+/// Names the class of a refused character without printing it verbatim
+/// when it could be part of a secret worth hiding.
+fn describe(c: char) -> String {
+    match c {
+        '\n' | '\r' => "a line break".into(),
+        c if c.is_whitespace() => "whitespace".into(),
+        '"' | '\'' | '`' => "a quote".into(),
+        '\\' => "a backslash".into(),
+        c if c.is_control() => "a control character".into(),
+        c if c.is_ascii_punctuation() => format!("'{c}'"),
+        _ => "a non-ASCII character".into(),
+    }
+}
+
+fn check_chars(
+    field: &'static str,
+    value: &str,
+    min: usize,
+    max: usize,
+    allowed: impl Fn(char) -> bool,
+    set: &str,
+) -> Result<(), ValidationError> {
+    if let Some(bad) = value.chars().find(|&c| !allowed(c)) {
+        return Err(ValidationError::new(
+            field,
+            format!("may only contain {set}; found {}", describe(bad)),
+        ));
+    }
+    if !(min..=max).contains(&value.len()) {
+        return Err(ValidationError::new(
+            field,
+            format!("must be {min}-{max} characters long (got {})", value.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// `api_key`: 3-64 characters of `[A-Za-z0-9_-]`, not a placeholder.
+///
+/// # Errors
+/// The rule broken.
+pub fn validate_api_key(key: &str) -> Result<(), ValidationError> {
+    check_chars(
+        "api_key",
+        key,
+        3,
+        64,
+        |c| c.is_ascii_alphanumeric() || c == '_' || c == '-',
+        "[A-Za-z0-9_-]",
+    )?;
+    if is_placeholder(key) {
+        return Err(ValidationError::new(
+            "api_key",
+            "is a placeholder, not a real key",
+        ));
+    }
+    Ok(())
+}
+
+/// `api_secret`: 32-256 characters of `[A-Za-z0-9_.~+/=-]`, not a
+/// placeholder. The set excludes everything YAML, an env file or a shell
+/// reads specially (whitespace, quotes, backslash, `$`, `#`, `:`).
+///
+/// # Errors
+/// The rule broken.
+pub fn validate_api_secret(secret: &str) -> Result<(), ValidationError> {
+    check_chars(
+        "api_secret",
+        secret,
+        32,
+        256,
+        |c| c.is_ascii_alphanumeric() || "_.~+/=-".contains(c),
+        "[A-Za-z0-9_.~+/=-]",
+    )?;
+    if is_placeholder(secret) {
+        return Err(ValidationError::new(
+            "api_secret",
+            "is a placeholder, not a real secret",
+        ));
+    }
+    Ok(())
+}
+
+/// Both halves of a credential.
+///
+/// # Errors
+/// The first rule broken.
+pub fn validate_credential(c: &Credential) -> Result<(), ValidationError> {
+    validate_api_key(&c.api_key)?;
+    validate_api_secret(c.api_secret.expose())
+}
+
+/// Whether `host` is an RFC 1123 hostname: labels of 1-63 `[A-Za-z0-9-]`
+/// not starting or ending with `-`, at most 253 characters, and not an
+/// all-numeric dotted name that is no valid IPv4 address (`1.2.3`).
+fn is_hostname(host: &str) -> bool {
+    if host.is_empty() || host.len() > 253 {
+        return false;
+    }
+    let labels_ok = host.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    let all_numeric = host
+        .split('.')
+        .all(|l| l.bytes().all(|b| b.is_ascii_digit()));
+    labels_ok && !all_numeric
+}
+
+/// `domain`: a hostname, an IPv4 address or an IPv6 address (without
+/// brackets; `livekit_url` adds them).
+///
+/// # Errors
+/// The rule broken.
+pub fn validate_domain(domain: &str) -> Result<(), ValidationError> {
+    if domain.parse::<IpAddr>().is_ok() || is_hostname(domain) {
+        return Ok(());
+    }
+    let rule = if domain.starts_with('[') {
+        "must be a hostname or an IP address; write an IPv6 address without brackets"
+    } else {
+        "must be a hostname (RFC 1123) or an IP address"
+    };
+    Err(ValidationError::new("domain", rule))
+}
+
+/// `redis_address`: `host:port` where host is a hostname or IPv4 address,
+/// or `[v6]:port`.
+///
+/// # Errors
+/// The rule broken.
+pub fn validate_redis_address(address: &str) -> Result<(), ValidationError> {
+    let bad = || {
+        ValidationError::new(
+            "redis_address",
+            "must be host:port (IPv6 as [addr]:port) with port 1-65535",
+        )
+    };
+    let (host_ok, port) = if let Some(rest) = address.strip_prefix('[') {
+        let (host, port) = rest.split_once("]:").ok_or_else(bad)?;
+        (host.parse::<Ipv6Addr>().is_ok(), port)
+    } else {
+        let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+        (host.parse::<Ipv4Addr>().is_ok() || is_hostname(host), port)
+    };
+    let port_ok = !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|p| p != 0);
+    if host_ok && port_ok {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+/// `node_ip`: an IPv4 or IPv6 address.
+///
+/// # Errors
+/// The rule broken.
+pub fn validate_node_ip(ip: &str) -> Result<(), ValidationError> {
+    ip.parse::<IpAddr>()
+        .map(|_| ())
+        .map_err(|_| ValidationError::new("node_ip", "must be an IPv4 or IPv6 address"))
+}
+
+/// A port parameter: 1-65535.
+///
+/// # Errors
+/// The value is 0 or above 65535.
+pub fn validate_port(field: &'static str, value: u32) -> Result<u16, ValidationError> {
+    match u16::try_from(value) {
+        Ok(p) if p != 0 => Ok(p),
+        _ => Err(ValidationError::new(field, "must be a port number 1-65535")),
+    }
+}
+
+/// Rules across fields: the three TCP ports differ from each other and the
+/// UDP range is not inverted. UDP and TCP ports never collide at the OS
+/// level, so the TCP ports may lie inside the UDP range.
+///
+/// When two fields clash, the error names the one in `prefer` (the fields
+/// the caller just changed) so that the operator is told about the value
+/// they typed, not the one they left alone.
+fn validate_cross(c: &Config, prefer: &[&str]) -> Result<(), ValidationError> {
+    let tcp = [
+        ("port", c.port),
+        ("rtc_tcp_port", c.rtc_tcp_port),
+        ("backend_port", c.backend_port),
+    ];
+    for i in 0..tcp.len() {
+        for j in (i + 1)..tcp.len() {
+            let ((a, pa), (b, pb)) = (tcp[i], tcp[j]);
+            if pa == pb {
+                let (field, other) = if prefer.contains(&a) && !prefer.contains(&b) {
+                    (a, b)
+                } else {
+                    (b, a)
+                };
+                return Err(ValidationError::new(
+                    field,
+                    format!("must differ from {other} (both are {pa})"),
+                ));
+            }
+        }
+    }
+    if c.rtc_port_range_start > c.rtc_port_range_end {
+        let field = if prefer.contains(&"rtc_port_range_start")
+            && !prefer.contains(&"rtc_port_range_end")
+        {
+            "rtc_port_range_start"
+        } else {
+            "rtc_port_range_end"
+        };
+        return Err(ValidationError::new(
+            field,
+            "rtc_port_range_start must not exceed rtc_port_range_end",
+        ));
+    }
+    Ok(())
+}
+
+/// Every rule for a whole config.
+///
+/// # Errors
+/// The first rule broken, in [`FIELDS`] order, then the cross-field rules.
+pub fn validate_config(c: &Config) -> Result<(), ValidationError> {
+    validate_api_key(&c.api_key)?;
+    validate_api_secret(c.api_secret.expose())?;
+    validate_domain(&c.domain)?;
+    if let Some(r) = &c.redis_address {
+        validate_redis_address(r)?;
+    }
+    for (field, port) in [
+        ("port", c.port),
+        ("rtc_tcp_port", c.rtc_tcp_port),
+        ("rtc_port_range_start", c.rtc_port_range_start),
+        ("rtc_port_range_end", c.rtc_port_range_end),
+    ] {
+        validate_port(field, u32::from(port))?;
+    }
+    if let Some(ip) = &c.node_ip {
+        validate_node_ip(ip)?;
+    }
+    validate_port("backend_port", u32::from(c.backend_port))?;
+    validate_cross(c, &[])
+}
+
+/// The outcome of `configure`: the new config and what changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigUpdate {
+    /// The validated config to make the truth.
+    pub config: Config,
+    /// Names from [`FIELDS`] whose value differs from the current config;
+    /// every field when there was none.
+    pub changed_fields: Vec<String>,
+    /// Whether a key or secret was minted because none was given or held.
+    pub minted: bool,
+}
+
+/// Why `configure` refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigureError {
+    /// Bad input: JSON-RPC -32602 naming `field`.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// A credential had to be minted and the OS RNG failed.
+    #[error(transparent)]
+    Mint(#[from] MintError),
+}
+
+/// A given string parameter, or `None` when it is absent, empty or a
+/// placeholder (all of which keep the current value).
+fn given(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !is_placeholder(s))
+}
+
+/// Merges `configure` parameters into the current config and validates
+/// the result. An absent, empty or placeholder value keeps the current one;
+/// without a current config, missing key and secret are minted and other
+/// fields take their defaults. A key given without a secret (and none held)
+/// mints only the secret, and vice versa.
+///
+/// # Errors
+/// [`ConfigureError::Invalid`] naming the field, before anything is
+/// minted; [`ConfigureError::Mint`] when the OS RNG fails.
+pub fn apply_configure(
+    current: Option<&Config>,
+    params: &ConfigureParams,
+) -> Result<ConfigUpdate, ConfigureError> {
+    apply_configure_with(current, params, mint_credential)
+}
+
+/// [`apply_configure`] with the minting source injected, for tests.
+///
+/// # Errors
+/// As [`apply_configure`].
+pub fn apply_configure_with(
+    current: Option<&Config>,
+    params: &ConfigureParams,
+    mint: impl FnOnce() -> Result<Credential, MintError>,
+) -> Result<ConfigUpdate, ConfigureError> {
+    let key = given(&params.api_key);
+    let secret = given(&params.api_secret);
+    let domain = given(&params.domain);
+    let redis = given(&params.redis_address);
+    let node_ip = given(&params.node_ip);
+    // Each given value is checked on its own first, so the error names the
+    // field the operator typed even when other fields are also wrong.
+    if let Some(k) = key {
+        validate_api_key(k)?;
+    }
+    if let Some(s) = secret {
+        validate_api_secret(s)?;
+    }
+    if let Some(d) = domain {
+        validate_domain(d)?;
+    }
+    if let Some(r) = redis {
+        validate_redis_address(r)?;
+    }
+    let port = |field, v: Option<u32>| v.map(|v| validate_port(field, v)).transpose();
+    let p_port = port("port", params.port)?;
+    let p_tcp = port("rtc_tcp_port", params.rtc_tcp_port)?;
+    let p_start = port("rtc_port_range_start", params.rtc_port_range_start)?;
+    let p_end = port("rtc_port_range_end", params.rtc_port_range_end)?;
+    if let Some(ip) = node_ip {
+        validate_node_ip(ip)?;
+    }
+    let p_backend = port("backend_port", params.backend_port)?;
+
+    let held_key = key
+        .map(str::to_string)
+        .or_else(|| current.map(|c| c.api_key.clone()));
+    let held_secret = secret
+        .map(Secret::new)
+        .or_else(|| current.map(|c| c.api_secret.clone()));
+    let (credential, minted) = match (held_key, held_secret) {
+        (Some(api_key), Some(api_secret)) => (
+            Credential {
+                api_key,
+                api_secret,
+            },
+            false,
+        ),
+        (k, s) => {
+            let fresh = mint()?;
+            let credential = Credential {
+                api_key: k.unwrap_or(fresh.api_key),
+                api_secret: s.unwrap_or(fresh.api_secret),
+            };
+            (credential, true)
+        }
+    };
+    let base = current
+        .cloned()
+        .unwrap_or_else(|| Config::with_credential(credential.clone()));
+    let config = Config {
+        api_key: credential.api_key,
+        api_secret: credential.api_secret,
+        domain: domain.map_or(base.domain, str::to_string),
+        redis_address: redis.map(str::to_string).or(base.redis_address),
+        port: p_port.unwrap_or(base.port),
+        rtc_tcp_port: p_tcp.unwrap_or(base.rtc_tcp_port),
+        rtc_port_range_start: p_start.unwrap_or(base.rtc_port_range_start),
+        rtc_port_range_end: p_end.unwrap_or(base.rtc_port_range_end),
+        node_ip: node_ip.map(str::to_string).or(base.node_ip),
+        backend_port: p_backend.unwrap_or(base.backend_port),
+    };
+    let changed_fields: Vec<String> = match current {
+        None => FIELDS.iter().map(|f| f.to_string()).collect(),
+        Some(old) => changed(old, &config),
+    };
+    let prefer: Vec<&str> = changed_fields.iter().map(String::as_str).collect();
+    validate_cross(&config, &prefer)?;
+    Ok(ConfigUpdate {
+        config,
+        changed_fields,
+        minted,
+    })
+}
+
+/// Names of the fields that differ between two configs, in [`FIELDS`] order.
+pub fn changed(old: &Config, new: &Config) -> Vec<String> {
+    let diffs = [
+        old.api_key != new.api_key,
+        old.api_secret != new.api_secret,
+        old.domain != new.domain,
+        old.redis_address != new.redis_address,
+        old.port != new.port,
+        old.rtc_tcp_port != new.rtc_tcp_port,
+        old.rtc_port_range_start != new.rtc_port_range_start,
+        old.rtc_port_range_end != new.rtc_port_range_end,
+        old.node_ip != new.node_ip,
+        old.backend_port != new.backend_port,
+    ];
+    FIELDS
+        .iter()
+        .zip(diffs)
+        .filter(|(_, d)| *d)
+        .map(|(f, _)| f.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "APIabcdefghijkm";
+    const SECRET: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
+
+    fn current() -> Config {
+        Config::with_credential(Credential {
+            api_key: KEY.into(),
+            api_secret: Secret::new(SECRET),
+        })
+    }
+
+    fn no_mint() -> Result<Credential, MintError> {
+        Err(MintError::new("this test must not mint"))
+    }
+
+    fn fixed_mint() -> Result<Credential, MintError> {
+        Ok(Credential {
+            api_key: "APImintedkey234".into(),
+            api_secret: Secret::new("mintedSecretmintedSecretmintedSecret1234567"),
+        })
+    }
+
+    fn invalid(params: ConfigureParams) -> ValidationError {
+        match apply_configure_with(Some(&current()), &params, no_mint) {
+            Err(ConfigureError::Invalid(e)) => e,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_keys_and_secrets_name_their_field_and_never_echo_the_secret() {
+        let long_ok = "A".repeat(40);
+        let cases: Vec<(ConfigureParams, &str)> = vec![
+            (
+                ConfigureParams {
+                    api_key: Some("APIab\ncd".into()),
+                    ..Default::default()
+                },
+                "api_key",
+            ),
+            (
+                ConfigureParams {
+                    api_key: Some("API\"quoted".into()),
+                    ..Default::default()
+                },
+                "api_key",
+            ),
+            (
+                ConfigureParams {
+                    api_key: Some("API:colon".into()),
+                    ..Default::default()
+                },
+                "api_key",
+            ),
+            (
+                ConfigureParams {
+                    api_key: Some("API#hash".into()),
+                    ..Default::default()
+                },
+                "api_key",
+            ),
+            (
+                ConfigureParams {
+                    api_key: Some("API space".into()),
+                    ..Default::default()
+                },
+                "api_key",
+            ),
+            (
+                ConfigureParams {
+                    api_key: Some("ab".into()),
+                    ..Default::default()
+                },
+                "api_key",
+            ),
+            (
+                ConfigureParams {
+                    api_key: Some("k".repeat(65)),
+                    ..Default::default()
+                },
+                "api_key",
+            ),
+            (
+                ConfigureParams {
+                    api_secret: Some(format!("{long_ok}\nLEAK")),
+                    ..Default::default()
+                },
+                "api_secret",
+            ),
+            (
+                ConfigureParams {
+                    api_secret: Some(format!("{long_ok}\"LEAK")),
+                    ..Default::default()
+                },
+                "api_secret",
+            ),
+            (
+                ConfigureParams {
+                    api_secret: Some(format!("{long_ok}:LEAK")),
+                    ..Default::default()
+                },
+                "api_secret",
+            ),
+            (
+                ConfigureParams {
+                    api_secret: Some(format!("{long_ok}#LEAK")),
+                    ..Default::default()
+                },
+                "api_secret",
+            ),
+            (
+                ConfigureParams {
+                    api_secret: Some(format!("{long_ok} LEAK")),
+                    ..Default::default()
+                },
+                "api_secret",
+            ),
+            (
+                ConfigureParams {
+                    api_secret: Some(format!("{long_ok}$LEAK")),
+                    ..Default::default()
+                },
+                "api_secret",
+            ),
+            (
+                ConfigureParams {
+                    api_secret: Some(format!("{long_ok}\\LEAK")),
+                    ..Default::default()
+                },
+                "api_secret",
+            ),
+            (
+                ConfigureParams {
+                    api_secret: Some("shortLEAKsecret".into()),
+                    ..Default::default()
+                },
+                "api_secret",
+            ),
+            (
+                ConfigureParams {
+                    api_secret: Some("L".repeat(257)),
+                    ..Default::default()
+                },
+                "api_secret",
+            ),
+        ];
+        for (params, field) in cases {
+            let e = invalid(params.clone());
+            assert_eq!(e.field, field, "{params:?}");
+            assert!(
+                !e.to_string().contains("LEAK"),
+                "error echoes the value: {e}"
+            );
+            assert!(e.to_string().starts_with(&format!("{field}: ")));
+        }
+    }
+
+    #[test]
+    fn bad_domains_redis_addresses_and_node_ips_name_their_field() {
+        let cases: Vec<(ConfigureParams, &str)> = vec![
+            (
+                ConfigureParams {
+                    domain: Some("bad domain".into()),
+                    ..Default::default()
+                },
+                "domain",
+            ),
+            (
+                ConfigureParams {
+                    domain: Some("-lead.example.com".into()),
+                    ..Default::default()
+                },
+                "domain",
+            ),
+            (
+                ConfigureParams {
+                    domain: Some("a..b".into()),
+                    ..Default::default()
+                },
+                "domain",
+            ),
+            (
+                ConfigureParams {
+                    domain: Some("[::1]".into()),
+                    ..Default::default()
+                },
+                "domain",
+            ),
+            (
+                ConfigureParams {
+                    domain: Some("host:7880".into()),
+                    ..Default::default()
+                },
+                "domain",
+            ),
+            (
+                ConfigureParams {
+                    domain: Some("1.2.3".into()),
+                    ..Default::default()
+                },
+                "domain",
+            ),
+            (
+                ConfigureParams {
+                    domain: Some(format!("{}.com", "a".repeat(64))),
+                    ..Default::default()
+                },
+                "domain",
+            ),
+            (
+                ConfigureParams {
+                    redis_address: Some("redis".into()),
+                    ..Default::default()
+                },
+                "redis_address",
+            ),
+            (
+                ConfigureParams {
+                    redis_address: Some("redis:0".into()),
+                    ..Default::default()
+                },
+                "redis_address",
+            ),
+            (
+                ConfigureParams {
+                    redis_address: Some("redis:65536".into()),
+                    ..Default::default()
+                },
+                "redis_address",
+            ),
+            (
+                ConfigureParams {
+                    redis_address: Some("redis:+80".into()),
+                    ..Default::default()
+                },
+                "redis_address",
+            ),
+            (
+                ConfigureParams {
+                    redis_address: Some("::1:6379".into()),
+                    ..Default::default()
+                },
+                "redis_address",
+            ),
+            (
+                ConfigureParams {
+                    redis_address: Some("[nothex]:6379".into()),
+                    ..Default::default()
+                },
+                "redis_address",
+            ),
+            (
+                ConfigureParams {
+                    redis_address: Some("re dis:6379".into()),
+                    ..Default::default()
+                },
+                "redis_address",
+            ),
+            (
+                ConfigureParams {
+                    node_ip: Some("example.com".into()),
+                    ..Default::default()
+                },
+                "node_ip",
+            ),
+            (
+                ConfigureParams {
+                    node_ip: Some("10.0.0.256".into()),
+                    ..Default::default()
+                },
+                "node_ip",
+            ),
+        ];
+        for (params, field) in cases {
+            assert_eq!(invalid(params.clone()).field, field, "{params:?}");
+        }
+    }
+
+    #[test]
+    fn good_domains_redis_addresses_and_node_ips_are_accepted() {
+        for d in [
+            "localhost",
+            "media.example.com",
+            "10.0.0.1",
+            "2001:db8::1",
+            "a-b.c9",
+            "xn--bcher-kva.example",
+        ] {
+            assert!(validate_domain(d).is_ok(), "{d}");
+        }
+        for r in [
+            "redis:6379",
+            "10.0.0.2:6379",
+            "[::1]:6379",
+            "cache.internal.example:1",
+        ] {
+            assert!(validate_redis_address(r).is_ok(), "{r}");
+        }
+        for ip in ["10.0.0.1", "::1", "fe80::1"] {
+            assert!(validate_node_ip(ip).is_ok(), "{ip}");
+        }
+    }
+
+    #[test]
+    fn ports_out_of_range_or_clashing_name_the_field_that_was_given() {
+        let cases: Vec<(ConfigureParams, &str)> = vec![
+            (
+                ConfigureParams {
+                    port: Some(0),
+                    ..Default::default()
+                },
+                "port",
+            ),
+            (
+                ConfigureParams {
+                    port: Some(65536),
+                    ..Default::default()
+                },
+                "port",
+            ),
+            (
+                ConfigureParams {
+                    rtc_tcp_port: Some(70000),
+                    ..Default::default()
+                },
+                "rtc_tcp_port",
+            ),
+            (
+                ConfigureParams {
+                    backend_port: Some(0),
+                    ..Default::default()
+                },
+                "backend_port",
+            ),
+            (
+                ConfigureParams {
+                    rtc_port_range_start: Some(0),
+                    ..Default::default()
+                },
+                "rtc_port_range_start",
+            ),
+            (
+                ConfigureParams {
+                    port: Some(7890),
+                    ..Default::default()
+                },
+                "port",
+            ),
+            (
+                ConfigureParams {
+                    backend_port: Some(7880),
+                    ..Default::default()
+                },
+                "backend_port",
+            ),
+            (
+                ConfigureParams {
+                    rtc_tcp_port: Some(7890),
+                    ..Default::default()
+                },
+                "rtc_tcp_port",
+            ),
+            (
+                ConfigureParams {
+                    rtc_port_range_start: Some(60001),
+                    ..Default::default()
+                },
+                "rtc_port_range_start",
+            ),
+            (
+                ConfigureParams {
+                    rtc_port_range_end: Some(49999),
+                    ..Default::default()
+                },
+                "rtc_port_range_end",
+            ),
+        ];
+        for (params, field) in cases {
+            assert_eq!(invalid(params.clone()).field, field, "{params:?}");
+        }
+    }
+
+    #[test]
+    fn tcp_ports_may_lie_inside_the_udp_range() {
+        let p = ConfigureParams {
+            port: Some(55000),
+            ..Default::default()
+        };
+        let u = apply_configure_with(Some(&current()), &p, no_mint)
+            .expect("UDP and TCP do not collide");
+        assert_eq!(u.config.port, 55000);
+    }
+
+    #[test]
+    fn a_failed_validation_happens_before_minting() {
+        let p = ConfigureParams {
+            domain: Some("bad domain".into()),
+            ..Default::default()
+        };
+        let r = apply_configure_with(None, &p, no_mint);
+        assert!(
+            matches!(
+                r,
+                Err(ConfigureError::Invalid(ValidationError {
+                    field: "domain",
+                    ..
+                }))
+            ),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn absent_empty_and_placeholder_values_keep_the_current_ones() {
+        let cur = current();
+        for v in [
+            None,
+            Some(""),
+            Some("  "),
+            Some("secret"),
+            Some("changeme"),
+            Some("<your-secret>"),
+        ] {
+            let p = ConfigureParams {
+                api_key: v.map(String::from),
+                api_secret: v.map(String::from),
+                domain: v.map(String::from),
+                redis_address: v.map(String::from),
+                node_ip: v.map(String::from),
+                ..Default::default()
+            };
+            let u = apply_configure_with(Some(&cur), &p, no_mint).expect("keeps everything");
+            assert_eq!(u.config, cur);
+            assert!(u.changed_fields.is_empty());
+            assert!(!u.minted);
+        }
+    }
+
+    #[test]
+    fn without_current_config_a_credential_is_minted_and_defaults_apply() {
+        let u = apply_configure_with(None, &ConfigureParams::default(), fixed_mint).expect("mints");
+        assert!(u.minted);
+        assert_eq!(u.config.api_key, "APImintedkey234");
+        assert_eq!(u.config.port, 7880);
+        assert_eq!(
+            u.changed_fields,
+            FIELDS.iter().map(|f| f.to_string()).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_key_without_a_secret_mints_only_the_secret() {
+        let p = ConfigureParams {
+            api_key: Some("mykey".into()),
+            ..Default::default()
+        };
+        let u = apply_configure_with(None, &p, fixed_mint).expect("mints secret");
+        assert_eq!(u.config.api_key, "mykey");
+        assert_eq!(
+            u.config.api_secret.expose(),
+            "mintedSecretmintedSecretmintedSecret1234567"
+        );
+        assert!(u.minted);
+        let p = ConfigureParams {
+            api_secret: Some(SECRET.into()),
+            ..Default::default()
+        };
+        let u = apply_configure_with(None, &p, fixed_mint).expect("mints key");
+        assert_eq!(u.config.api_key, "APImintedkey234");
+        assert_eq!(u.config.api_secret.expose(), SECRET);
+    }
+
+    #[test]
+    fn a_new_key_keeps_the_held_secret_and_reports_only_what_changed() {
+        let p = ConfigureParams {
+            api_key: Some("otherkey".into()),
+            domain: Some("media.example.com".into()),
+            port: Some(7880),
+            ..Default::default()
+        };
+        let u = apply_configure_with(Some(&current()), &p, no_mint).expect("valid");
+        assert_eq!(u.config.api_secret.expose(), SECRET);
+        assert_eq!(
+            u.changed_fields,
+            vec!["api_key".to_string(), "domain".to_string()]
+        );
+        assert!(!u.minted);
+    }
+
+    #[test]
+    fn optional_fields_are_set_when_given() {
+        let p = ConfigureParams {
+            redis_address: Some("[::1]:6379".into()),
+            node_ip: Some("192.0.2.7".into()),
+            ..Default::default()
+        };
+        let u = apply_configure_with(Some(&current()), &p, no_mint).expect("valid");
+        assert_eq!(u.config.redis_address.as_deref(), Some("[::1]:6379"));
+        assert_eq!(u.config.node_ip.as_deref(), Some("192.0.2.7"));
+        assert_eq!(
+            u.changed_fields,
+            vec!["redis_address".to_string(), "node_ip".to_string()]
+        );
+    }
+
+    #[test]
+    fn validate_config_refuses_placeholder_credentials() {
+        let mut c = current();
+        c.api_secret = Secret::new("x".repeat(40));
+        assert_eq!(
+            validate_config(&c).expect_err("placeholder").field,
+            "api_secret"
+        );
+        c = current();
+        c.api_key = "devkey".into();
+        assert_eq!(
+            validate_config(&c).expect_err("placeholder").field,
+            "api_key"
+        );
+        assert!(validate_config(&current()).is_ok());
+    }
+}
