@@ -4,7 +4,7 @@
 //! Every mutation (install, configure, start, stop, restart, the periodic
 //! drift heal) runs under one async mutex, so two clients never interleave
 //! writes or process changes. Reads (`health`) never take that mutex: they
-//! read an immutable [`Snapshot`] of the config, the children's watch
+//! read an immutable [`Rendered`] snapshot of the config, the children's watch
 //! channels, and a stat-validated cache of the files, so `health` stays
 //! cheap while a long `start` is in progress.
 
@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hero_livekit_proto::{
-    self as proto, BinaryHealth, ConfigureParams, ConfigureResult, ErrorCode, Event, FileHealth, HealReport, Health,
+    self as proto, BinaryHealth, ConfigureParams, ConfigureResult, ErrorCode, Event, HealReport, Health,
     InstallParams, InstallResult, LogsParams, LogsResult, OverallStatus, ProcessName, ProcessState, RestartParams,
     RestartResult, StartOutcome, StartParams, StartResult, StopParams, StopResult,
 };
 use serde_json::Value;
 
-use crate::config::{self, Config, StateDir, TripleFile};
+use crate::config::{self, Config, Rendered, StateDir, TripleFile};
 use crate::error::ServiceError;
 use crate::events::EventBus;
 use crate::install;
@@ -44,27 +44,6 @@ const DEFAULT_DRIFT_CHECK: Duration = Duration::from_secs(5);
 const DEFAULT_LOG_LINES: u32 = 100;
 const MAX_LOG_LINES: u32 = 10_000;
 
-/// An immutable view of the in-memory config with everything derived from
-/// it computed once, so `health` does no rendering.
-struct Snapshot {
-    config: Config,
-    hash: String,
-    /// Expected sha256 of each file, in [`TripleFile::ALL`] order.
-    expected: [String; 3],
-}
-
-impl Snapshot {
-    fn new(config: Config) -> Arc<Self> {
-        let expected = TripleFile::ALL.map(|f| sha256_hex(&config::render(&config, f)));
-        Arc::new(Snapshot { hash: config.hash(), config, expected })
-    }
-
-    fn expected(&self, f: TripleFile) -> &str {
-        let i = TripleFile::ALL.iter().position(|x| *x == f).unwrap_or(0);
-        &self.expected[i]
-    }
-}
-
 /// The supervisor: config owner and parent of both children.
 pub struct LivekitService {
     paths: Paths,
@@ -74,8 +53,9 @@ pub struct LivekitService {
     events: EventBus,
     /// Serializes every mutation.
     ops: tokio::sync::Mutex<()>,
-    /// Replaced, never mutated, and only while `ops` is held.
-    snapshot: RwLock<Arc<Snapshot>>,
+    /// The in-memory config with its renderings and hashes. Replaced, never
+    /// mutated, and only while `ops` is held.
+    snapshot: RwLock<Arc<Rendered>>,
     /// The files as last seen by `health`, revalidated by `stat`.
     cache: StdMutex<config::FileCache>,
     livekit: Child,
@@ -85,11 +65,6 @@ pub struct LivekitService {
     openrpc_bytes: Bytes,
     info_bytes: Bytes,
     drift_task: StdMutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 fn write_error(e: config::WriteError) -> ServiceError {
@@ -114,9 +89,14 @@ impl LivekitService {
         let (plan, store) = {
             let store2 = store.clone();
             tokio::task::spawn_blocking(move || -> Result<_, ServiceError> {
-                store2.ensure().map_err(|e| internal(format!("preparing {}: {e}", store2.path().display())))?;
+                store2.ensure().map_err(|e| internal(format!("preparing {}: {e}", store2.dir().display())))?;
+                // We hold the instance lock: any temp file is a dead writer's.
+                if let Err(e) = store2.sweep_temp_files() {
+                    tracing::warn!(error = %e, "could not sweep temporary files");
+                }
                 let observed = store2.observe();
-                Ok((config::plan(None, &observed, false), store2))
+                let plan = config::plan(None, &observed, false).map_err(internal)?;
+                Ok((plan, store2))
             })
             .await
             .map_err(internal)??
@@ -125,9 +105,10 @@ impl LivekitService {
         let livekit_bin = opts.livekit_bin.unwrap_or_else(|| paths.livekit_bin());
         let backend_bin = opts.backend_bin.unwrap_or_else(|| default_backend_bin(&paths));
         let sup = |name| {
+            let bus = events.clone();
             Child::new(
                 name,
-                SupervisorOptions::new(paths.children_dir(), events.clone()),
+                SupervisorOptions::new(paths.children_dir(), supervise::EventSink::new(move |ev| bus.publish(ev))),
             )
         };
         let installed = install::installed(&livekit_bin, &paths.install_record());
@@ -143,8 +124,8 @@ impl LivekitService {
         let svc = Arc::new(LivekitService {
             livekit: sup(ProcessName::LivekitServer),
             backend: sup(ProcessName::LkBackend),
-            cache: StdMutex::new(config::FileCache::new(paths.state_dir.clone())),
-            snapshot: RwLock::new(Snapshot::new(plan.config.clone())),
+            cache: StdMutex::new(config::FileCache::new(&paths.state_dir)),
+            snapshot: RwLock::new(Arc::new(Rendered::new(plan.config.clone()))),
             installed: RwLock::new(installed),
             ops: tokio::sync::Mutex::new(()),
             drift_task: StdMutex::new(None),
@@ -179,14 +160,14 @@ impl LivekitService {
         self.info_bytes.clone()
     }
 
-    fn snapshot(&self) -> Arc<Snapshot> {
+    fn snapshot(&self) -> Arc<Rendered> {
         match self.snapshot.read() {
             Ok(s) => s.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    fn set_snapshot(&self, s: Arc<Snapshot>) {
+    fn set_snapshot(&self, s: Arc<Rendered>) {
         match self.snapshot.write() {
             Ok(mut g) => *g = s,
             Err(poisoned) => *poisoned.into_inner() = s,
@@ -199,18 +180,16 @@ impl LivekitService {
     /// the in-memory config. Must hold `ops`.
     async fn apply_plan(&self, plan: config::HealPlan, trigger: &str) -> Result<HealReport, ServiceError> {
         let store = self.store.clone();
-        let writes = plan.writes.clone();
-        let cfg = plan.config.clone();
-        let written = if writes.is_empty() {
+        let written = if plan.writes.is_empty() {
             Vec::new()
         } else {
             let plan2 = plan.clone();
-            tokio::task::spawn_blocking(move || store.apply(&plan2, &cfg))
+            tokio::task::spawn_blocking(move || store.apply(&plan2))
                 .await
                 .map_err(internal)?
                 .map_err(write_error)?
         };
-        self.set_snapshot(Snapshot::new(plan.config.clone()));
+        self.set_snapshot(Arc::new(Rendered::new(plan.config.clone())));
         let report = HealReport {
             trigger: trigger.to_string(),
             drift: plan.drift.clone(),
@@ -239,6 +218,7 @@ impl LivekitService {
             config::plan(in_memory.as_ref(), &observed, reset)
         })
         .await
+        .map_err(internal)?
         .map_err(internal)?;
         let writes = plan.writes.clone();
         let report = self.apply_plan(plan, trigger).await?;
@@ -289,7 +269,13 @@ impl LivekitService {
     /// drifted one is healed and its running readers restarted.
     async fn drift_check(&self) {
         let _g = self.ops.lock().await;
-        let current = self.snapshot().config.clone();
+        // A same-size edit within one timestamp tick escapes the health
+        // cache's stat check; the periodic full check re-reads everything.
+        match self.cache.lock() {
+            Ok(mut c) => c.invalidate(),
+            Err(poisoned) => poisoned.into_inner().invalidate(),
+        }
+        let current = self.snapshot().config().clone();
         match self.heal(Some(current), false, "drift").await {
             Ok((_, written)) if !written.is_empty() => {
                 if let Err(e) = self.restart_readers(&written, "its config file was healed after drift").await {
@@ -314,7 +300,7 @@ impl LivekitService {
     /// derived from the current snapshot.
     fn spec(&self, name: ProcessName) -> Result<ChildSpec, ServiceError> {
         let snap = self.snapshot();
-        let c = &snap.config;
+        let c = snap.config();
         // Only what a process needs to run; no LIVEKIT_* from the daemon's
         // environment can reach the children (they would override the files).
         let env = vec![
@@ -332,7 +318,7 @@ impl LivekitService {
                 log_path: logs.join("livekit-server.log"),
                 ready: ReadyProbe::Http { port: c.port, path: "/".into() },
                 ports: vec![c.port, c.rtc_tcp_port],
-                config_sha256: snap.expected(TripleFile::LivekitYaml).to_string(),
+                config_sha256: snap.sha256(TripleFile::LivekitYaml).to_string(),
             },
             ProcessName::LkBackend => ChildSpec {
                 name,
@@ -345,7 +331,7 @@ impl LivekitService {
                 log_path: logs.join("lk-backend.log"),
                 ready: ReadyProbe::Http { port: c.backend_port, path: "/health".into() },
                 ports: vec![c.backend_port],
-                config_sha256: snap.expected(TripleFile::BackendEnv).to_string(),
+                config_sha256: snap.sha256(TripleFile::BackendEnv).to_string(),
             },
         })
     }
@@ -392,15 +378,17 @@ impl LivekitService {
     /// triple cannot be written (previous files intact).
     pub async fn configure(&self, p: ConfigureParams) -> Result<ConfigureResult, ServiceError> {
         let _g = self.ops.lock().await;
-        let current = self.snapshot().config.clone();
-        let update = config::apply_configure(Some(&current), &p)
-            .map_err(|e| ServiceError::invalid(e.field, e.rule.clone()))?;
+        let current = self.snapshot().config().clone();
+        let update = config::apply_configure(Some(&current), &p).map_err(|e| match e {
+            config::ConfigureError::Invalid(v) => ServiceError::invalid(v.field, v.rule),
+            config::ConfigureError::Mint(m) => internal(m),
+        })?;
         let (mut heal, written) = self.heal(Some(update.config.clone()), false, "configure").await?;
         self.verify_on_disk().await?;
         heal.restarted = self.restart_readers(&written, "configure changed its config file").await?;
         if !update.changed_fields.is_empty() {
             self.events.publish(Event::Configured {
-                in_memory_hash: self.snapshot().hash.clone(),
+                in_memory_hash: self.snapshot().in_memory_hash().to_string(),
                 changed_fields: update.changed_fields.clone(),
             });
         }
@@ -409,8 +397,8 @@ impl LivekitService {
             changed_fields: update.changed_fields,
             minted: update.minted || heal.minted,
             heal,
-            api_key: snap.config.api_key.clone(),
-            in_memory_hash: snap.hash.clone(),
+            api_key: snap.config().api_key.clone(),
+            in_memory_hash: snap.in_memory_hash().to_string(),
         })
     }
 
@@ -418,7 +406,7 @@ impl LivekitService {
     /// "succeeded" but does not read back is not trusted.
     async fn verify_on_disk(&self) -> Result<(), ServiceError> {
         let store = self.store.clone();
-        let cfg = self.snapshot().config.clone();
+        let cfg = self.snapshot().config().clone();
         let check = tokio::task::spawn_blocking(move || config::check(&cfg, &store.observe()))
             .await
             .map_err(internal)?;
@@ -460,7 +448,7 @@ impl LivekitService {
         if let Ok(mut g) = self.installed.write() {
             *g = install::installed(&self.livekit_bin, &self.paths.install_record());
         }
-        let current = self.snapshot().config.clone();
+        let current = self.snapshot().config().clone();
         let (mut heal, written) = self.heal(Some(current), false, "install").await?;
         heal.restarted = self.restart_readers(&written, "install healed its config file").await?;
         Ok(InstallResult {
@@ -487,7 +475,7 @@ impl LivekitService {
             install_result = Some(self.install_locked(&self.last_install_params()).await?);
         }
         let reset = p.reset == Some(true);
-        let current = self.snapshot().config.clone();
+        let current = self.snapshot().config().clone();
         let (heal, _) = self.heal(Some(current), reset, if reset { "reset" } else { "start" }).await?;
         if !self.livekit_bin.is_file() {
             match self.known_source() {
@@ -616,28 +604,18 @@ impl LivekitService {
     /// mutation in progress.
     pub fn health(&self) -> Health {
         let snap = self.snapshot();
-        let observed = match self.cache.lock() {
-            Ok(mut c) => c.refresh(),
-            Err(poisoned) => poisoned.into_inner().refresh(),
+        let consistency = match self.cache.lock() {
+            Ok(mut c) => c.check(&snap),
+            Err(poisoned) => poisoned.into_inner().check(&snap),
         };
-        let mut files = std::collections::BTreeMap::new();
-        let mut all_match = true;
-        for (i, f) in TripleFile::ALL.iter().enumerate() {
-            let disk = observed.sha256(*f);
-            let matches = disk.as_deref() == Some(snap.expected[i].as_str());
-            all_match &= matches;
-            files.insert(
-                f.name().to_string(),
-                FileHealth { present: disk.is_some(), sha256: disk, expected_sha256: snap.expected[i].clone(), matches },
-            );
-        }
-        // Only a drifted triple is parsed, to say which field differs.
-        let drift = if all_match { Vec::new() } else { observed.drift(&snap.config) };
         let lk = self.livekit.health();
         let be = self.backend.health();
-        let lk_current = lk.config_sha256.as_deref() == Some(snap.expected(TripleFile::LivekitYaml));
-        let ready_for_tokens = all_match && lk.ready && be.ready && lk_current;
-        let any_running = [&lk, &be].iter().any(|p| p.state != ProcessState::Stopped && p.state != ProcessState::Failed);
+        // livekit-server reads its keys only at startup: it must run the
+        // livekit.yaml that is on disk now, not merely be up.
+        let lk_current = lk.config_sha256.as_deref() == Some(snap.sha256(TripleFile::LivekitYaml));
+        let ready_for_tokens = consistency.consistent && lk.ready && be.ready && lk_current;
+        let any_running =
+            [&lk, &be].iter().any(|p| !matches!(p.state, ProcessState::Stopped | ProcessState::Failed));
         let status = if ready_for_tokens {
             OverallStatus::Ok
         } else if any_running {
@@ -646,20 +624,20 @@ impl LivekitService {
             OverallStatus::Down
         };
         let installed = self.installed.read().ok().and_then(|g| g.clone());
-        let mut processes = std::collections::BTreeMap::new();
-        processes.insert(ProcessName::LivekitServer.to_string(), lk);
-        processes.insert(ProcessName::LkBackend.to_string(), be);
+        let c = snap.config();
         Health {
             status,
             ready_for_tokens,
-            consistent: all_match,
-            in_memory_hash: snap.hash.clone(),
-            files,
-            drift,
-            api_key: snap.config.api_key.clone(),
-            livekit_url: snap.config.livekit_url(),
-            backend_url: snap.config.backend_url(),
-            processes,
+            consistent: consistency.consistent,
+            in_memory_hash: snap.in_memory_hash().to_string(),
+            files: consistency.files_health(),
+            drift: consistency.drift.clone(),
+            api_key: c.api_key.clone(),
+            livekit_url: c.livekit_url(),
+            backend_url: c.backend_url(),
+            processes: [(ProcessName::LivekitServer.to_string(), lk), (ProcessName::LkBackend.to_string(), be)]
+                .into_iter()
+                .collect(),
             binary: BinaryHealth {
                 path: self.livekit_bin.display().to_string(),
                 installed: self.livekit_bin.is_file(),
