@@ -22,11 +22,7 @@ impl Paths {
     /// Resolves paths from the command line and the environment.
     pub fn resolve(root: Option<PathBuf>, socket: Option<PathBuf>) -> Paths {
         let root = root
-            .or_else(|| {
-                std::env::var_os("PATH_ROOT")
-                    .filter(|v| !v.is_empty())
-                    .map(PathBuf::from)
-            })
+            .or_else(|| std::env::var_os("PATH_ROOT").filter(|v| !v.is_empty()).map(PathBuf::from))
             .unwrap_or_else(default_root);
         let socket = socket.unwrap_or_else(|| {
             let dir = std::env::var_os("HERO_SOCKET_DIR")
@@ -106,14 +102,8 @@ mod tests {
 
     #[test]
     fn socket_defaults_under_root() {
-        let p = Paths::with(
-            "/r".into(),
-            "/r/var/sockets/hero_livekit_server/rpc.sock".into(),
-        );
-        assert_eq!(
-            p.runtime_json(),
-            PathBuf::from("/r/var/hero_livekit/runtime.json")
-        );
+        let p = Paths::with("/r".into(), "/r/var/sockets/hero_livekit_server/rpc.sock".into());
+        assert_eq!(p.runtime_json(), PathBuf::from("/r/var/hero_livekit/runtime.json"));
         assert_eq!(p.livekit_bin(), PathBuf::from("/r/bin/livekit-server"));
     }
 }
