@@ -58,6 +58,9 @@ pub struct SupervisorOptions {
     pub stop_grace: Duration,
     /// How long a supervisor-driven restart may take to become ready.
     pub restart_ready_timeout: Duration,
+    /// How long `adopt` probes an adopted child before leaving it `starting`
+    /// (default 5 s; the daemon adopts while booting, so keep it short).
+    pub adopt_ready_timeout: Duration,
 }
 
 impl SupervisorOptions {
@@ -72,6 +75,7 @@ impl SupervisorOptions {
             backoff: BackoffPolicy::default(),
             stop_grace: Duration::from_secs(10),
             restart_ready_timeout: Duration::from_secs(30),
+            adopt_ready_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -126,7 +130,6 @@ enum Command {
     },
     Adopt {
         spec: Box<ChildSpec>,
-        timeout: Duration,
         reply: Reply<AdoptOutcome>,
     },
     Detach {
@@ -211,7 +214,8 @@ impl Child {
 
     /// Stops the child if it runs (gracefully, with the supervisor's
     /// `stop_grace`), then starts `spec`: `Restarted`, or `Started` when
-    /// nothing ran. Clears `failed`.
+    /// nothing ran. Clears `failed`. Emits no `Restarted` event: the caller
+    /// asked, and reports its own reason.
     ///
     /// # Errors
     /// As [`Child::start`].
@@ -244,23 +248,19 @@ impl Child {
     /// Takes over the child a previous daemon recorded: reads the record,
     /// verifies pid, start time and executable (an unverifiable record is
     /// deleted and its pid never signalled), then watches the process and
-    /// probes readiness for up to `timeout`. An adopted child is supervised
-    /// like a spawned one: a later crash is restarted from `spec`. A child
-    /// not ready within `timeout` stays `starting` and is re-probed
-    /// periodically; `start` then waits for it.
+    /// probes readiness for up to `adopt_ready_timeout`. An adopted child is
+    /// supervised like a spawned one: a later crash is restarted from `spec`.
+    /// A child not ready in time stays `starting` and is re-probed
+    /// periodically; `start` then waits for it. An adopted child running
+    /// another config is left as it is: `start` restarts it.
     ///
     /// # Errors
     /// [`SuperviseError::BadSpec`] (spec of another child),
     /// [`SuperviseError::Io`] (record unreadable for another reason than its
     /// content), [`SuperviseError::Closed`].
-    pub async fn adopt(
-        &self,
-        spec: ChildSpec,
-        timeout: Duration,
-    ) -> Result<AdoptOutcome, SuperviseError> {
+    pub async fn adopt(&self, spec: ChildSpec) -> Result<AdoptOutcome, SuperviseError> {
         self.request(|reply| Command::Adopt {
             spec: Box::new(spec),
-            timeout,
             reply,
         })
         .await
@@ -268,12 +268,10 @@ impl Child {
 
     /// Ends supervision for daemon exit: the process keeps running and its
     /// record stays, for the next daemon to adopt. Further requests on any
-    /// clone fail with [`SuperviseError::Closed`].
-    ///
-    /// # Errors
-    /// [`SuperviseError::Closed`] when the task had already ended.
-    pub async fn detach(&self) -> Result<(), SuperviseError> {
-        self.request(|reply| Command::Detach { reply }).await
+    /// clone fail with [`SuperviseError::Closed`]. Idempotent.
+    pub async fn detach(&self) {
+        // Closed means already detached: the wanted end state.
+        let _ = self.request(|reply| Command::Detach { reply }).await;
     }
 
     /// The child's health, from the last published snapshot (no waiting).
@@ -446,12 +444,8 @@ impl Actor {
                 let result = self.stop(timeout).await;
                 let _ = reply.send(result);
             }
-            Command::Adopt {
-                spec,
-                timeout,
-                reply,
-            } => {
-                let result = self.adopt(*spec, timeout).await;
+            Command::Adopt { spec, reply } => {
+                let result = self.adopt(*spec).await;
                 let _ = reply.send(result);
             }
             Command::Detach { reply } => {
@@ -503,10 +497,14 @@ impl Actor {
             let grace = self.opts.stop_grace;
             self.terminate(grace, "restart").await?;
             self.restarts += 1;
-            self.opts.events.emit(Event::Restarted {
-                process: self.name,
-                reason,
-            });
+            if !force {
+                // The supervisor's own decision; an asked-for restart is
+                // reported by whoever asked.
+                self.opts.events.emit(Event::Restarted {
+                    process: self.name,
+                    reason,
+                });
+            }
             self.clear_failures();
             return match self.launch(&spec, deadline, false).await {
                 Ok(()) => Ok(StartOutcome::Restarted),
@@ -535,11 +533,7 @@ impl Actor {
         })
     }
 
-    async fn adopt(
-        &mut self,
-        spec: ChildSpec,
-        timeout: Duration,
-    ) -> Result<AdoptOutcome, SuperviseError> {
+    async fn adopt(&mut self, spec: ChildSpec) -> Result<AdoptOutcome, SuperviseError> {
         self.check_name(&spec)?;
         if self.proc.is_some() {
             return Ok(AdoptOutcome::AlreadySupervised);
@@ -549,10 +543,8 @@ impl Actor {
         if outcome != AdoptOutcome::Adopted {
             return Ok(outcome);
         }
-        match self
-            .wait_ready(&spec.ready, Instant::now() + timeout, false)
-            .await
-        {
+        let deadline = Instant::now() + self.opts.adopt_ready_timeout;
+        match self.wait_ready(&spec.ready, deadline, false).await {
             Wait::Ready => self.mark_ready(),
             Wait::Exited => self.on_exit().await,
             // Left `starting`: housekeeping re-probes, `start` waits for it.
