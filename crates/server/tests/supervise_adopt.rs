@@ -26,21 +26,32 @@ async fn a_detached_child_is_adopted_and_restarted_after_it_dies() {
     first.detach().await;
     first.detach().await; // idempotent
     assert!(alive(pid), "detach leaves the child running");
-    assert!(first.start(spec.clone(), READY).await.is_err(), "a detached handle is closed");
     assert!(
-        ChildRecord::load(&s.children_dir(), ProcessName::LkBackend).expect("load").is_some(),
+        first.start(spec.clone(), READY).await.is_err(),
+        "a detached handle is closed"
+    );
+    assert!(
+        ChildRecord::load(&s.children_dir(), ProcessName::LkBackend)
+            .expect("load")
+            .is_some(),
         "detach keeps the record"
     );
 
     // The next daemon instance.
     let events = Events::default();
     let second = Child::new(ProcessName::LkBackend, s.options(&events));
-    assert_eq!(second.adopt(spec.clone()).await.expect("adopt"), AdoptOutcome::Adopted);
+    assert_eq!(
+        second.adopt(spec.clone()).await.expect("adopt"),
+        AdoptOutcome::Adopted
+    );
     let h = second.health();
     assert_eq!(h.state, ProcessState::Running);
     assert_eq!(h.pid, Some(pid));
     assert!(h.adopted && h.ready);
-    assert_eq!(second.adopt(spec.clone()).await.expect("adopt"), AdoptOutcome::AlreadySupervised);
+    assert_eq!(
+        second.adopt(spec.clone()).await.expect("adopt"),
+        AdoptOutcome::AlreadySupervised
+    );
     assert_eq!(
         second.start(spec.clone(), READY).await.expect("start"),
         StartOutcome::AlreadyRunning
@@ -57,7 +68,10 @@ async fn a_detached_child_is_adopted_and_restarted_after_it_dies() {
     let h = second.health();
     assert!(!h.adopted, "the restarted process is our own child");
     assert_eq!(h.restarts, 1);
-    assert!(events.restart_reasons().iter().any(|r| r.contains("crashed")));
+    assert!(events
+        .restart_reasons()
+        .iter()
+        .any(|r| r.contains("crashed")));
     let rec = ChildRecord::load(&s.children_dir(), ProcessName::LkBackend)
         .expect("load")
         .expect("record of the new process");
@@ -89,26 +103,41 @@ async fn adoption_survives_the_binary_being_replaced_and_start_then_upgrades() {
 
     let events = Events::default();
     let second = Child::new(ProcessName::LivekitServer, s.options(&events));
-    assert_eq!(second.adopt(spec.clone()).await.expect("adopt"), AdoptOutcome::Adopted);
+    assert_eq!(
+        second.adopt(spec.clone()).await.expect("adopt"),
+        AdoptOutcome::Adopted
+    );
     assert_eq!(second.health().pid, Some(pid));
     assert!(second.health().ready);
 
     // The running process executes the old file: start brings up the new one.
-    assert_eq!(second.start(spec, READY).await.expect("start"), StartOutcome::Restarted);
+    assert_eq!(
+        second.start(spec, READY).await.expect("start"),
+        StartOutcome::Restarted
+    );
     assert!(!alive(pid));
     let reasons = events.restart_reasons();
-    assert!(reasons.iter().any(|r| r.contains("replaced")), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("replaced")),
+        "{reasons:?}"
+    );
     let rec = ChildRecord::load(&s.children_dir(), ProcessName::LivekitServer)
         .expect("load")
         .expect("record");
-    assert_eq!(rec.exe_ino, std::fs::metadata(&program).expect("stat").ino());
+    assert_eq!(
+        rec.exe_ino,
+        std::fs::metadata(&program).expect("stat").ino()
+    );
     second.stop(Duration::from_secs(5)).await.expect("stop");
 }
 
 #[tokio::test]
 async fn a_record_naming_an_unrelated_process_is_discarded_and_the_process_left_alone() {
     let s = Scratch::new();
-    let mut bystander = Command::new("sleep").arg("300").spawn().expect("spawn sleep");
+    let mut bystander = Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .expect("spawn sleep");
     let pid = bystander.id();
     let python_meta = std::fs::metadata(python()).expect("stat python");
     let sleep_exe = std::fs::metadata(format!("/proc/{pid}/exe")).expect("stat sleep exe");
@@ -124,7 +153,14 @@ async fn a_record_naming_an_unrelated_process_is_discarded_and_the_process_left_
         ready_port: 1,
     };
     let cases = [
-        ("pid reused", ChildRecord { start_time: base.start_time + 1, ..base.clone() }, "reused"),
+        (
+            "pid reused",
+            ChildRecord {
+                start_time: base.start_time + 1,
+                ..base.clone()
+            },
+            "reused",
+        ),
         ("another executable", base.clone(), "another executable"),
     ];
     let events = Events::default();
@@ -144,18 +180,35 @@ async fn a_record_naming_an_unrelated_process_is_discarded_and_the_process_left_
         );
         assert!(alive(pid), "{what}: the unrelated process is left alone");
     }
-    assert_eq!(sleep_exe.ino() == python_meta.ino(), false, "the cases differ");
+    assert_ne!(
+        (sleep_exe.dev(), sleep_exe.ino()),
+        (python_meta.dev(), python_meta.ino()),
+        "the second case really records another executable"
+    );
 
     // stop and start with such a record never touch the bystander either.
     base.write(&s.children_dir()).expect("write record");
     let stopped = child.stop(Duration::from_millis(200)).await.expect("stop");
-    assert_eq!(stopped, StopOutcome { was_running: false, killed: false });
+    assert_eq!(
+        stopped,
+        StopOutcome {
+            was_running: false,
+            killed: false
+        }
+    );
     base.write(&s.children_dir()).expect("write record");
-    assert_eq!(child.start(spec, READY).await.expect("start"), StartOutcome::Started);
+    assert_eq!(
+        child.start(spec, READY).await.expect("start"),
+        StartOutcome::Started
+    );
     assert_ne!(child.health().pid, Some(pid));
     child.stop(Duration::from_secs(5)).await.expect("stop");
     assert!(alive(pid));
-    assert_eq!(bystander.try_wait().expect("try_wait"), None, "still running");
+    assert_eq!(
+        bystander.try_wait().expect("try_wait"),
+        None,
+        "still running"
+    );
     bystander.kill().expect("kill bystander");
     bystander.wait().expect("reap bystander");
 

@@ -115,7 +115,9 @@ mod tests {
     fn decisions_follow_the_policy_table() {
         let p = BackoffPolicy::default();
         let base = Instant::now();
-        let cases: &[(&str, &[(u64, u64)], Decision)] = &[
+        // (what, failures as (seconds after base, seconds it ran), decision)
+        type Case = (&'static str, &'static [(u64, u64)], Decision);
+        let cases: &[Case] = &[
             ("empty history", &[], Decision::RestartNow),
             (
                 "first crash after a healthy run",

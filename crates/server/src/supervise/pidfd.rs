@@ -172,6 +172,8 @@ mod tests {
 
     #[tokio::test]
     async fn own_child_exit_is_seen_and_reaped_with_its_status() {
+        // Reaped through the pidfd, which is what this test checks.
+        #[allow(clippy::zombie_processes)]
         let child = Command::new("sh")
             .args(["-c", "exit 7"])
             .spawn()

@@ -16,9 +16,10 @@ use super::spec::ReadyProbe;
 /// First pause between attempts. Short, because the start overhead target is
 /// 10 ms beyond the child's own time to ready.
 const FIRST_INTERVAL: Duration = Duration::from_millis(2);
-/// Longest pause between attempts; an attempt against a port nobody listens
-/// on costs microseconds, so polling this often is cheap.
-const MAX_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest pause between attempts. Half of it is the expected delay between
+/// the child listening and us noticing; an attempt against a port nobody
+/// listens on is refused in microseconds, so polling this often is cheap.
+const MAX_INTERVAL: Duration = Duration::from_millis(5);
 /// Bound on one attempt, so a child that accepts but never answers cannot
 /// hold a probe past its deadline by much.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);

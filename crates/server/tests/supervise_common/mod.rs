@@ -5,11 +5,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hero_livekit_proto::{Event, ProcessName, ProcessState};
 use hero_livekit_server::supervise::{
-    BackoffPolicy, ChildSpec, EventSink, ReadyProbe, SupervisorOptions,
+    verify, BackoffPolicy, ChildRecord, ChildSpec, EventSink, ReadyProbe, SupervisorOptions,
+    Verification,
 };
 
 /// A real python interpreter (not a pyenv shim script: the child's
@@ -72,13 +73,33 @@ impl Events {
 }
 
 /// A scratch state directory with logs, records and a working directory.
+/// Dropping it kills the process groups of children still recorded there
+/// (verified first), so a failing test leaves no process behind.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
 }
 
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for name in ProcessName::ALL {
+            let Ok(Some(record)) = ChildRecord::load(&self.children_dir(), name) else {
+                continue;
+            };
+            if verify(&record) == Verification::Verified {
+                if let Ok(pgid) = i32::try_from(record.pid) {
+                    // SAFETY: killpg of a verified child's own group.
+                    unsafe { libc::killpg(pgid, libc::SIGKILL) };
+                }
+            }
+        }
+    }
+}
+
 impl Scratch {
     pub fn new() -> Scratch {
-        Scratch { dir: tempfile::tempdir().expect("tempdir") }
+        Scratch {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -102,8 +123,12 @@ impl Scratch {
 
     /// A spec running the fixture on `port` with `extra` switches.
     pub fn spec(&self, name: ProcessName, port: u16, extra: &[&str], config: &str) -> ChildSpec {
-        let mut args: Vec<std::ffi::OsString> =
-            vec!["-u".into(), fixture().into(), "--port".into(), port.to_string().into()];
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "-u".into(),
+            fixture().into(),
+            "--port".into(),
+            port.to_string().into(),
+        ];
         args.extend(extra.iter().map(Into::into));
         ChildSpec {
             name,
@@ -116,7 +141,10 @@ impl Scratch {
             ],
             cwd: self.path().to_path_buf(),
             log_path: self.log(name),
-            ready: ReadyProbe::Http { port, path: "/".into() },
+            ready: ReadyProbe::Http {
+                port,
+                path: "/".into(),
+            },
             ports: vec![port],
             config_sha256: config.into(),
         }
@@ -141,7 +169,10 @@ pub async fn eventually<T>(limit: Duration, what: &str, mut cond: impl FnMut() -
         if let Some(v) = cond() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -150,7 +181,9 @@ pub async fn eventually<T>(limit: Duration, what: &str, mut cond: impl FnMut() -
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next());
             !matches!(state, Some('Z' | 'X') | None)
         }
         Err(_) => false,
@@ -161,7 +194,28 @@ pub fn alive(pid: u32) -> bool {
 pub fn start_time(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
     let rest = stat.rsplit_once(')').expect("comm").1;
-    rest.split_whitespace().nth(19).expect("field 22").parse().expect("number")
+    rest.split_whitespace()
+        .nth(19)
+        .expect("field 22")
+        .parse()
+        .expect("number")
+}
+
+/// When the fixture last started listening (from its log), as the Unix time.
+pub fn listening_since(log: &Path) -> Option<SystemTime> {
+    let lines = hero_livekit_server::supervise::logs::tail(log, 50).ok()?;
+    let ns: u64 = lines
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("listening at unix_ns ")?.trim().parse().ok())?;
+    Some(UNIX_EPOCH + Duration::from_nanos(ns))
+}
+
+/// How long after the child started listening the supervisor reported it
+/// ready: the supervisor's own share of a start.
+pub fn overhead(log: &Path, reported: SystemTime) -> Duration {
+    let listening = listening_since(log).expect("fixture logged when it listened");
+    reported.duration_since(listening).unwrap_or(Duration::ZERO)
 }
 
 pub fn kill(pid: u32, sig: i32) {
