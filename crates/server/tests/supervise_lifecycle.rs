@@ -138,6 +138,43 @@ async fn start_with_another_config_restarts_the_child() {
 }
 
 #[tokio::test]
+async fn restart_replaces_the_process_and_leaves_the_event_to_the_caller() {
+    let s = Scratch::new();
+    let events = Events::default();
+    let child = Child::new(ProcessName::LkBackend, s.options(&events));
+    let spec = s.spec(ProcessName::LkBackend, free_port(), &[], "c");
+    assert_eq!(
+        child
+            .restart(spec.clone(), READY)
+            .await
+            .expect("restart of nothing"),
+        StartOutcome::Started
+    );
+    let old = child.health().pid.expect("pid");
+    assert_eq!(
+        child.restart(spec.clone(), READY).await.expect("restart"),
+        StartOutcome::Restarted
+    );
+    let h = child.health();
+    assert!(h.ready && h.pid != Some(old) && !alive(old));
+    assert_eq!(h.restarts, 1);
+    assert!(
+        events.restart_reasons().is_empty(),
+        "the caller reports asked-for restarts"
+    );
+
+    let mut wrong = spec;
+    wrong.name = ProcessName::LivekitServer;
+    let err = child
+        .start(wrong, READY)
+        .await
+        .expect_err("spec of the other child");
+    assert!(matches!(err, SuperviseError::BadSpec { .. }), "{err:?}");
+    assert_eq!(child.health().pid, h.pid, "a bad spec changes nothing");
+    child.stop(Duration::from_secs(5)).await.expect("stop");
+}
+
+#[tokio::test]
 async fn an_exit_during_startup_is_a_failure_even_with_code_0() {
     let s = Scratch::new();
     let events = Events::default();

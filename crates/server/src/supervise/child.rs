@@ -188,7 +188,8 @@ impl Child {
     ///   ports checked, spawned, `Started`.
     ///
     /// A verified record of a previous daemon's child is adopted first.
-    /// `timeout` bounds the wait for readiness.
+    /// `timeout` bounds the wait for readiness (counted after the old
+    /// process stopped, for a restart).
     ///
     /// # Errors
     /// [`SuperviseError::PortConflict`] (nothing spawned),
@@ -506,6 +507,8 @@ impl Actor {
                 });
             }
             self.clear_failures();
+            // The readiness wait starts once the old process is gone.
+            let deadline = Instant::now() + timeout;
             return match self.launch(&spec, deadline, false).await {
                 Ok(()) => Ok(StartOutcome::Restarted),
                 Err(e) => Err(self.start_failed(e, &spec).await),
@@ -625,11 +628,11 @@ impl Actor {
                 ))
             }
             Wait::TimedOut => {
+                let waited = Instant::now().saturating_duration_since(started);
                 let grace = self.opts.stop_grace;
                 if let Err(e) = self.terminate(grace, "not ready").await {
                     return Err(LaunchError::Failed(e));
                 }
-                let waited = Instant::now().saturating_duration_since(started);
                 Err(LaunchError::Failed(SuperviseError::NotReady {
                     process: self.name,
                     url: spec.ready.url(),
@@ -778,7 +781,10 @@ impl Actor {
             match decision {
                 Decision::Fail => {
                     self.idle = Idle::Failed;
-                    self.log_tail = self.read_tail().await;
+                    self.log_tail = match &self.spec {
+                        Some(spec) => read_tail(spec.log_path.clone()).await,
+                        None => None,
+                    };
                     self.publish(Some(format!("crash loop, giving up: {reason}")));
                     return;
                 }
@@ -921,7 +927,7 @@ impl Actor {
     }
 
     async fn exited_during_startup(&mut self, spec: &ChildSpec, exit: ChildExit) -> SuperviseError {
-        let log_tail = self.read_tail().await.unwrap_or_default();
+        let log_tail = read_tail(spec.log_path.clone()).await.unwrap_or_default();
         SuperviseError::ExitedDuringStartup {
             process: self.name,
             status: exit.to_string(),
@@ -945,8 +951,7 @@ impl Actor {
             self.last_exit = Some(summarize(&e));
             self.log_tail = match &e {
                 SuperviseError::ExitedDuringStartup { log_tail, .. } => Some(log_tail.clone()),
-                _ if spec.log_path.exists() => self.read_tail().await,
-                _ => None,
+                _ => read_tail(spec.log_path.clone()).await,
             };
         }
         self.publish(Some(summarize(&e)));
@@ -970,14 +975,6 @@ impl Actor {
             at: Instant::now(),
             ran_for,
         });
-    }
-
-    async fn read_tail(&self) -> Option<Vec<String>> {
-        let path = self.spec.as_ref()?.log_path.clone();
-        tokio::task::spawn_blocking(move || logs::tail(&path, TAIL_LINES))
-            .await
-            .ok()?
-            .ok()
     }
 
     async fn remove_record(&self) {
@@ -1031,6 +1028,14 @@ impl Actor {
             });
         }
     }
+}
+
+/// The last lines of a log, `None` when it cannot be read (e.g. never written).
+async fn read_tail(path: PathBuf) -> Option<Vec<String>> {
+    tokio::task::spawn_blocking(move || logs::tail(&path, TAIL_LINES))
+        .await
+        .ok()?
+        .ok()
 }
 
 /// Why a running process does not match `spec`, if it does not.
