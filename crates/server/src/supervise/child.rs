@@ -1,0 +1,1137 @@
+//! The supervising task of one child and its cloneable handle.
+//!
+//! Each [`Child`] owns one tokio task; the task alone holds the child's
+//! process, restart history and record, and handles one request at a time,
+//! so requests for the same child never interleave. `health()` reads a
+//! `watch` snapshot and never waits for the task.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hero_livekit_proto::{Event, ProcessHealth, ProcessName, ProcessState, StartOutcome};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::backoff::{BackoffPolicy, Decision, Failure};
+use super::error::SuperviseError;
+use super::events::EventSink;
+use super::logs;
+use super::pidfd::{self, ChildExit, PidFd};
+use super::procfs;
+use super::ready;
+use super::record::{unix_ms_now, verify, ChildRecord, Verification};
+use super::spawn::{spawn_recorded, Spawned};
+use super::spec::{ChildSpec, ReadyProbe};
+
+/// Lines of log kept with a startup failure or a crash loop.
+const TAIL_LINES: usize = 20;
+/// How long a process may take to die after SIGKILL before we call it stuck.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+/// Bound on the periodic readiness re-probe of a child that is not ready
+/// yet, which holds up the task's other work while it runs.
+const REPROBE_TIMEOUT: Duration = Duration::from_millis(200);
+/// Failures remembered; the backoff reaches its cap long before this.
+const HISTORY_CAP: usize = 64;
+
+/// How the supervisor of one child behaves.
+#[derive(Debug, Clone)]
+pub struct SupervisorOptions {
+    /// Where `<name>.json` records live (`Paths::children_dir`).
+    pub children_dir: PathBuf,
+    /// A log larger than this is rotated (default 10 MiB).
+    pub log_max_bytes: u64,
+    /// Rotated copies kept (default 5).
+    pub log_keep: usize,
+    /// How often the log size is checked, and a not-yet-ready child
+    /// re-probed (default 1 s).
+    pub log_check_interval: Duration,
+    /// Where state changes and restarts are reported.
+    pub events: EventSink,
+    /// The restart policy.
+    pub backoff: BackoffPolicy,
+    /// SIGTERM-to-SIGKILL grace used when the supervisor itself stops a
+    /// child (config-change restart, not ready in time); `stop` takes its own.
+    pub stop_grace: Duration,
+    /// How long a supervisor-driven restart may take to become ready.
+    pub restart_ready_timeout: Duration,
+    /// How long `adopt` probes an adopted child before leaving it `starting`
+    /// (default 5 s; the daemon adopts while booting, so keep it short).
+    pub adopt_ready_timeout: Duration,
+}
+
+impl SupervisorOptions {
+    /// Options with SPEC defaults.
+    pub fn new(children_dir: PathBuf, events: EventSink) -> SupervisorOptions {
+        SupervisorOptions {
+            children_dir,
+            log_max_bytes: logs::DEFAULT_MAX_BYTES,
+            log_keep: logs::DEFAULT_KEEP,
+            log_check_interval: Duration::from_secs(1),
+            events,
+            backoff: BackoffPolicy::default(),
+            stop_grace: Duration::from_secs(10),
+            restart_ready_timeout: Duration::from_secs(30),
+            adopt_ready_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What `stop` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopOutcome {
+    /// A process was running (ours or verified from a record) and is gone now.
+    pub was_running: bool,
+    /// It ignored SIGTERM until the deadline and got SIGKILL.
+    pub killed: bool,
+}
+
+/// What `adopt` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdoptOutcome {
+    /// The recorded process verified and is supervised now.
+    Adopted,
+    /// This supervisor already supervises a process; nothing was read.
+    AlreadySupervised,
+    /// No record: nothing to adopt.
+    NoRecord,
+    /// The record did not verify (or was unreadable) and was deleted; the
+    /// process under its pid, if any, was left alone.
+    Discarded(String),
+}
+
+/// Handle to the supervisor of one child. Cheap to clone; all clones talk to
+/// the same task.
+///
+/// When the last handle is dropped the task ends as with [`Child::detach`]:
+/// the process keeps running and its record stays for the next daemon.
+#[derive(Debug, Clone)]
+pub struct Child {
+    name: ProcessName,
+    tx: mpsc::Sender<Command>,
+    status: watch::Receiver<Status>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, SuperviseError>>;
+
+enum Command {
+    Start {
+        spec: Box<ChildSpec>,
+        timeout: Duration,
+        force: bool,
+        reply: Reply<StartOutcome>,
+    },
+    Stop {
+        timeout: Duration,
+        reply: Reply<StopOutcome>,
+    },
+    Adopt {
+        spec: Box<ChildSpec>,
+        reply: Reply<AdoptOutcome>,
+    },
+    Detach {
+        reply: Reply<()>,
+    },
+}
+
+impl Child {
+    /// Starts the supervising task for `name` (nothing is spawned yet: call
+    /// [`Child::adopt`] and/or [`Child::start`]).
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn new(name: ProcessName, opts: SupervisorOptions) -> Child {
+        let (tx, rx) = mpsc::channel(16);
+        let (status_tx, status_rx) = watch::channel(Status::stopped());
+        let actor = Actor {
+            name,
+            opts,
+            rx,
+            status: status_tx,
+            spec: None,
+            proc: None,
+            idle: Idle::Stopped,
+            failures: VecDeque::new(),
+            restarts: 0,
+            last_exit: None,
+            port_conflict: None,
+            log_tail: None,
+            pending: None,
+            closed: false,
+            published: (ProcessState::Stopped, None),
+        };
+        tokio::spawn(actor.run());
+        Child {
+            name,
+            tx,
+            status: status_rx,
+        }
+    }
+
+    /// Which child this supervises.
+    pub fn name(&self) -> ProcessName {
+        self.name
+    }
+
+    /// Makes the child run `spec` and waits until it is ready.
+    ///
+    /// - running and ready with the same executable (device and inode of
+    ///   `spec.program`) and the same `config_sha256`: `AlreadyRunning`,
+    ///   nothing touched;
+    /// - running the same but not ready yet: waits for it, `AlreadyRunning`;
+    /// - running something else (config changed, binary replaced):
+    ///   restarted, `Restarted`;
+    /// - otherwise (also in `backoff` or `failed`, which `start` clears):
+    ///   ports checked, spawned, `Started`.
+    ///
+    /// A verified record of a previous daemon's child is adopted first.
+    /// `timeout` bounds the wait for readiness (counted after the old
+    /// process stopped, for a restart).
+    ///
+    /// # Errors
+    /// [`SuperviseError::PortConflict`] (nothing spawned),
+    /// [`SuperviseError::ExitedDuringStartup`] (any exit code),
+    /// [`SuperviseError::NotReady`] (the child was stopped),
+    /// [`SuperviseError::Spawn`], [`SuperviseError::BadSpec`],
+    /// [`SuperviseError::Io`], [`SuperviseError::StopFailed`],
+    /// [`SuperviseError::Closed`]. After a failure the state is `failed`
+    /// with the last exit and log tail (`stopped` for a port conflict).
+    pub async fn start(
+        &self,
+        spec: ChildSpec,
+        timeout: Duration,
+    ) -> Result<StartOutcome, SuperviseError> {
+        self.request(|reply| Command::Start {
+            spec: Box::new(spec),
+            timeout,
+            force: false,
+            reply,
+        })
+        .await
+    }
+
+    /// Stops the child if it runs (gracefully, with the supervisor's
+    /// `stop_grace`), then starts `spec`: `Restarted`, or `Started` when
+    /// nothing ran. Clears `failed`. Emits no `Restarted` event: the caller
+    /// asked, and reports its own reason.
+    ///
+    /// # Errors
+    /// As [`Child::start`].
+    pub async fn restart(
+        &self,
+        spec: ChildSpec,
+        timeout: Duration,
+    ) -> Result<StartOutcome, SuperviseError> {
+        self.request(|reply| Command::Start {
+            spec: Box::new(spec),
+            timeout,
+            force: true,
+            reply,
+        })
+        .await
+    }
+
+    /// Stops the child: SIGTERM to its process group, SIGKILL to the group
+    /// when it has not exited after `timeout`. Removes its record and leaves
+    /// the state `stopped` (also from `backoff` or `failed`). A verified
+    /// record of a previous daemon's child is stopped too.
+    ///
+    /// # Errors
+    /// [`SuperviseError::StopFailed`] when the process survives SIGKILL,
+    /// [`SuperviseError::Io`], [`SuperviseError::Closed`].
+    pub async fn stop(&self, timeout: Duration) -> Result<StopOutcome, SuperviseError> {
+        self.request(|reply| Command::Stop { timeout, reply }).await
+    }
+
+    /// Takes over the child a previous daemon recorded: reads the record,
+    /// verifies pid, start time and executable (an unverifiable record is
+    /// deleted and its pid never signalled), then watches the process and
+    /// probes readiness for up to `adopt_ready_timeout`. An adopted child is
+    /// supervised like a spawned one: a later crash is restarted from `spec`.
+    /// A child not ready in time stays `starting` and is re-probed
+    /// periodically; `start` then waits for it. An adopted child running
+    /// another config is left as it is: `start` restarts it.
+    ///
+    /// # Errors
+    /// [`SuperviseError::BadSpec`] (spec of another child),
+    /// [`SuperviseError::Io`] (record unreadable for another reason than its
+    /// content), [`SuperviseError::Closed`].
+    pub async fn adopt(&self, spec: ChildSpec) -> Result<AdoptOutcome, SuperviseError> {
+        self.request(|reply| Command::Adopt {
+            spec: Box::new(spec),
+            reply,
+        })
+        .await
+    }
+
+    /// Ends supervision for daemon exit: the process keeps running and its
+    /// record stays, for the next daemon to adopt. Further requests on any
+    /// clone fail with [`SuperviseError::Closed`]. Idempotent.
+    pub async fn detach(&self) {
+        // Closed means already detached: the wanted end state.
+        let _ = self.request(|reply| Command::Detach { reply }).await;
+    }
+
+    /// The child's health, from the last published snapshot (no waiting).
+    pub fn health(&self) -> ProcessHealth {
+        let s = self.status.borrow();
+        let uptime = match (s.state, s.since) {
+            (ProcessState::Running | ProcessState::Starting, Some(since)) => since.elapsed(),
+            _ => Duration::ZERO,
+        };
+        ProcessHealth {
+            state: s.state,
+            pid: s.pid,
+            ready: s.state == ProcessState::Running,
+            restarts: s.restarts,
+            uptime_ms: u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX),
+            config_sha256: s.config_sha256.clone(),
+            last_exit: s.last_exit.clone(),
+            adopted: s.adopted,
+            port_conflict: s.port_conflict.clone(),
+            log_tail: s.log_tail.clone(),
+        }
+    }
+
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, SuperviseError> {
+        let closed = || SuperviseError::Closed { process: self.name };
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+}
+
+/// The published snapshot behind [`Child::health`].
+#[derive(Debug, Clone)]
+struct Status {
+    state: ProcessState,
+    pid: Option<u32>,
+    restarts: u32,
+    since: Option<Instant>,
+    config_sha256: Option<String>,
+    last_exit: Option<String>,
+    adopted: bool,
+    port_conflict: Option<String>,
+    log_tail: Option<Vec<String>>,
+}
+
+impl Status {
+    fn stopped() -> Status {
+        Status {
+            state: ProcessState::Stopped,
+            pid: None,
+            restarts: 0,
+            since: None,
+            config_sha256: None,
+            last_exit: None,
+            adopted: false,
+            port_conflict: None,
+            log_tail: None,
+        }
+    }
+}
+
+/// A live process under supervision.
+struct Proc {
+    pidfd: PidFd,
+    record: ChildRecord,
+    /// Adopted from a previous daemon: not our child, status unknowable.
+    adopted: bool,
+    since: Instant,
+    ready: bool,
+}
+
+/// The state when no process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Idle {
+    Stopped,
+    Backoff(Instant),
+    Failed,
+}
+
+/// How a wait for readiness ended.
+enum Wait {
+    Ready,
+    Exited,
+    TimedOut,
+    /// A request arrived during a supervisor-driven restart; it was stashed
+    /// in `pending` and the child left `starting`.
+    Interrupted,
+}
+
+/// Why a launch did not end with a ready child.
+enum LaunchError {
+    Interrupted,
+    Failed(SuperviseError),
+}
+
+struct Actor {
+    name: ProcessName,
+    opts: SupervisorOptions,
+    rx: mpsc::Receiver<Command>,
+    status: watch::Sender<Status>,
+    /// The spec restarts use: the last one given to start/restart/adopt.
+    spec: Option<ChildSpec>,
+    proc: Option<Proc>,
+    idle: Idle,
+    failures: VecDeque<Failure>,
+    restarts: u32,
+    last_exit: Option<String>,
+    port_conflict: Option<String>,
+    log_tail: Option<Vec<String>>,
+    pending: Option<Command>,
+    closed: bool,
+    published: (ProcessState, Option<u32>),
+}
+
+/// Resolves when the supervised process exits; never without one.
+async fn proc_exit(proc: Option<&Proc>) {
+    match proc {
+        Some(p) => p.pidfd.exited().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Actor {
+    async fn run(mut self) {
+        let mut tick = tokio::time::interval(self.opts.log_check_interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        while !self.closed {
+            if let Some(cmd) = self.pending.take() {
+                self.handle(cmd).await;
+                continue;
+            }
+            let backoff_until = match self.idle {
+                Idle::Backoff(until) if self.proc.is_none() => Some(until),
+                _ => None,
+            };
+            // Exits first: a request must never see a dead process as running.
+            tokio::select! {
+                biased;
+                () = proc_exit(self.proc.as_ref()) => self.on_exit().await,
+                cmd = self.rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd).await,
+                    // Every handle dropped: leave the child running, as detach.
+                    None => self.closed = true,
+                },
+                () = tokio::time::sleep_until(backoff_until.unwrap_or_else(Instant::now)),
+                    if backoff_until.is_some() => self.backoff_elapsed().await,
+                _ = tick.tick() => self.housekeeping().await,
+            }
+        }
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        if self.proc.as_ref().is_some_and(|p| p.pidfd.has_exited()) {
+            self.on_exit().await;
+        }
+        match cmd {
+            Command::Start {
+                spec,
+                timeout,
+                force,
+                reply,
+            } => {
+                let result = self.start(*spec, timeout, force).await;
+                let _ = reply.send(result);
+            }
+            Command::Stop { timeout, reply } => {
+                let result = self.stop(timeout).await;
+                let _ = reply.send(result);
+            }
+            Command::Adopt { spec, reply } => {
+                let result = self.adopt(*spec).await;
+                let _ = reply.send(result);
+            }
+            Command::Detach { reply } => {
+                self.closed = true;
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    fn check_name(&self, spec: &ChildSpec) -> Result<(), SuperviseError> {
+        if spec.name == self.name {
+            return Ok(());
+        }
+        Err(SuperviseError::BadSpec {
+            process: self.name,
+            reason: format!("the spec is for {}, not {}", spec.name, self.name),
+        })
+    }
+
+    // ------------------------------------------------------------ requests
+
+    async fn start(
+        &mut self,
+        spec: ChildSpec,
+        timeout: Duration,
+        force: bool,
+    ) -> Result<StartOutcome, SuperviseError> {
+        self.check_name(&spec)?;
+        let deadline = Instant::now() + timeout;
+        if self.proc.is_none() {
+            self.attach_record().await?;
+        }
+        self.spec = Some(spec.clone());
+        if let Some(proc) = &self.proc {
+            let reason = if force {
+                Some("restart requested".to_owned())
+            } else {
+                restart_reason(proc, &spec)
+            };
+            let Some(reason) = reason else {
+                if proc.ready {
+                    return Ok(StartOutcome::AlreadyRunning);
+                }
+                return match self.await_ready(&spec, deadline, false).await {
+                    Ok(()) => Ok(StartOutcome::AlreadyRunning),
+                    Err(e) => Err(self.start_failed(e, &spec).await),
+                };
+            };
+            let grace = self.opts.stop_grace;
+            self.terminate(grace, "restart").await?;
+            self.restarts += 1;
+            if !force {
+                // The supervisor's own decision; an asked-for restart is
+                // reported by whoever asked.
+                self.opts.events.emit(Event::Restarted {
+                    process: self.name,
+                    reason,
+                });
+            }
+            self.clear_failures();
+            // The readiness wait starts once the old process is gone.
+            let deadline = Instant::now() + timeout;
+            return match self.launch(&spec, deadline, false).await {
+                Ok(()) => Ok(StartOutcome::Restarted),
+                Err(e) => Err(self.start_failed(e, &spec).await),
+            };
+        }
+        self.clear_failures();
+        match self.launch(&spec, deadline, false).await {
+            Ok(()) => Ok(StartOutcome::Started),
+            Err(e) => Err(self.start_failed(e, &spec).await),
+        }
+    }
+
+    async fn stop(&mut self, timeout: Duration) -> Result<StopOutcome, SuperviseError> {
+        if self.proc.is_none() {
+            self.attach_record().await?;
+        }
+        let was_running = self.proc.is_some();
+        let killed = self.terminate(timeout, "stop").await?;
+        self.clear_failures();
+        self.port_conflict = None;
+        self.publish(Some("stopped on request".to_owned()));
+        Ok(StopOutcome {
+            was_running,
+            killed,
+        })
+    }
+
+    async fn adopt(&mut self, spec: ChildSpec) -> Result<AdoptOutcome, SuperviseError> {
+        self.check_name(&spec)?;
+        if self.proc.is_some() {
+            return Ok(AdoptOutcome::AlreadySupervised);
+        }
+        self.spec = Some(spec.clone());
+        let outcome = self.attach_record().await?;
+        if outcome != AdoptOutcome::Adopted {
+            return Ok(outcome);
+        }
+        let deadline = Instant::now() + self.opts.adopt_ready_timeout;
+        match self.wait_ready(&spec.ready, deadline, false).await {
+            Wait::Ready => self.mark_ready(),
+            Wait::Exited => self.on_exit().await,
+            // Left `starting`: housekeeping re-probes, `start` waits for it.
+            Wait::TimedOut | Wait::Interrupted => {}
+        }
+        Ok(AdoptOutcome::Adopted)
+    }
+
+    // ------------------------------------------------------------ lifecycle
+
+    /// Checks ports, spawns, records and waits for readiness. On success the
+    /// child is `running`; on failure no process of ours is left behind.
+    async fn launch(
+        &mut self,
+        spec: &ChildSpec,
+        deadline: Instant,
+        interruptible: bool,
+    ) -> Result<(), LaunchError> {
+        self.check_ports(spec).await.map_err(LaunchError::Failed)?;
+        let (spawn_spec, dir) = (spec.clone(), self.opts.children_dir.clone());
+        let spawned = tokio::task::spawn_blocking(move || spawn_recorded(&spawn_spec, &dir))
+            .await
+            .map_err(|e| {
+                LaunchError::Failed(SuperviseError::Io {
+                    process: self.name,
+                    action: "spawn (the blocking task failed)".into(),
+                    source: io::Error::other(e),
+                })
+            })?
+            .map_err(LaunchError::Failed)?;
+        let (fd, record) = match spawned {
+            Spawned::Running { pidfd, record } => (pidfd, record),
+            Spawned::ExitedAtOnce { exit } => {
+                return Err(LaunchError::Failed(
+                    self.exited_during_startup(spec, exit).await,
+                ));
+            }
+        };
+        let pidfd = match PidFd::register(record.pid, fd) {
+            Ok(pidfd) => pidfd,
+            Err((fd, source)) => {
+                return Err(LaunchError::Failed(
+                    self.abandon(record.pid, fd, source).await,
+                ));
+            }
+        };
+        self.proc = Some(Proc {
+            pidfd,
+            record,
+            adopted: false,
+            since: Instant::now(),
+            ready: false,
+        });
+        self.idle = Idle::Stopped;
+        self.publish(None);
+        self.await_ready(spec, deadline, interruptible).await
+    }
+
+    /// Waits for the current process to become ready and cleans up when it
+    /// does not: reaped when it exited, stopped when it is late.
+    async fn await_ready(
+        &mut self,
+        spec: &ChildSpec,
+        deadline: Instant,
+        interruptible: bool,
+    ) -> Result<(), LaunchError> {
+        let started = Instant::now();
+        match self.wait_ready(&spec.ready, deadline, interruptible).await {
+            Wait::Ready => {
+                self.mark_ready();
+                Ok(())
+            }
+            Wait::Interrupted => Err(LaunchError::Interrupted),
+            Wait::Exited => {
+                let exit = self.reap().await;
+                Err(LaunchError::Failed(
+                    self.exited_during_startup(spec, exit).await,
+                ))
+            }
+            Wait::TimedOut => {
+                let waited = Instant::now().saturating_duration_since(started);
+                let grace = self.opts.stop_grace;
+                if let Err(e) = self.terminate(grace, "not ready").await {
+                    return Err(LaunchError::Failed(e));
+                }
+                Err(LaunchError::Failed(SuperviseError::NotReady {
+                    process: self.name,
+                    url: spec.ready.url(),
+                    timeout_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+                    log_path: spec.log_path.clone(),
+                }))
+            }
+        }
+    }
+
+    /// Races readiness against the process's exit (and, for supervisor
+    /// restarts, against incoming requests).
+    async fn wait_ready(
+        &mut self,
+        probe: &ReadyProbe,
+        deadline: Instant,
+        interruptible: bool,
+    ) -> Wait {
+        let Some(proc) = self.proc.as_ref() else {
+            return Wait::Exited;
+        };
+        let rx = &mut self.rx;
+        tokio::select! {
+            biased;
+            () = proc.pidfd.exited() => Wait::Exited,
+            cmd = rx.recv(), if interruptible => {
+                match cmd {
+                    Some(cmd) => self.pending = Some(cmd),
+                    None => self.closed = true,
+                }
+                Wait::Interrupted
+            }
+            ready = ready::wait_until_ready(probe, deadline) => {
+                if ready { Wait::Ready } else { Wait::TimedOut }
+            }
+        }
+    }
+
+    fn mark_ready(&mut self) {
+        if let Some(proc) = self.proc.as_mut() {
+            proc.ready = true;
+        }
+        self.port_conflict = None;
+        self.publish(None);
+    }
+
+    /// Stops the current process, if any: SIGTERM to the group, SIGKILL after
+    /// `grace`. Returns whether SIGKILL was needed.
+    async fn terminate(&mut self, grace: Duration, why: &str) -> Result<bool, SuperviseError> {
+        let Some(proc) = self.proc.as_ref() else {
+            return Ok(false);
+        };
+        signal_group(proc, libc::SIGTERM);
+        let killed = if tokio::time::timeout(grace, proc.pidfd.exited())
+            .await
+            .is_ok()
+        {
+            false
+        } else {
+            signal_group(proc, libc::SIGKILL);
+            if tokio::time::timeout(KILL_WAIT, proc.pidfd.exited())
+                .await
+                .is_err()
+            {
+                return Err(SuperviseError::StopFailed {
+                    process: self.name,
+                    pid: proc.record.pid,
+                });
+            }
+            true
+        };
+        let exit = self.reap().await;
+        let signal = if killed { "SIGKILL" } else { "SIGTERM" };
+        self.last_exit = Some(format!("{exit} after {signal} ({why})"));
+        self.publish(None);
+        Ok(killed)
+    }
+
+    /// Takes the exited process out of supervision: sweeps what is left of
+    /// its group (own children only), reaps it and removes its record.
+    async fn reap(&mut self) -> ChildExit {
+        let Some(proc) = self.proc.take() else {
+            return ChildExit::Unknown;
+        };
+        if !proc.adopted {
+            // Members left in the group of a leader that is gone would keep
+            // its ports; while our leader is unreaped its group id is ours.
+            signal_group(&proc, libc::SIGKILL);
+        }
+        let exit = proc.pidfd.try_reap().unwrap_or(ChildExit::Unknown);
+        self.remove_record().await;
+        exit
+    }
+
+    /// A process we spawned cannot be supervised (no reactor slot): kill it
+    /// rather than leave an unwatched child holding ports.
+    async fn abandon(&mut self, pid: u32, fd: OwnedFd, source: io::Error) -> SuperviseError {
+        let _ = pidfd::send_signal(&fd, libc::SIGKILL);
+        let _ = tokio::task::spawn_blocking(move || pidfd::reap_blocking(&fd)).await;
+        self.remove_record().await;
+        SuperviseError::Io {
+            process: self.name,
+            action: format!("watch pid {pid}"),
+            source,
+        }
+    }
+
+    async fn on_exit(&mut self) {
+        let Some(proc) = self.proc.as_ref() else {
+            return;
+        };
+        let ran_for = proc.since.elapsed();
+        let was_ready = proc.ready;
+        let exit = self.reap().await;
+        self.last_exit = Some(exit.to_string());
+        self.push_failure(ran_for);
+        let what = if was_ready {
+            "crashed"
+        } else {
+            "exited before it was ready"
+        };
+        self.recover(format!("{what}: {exit}"), true).await;
+    }
+
+    async fn backoff_elapsed(&mut self) {
+        self.idle = Idle::Stopped;
+        let reason = format!(
+            "backoff elapsed after: {}",
+            self.last_exit.as_deref().unwrap_or("an unexpected exit")
+        );
+        self.recover(reason, false).await;
+    }
+
+    /// Applies the restart policy until the child runs, waits in backoff, or
+    /// has failed. `decide_first` is false when a backoff pause has elapsed
+    /// and the restart is due now.
+    async fn recover(&mut self, mut reason: String, decide_first: bool) {
+        let mut decide = decide_first;
+        loop {
+            let decision = if decide {
+                self.opts.backoff.decide(self.failures.make_contiguous())
+            } else {
+                Decision::RestartNow
+            };
+            decide = true;
+            match decision {
+                Decision::Fail => {
+                    self.idle = Idle::Failed;
+                    self.log_tail = match &self.spec {
+                        Some(spec) => read_tail(spec.log_path.clone()).await,
+                        None => None,
+                    };
+                    self.publish(Some(format!("crash loop, giving up: {reason}")));
+                    return;
+                }
+                Decision::RestartAfter(pause) => {
+                    self.idle = Idle::Backoff(Instant::now() + pause);
+                    self.publish(Some(format!(
+                        "{reason}; restarting in {} ms",
+                        pause.as_millis()
+                    )));
+                    return;
+                }
+                Decision::RestartNow => {
+                    let Some(spec) = self.spec.clone() else {
+                        self.idle = Idle::Failed;
+                        self.publish(Some(format!("{reason}; no spec to restart from")));
+                        return;
+                    };
+                    self.restarts += 1;
+                    self.opts.events.emit(Event::Restarted {
+                        process: self.name,
+                        reason,
+                    });
+                    self.idle = Idle::Stopped;
+                    let deadline = Instant::now() + self.opts.restart_ready_timeout;
+                    match self.launch(&spec, deadline, true).await {
+                        Ok(()) | Err(LaunchError::Interrupted) => return,
+                        Err(LaunchError::Failed(e)) => {
+                            let summary = summarize(&e);
+                            self.last_exit = Some(summary.clone());
+                            self.push_failure(Duration::ZERO);
+                            reason = format!("restart failed: {summary}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Log rotation, and readiness of a child still `starting` (adopted
+    /// before it answered, or left so by an interrupted restart).
+    async fn housekeeping(&mut self) {
+        let Some(spec) = self.spec.as_ref() else {
+            return;
+        };
+        let (path, max, keep) = (
+            spec.log_path.clone(),
+            self.opts.log_max_bytes,
+            self.opts.log_keep,
+        );
+        let probe = spec.ready.clone();
+        let rotated =
+            tokio::task::spawn_blocking(move || logs::rotate_if_needed(&path, max, keep)).await;
+        if let Ok(Err(e)) = rotated {
+            tracing::warn!(process = %self.name, error = %e, "log rotation failed");
+        }
+        if self.proc.as_ref().is_some_and(|p| !p.ready)
+            && ready::probe_once(&probe, Instant::now() + REPROBE_TIMEOUT).await
+        {
+            self.mark_ready();
+        }
+    }
+
+    // ------------------------------------------------------------ helpers
+
+    /// Reads this child's record and, when it verifies, supervises its
+    /// process as adopted (not ready yet). Unverifiable records are deleted.
+    async fn attach_record(&mut self) -> Result<AdoptOutcome, SuperviseError> {
+        let (dir, name) = (self.opts.children_dir.clone(), self.name);
+        let found = tokio::task::spawn_blocking(move || find_adoptable(&dir, name))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|r| r)
+            .map_err(|source| SuperviseError::Io {
+                process: name,
+                action: format!(
+                    "read its record {}",
+                    ChildRecord::path(&self.opts.children_dir, name).display()
+                ),
+                source,
+            })?;
+        let (record, fd) = match found {
+            Found::Verified(record, fd) => (record, fd),
+            Found::NoRecord => return Ok(AdoptOutcome::NoRecord),
+            Found::Discarded(reason) => {
+                tracing::info!(process = %name, %reason, "discarded child record");
+                return Ok(AdoptOutcome::Discarded(reason));
+            }
+        };
+        let pidfd = PidFd::register(record.pid, fd).map_err(|(_, source)| SuperviseError::Io {
+            process: name,
+            action: format!("watch adopted pid {}", record.pid),
+            source,
+        })?;
+        let age = Duration::from_millis(unix_ms_now().saturating_sub(record.started_unix_ms));
+        let since = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        self.proc = Some(Proc {
+            pidfd,
+            record,
+            adopted: true,
+            since,
+            ready: false,
+        });
+        self.idle = Idle::Stopped;
+        self.publish(Some("adopted from a previous daemon".to_owned()));
+        Ok(AdoptOutcome::Adopted)
+    }
+
+    async fn check_ports(&mut self, spec: &ChildSpec) -> Result<(), SuperviseError> {
+        let ports = spec.ports.clone();
+        let holder = tokio::task::spawn_blocking(move || {
+            for port in ports {
+                if let Some(holder) = procfs::port_holder(port)? {
+                    return Ok(Some(holder));
+                }
+            }
+            Ok(None)
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r: io::Result<_>| r)
+        .map_err(|source| SuperviseError::Io {
+            process: self.name,
+            action: "read /proc/net/tcp to check its ports".into(),
+            source,
+        })?;
+        let Some(holder) = holder else {
+            self.port_conflict = None;
+            return Ok(());
+        };
+        let error = SuperviseError::PortConflict {
+            process: self.name,
+            port: holder.port,
+            pid: holder.pid,
+        };
+        self.port_conflict = Some(match holder.pid {
+            Some(pid) => format!("port {} is held by pid {pid}", holder.port),
+            None => format!("port {} is held by another process", holder.port),
+        });
+        Err(error)
+    }
+
+    async fn exited_during_startup(&mut self, spec: &ChildSpec, exit: ChildExit) -> SuperviseError {
+        let log_tail = read_tail(spec.log_path.clone()).await.unwrap_or_default();
+        SuperviseError::ExitedDuringStartup {
+            process: self.name,
+            status: exit.to_string(),
+            log_path: spec.log_path.clone(),
+            log_tail,
+        }
+    }
+
+    /// Records a failed `start`/`restart` in the state: `failed` with the
+    /// reason and log tail, or `stopped` with the port conflict.
+    async fn start_failed(&mut self, e: LaunchError, spec: &ChildSpec) -> SuperviseError {
+        let e = match e {
+            LaunchError::Failed(e) => e,
+            // Only supervisor restarts are interruptible.
+            LaunchError::Interrupted => SuperviseError::Closed { process: self.name },
+        };
+        if matches!(e, SuperviseError::PortConflict { .. }) {
+            self.idle = Idle::Stopped;
+        } else {
+            self.idle = Idle::Failed;
+            self.last_exit = Some(summarize(&e));
+            self.log_tail = match &e {
+                SuperviseError::ExitedDuringStartup { log_tail, .. } => Some(log_tail.clone()),
+                _ => read_tail(spec.log_path.clone()).await,
+            };
+        }
+        self.publish(Some(summarize(&e)));
+        e
+    }
+
+    fn clear_failures(&mut self) {
+        self.failures.clear();
+        self.idle = Idle::Stopped;
+        self.log_tail = None;
+    }
+
+    fn push_failure(&mut self, ran_for: Duration) {
+        if ran_for >= self.opts.backoff.healthy_reset {
+            self.failures.clear();
+        }
+        if self.failures.len() >= HISTORY_CAP {
+            self.failures.pop_front();
+        }
+        self.failures.push_back(Failure {
+            at: Instant::now(),
+            ran_for,
+        });
+    }
+
+    async fn remove_record(&self) {
+        let (dir, name) = (self.opts.children_dir.clone(), self.name);
+        let removed = tokio::task::spawn_blocking(move || ChildRecord::remove(&dir, name)).await;
+        if let Ok(Err(e)) = removed {
+            // A stale record is harmless: the next daemon will not verify it.
+            tracing::warn!(process = %name, error = %e, "could not remove child record");
+        }
+    }
+
+    fn state(&self) -> ProcessState {
+        match (&self.proc, self.idle) {
+            (Some(p), _) if p.ready => ProcessState::Running,
+            (Some(_), _) => ProcessState::Starting,
+            (None, Idle::Stopped) => ProcessState::Stopped,
+            (None, Idle::Backoff(_)) => ProcessState::Backoff,
+            (None, Idle::Failed) => ProcessState::Failed,
+        }
+    }
+
+    /// Publishes the health snapshot and, when state or pid changed, a
+    /// `State` event.
+    fn publish(&mut self, detail: Option<String>) {
+        let state = self.state();
+        let proc = self.proc.as_ref();
+        let pid = proc.map(|p| p.record.pid);
+        self.status.send_replace(Status {
+            state,
+            pid,
+            restarts: self.restarts,
+            since: proc.map(|p| p.since),
+            config_sha256: proc.map(|p| p.record.config_sha256.clone()),
+            last_exit: self.last_exit.clone(),
+            adopted: proc.is_some_and(|p| p.adopted),
+            port_conflict: self.port_conflict.clone(),
+            log_tail: if state == ProcessState::Failed {
+                self.log_tail.clone()
+            } else {
+                None
+            },
+        });
+        if self.published != (state, pid) {
+            self.published = (state, pid);
+            tracing::info!(process = %self.name, %state, ?pid, detail = detail.as_deref(), "child state");
+            self.opts.events.emit(Event::State {
+                process: self.name,
+                state,
+                pid,
+                detail,
+            });
+        }
+    }
+}
+
+/// The last lines of a log, `None` when it cannot be read (e.g. never written).
+async fn read_tail(path: PathBuf) -> Option<Vec<String>> {
+    tokio::task::spawn_blocking(move || logs::tail(&path, TAIL_LINES))
+        .await
+        .ok()?
+        .ok()
+}
+
+/// Why a running process does not match `spec`, if it does not.
+fn restart_reason(proc: &Proc, spec: &ChildSpec) -> Option<String> {
+    let record = &proc.record;
+    if record.config_sha256 != spec.config_sha256 {
+        return Some(format!(
+            "config changed (sha256 {} -> {})",
+            short_hash(&record.config_sha256),
+            short_hash(&spec.config_sha256)
+        ));
+    }
+    // A stat of one file; a missing program keeps the running process (a
+    // restart could only fail).
+    match std::fs::metadata(&spec.program) {
+        Ok(meta) if meta.dev() != record.exe_dev || meta.ino() != record.exe_ino => Some(format!(
+            "{} was replaced by another binary",
+            spec.program.display()
+        )),
+        _ => None,
+    }
+}
+
+fn short_hash(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+/// One line for `last_exit` and event details (no log tail).
+fn summarize(e: &SuperviseError) -> String {
+    match e {
+        SuperviseError::ExitedDuringStartup { status, .. } => {
+            format!("exited during startup ({status})")
+        }
+        SuperviseError::NotReady {
+            url, timeout_ms, ..
+        } => {
+            format!("not ready: no 200 from {url} within {timeout_ms} ms")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Signals the process group the child leads, or only the child when it
+/// left its group. The group is signalled only while the leader provably
+/// still holds its pid (same start time as recorded, read just before).
+fn signal_group(proc: &Proc, sig: libc::c_int) {
+    let pid = proc.record.pid;
+    let leads_group = procfs::read_stat(pid).is_ok_and(|st| {
+        st.start_time == proc.record.start_time && u32::try_from(st.pgrp).is_ok_and(|g| g == pid)
+    });
+    match libc::pid_t::try_from(pid) {
+        Ok(pgid) if leads_group => {
+            // SAFETY: killpg with a verified group id; ESRCH is harmless.
+            unsafe { libc::killpg(pgid, sig) };
+        }
+        _ => {
+            let _ = proc.pidfd.signal(sig);
+        }
+    }
+}
+
+/// The result of looking for an adoptable record.
+enum Found {
+    Verified(ChildRecord, OwnedFd),
+    NoRecord,
+    Discarded(String),
+}
+
+/// Loads and verifies the record of `name`. Blocking.
+fn find_adoptable(dir: &std::path::Path, name: ProcessName) -> io::Result<Found> {
+    let record = match ChildRecord::load(dir, name) {
+        Ok(Some(record)) => record,
+        Ok(None) => return Ok(Found::NoRecord),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            ChildRecord::remove(dir, name)?;
+            return Ok(Found::Discarded(format!("unreadable record: {e}")));
+        }
+        Err(e) => return Err(e),
+    };
+    let discard = |reason: String| -> io::Result<Found> {
+        ChildRecord::remove(dir, name)?;
+        Ok(Found::Discarded(reason))
+    };
+    if record.name != name {
+        return discard(format!("the record names {}", record.name));
+    }
+    if let Verification::Mismatch(reason) = verify(&record) {
+        return discard(reason);
+    }
+    let Ok(fd) = pidfd::open_raw(record.pid) else {
+        return discard(format!("pid {} exited while being adopted", record.pid));
+    };
+    // Verified again through the pidfd's lifetime: if the pid had been
+    // reused between the first check and the open, this one fails.
+    match verify(&record) {
+        Verification::Verified => Ok(Found::Verified(record, fd)),
+        Verification::Mismatch(reason) => discard(reason),
+    }
+}

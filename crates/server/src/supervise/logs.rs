@@ -1,0 +1,185 @@
+//! Child logs: opening, size rotation and tail. All functions are blocking;
+//! the supervisor calls them from `spawn_blocking`.
+//!
+//! Rotation is copy-then-truncate, not rename: a child may outlive the daemon
+//! and keeps writing through its own `O_APPEND` descriptor, which would keep
+//! following a renamed file. Truncating the live file makes the child's next
+//! append land at offset 0 of the same inode. Lines written between the copy
+//! and the truncation are lost; that window is one file copy long.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Default size above which a log is rotated.
+pub const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024;
+/// Default number of rotated copies kept (`.1` newest .. `.5` oldest).
+pub const DEFAULT_KEEP: usize = 5;
+
+/// Longest stretch read backwards by [`tail`], so one enormous line cannot
+/// make a `logs` call read a whole file.
+const TAIL_MAX_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Opens `path` for appending (created 0600; parent created 0700).
+///
+/// # Errors
+/// The directory or file cannot be created or opened.
+pub fn open_append(path: &Path) -> io::Result<File> {
+    if let Some(dir) = path.parent() {
+        DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// `<path>.<n>`, e.g. `logs/lk-backend.log.1`.
+pub fn rotated_path(path: &Path, n: usize) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+/// Rotates `path` when it is larger than `max_bytes`; returns whether it did.
+/// A missing log is not an error (the child has not written yet).
+///
+/// # Errors
+/// The log exists but cannot be copied or truncated.
+pub fn rotate_if_needed(path: &Path, max_bytes: u64, keep: usize) -> io::Result<bool> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.len() > max_bytes => rotate(path, keep).map(|()| true),
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Shifts `.1`..`.keep-1` up by one (the oldest falls off), copies the live
+/// log to `.1` and truncates the live log in place.
+///
+/// # Errors
+/// A copy, rename or the truncation failed; the live log is only truncated
+/// after its copy is complete under `.1`.
+pub fn rotate(path: &Path, keep: usize) -> io::Result<()> {
+    if keep > 0 {
+        for n in (1..keep).rev() {
+            match fs::rename(rotated_path(path, n), rotated_path(path, n + 1)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        // Copy under a temporary name so `.1` is never a partial copy.
+        let mut tmp = rotated_path(path, 1).into_os_string();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        fs::copy(path, &tmp)?;
+        fs::rename(&tmp, rotated_path(path, 1))?;
+    }
+    OpenOptions::new().write(true).open(path)?.set_len(0)
+}
+
+/// The last `lines` lines of `path` (lossy UTF-8), read backwards from the
+/// end in chunks so a large log is not loaded whole.
+///
+/// # Errors
+/// The file cannot be opened or read.
+pub fn tail(path: &Path, lines: usize) -> io::Result<Vec<String>> {
+    if lines == 0 {
+        return Ok(Vec::new());
+    }
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut pos = len;
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let mut newlines = 0usize;
+    let mut chunk_len: u64 = 8 * 1024;
+    // More than `lines` newlines guarantee `lines` complete lines even when
+    // the first one read is cut and the file ends with a newline.
+    while pos > 0 && newlines <= lines && len - pos < TAIL_MAX_BYTES {
+        let start = pos.saturating_sub(chunk_len);
+        let mut chunk = vec![0; usize::try_from(pos - start).map_err(io::Error::other)?];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        newlines += chunk.iter().filter(|b| **b == b'\n').count();
+        chunks.push(chunk);
+        pos = start;
+        chunk_len = (chunk_len * 2).min(TAIL_MAX_BYTES);
+    }
+    let mut bytes: Vec<u8> = chunks.into_iter().rev().flatten().collect();
+    if pos > 0 {
+        // The first line read starts before `pos`: it is incomplete.
+        let cut = bytes
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(bytes.len(), |i| i + 1);
+        bytes.drain(..cut);
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().collect();
+    let skip = all.len().saturating_sub(lines);
+    Ok(all[skip..].iter().map(|s| (*s).to_owned()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn tail_returns_the_last_lines_across_chunk_boundaries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.log");
+        let body: String = (0..5000).map(|i| format!("line number {i:05}\n")).collect();
+        fs::write(&path, &body).expect("write");
+        let cases = [(1, 4999), (3, 4997), (1500, 3500), (5000, 0), (9000, 0)];
+        for (n, first) in cases {
+            let got = tail(&path, n).expect("tail");
+            assert_eq!(got.len(), n.min(5000), "n={n}");
+            assert_eq!(got[0], format!("line number {first:05}"), "n={n}");
+            assert_eq!(got.last().map(String::as_str), Some("line number 04999"));
+        }
+        assert!(tail(&path, 0).expect("tail 0").is_empty());
+    }
+
+    #[test]
+    fn tail_handles_no_trailing_newline_and_empty_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.log");
+        fs::write(&path, "a\nb\nc").expect("write");
+        assert_eq!(tail(&path, 2).expect("tail"), vec!["b", "c"]);
+        fs::write(&path, "").expect("write");
+        assert!(tail(&path, 5).expect("tail").is_empty());
+        assert!(tail(&dir.path().join("missing.log"), 5).is_err());
+    }
+
+    #[test]
+    fn rotation_keeps_n_copies_and_truncates_the_live_inode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("logs").join("c.log");
+        let mut live = open_append(&path).expect("open");
+        let mode = fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        for round in 0..8 {
+            writeln!(live, "round {round} {}", "x".repeat(100)).expect("write");
+            assert!(rotate_if_needed(&path, 50, 3).expect("rotate"));
+            // The descriptor opened before the rotation still writes into
+            // the live file, at its new end.
+            assert_eq!(fs::metadata(&path).expect("stat").len(), 0);
+        }
+        writeln!(live, "after").expect("write");
+        assert_eq!(fs::read_to_string(&path).expect("read"), "after\n");
+        for (n, round) in [(1, 7), (2, 6), (3, 5)] {
+            let text = fs::read_to_string(rotated_path(&path, n)).expect("rotated copy");
+            assert!(text.starts_with(&format!("round {round} ")), ".{n}: {text}");
+        }
+        assert!(!rotated_path(&path, 4).exists(), "only 3 kept");
+        assert!(
+            !rotate_if_needed(&path, 50, 3).expect("small log"),
+            "under the limit"
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! The HTTP readiness probe: `GET http://127.0.0.1:<port><path>` must answer
+//! 200. One fresh connection per attempt, so a probe never depends on the
+//! state a previous attempt left behind.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::spec::ReadyProbe;
+
+/// First pause between attempts. Short, because the start overhead target is
+/// 10 ms beyond the child's own time to ready.
+const FIRST_INTERVAL: Duration = Duration::from_millis(2);
+/// Longest pause between attempts. Half of it is the expected delay between
+/// the child listening and us noticing; an attempt against a port nobody
+/// listens on is refused in microseconds, so polling this often is cheap.
+const MAX_INTERVAL: Duration = Duration::from_millis(5);
+/// Bound on one attempt, so a child that accepts but never answers cannot
+/// hold a probe past its deadline by much.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// One attempt: whether the child answered 200 before `deadline`.
+pub(crate) async fn probe_once(probe: &ReadyProbe, deadline: Instant) -> bool {
+    let ReadyProbe::Http { port, path } = probe;
+    let limit = deadline.min(Instant::now() + ATTEMPT_TIMEOUT);
+    matches!(
+        tokio::time::timeout_at(limit, get_status(*port, path)).await,
+        Ok(Ok(200))
+    )
+}
+
+async fn get_status(
+    port: u16,
+    path: &str,
+) -> Result<u16, Box<dyn std::error::Error + Send + Sync>> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.set_nodelay(true)?;
+    let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    let request = http::Request::get(path)
+        .header(http::header::HOST, format!("127.0.0.1:{port}"))
+        .header(http::header::USER_AGENT, "hero_livekit_server-probe")
+        .body(Empty::<Bytes>::new())?;
+    let mut conn = std::pin::pin!(conn);
+    let mut response = std::pin::pin!(sender.send_request(request));
+    // The connection future must be driven while the request is in flight;
+    // once the response head is in, both are dropped and the socket closed.
+    let response = tokio::select! {
+        biased;
+        response = &mut response => response?,
+        closed = &mut conn => {
+            closed?;
+            // The server may answer and close at once: the connection then
+            // ends after handing the response over.
+            response.await?
+        }
+    };
+    Ok(response.status().as_u16())
+}
+
+/// Polls until the child answers 200 (`true`) or `deadline` passes
+/// (`false`), with a short growing pause between attempts. Cancel-safe: the
+/// caller races it against the child's exit.
+pub(crate) async fn wait_until_ready(probe: &ReadyProbe, deadline: Instant) -> bool {
+    let mut pause = FIRST_INTERVAL;
+    loop {
+        if probe_once(probe, deadline).await {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        tokio::time::sleep_until((now + pause).min(deadline)).await;
+        pause = (pause * 3 / 2).min(MAX_INTERVAL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    async fn serve_once(listener: TcpListener, status_line: &'static str) {
+        if let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = sock.read(&mut buf).await;
+            let _ = sock
+                .write_all(
+                    format!("HTTP/1.1 {status_line}\r\ncontent-length: 2\r\n\r\nok").as_bytes(),
+                )
+                .await;
+        }
+    }
+
+    #[tokio::test]
+    async fn only_200_counts_as_ready() {
+        for (status, want) in [
+            ("200 OK", true),
+            ("406 Not Ready", false),
+            ("500 Oops", false),
+        ] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let port = listener.local_addr().expect("addr").port();
+            let server = tokio::spawn(serve_once(listener, status));
+            let probe = ReadyProbe::Http {
+                port,
+                path: "/".into(),
+            };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            assert_eq!(probe_once(&probe, deadline).await, want, "{status}");
+            server.await.expect("server task");
+        }
+    }
+
+    #[tokio::test]
+    async fn nobody_listening_is_not_ready_by_the_deadline() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let probe = ReadyProbe::Http {
+            port,
+            path: "/".into(),
+        };
+        let started = Instant::now();
+        assert!(!wait_until_ready(&probe, started + Duration::from_millis(100)).await);
+        assert!(started.elapsed() >= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,472 @@
+//! Supervision of real child processes: start, readiness, idempotence,
+//! startup failures, stop, port conflicts, crash recovery and crash loops.
+
+mod supervise_common;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use hero_livekit_proto::{ProcessName, ProcessState, StartOutcome};
+use hero_livekit_server::supervise::{Child, ChildRecord, StopOutcome, SuperviseError};
+use supervise_common::*;
+
+const READY: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn start_spawns_and_waits_until_ready_then_a_second_start_touches_nothing() {
+    let s = Scratch::new();
+    let events = Events::default();
+    let child = Child::new(ProcessName::LkBackend, s.options(&events));
+    let port = free_port();
+    let spec = s.spec(ProcessName::LkBackend, port, &[], "cfg-1");
+
+    let t0 = Instant::now();
+    assert_eq!(
+        child.start(spec.clone(), READY).await.expect("start"),
+        StartOutcome::Started
+    );
+    let start_overhead = overhead(&spec.log_path, SystemTime::now());
+    println!(
+        "start to ready {:?}, of which after the child listened {start_overhead:?}",
+        t0.elapsed()
+    );
+    // SPEC target is 10 ms; this bound only catches gross regressions (a
+    // slow probe interval) on a loaded 2-core machine.
+    assert!(
+        start_overhead < Duration::from_millis(250),
+        "{start_overhead:?}"
+    );
+    let h = child.health();
+    assert_eq!(h.state, ProcessState::Running);
+    assert!(h.ready);
+    let pid = h.pid.expect("pid");
+    assert!(alive(pid));
+    assert_eq!(h.config_sha256.as_deref(), Some("cfg-1"));
+    assert!(!h.adopted);
+    // Ready means the child answers right now.
+    let answer = std::net::TcpStream::connect(("127.0.0.1", port));
+    assert!(answer.is_ok(), "child listens once start returned");
+
+    // Its record is on disk and names this very process.
+    let rec = ChildRecord::load(&s.children_dir(), ProcessName::LkBackend)
+        .expect("load record")
+        .expect("record written on spawn");
+    assert_eq!(rec.pid, pid);
+    assert_eq!(rec.start_time, start_time(pid));
+    assert_eq!(rec.config_sha256, "cfg-1");
+
+    // Own session and process group: the daemon's signals do not reach it.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("comm")
+        .1
+        .split_whitespace()
+        .collect();
+    assert_eq!(fields[2], pid.to_string(), "process group id is its pid");
+    assert_eq!(fields[3], pid.to_string(), "session id is its pid");
+
+    assert_eq!(
+        child
+            .start(spec.clone(), READY)
+            .await
+            .expect("second start"),
+        StartOutcome::AlreadyRunning
+    );
+    assert_eq!(child.health().pid, Some(pid), "same process");
+    assert_eq!(child.health().restarts, 0);
+
+    let stopped = child.stop(Duration::from_secs(5)).await.expect("stop");
+    assert_eq!(
+        stopped,
+        StopOutcome {
+            was_running: true,
+            killed: false
+        }
+    );
+    assert!(!alive(pid));
+    assert_eq!(child.health().state, ProcessState::Stopped);
+    assert!(
+        ChildRecord::load(&s.children_dir(), ProcessName::LkBackend)
+            .expect("load")
+            .is_none(),
+        "deliberate stop removes the record"
+    );
+    assert_eq!(
+        events.states(),
+        vec![
+            (ProcessState::Starting, Some(pid)),
+            (ProcessState::Running, Some(pid)),
+            (ProcessState::Stopped, None)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn start_with_another_config_restarts_the_child() {
+    let s = Scratch::new();
+    let events = Events::default();
+    let child = Child::new(ProcessName::LivekitServer, s.options(&events));
+    let port = free_port();
+    let first = s.spec(
+        ProcessName::LivekitServer,
+        port,
+        &[],
+        "aaaaaaaaaaaaaaaa-old",
+    );
+    child.start(first, READY).await.expect("start");
+    let old_pid = child.health().pid.expect("pid");
+
+    let second = s.spec(
+        ProcessName::LivekitServer,
+        port,
+        &[],
+        "bbbbbbbbbbbbbbbb-new",
+    );
+    assert_eq!(
+        child.start(second, READY).await.expect("start"),
+        StartOutcome::Restarted
+    );
+    let h = child.health();
+    assert_ne!(h.pid, Some(old_pid));
+    assert!(!alive(old_pid), "old process stopped");
+    assert_eq!(h.config_sha256.as_deref(), Some("bbbbbbbbbbbbbbbb-new"));
+    assert_eq!(h.restarts, 1);
+    let reasons = events.restart_reasons();
+    assert_eq!(reasons.len(), 1);
+    assert!(reasons[0].contains("config changed"), "{reasons:?}");
+    child.stop(Duration::from_secs(5)).await.expect("stop");
+}
+
+#[tokio::test]
+async fn restart_replaces_the_process_and_leaves_the_event_to_the_caller() {
+    let s = Scratch::new();
+    let events = Events::default();
+    let child = Child::new(ProcessName::LkBackend, s.options(&events));
+    let spec = s.spec(ProcessName::LkBackend, free_port(), &[], "c");
+    assert_eq!(
+        child
+            .restart(spec.clone(), READY)
+            .await
+            .expect("restart of nothing"),
+        StartOutcome::Started
+    );
+    let old = child.health().pid.expect("pid");
+    assert_eq!(
+        child.restart(spec.clone(), READY).await.expect("restart"),
+        StartOutcome::Restarted
+    );
+    let h = child.health();
+    assert!(h.ready && h.pid != Some(old) && !alive(old));
+    assert_eq!(h.restarts, 1);
+    assert!(
+        events.restart_reasons().is_empty(),
+        "the caller reports asked-for restarts"
+    );
+
+    let mut wrong = spec;
+    wrong.name = ProcessName::LivekitServer;
+    let err = child
+        .start(wrong, READY)
+        .await
+        .expect_err("spec of the other child");
+    assert!(matches!(err, SuperviseError::BadSpec { .. }), "{err:?}");
+    assert_eq!(child.health().pid, h.pid, "a bad spec changes nothing");
+    child.stop(Duration::from_secs(5)).await.expect("stop");
+}
+
+#[tokio::test]
+async fn an_exit_during_startup_is_a_failure_even_with_code_0() {
+    let s = Scratch::new();
+    let events = Events::default();
+    let child = Child::new(ProcessName::LivekitServer, s.options(&events));
+    let spec = s.spec(
+        ProcessName::LivekitServer,
+        free_port(),
+        &["--exit-at-start", "0"],
+        "c",
+    );
+
+    let err = child
+        .start(spec, READY)
+        .await
+        .expect_err("exit 0 during startup fails");
+    match &err {
+        SuperviseError::ExitedDuringStartup {
+            status, log_tail, ..
+        } => {
+            assert_eq!(status, "exited with code 0");
+            assert!(
+                log_tail
+                    .iter()
+                    .any(|l| l.contains("could not parse config")),
+                "log tail carries the child's own error: {log_tail:?}"
+            );
+        }
+        other => panic!("expected ExitedDuringStartup, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("could not parse config") && msg.contains("start again"),
+        "{msg}"
+    );
+    let h = child.health();
+    assert_eq!(h.state, ProcessState::Failed);
+    assert!(h
+        .last_exit
+        .as_deref()
+        .is_some_and(|e| e.contains("exited with code 0")));
+    assert!(h
+        .log_tail
+        .is_some_and(|t| t.iter().any(|l| l.contains("could not parse config"))));
+    assert!(
+        ChildRecord::load(&s.children_dir(), ProcessName::LivekitServer)
+            .expect("load")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_child_never_ready_is_stopped_and_reported_not_ready() {
+    let s = Scratch::new();
+    let events = Events::default();
+    let child = Child::new(ProcessName::LkBackend, s.options(&events));
+    let spec = s.spec(
+        ProcessName::LkBackend,
+        free_port(),
+        &["--ready-delay-ms", "60000"],
+        "c",
+    );
+    let err = child
+        .start(spec, Duration::from_millis(300))
+        .await
+        .expect_err("not ready");
+    assert!(matches!(err, SuperviseError::NotReady { .. }), "{err:?}");
+    let last_pid = events
+        .states()
+        .iter()
+        .find_map(|(_, pid)| *pid)
+        .expect("it was spawned");
+    assert!(
+        !alive(last_pid),
+        "a child that is not ready in time is stopped"
+    );
+    assert_eq!(child.health().state, ProcessState::Failed);
+}
+
+#[tokio::test]
+async fn stop_escalates_to_sigkill_for_the_whole_group() {
+    let s = Scratch::new();
+    let events = Events::default();
+    let child = Child::new(ProcessName::LivekitServer, s.options(&events));
+    let gc_file = s.path().join("grandchild.pid");
+    let gc_arg = gc_file.to_str().expect("utf8 path");
+    let spec = s.spec(
+        ProcessName::LivekitServer,
+        free_port(),
+        &["--ignore-term", "--grandchild-pid-file", gc_arg],
+        "c",
+    );
+    child.start(spec, READY).await.expect("start");
+    let pid = child.health().pid.expect("pid");
+    let grandchild: u32 = std::fs::read_to_string(&gc_file)
+        .expect("grandchild pid written before ready")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(alive(grandchild));
+
+    let grace = Duration::from_millis(300);
+    let t0 = Instant::now();
+    let outcome = child.stop(grace).await.expect("stop");
+    let took = t0.elapsed();
+    assert_eq!(
+        outcome,
+        StopOutcome {
+            was_running: true,
+            killed: true
+        }
+    );
+    assert!(took >= grace, "SIGTERM grace honoured ({took:?})");
+    assert!(!alive(pid), "leader killed");
+    eventually(Duration::from_secs(5), "grandchild to die", || {
+        (!alive(grandchild)).then_some(())
+    })
+    .await;
+    assert!(child
+        .health()
+        .last_exit
+        .is_some_and(|e| e.contains("SIGKILL")));
+}
+
+#[tokio::test]
+async fn a_foreign_port_holder_is_named_and_nothing_is_spawned() {
+    let s = Scratch::new();
+    let events = Events::default();
+    let child = Child::new(ProcessName::LivekitServer, s.options(&events));
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = squatter.local_addr().expect("addr").port();
+    let spec = s.spec(ProcessName::LivekitServer, port, &[], "c");
+
+    let err = child
+        .start(spec.clone(), READY)
+        .await
+        .expect_err("port taken");
+    match &err {
+        SuperviseError::PortConflict { port: p, pid, .. } => {
+            assert_eq!(*p, port);
+            assert_eq!(*pid, Some(std::process::id()));
+        }
+        other => panic!("expected PortConflict, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains(&port.to_string()) && msg.contains(&std::process::id().to_string()));
+    let h = child.health();
+    assert_eq!(h.state, ProcessState::Stopped);
+    assert!(h
+        .port_conflict
+        .is_some_and(|c| c.contains(&port.to_string())));
+    assert!(!spec.log_path.exists(), "nothing was spawned");
+
+    drop(squatter);
+    assert_eq!(
+        child.start(spec, READY).await.expect("start"),
+        StartOutcome::Started
+    );
+    assert_eq!(child.health().port_conflict, None);
+    child.stop(Duration::from_secs(5)).await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_crash_after_a_healthy_run_is_restarted_at_once() {
+    let s = Scratch::new();
+    let events = Events::default();
+    let child = Child::new(ProcessName::LivekitServer, s.options(&events));
+    let spec = s.spec(ProcessName::LivekitServer, free_port(), &[], "c");
+    let log = spec.log_path.clone();
+    let t0 = Instant::now();
+    child.start(spec, READY).await.expect("start");
+    let own_time_to_ready = t0.elapsed();
+    let old = child.health().pid.expect("pid");
+
+    let crash = Instant::now();
+    kill(old, libc::SIGKILL);
+    let new = eventually(READY, "ready again under a new pid", || {
+        let h = child.health();
+        (h.ready && h.pid != Some(old)).then_some(h.pid)
+    })
+    .await
+    .expect("pid");
+    let crash_to_ready = crash.elapsed();
+    let restart_overhead = overhead(&log, SystemTime::now());
+    println!(
+        "first start to ready {own_time_to_ready:?}; crash to ready again {crash_to_ready:?}, \
+         of which after the new child listened {restart_overhead:?}"
+    );
+    assert!(
+        restart_overhead < Duration::from_millis(250),
+        "{restart_overhead:?}"
+    );
+    assert!(alive(new));
+    let h = child.health();
+    assert_eq!(h.restarts, 1);
+    assert!(h.last_exit.is_some_and(|e| e.contains("SIGKILL")));
+    assert!(
+        !events
+            .states()
+            .iter()
+            .any(|(s, _)| *s == ProcessState::Backoff),
+        "no backoff before the first restart: {:?}",
+        events.states()
+    );
+    let reasons = events.restart_reasons();
+    assert!(
+        reasons.len() == 1 && reasons[0].contains("crashed"),
+        "{reasons:?}"
+    );
+    child.stop(Duration::from_secs(5)).await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_crash_loop_ends_in_failed_and_start_clears_it() {
+    let s = Scratch::new();
+    let events = Events::default();
+    let mut opts = s.options(&events);
+    opts.backoff = fast_backoff();
+    let child = Child::new(ProcessName::LkBackend, opts);
+    let port = free_port();
+    let crashing = s.spec(
+        ProcessName::LkBackend,
+        port,
+        &["--crash-after-ms", "300"],
+        "c",
+    );
+    child
+        .start(crashing, READY)
+        .await
+        .expect("first run gets ready");
+
+    eventually(
+        Duration::from_secs(60),
+        "the crash loop to end in failed",
+        || (child.health().state == ProcessState::Failed).then_some(()),
+    )
+    .await;
+    let h = child.health();
+    assert_eq!(h.pid, None);
+    assert_eq!(h.last_exit.as_deref(), Some("exited with code 3"));
+    let tail = h.log_tail.expect("log tail when failed");
+    assert!(
+        tail.iter().any(|l| l.contains("crashing on purpose")),
+        "{tail:?}"
+    );
+    assert_eq!(h.restarts, 4, "five failures: four restarts, then failed");
+    let states = events.states();
+    assert!(
+        states.iter().any(|(s, _)| *s == ProcessState::Backoff),
+        "{states:?}"
+    );
+
+    let healthy = s.spec(ProcessName::LkBackend, port, &[], "c");
+    assert_eq!(
+        child.start(healthy, READY).await.expect("start"),
+        StartOutcome::Started
+    );
+    let h = child.health();
+    assert_eq!(h.state, ProcessState::Running);
+    assert_eq!(h.log_tail, None);
+    child.stop(Duration::from_secs(5)).await.expect("stop");
+    assert_eq!(child.health().state, ProcessState::Stopped);
+}
+
+#[tokio::test]
+async fn stop_of_a_child_in_backoff_leaves_it_stopped() {
+    let s = Scratch::new();
+    let events = Events::default();
+    let mut opts = s.options(&events);
+    // A long pause, so the child is surely in backoff when stop arrives.
+    opts.backoff.initial = Duration::from_secs(600);
+    opts.backoff.max = Duration::from_secs(600);
+    let child = Child::new(ProcessName::LkBackend, opts);
+    let spec = s.spec(
+        ProcessName::LkBackend,
+        free_port(),
+        &["--crash-after-ms", "300"],
+        "c",
+    );
+    child.start(spec, READY).await.expect("start");
+    eventually(
+        Duration::from_secs(30),
+        "backoff after the second crash",
+        || (child.health().state == ProcessState::Backoff).then_some(()),
+    )
+    .await;
+    let outcome = child.stop(Duration::from_secs(5)).await.expect("stop");
+    assert_eq!(
+        outcome,
+        StopOutcome {
+            was_running: false,
+            killed: false
+        }
+    );
+    assert_eq!(child.health().state, ProcessState::Stopped);
+}
