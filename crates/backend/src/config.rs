@@ -51,7 +51,9 @@ impl fmt::Debug for ApiSecret {
 /// part of the settings that a SIGHUP reload may change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credential {
+    /// The API key, the tokens' `iss`.
     pub api_key: String,
+    /// The HMAC key the tokens are signed with.
     pub api_secret: ApiSecret,
     /// The LiveKit URL clients connect to, returned with each token.
     pub url: String,
@@ -60,7 +62,9 @@ pub struct Credential {
 /// Everything lk-backend needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
+    /// What tokens are signed with.
     pub credential: Credential,
+    /// Where the HTTP server listens.
     pub listen: SocketAddr,
 }
 
@@ -76,27 +80,45 @@ pub enum Source {
 /// Command-line values that win over the variables.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Overrides {
+    /// `--port`, over `PORT`.
     pub port: Option<u16>,
+    /// `--bind`, over `BIND`.
     pub bind: Option<IpAddr>,
 }
 
 /// Why the settings could not be built. Never carries a secret value.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A required variable is absent or empty.
     #[error("{var} is missing or empty")]
-    Missing { var: &'static str },
+    Missing {
+        /// The variable's name.
+        var: &'static str,
+    },
+    /// A variable's value breaks its rule.
     #[error("{var}: {rule}")]
     Invalid {
+        /// The variable's name.
         var: &'static str,
+        /// What the value must be.
         rule: &'static str,
     },
+    /// The env file cannot be read.
     #[error("cannot read env file {}: {source}", path.display())]
     Read {
+        /// The env file.
         path: PathBuf,
+        /// The OS error.
         source: std::io::Error,
     },
+    /// The env file breaks the shared grammar.
     #[error("env file {}: {source}", path.display())]
-    Syntax { path: PathBuf, source: EnvFileError },
+    Syntax {
+        /// The env file.
+        path: PathBuf,
+        /// The line and the reason, never the value.
+        source: EnvFileError,
+    },
 }
 
 /// Builds the settings from a variable lookup, then applies the overrides.

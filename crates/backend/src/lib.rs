@@ -9,6 +9,8 @@
 //! - [`app`]: the HTTP routes and the shared credential;
 //! - [`serve`]: the shell (bind, signals, reload).
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod config;
 pub mod mint;

@@ -10,8 +10,11 @@ use crate::request::TokenRequest;
 /// The `POST /token` response body.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct IssuedToken {
+    /// The signed JWT.
     pub token: String,
+    /// The LiveKit URL to connect to with it.
     pub url: String,
+    /// The key it was signed for (its `iss`).
     pub api_key: String,
     /// Unix seconds, the token's `exp` claim.
     pub expires_at: u64,

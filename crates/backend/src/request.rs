@@ -36,14 +36,21 @@ struct RawTokenRequest {
 /// A request that passed every rule: what the token will say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRequest {
+    /// The room the token may join (`video.room`).
     pub room: String,
+    /// The participant identity (`sub`).
     pub identity: String,
+    /// The display name, when given and not empty.
     pub name: Option<String>,
+    /// How long the token is valid.
     pub ttl: Duration,
+    /// Participant metadata, when given and not empty.
     pub metadata: Option<String>,
     /// `None` leaves LiveKit's default (allowed).
     pub can_publish: Option<bool>,
+    /// `None` leaves LiveKit's default (allowed).
     pub can_subscribe: Option<bool>,
+    /// `None` leaves LiveKit's default (same as `can_publish`).
     pub can_publish_data: Option<bool>,
 }
 
@@ -60,10 +67,15 @@ pub enum ErrorKind {
     MissingField,
     /// A field has the right type but breaks a rule.
     InvalidValue,
+    /// The body is over [`crate::app::MAX_BODY_BYTES`].
     PayloadTooLarge,
+    /// The content type is not `application/json`.
     UnsupportedMediaType,
+    /// No such route.
     NotFound,
+    /// The route exists for another method.
     MethodNotAllowed,
+    /// The token could not be signed.
     Internal,
 }
 
@@ -88,7 +100,9 @@ impl ErrorKind {
 /// A refused request: its kind, and a message `"<field>: <rule>"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputError {
+    /// The `error` member of the response.
     pub kind: ErrorKind,
+    /// The `message` member: `"<field>: <rule>"`.
     pub message: String,
 }
 

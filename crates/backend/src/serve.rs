@@ -19,13 +19,18 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Why the server stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The listen address cannot be bound (in use, not local, privileged).
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address from the settings.
         addr: SocketAddr,
+        /// The OS error.
         source: std::io::Error,
     },
+    /// A signal handler cannot be installed.
     #[error("cannot install the {0} handler: {1}")]
     Signal(&'static str, std::io::Error),
+    /// The accept loop failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
