@@ -773,6 +773,13 @@ async fn serve(server: Server, behaviour: Behaviour) -> ExitCode {
     let log = Logger {
         json: server.json_logs,
     };
+    let signals = match ExitSignals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            println!("could not install signal handlers: {e}");
+            return ExitCode::SUCCESS;
+        }
+    };
     let state = Arc::new(AppState {
         keys: server.keys,
         ready_at: Instant::now() + Duration::from_millis(behaviour.ready_delay_ms.unwrap_or(0)),
@@ -812,22 +819,35 @@ async fn serve(server: Server, behaviour: Behaviour) -> ExitCode {
             std::process::exit(i32::from(code));
         });
     }
-    wait_for_exit_signal(log, behaviour.ignore_sigterm).await
+    wait_for_exit_signal(signals, log, behaviour.ignore_sigterm).await
 }
 
-async fn wait_for_exit_signal(log: Logger, ignore_sigterm: bool) -> ExitCode {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int, mut quit) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::quit()),
-    ) {
-        (Ok(t), Ok(i), Ok(q)) => (t, i, q),
-        _ => {
-            println!("could not install signal handlers");
-            return ExitCode::SUCCESS;
-        }
-    };
+/// SIGTERM, SIGINT and SIGQUIT, installed before anything is served so that
+/// a signal sent as soon as `GET /` answers is never met by the default
+/// action.
+struct ExitSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+}
+
+impl ExitSignals {
+    fn install() -> std::io::Result<ExitSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ExitSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
+        })
+    }
+}
+
+async fn wait_for_exit_signal(signals: ExitSignals, log: Logger, ignore_sigterm: bool) -> ExitCode {
+    let ExitSignals {
+        mut term,
+        mut int,
+        mut quit,
+    } = signals;
     loop {
         let name = tokio::select! {
             _ = term.recv() => "terminated",
