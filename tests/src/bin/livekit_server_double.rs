@@ -1,1 +1,1015 @@
-fn main() {}
+//! `livekit-server-double`: a TEST DOUBLE of livekit-server, not LiveKit.
+//!
+//! The real binary cannot be downloaded where hero_livekit's end-to-end tests
+//! run, so this program imitates the parts of it that the supervisor depends
+//! on, as read from LiveKit's sources (`shared/reference/livekit.md`):
+//!
+//! - the command line the supervisor uses: `--config FILE` (required),
+//!   `--bind ADDR` (repeatable, replaces `bind_addresses`), `--node-ip IP`.
+//!   Every other livekit-server flag (`--dev`, `--keys`, `--config-body`, ...)
+//!   is refused, because the supervisor must not rely on them;
+//! - the strict YAML parser: an unknown key prints
+//!   `could not parse config: yaml: unmarshal errors:` /
+//!   `  line N: field X not found in type config.Config` and exits **0**, as
+//!   the real server does for every startup error (no keys, a key file
+//!   readable by others, a port in use, webhooks without a known key);
+//! - keys come **only** from the file (`keys`, or `key_file` which replaces
+//!   them). The real server also honours `LIVEKIT_KEYS`, `LIVEKIT_CONFIG` and
+//!   every `LIVEKIT_<PATH>` variable; the supervisor scrubs the child's
+//!   environment so they never apply, and the double reads no `LIVEKIT_*`
+//!   variable at all so that a test cannot pass because of a stray one;
+//! - a secret shorter than 32 characters is logged
+//!   (`secret is too short, ...`) and the server runs;
+//! - HTTP on `port` (7880) at each bind address (all interfaces when none),
+//!   and a TCP listener on `rtc.tcp_port` (7881) and a UDP socket on
+//!   `rtc.udp_port` when set, so port conflicts behave like the real ones;
+//! - `GET /` answers 200 `OK` (406 `Not Ready` while not ready);
+//!   `/rtc/validate` checks a join token exactly like LiveKit's auth
+//!   middleware and `validate` handler, with the same status codes and texts;
+//! - SIGTERM, SIGINT and SIGQUIT end it with status 0. Logs go to stdout in
+//!   the real server's console format, never with a secret.
+//!
+//! Misbehaviour for supervisor tests: the supervisor passes only the flags
+//! above and a scrubbed environment, so switches are read from a side file,
+//! `double-behaviour.json` next to the config file, or the file named by
+//! `LK_DOUBLE_BEHAVIOUR_FILE` (the only variable the double reads):
+//!
+//! ```json
+//! { "exit_at_start": true,   // exit before binding anything
+//!   "exit_code": 0,          // status for exit_at_start (default 0, like a
+//!                            // config error) or crash_after_ms (default 2,
+//!                            // like a Go panic)
+//!   "crash_after_ms": 500,   // exit this long after becoming ready
+//!   "ready_delay_ms": 800,   // `GET /` answers 406 until then
+//!   "ignore_sigterm": true } // only SIGKILL ends it (tests stop escalation)
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use base64::Engine;
+use clap::Parser;
+use livekit_api::access_token::TokenVerifier;
+use serde::Deserialize;
+use serde_yaml::Value;
+
+/// A test double of livekit-server for hero_livekit's end-to-end tests.
+/// It is not LiveKit: it serves only readiness and token validation.
+#[derive(Debug, Parser)]
+#[command(name = "livekit-server-double", version)]
+struct Cli {
+    /// Path to the livekit.yaml config file.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// IP address to listen on; repeat for several. Replaces bind_addresses.
+    #[arg(long, value_name = "ADDR")]
+    bind: Vec<String>,
+    /// IP address of the node, announced to clients.
+    #[arg(long, value_name = "IP")]
+    node_ip: Option<String>,
+}
+
+/// The subset of livekit-server's `config.Config` that matters here, with
+/// every other real top-level section accepted as opaque YAML so that a
+/// valid real config also parses; unknown keys are refused like the real
+/// (strict) parser does.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(
+    dead_code,
+    reason = "the field list is the schema the strict parser checks; the double acts on few fields"
+)]
+struct Config {
+    port: Option<u32>,
+    bind_addresses: Option<Vec<String>>,
+    prometheus_port: Option<u32>,
+    prometheus: Option<Value>,
+    environment: Option<String>,
+    rtc: Option<RtcConfig>,
+    redis: Option<RedisConfig>,
+    audio: Option<Value>,
+    video: Option<Value>,
+    room: Option<RoomConfig>,
+    turn: Option<TurnConfig>,
+    ingress: Option<Value>,
+    sip: Option<Value>,
+    webhook: Option<WebHookConfig>,
+    node_selector: Option<Value>,
+    key_file: Option<String>,
+    keys: Option<serde_yaml::Mapping>,
+    region: Option<String>,
+    signal_relay: Option<Value>,
+    psrpc: Option<Value>,
+    log_level: Option<String>,
+    logging: Option<LoggingConfig>,
+    limit: Option<Value>,
+    development: Option<bool>,
+    metric: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(
+    dead_code,
+    reason = "the field list is the schema the strict parser checks; the double acts on few fields"
+)]
+struct RtcConfig {
+    udp_port: Option<Value>,
+    tcp_port: Option<u32>,
+    port_range_start: Option<u32>,
+    port_range_end: Option<u32>,
+    use_external_ip: Option<bool>,
+    node_ip: Option<String>,
+    stun_servers: Option<Vec<String>>,
+    turn_servers: Option<Value>,
+    use_ice_lite: Option<bool>,
+    interfaces: Option<Value>,
+    ips: Option<Value>,
+    use_mdns: Option<bool>,
+    enable_loopback_candidate: Option<bool>,
+    batch_io: Option<Value>,
+    strict_acks: Option<bool>,
+    packet_buffer_size: Option<i64>,
+    packet_buffer_size_video: Option<i64>,
+    packet_buffer_size_audio: Option<i64>,
+    pli_throttle: Option<Value>,
+    congestion_control: Option<Value>,
+    allow_tcp_fallback: Option<bool>,
+    reconnect_on_publication_error: Option<bool>,
+    reconnect_on_subscription_error: Option<bool>,
+    reconnect_on_data_channel_error: Option<bool>,
+    datachannel_slow_threshold: Option<i64>,
+    forward_stats: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(
+    dead_code,
+    reason = "the field list is the schema the strict parser checks; the double acts on few fields"
+)]
+struct RedisConfig {
+    address: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    db: Option<i64>,
+    use_tls: Option<bool>,
+    tls: Option<Value>,
+    master_name: Option<String>,
+    sentinel_username: Option<String>,
+    sentinel_password: Option<String>,
+    sentinel_addresses: Option<Vec<String>>,
+    cluster_addresses: Option<Vec<String>>,
+    dial_timeout: Option<i64>,
+    read_timeout: Option<i64>,
+    write_timeout: Option<i64>,
+    max_redirects: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(
+    dead_code,
+    reason = "the field list is the schema the strict parser checks; the double acts on few fields"
+)]
+struct LoggingConfig {
+    json: Option<bool>,
+    level: Option<String>,
+    sample: Option<bool>,
+    component_levels: Option<BTreeMap<String, String>>,
+    pion_level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(
+    dead_code,
+    reason = "the field list is the schema the strict parser checks; the double acts on few fields"
+)]
+struct RoomConfig {
+    auto_create: Option<bool>,
+    enabled_codecs: Option<Value>,
+    max_participants: Option<u32>,
+    empty_timeout: Option<u32>,
+    departure_timeout: Option<u32>,
+    enable_remote_unmute: Option<bool>,
+    playout_delay: Option<Value>,
+    sync_streams: Option<bool>,
+    create_room_enabled: Option<bool>,
+    create_room_timeout: Option<Value>,
+    create_room_attempts: Option<i64>,
+    max_metadata_size: Option<u32>,
+    max_room_name_length: Option<i64>,
+    max_participant_identity_length: Option<i64>,
+    room_configurations: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(
+    dead_code,
+    reason = "the field list is the schema the strict parser checks; the double acts on few fields"
+)]
+struct TurnConfig {
+    enabled: Option<bool>,
+    domain: Option<String>,
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    tls_port: Option<i64>,
+    udp_port: Option<i64>,
+    relay_range_start: Option<u16>,
+    relay_range_end: Option<u16>,
+    external_tls: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebHookConfig {
+    urls: Option<Vec<String>>,
+    api_key: Option<String>,
+}
+
+/// Misbehaviour switches (see the file header).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Behaviour {
+    #[serde(default)]
+    exit_at_start: bool,
+    exit_code: Option<u8>,
+    crash_after_ms: Option<u64>,
+    ready_delay_ms: Option<u64>,
+    #[serde(default)]
+    ignore_sigterm: bool,
+}
+
+const DEFAULT_PORT: u32 = 7880;
+const DEFAULT_RTC_TCP_PORT: u32 = 7881;
+/// livekit-server's default `limit.max_room_name_length` and
+/// `limit.max_participant_identity_length`.
+const MAX_NAME_LENGTH: usize = 256;
+const MIN_SECRET_LENGTH: usize = 32;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let behaviour = match load_behaviour(&cli.config) {
+        Ok(b) => b,
+        Err(e) => {
+            // A broken switch file is a broken test, not a server fault: fail
+            // loudly with a status the real server never uses.
+            println!("livekit-server-double: {e}");
+            return ExitCode::from(97);
+        }
+    };
+    if behaviour.exit_at_start {
+        println!("livekit-server-double: exiting at start as double-behaviour.json asks");
+        return ExitCode::from(behaviour.exit_code.unwrap_or(0));
+    }
+    // Every startup error is printed on stdout and the process exits 0,
+    // exactly like livekit-server's `main` (it prints the error of `app.Run`).
+    match startup(&cli) {
+        Ok(server) => run(server, behaviour),
+        Err(message) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn load_behaviour(config: &Path) -> Result<Behaviour, String> {
+    let path = match std::env::var_os("LK_DOUBLE_BEHAVIOUR_FILE") {
+        Some(p) => PathBuf::from(p),
+        None => config
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("double-behaviour.json"),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Behaviour::default()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// What `startup` decided: the keys, where to listen, what to log.
+struct Server {
+    keys: BTreeMap<String, String>,
+    http: Vec<std::net::TcpListener>,
+    rtc_tcp: Vec<std::net::TcpListener>,
+    rtc_udp: Vec<std::net::UdpSocket>,
+    json_logs: bool,
+}
+
+fn startup(cli: &Cli) -> Result<Server, String> {
+    let text = std::fs::read_to_string(&cli.config)
+        .map_err(|e| format!("open {}: {}", cli.config.display(), io_text(&e)))?;
+    let config = parse_config(&text)?;
+    let keys = resolve_keys(&config)?;
+    check_webhook(&config, &keys)?;
+    let development = config.development.unwrap_or(false);
+    let json_logs = config
+        .logging
+        .as_ref()
+        .and_then(|l| l.json)
+        .unwrap_or(false);
+    let log = Logger { json: json_logs };
+    if !development {
+        for key in short_secret_keys(&keys) {
+            log.error(
+                "secret is too short, should be at least 32 characters for security",
+                &[("apiKey", json_str(key))],
+            );
+        }
+    }
+
+    let port = config.port.unwrap_or(DEFAULT_PORT);
+    let binds = if cli.bind.is_empty() {
+        config.bind_addresses.clone().unwrap_or_default()
+    } else {
+        cli.bind.clone()
+    };
+    let rtc = config.rtc.unwrap_or_default();
+    let tcp_port = rtc.tcp_port.unwrap_or(DEFAULT_RTC_TCP_PORT);
+    let node_ip = cli
+        .node_ip
+        .clone()
+        .or(rtc.node_ip.clone())
+        .unwrap_or_else(|| Ipv4Addr::LOCALHOST.to_string());
+    let (range_start, range_end) = match (rtc.port_range_start, rtc.port_range_end) {
+        (None, None) if rtc.udp_port.is_none() => (50000, 60000),
+        (s, e) => (s.unwrap_or(0), e.unwrap_or(0)),
+    };
+    log.info(
+        "starting LiveKit server",
+        &[
+            ("portHttp", port.to_string()),
+            ("nodeIP", json_str(&node_ip)),
+            (
+                "version",
+                json_str(concat!("double-", env!("CARGO_PKG_VERSION"))),
+            ),
+            ("bindAddresses", format!("{binds:?}")),
+            ("rtc.portTCP", tcp_port.to_string()),
+            ("rtc.portICERange", format!("[{range_start}, {range_end}]")),
+        ],
+    );
+
+    let ips = bind_ips(&binds)?;
+    let listen_tcp = |port: u32| -> Result<Vec<std::net::TcpListener>, String> {
+        ips.iter()
+            .map(|ip| {
+                let addr = SocketAddr::new(*ip, port as u16);
+                std::net::TcpListener::bind(addr)
+                    .map_err(|e| format!("listen tcp {addr}: bind: {}", io_text(&e)))
+            })
+            .collect()
+    };
+    let http = listen_tcp(port)?;
+    let rtc_tcp = if tcp_port > 0 {
+        listen_tcp(tcp_port)?
+    } else {
+        Vec::new()
+    };
+    let rtc_udp = match udp_port(rtc.udp_port.as_ref())? {
+        Some(p) => ips
+            .iter()
+            .map(|ip| {
+                let addr = SocketAddr::new(*ip, p);
+                std::net::UdpSocket::bind(addr)
+                    .map_err(|e| format!("listen udp {addr}: bind: {}", io_text(&e)))
+            })
+            .collect::<Result<_, _>>()?,
+        None => Vec::new(),
+    };
+    Ok(Server {
+        keys,
+        http,
+        rtc_tcp,
+        rtc_udp,
+        json_logs,
+    })
+}
+
+/// Go's text for the common errors, so log scrapers see the same words.
+fn io_text(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::AddrInUse => "address already in use".into(),
+        std::io::ErrorKind::AddrNotAvailable => "cannot assign requested address".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn bind_ips(binds: &[String]) -> Result<Vec<IpAddr>, String> {
+    if binds.is_empty() || binds.iter().all(String::is_empty) {
+        return Ok(vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]);
+    }
+    binds
+        .iter()
+        .map(|b| {
+            b.parse()
+                .map_err(|_| format!("listen tcp: lookup {b}: no such host"))
+        })
+        .collect()
+}
+
+/// `rtc.udp_port` is a number or a `start-end` range; a range binds its start.
+fn udp_port(value: Option<&Value>) -> Result<Option<u16>, String> {
+    let text = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err("could not parse config: rtc.udp_port: not a port".into()),
+    };
+    let first = text.split('-').next().unwrap_or_default().trim();
+    match first.parse::<u16>() {
+        Ok(0) => Ok(None),
+        Ok(p) => Ok(Some(p)),
+        Err(_) => Err(format!("could not parse config: invalid udp_port {text}")),
+    }
+}
+
+/// Parses the config like livekit-server's strict decoder and reports the
+/// first problem in its words.
+fn parse_config(text: &str) -> Result<Config, String> {
+    if text.trim().is_empty() {
+        return Ok(Config::default());
+    }
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| yaml_error_text(&e))
+}
+
+fn yaml_error_text(e: &serde_path_to_error::Error<serde_yaml::Error>) -> String {
+    let path = e.path().to_string();
+    let line = e.inner().location().map(|l| l.line()).unwrap_or(1);
+    let mut message = e.inner().to_string();
+    if let Some(i) = message.rfind(" at line ") {
+        message.truncate(i);
+    }
+    // serde_yaml prefixes its message with the path of the enclosing map.
+    for marker in ["unknown field `", "invalid type: ", "duplicate field `"] {
+        if let Some(i) = message.find(marker) {
+            message = message[i..].to_string();
+            break;
+        }
+    }
+    let unmarshal = |detail: String| {
+        format!("could not parse config: yaml: unmarshal errors:\n  line {line}: {detail}")
+    };
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        let parent = path.rsplit_once('.').map(|(p, _)| p).unwrap_or("");
+        return unmarshal(format!(
+            "field {field} not found in type {}",
+            go_type(parent)
+        ));
+    }
+    if let Some(rest) = message.strip_prefix("invalid type: ") {
+        let (got, want) = rest.split_once(", expected ").unwrap_or((rest, "value"));
+        return unmarshal(format!("cannot unmarshal {got} into {want}"));
+    }
+    if let Some(rest) = message.strip_prefix("duplicate field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        return unmarshal(format!("mapping key \"{field}\" already defined"));
+    }
+    if path == "." || path.is_empty() {
+        format!("could not parse config: yaml: line {line}: {message}")
+    } else {
+        unmarshal(format!("{path}: {message}"))
+    }
+}
+
+/// The Go type that holds a section, as yaml.v3 names it in its errors.
+fn go_type(section: &str) -> &'static str {
+    match section {
+        "rtc" => "config.RTCConfig",
+        "redis" => "redis.RedisConfig",
+        "logging" => "config.LoggingConfig",
+        "room" => "config.RoomConfig",
+        "turn" => "config.TURNConfig",
+        "webhook" => "config.WebHookConfig",
+        _ => "config.Config",
+    }
+}
+
+/// `keys`, or the `key_file` that replaces them (`ValidateKeys`).
+fn resolve_keys(config: &Config) -> Result<BTreeMap<String, String>, String> {
+    let mapping = match config.key_file.as_deref().filter(|f| !f.is_empty()) {
+        Some(file) => read_key_file(Path::new(file))?,
+        None => config.keys.clone().unwrap_or_default(),
+    };
+    let mut keys = BTreeMap::new();
+    for (k, v) in &mapping {
+        let key = scalar_text(k)
+            .ok_or("could not parse config: keys: cannot unmarshal key into string")?;
+        let secret = scalar_text(v)
+            .ok_or("could not parse config: keys: cannot unmarshal value into string")?;
+        keys.insert(key, secret);
+    }
+    if keys.is_empty() {
+        return Err("one of key-file or keys must be provided".into());
+    }
+    Ok(keys)
+}
+
+fn read_key_file(path: &Path) -> Result<serde_yaml::Mapping, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("stat {}: {}", path.display(), io_text(&e)))?;
+    if meta.permissions().mode() & 0o007 != 0 {
+        return Err("key file others permissions must be set to 0".into());
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("open {}: {}", path.display(), io_text(&e)))?;
+    serde_yaml::from_str(&text).map_err(|e| format!("yaml: {e}"))
+}
+
+/// yaml.v3 decodes any scalar into a Go string; null becomes "".
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => Some(String::new()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn short_secret_keys(keys: &BTreeMap<String, String>) -> Vec<&str> {
+    keys.iter()
+        .filter(|(_, s)| s.len() < MIN_SECRET_LENGTH)
+        .map(|(k, _)| k.as_str())
+        .collect()
+}
+
+fn check_webhook(config: &Config, keys: &BTreeMap<String, String>) -> Result<(), String> {
+    let Some(webhook) = &config.webhook else {
+        return Ok(());
+    };
+    if webhook.urls.as_ref().is_none_or(Vec::is_empty) {
+        return Ok(());
+    }
+    let known = webhook
+        .api_key
+        .as_ref()
+        .is_some_and(|k| keys.get(k).is_some_and(|s| !s.is_empty()));
+    if known {
+        Ok(())
+    } else {
+        Err("api_key is required to use webhooks".into())
+    }
+}
+
+/// Status and plain-text body of `/rtc/validate`, decided from the request
+/// and the keys. Mirrors `APIKeyAuthMiddleware` then `RTCService.validate`.
+fn validate(
+    keys: &BTreeMap<String, String>,
+    authorization: Option<&str>,
+    query_token: Option<&str>,
+    query_room: Option<&str>,
+) -> (StatusCode, String) {
+    let unauthorized = |text: String| (StatusCode::UNAUTHORIZED, text);
+    let token = match authorization {
+        Some(h) if !h.is_empty() => match h.strip_prefix("Bearer ") {
+            Some(t) => t,
+            None => {
+                return unauthorized("invalid authorization header. Must start with Bearer ".into())
+            }
+        },
+        _ => query_token.unwrap_or(""),
+    };
+    let mut grants: Option<serde_json::Value> = None;
+    if !token.is_empty() {
+        let Some(payload) = unverified_payload(token) else {
+            return unauthorized("invalid authorization token".into());
+        };
+        let iss = payload
+            .get("iss")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("");
+        let secret = keys.get(iss).map(String::as_str).unwrap_or("");
+        if secret.is_empty() {
+            return unauthorized("invalid API key".into());
+        }
+        if let Err(e) = TokenVerifier::with_api_key(iss, secret).verify(token) {
+            return unauthorized(format!(
+                "invalid authorization token: {}",
+                verify_error_text(&e)
+            ));
+        }
+        grants = Some(payload);
+    }
+    let Some(video) = grants
+        .as_ref()
+        .and_then(|g| g.get("video"))
+        .filter(|v| v.is_object())
+    else {
+        return unauthorized("no permissions to access the room".into());
+    };
+    if video.get("roomJoin").and_then(serde_json::Value::as_bool) != Some(true) {
+        return unauthorized("permissions denied".into());
+    }
+    let identity = grants
+        .as_ref()
+        .and_then(|g| g.get("sub"))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("");
+    if identity.is_empty() {
+        return (StatusCode::BAD_REQUEST, "identity cannot be empty".into());
+    }
+    if identity.len() > MAX_NAME_LENGTH {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("participant identity length exceeds limits: max length {MAX_NAME_LENGTH}"),
+        );
+    }
+    let room = video
+        .get("room")
+        .and_then(serde_json::Value::as_str)
+        .filter(|r| !r.is_empty())
+        .or(query_room)
+        .unwrap_or("");
+    if room.is_empty() {
+        return (StatusCode::BAD_REQUEST, "no room name".into());
+    }
+    if room.len() > MAX_NAME_LENGTH {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("room name length exceeds limits: max length {MAX_NAME_LENGTH}"),
+        );
+    }
+    (StatusCode::OK, "success".into())
+}
+
+/// The JWT payload without checking the signature: LiveKit reads `iss` this
+/// way to find which secret to verify with.
+fn unverified_payload(token: &str) -> Option<serde_json::Value> {
+    let mut parts = token.split('.');
+    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    value.is_object().then_some(value)
+}
+
+/// golang-jwt v5's wording for the failure behind a livekit-api verify error
+/// (whose `Display` is always "failed to encode jwt", hence `{:?}`).
+fn verify_error_text(e: &livekit_api::access_token::AccessTokenError) -> String {
+    let debug = format!("{e:?}");
+    let rules: [(&str, &str); 6] = [
+        (
+            "InvalidSignature",
+            "token signature is invalid: signature is invalid",
+        ),
+        (
+            "ExpiredSignature",
+            "token has invalid claims: token is expired",
+        ),
+        (
+            "ImmatureSignature",
+            "token has invalid claims: token is not valid yet",
+        ),
+        (
+            "MissingRequiredClaim",
+            "token has invalid claims: token is missing required claim: exp claim is required",
+        ),
+        (
+            "InvalidAlgorithm",
+            "token is unverifiable: error while executing keyfunc: unexpected signing method",
+        ),
+        (
+            "InvalidIssuer",
+            "token has invalid claims: token has invalid issuer",
+        ),
+    ];
+    rules
+        .iter()
+        .find(|(kind, _)| debug.contains(kind))
+        .map(|(_, text)| (*text).to_string())
+        .unwrap_or_else(|| format!("token is malformed: {debug}"))
+}
+
+/// Console or JSON log lines on stdout, like the real server's zap logger.
+#[derive(Debug, Clone, Copy)]
+struct Logger {
+    json: bool,
+}
+
+impl Logger {
+    fn info(&self, msg: &str, fields: &[(&str, String)]) {
+        self.line("INFO", msg, fields);
+    }
+
+    fn error(&self, msg: &str, fields: &[(&str, String)]) {
+        self.line("ERROR", msg, fields);
+    }
+
+    /// `fields` values are already JSON (numbers, quoted strings, arrays).
+    fn line(&self, level: &str, msg: &str, fields: &[(&str, String)]) {
+        let ts = timestamp();
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("\"{k}\": {v}"))
+            .collect();
+        if self.json {
+            let extra: String = body.iter().map(|f| format!(", {f}")).collect();
+            println!(
+                "{{\"level\": \"{}\", \"ts\": \"{ts}\", \"logger\": \"livekit\", \"msg\": {}{extra}}}",
+                level.to_lowercase(),
+                json_str(msg)
+            );
+        } else {
+            println!("{ts}\t{level}\tlivekit\t{msg}\t{{{}}}", body.join(", "));
+        }
+    }
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+fn timestamp() -> String {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:03}", since.as_secs(), since.subsec_millis())
+}
+
+/// Shared by the HTTP handlers.
+struct AppState {
+    keys: BTreeMap<String, String>,
+    ready_at: Instant,
+}
+
+fn run(server: Server, behaviour: Behaviour) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            println!("could not start runtime: {e}");
+            return ExitCode::SUCCESS;
+        }
+    };
+    runtime.block_on(serve(server, behaviour))
+}
+
+async fn serve(server: Server, behaviour: Behaviour) -> ExitCode {
+    let log = Logger {
+        json: server.json_logs,
+    };
+    let signals = match ExitSignals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            println!("could not install signal handlers: {e}");
+            return ExitCode::SUCCESS;
+        }
+    };
+    let state = Arc::new(AppState {
+        keys: server.keys,
+        ready_at: Instant::now() + Duration::from_millis(behaviour.ready_delay_ms.unwrap_or(0)),
+    });
+    let app = Router::new()
+        .route("/", get(readiness))
+        .route("/rtc/validate", any(rtc_validate))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found\n") })
+        .with_state(state);
+    for listener in server.http {
+        let app = app.clone();
+        let listener = match listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(listener))
+        {
+            Ok(l) => l,
+            Err(e) => {
+                println!("could not serve: {e}");
+                return ExitCode::SUCCESS;
+            }
+        };
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                println!("http server stopped: {e}");
+            }
+        });
+    }
+    // The RTC sockets are held open, not served: they exist so that a port
+    // taken by another process fails startup as it does for the real server.
+    let _rtc = (server.rtc_tcp, server.rtc_udp);
+
+    if let Some(ms) = behaviour.crash_after_ms {
+        let code = behaviour.exit_code.unwrap_or(2);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            println!("panic: livekit-server-double crashing as double-behaviour.json asks");
+            std::process::exit(i32::from(code));
+        });
+    }
+    wait_for_exit_signal(signals, log, behaviour.ignore_sigterm).await
+}
+
+/// SIGTERM, SIGINT and SIGQUIT, installed before anything is served so that
+/// a signal sent as soon as `GET /` answers is never met by the default
+/// action.
+struct ExitSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+}
+
+impl ExitSignals {
+    fn install() -> std::io::Result<ExitSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ExitSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
+        })
+    }
+}
+
+async fn wait_for_exit_signal(signals: ExitSignals, log: Logger, ignore_sigterm: bool) -> ExitCode {
+    let ExitSignals {
+        mut term,
+        mut int,
+        mut quit,
+    } = signals;
+    loop {
+        let name = tokio::select! {
+            _ = term.recv() => "terminated",
+            _ = int.recv() => "interrupt",
+            _ = quit.recv() => "quit",
+        };
+        if ignore_sigterm {
+            log.info(
+                "ignoring signal as double-behaviour.json asks",
+                &[("signal", json_str(name))],
+            );
+            continue;
+        }
+        log.info(
+            "exit requested, shutting down",
+            &[("signal", json_str(name))],
+        );
+        return ExitCode::SUCCESS;
+    }
+}
+
+async fn readiness(State(state): State<Arc<AppState>>) -> Response {
+    if Instant::now() < state.ready_at {
+        return (StatusCode::NOT_ACCEPTABLE, "Not Ready").into_response();
+    }
+    text(StatusCode::OK, "OK".into())
+}
+
+#[derive(Debug, Deserialize)]
+struct ValidateQuery {
+    access_token: Option<String>,
+    room: Option<String>,
+}
+
+async fn rtc_validate(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<ValidateQuery>,
+) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let (status, body) = validate(
+        &state.keys,
+        authorization,
+        query.access_token.as_deref(),
+        query.room.as_deref(),
+    );
+    let mut resp = text(status, body);
+    // LiveKit sets this on /rtc/validate so browsers can probe it.
+    resp.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        header::HeaderValue::from_static("*"),
+    );
+    resp
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_reported_with_line_and_go_type() {
+        let table = [
+            (
+                "port: 7880\nfoo: 1\n",
+                "line 2: field foo not found in type config.Config",
+            ),
+            (
+                "rtc:\n  tcp_port: 7881\n  bogus: 1\n",
+                "line 3: field bogus not found in type config.RTCConfig",
+            ),
+            (
+                "redis:\n  addr: x\n",
+                "line 2: field addr not found in type redis.RedisConfig",
+            ),
+            (
+                "logging:\n  colour: true\n",
+                "line 2: field colour not found in type config.LoggingConfig",
+            ),
+            (
+                "port: abc\n",
+                "line 1: cannot unmarshal string \"abc\" into u32",
+            ),
+        ];
+        for (yaml, expected) in table {
+            let err = parse_config(yaml).expect_err(yaml);
+            assert!(
+                err.starts_with("could not parse config: yaml: unmarshal errors:\n  "),
+                "{err}"
+            );
+            assert!(err.ends_with(expected), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_config_as_the_supervisor_writes_it_parses() {
+        let yaml = "port: 7880\nbind_addresses:\n  - 127.0.0.1\nrtc:\n  tcp_port: 7881\n  port_range_start: 50000\n  port_range_end: 60000\n  use_external_ip: false\nredis:\n  address: 127.0.0.1:6379\nkeys:\n  APIabc: secretsecretsecretsecretsecretsecret\nlogging:\n  level: info\n  json: false\nroom:\n  auto_create: true\n";
+        let c = parse_config(yaml).expect("parses");
+        assert_eq!(c.port, Some(7880));
+        let keys = resolve_keys(&c).expect("keys");
+        assert_eq!(
+            keys.get("APIabc").map(String::as_str),
+            Some("secretsecretsecretsecretsecretsecret")
+        );
+    }
+
+    #[test]
+    fn keys_are_required_and_scalars_become_strings() {
+        let c = parse_config("port: 1\n").expect("parses");
+        assert_eq!(
+            resolve_keys(&c).expect_err("no keys"),
+            "one of key-file or keys must be provided"
+        );
+        let c = parse_config("keys:\n  k1: 12345\n  k2:\n").expect("parses");
+        let keys = resolve_keys(&c).expect("keys");
+        assert_eq!(keys["k1"], "12345");
+        assert_eq!(keys["k2"], "");
+    }
+
+    #[test]
+    fn webhook_needs_a_known_key() {
+        let keys: BTreeMap<String, String> = [("k".to_string(), "s".repeat(40))].into();
+        let with = |yaml: &str| check_webhook(&parse_config(yaml).expect("parses"), &keys);
+        assert!(with("webhook:\n  urls: [http://x]\n").is_err());
+        assert!(with("webhook:\n  urls: [http://x]\n  api_key: other\n").is_err());
+        assert!(with("webhook:\n  urls: [http://x]\n  api_key: k\n").is_ok());
+        assert!(with("webhook:\n  api_key: nothing\n").is_ok());
+    }
+
+    #[test]
+    fn missing_token_and_bad_header_get_livekits_texts() {
+        let keys = BTreeMap::new();
+        assert_eq!(
+            validate(&keys, None, None, None),
+            (
+                StatusCode::UNAUTHORIZED,
+                "no permissions to access the room".into()
+            )
+        );
+        assert_eq!(
+            validate(&keys, Some("Basic abc"), None, None),
+            (
+                StatusCode::UNAUTHORIZED,
+                "invalid authorization header. Must start with Bearer ".into()
+            )
+        );
+        assert_eq!(
+            validate(&keys, None, Some("not-a-jwt"), None),
+            (
+                StatusCode::UNAUTHORIZED,
+                "invalid authorization token".into()
+            )
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! The HTTP surface: `POST /token`, `GET /health`, and JSON errors for
+//! everything else. Handlers are thin: decode, call the pure core, encode.
+
+use std::sync::{Arc, RwLock};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::json;
+
+use crate::config::Credential;
+use crate::mint::mint;
+use crate::request::{parse_token_request, ErrorKind, InputError};
+
+/// Largest `POST /token` body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The credential in force. A reload replaces the `Arc` under a short write
+/// lock; each request clones the `Arc` once at its start and signs with that
+/// snapshot, so a request in flight during a reload finishes with the
+/// credential it started with and no request ever waits on file I/O.
+#[derive(Debug)]
+pub struct SharedCredential(RwLock<Arc<Credential>>);
+
+impl SharedCredential {
+    /// Starts with `credential`.
+    pub fn new(credential: Credential) -> SharedCredential {
+        SharedCredential(RwLock::new(Arc::new(credential)))
+    }
+
+    /// The credential in force now.
+    pub fn current(&self) -> Arc<Credential> {
+        // A poisoned lock only means a writer panicked between two complete
+        // `Arc`s; the value inside is still a whole credential.
+        match self.0.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Puts a new credential in force for the requests that start from now on.
+    pub fn replace(&self, credential: Credential) {
+        let new = Arc::new(credential);
+        match self.0.write() {
+            Ok(mut guard) => *guard = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+}
+
+/// The service's router.
+pub fn router(credential: Arc<SharedCredential>) -> Router {
+    Router::new()
+        .route("/token", post(issue_token))
+        .route("/health", get(health))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(credential)
+}
+
+/// A 4xx/5xx answer in the one shape every client can parse.
+fn error_response(status: StatusCode, err: &InputError) -> Response {
+    (
+        status,
+        Json(json!({"error": err.kind.as_str(), "message": err.message})),
+    )
+        .into_response()
+}
+
+fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::InvalidJson
+        | ErrorKind::InvalidType
+        | ErrorKind::UnknownField
+        | ErrorKind::MissingField
+        | ErrorKind::InvalidValue => StatusCode::BAD_REQUEST,
+    }
+}
+
+impl IntoResponse for InputError {
+    fn into_response(self) -> Response {
+        error_response(status_of(self.kind), &self)
+    }
+}
+
+async fn issue_token(
+    State(shared): State<Arc<SharedCredential>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, InputError> {
+    check_json_content_type(&headers)?;
+    let bytes = read_limited(&headers, body).await?;
+    let req = parse_token_request(&bytes)?;
+    let credential = shared.current();
+    match mint(&credential, &req) {
+        Ok(issued) => {
+            tracing::debug!(room = %req.room, identity = %req.identity, "token issued");
+            Ok(Json(issued).into_response())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "token signing failed");
+            Err(InputError::field(
+                ErrorKind::Internal,
+                "token",
+                "could not be signed; see the lk-backend log",
+            ))
+        }
+    }
+}
+
+/// `application/json`, with or without parameters such as `charset`.
+fn check_json_content_type(headers: &HeaderMap) -> Result<(), InputError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(InputError::field(
+            ErrorKind::UnsupportedMediaType,
+            "content-type",
+            "must be application/json",
+        ))
+    }
+}
+
+async fn read_limited(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, InputError> {
+    let too_large = || {
+        InputError::field(
+            ErrorKind::PayloadTooLarge,
+            "body",
+            format_args!("must be at most {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    // A declared length over the limit is refused before reading a byte.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(InputError::field(
+            ErrorKind::InvalidJson,
+            "body",
+            format_args!("could not be read: {e}"),
+        )),
+    }
+}
+
+async fn health(State(shared): State<Arc<SharedCredential>>) -> Response {
+    let credential = shared.current();
+    Json(json!({"status": "ok", "api_key": credential.api_key})).into_response()
+}
+
+async fn not_found(method: Method, uri: Uri) -> InputError {
+    InputError::field(
+        ErrorKind::NotFound,
+        "path",
+        format_args!("no route for {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> InputError {
+    InputError::field(
+        ErrorKind::MethodNotAllowed,
+        "method",
+        format_args!("{method} is not allowed on {}", uri.path()),
+    )
+}

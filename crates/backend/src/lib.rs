@@ -1,0 +1,18 @@
+//! lk-backend: the LiveKit token signer that hero_livekit runs as a child.
+//!
+//! It signs LiveKit access tokens with the credential of `backend.env`, the
+//! same credential the supervisor writes into `livekit.yaml`, and re-reads it
+//! on SIGHUP without dropping requests. Layout:
+//! - [`config`]: where the settings come from and what makes them valid (pure);
+//! - [`request`]: decoding and validating `POST /token` bodies (pure);
+//! - [`mint`]: signing a token with LiveKit's own library (pure);
+//! - [`app`]: the HTTP routes and the shared credential;
+//! - [`serve`]: the shell (bind, signals, reload).
+
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod config;
+pub mod mint;
+pub mod request;
+pub mod serve;
