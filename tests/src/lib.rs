@@ -21,7 +21,11 @@ pub fn bin(name: &str) -> PathBuf {
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
     let p = dir.join(name);
-    assert!(p.is_file(), "{} is not built: run `cargo build --workspace --bins` first", p.display());
+    assert!(
+        p.is_file(),
+        "{} is not built: run `cargo build --workspace --bins` first",
+        p.display()
+    );
     p
 }
 
@@ -40,7 +44,10 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::park_timeout(delay);
         delay = (delay * 2).min(Duration::from_millis(50));
     }
@@ -53,7 +60,12 @@ pub struct Root {
 
 impl Root {
     pub fn new() -> Root {
-        Root { dir: tempfile::Builder::new().prefix("hero_livekit_e2e").tempdir().expect("tempdir") }
+        Root {
+            dir: tempfile::Builder::new()
+                .prefix("hero_livekit_e2e")
+                .tempdir()
+                .expect("tempdir"),
+        }
     }
     pub fn path(&self) -> &Path {
         self.dir.path()
@@ -128,8 +140,13 @@ impl Daemon {
                 let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
                 return Err(format!("exited with {status}: {err}"));
             }
-            if UnixStream::connect(&socket).is_ok() {
-                break;
+            // Ready when the socket answers *and* the peer is this daemon
+            // (another instance may already serve the same path).
+            if let Ok(s) = UnixStream::connect(&socket) {
+                let peer = nix::sys::socket::getsockopt(&s, nix::sys::socket::sockopt::PeerCredentials);
+                if peer.is_ok_and(|c| c.pid() == child.id() as i32) {
+                    break;
+                }
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
@@ -137,7 +154,12 @@ impl Daemon {
             }
             std::thread::park_timeout(Duration::from_millis(5));
         }
-        Ok(Daemon { child: Some(child), socket, root: root.path().to_path_buf(), stderr_path })
+        Ok(Daemon {
+            child: Some(child),
+            socket,
+            root: root.path().to_path_buf(),
+            stderr_path,
+        })
     }
 
     pub fn pid(&self) -> i32 {
@@ -246,20 +268,30 @@ impl HttpResponse {
 pub fn parse_http(raw: &[u8]) -> HttpResponse {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("end of headers");
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status code");
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
     let rest = &raw[split + 4..];
     let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         dechunk(rest)
     } else {
         rest.to_vec()
     };
-    HttpResponse { status, headers: head, body }
+    HttpResponse {
+        status,
+        headers: head,
+        body,
+    }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else { break };
+        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
+            break;
+        };
         let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
         if size == 0 {
             break;
@@ -273,7 +305,10 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 
 /// `GET path` on the socket.
 pub fn get(socket: &Path, path: &str) -> HttpResponse {
-    parse_http(&raw(socket, format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()))
+    parse_http(&raw(
+        socket,
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    ))
 }
 
 /// `POST /rpc` with a JSON body on the socket.
@@ -289,7 +324,11 @@ pub fn post(socket: &Path, body: &Value) -> HttpResponse {
 
 /// One JSON-RPC call over raw HTTP; returns the response object.
 pub fn rpc(socket: &Path, method: &str, params: Value) -> Value {
-    post(socket, &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})).json()
+    post(
+        socket,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
+    )
+    .json()
 }
 
 /// Configures a daemon with free ports so parallel tests do not collide.

@@ -37,9 +37,19 @@ fn json_rpc_over_raw_http_bytes_single_and_batch() {
     let resp = post(&d.socket, &batch);
     assert_eq!(resp.status, 200);
     let arr = resp.json();
-    let by_id = |id: i64| arr.as_array().expect("batch array").iter().find(|r| r["id"] == id).cloned().expect("entry");
+    let by_id = |id: i64| {
+        arr.as_array()
+            .expect("batch array")
+            .iter()
+            .find(|r| r["id"] == id)
+            .cloned()
+            .expect("entry")
+    };
     assert!(by_id(1)["result"]["files"].is_object());
-    assert!(by_id(2)["result"]["methods"].is_array(), "rpc.discover returns an object, not a string");
+    assert!(
+        by_id(2)["result"]["methods"].is_array(),
+        "rpc.discover returns an object, not a string"
+    );
     assert_eq!(by_id(3)["error"]["code"], -32602);
     assert_eq!(by_id(3)["error"]["data"]["field"], "port");
     assert_eq!(by_id(4)["error"]["code"], -32601);
@@ -61,7 +71,12 @@ fn get_routes_health_openrpc_and_well_known() {
     assert_eq!(o.status, 200);
     let o = o.json();
     assert_eq!(o["openrpc"], "1.3.2");
-    let names: Vec<&str> = o["methods"].as_array().expect("methods").iter().filter_map(|m| m["name"].as_str()).collect();
+    let names: Vec<&str> = o["methods"]
+        .as_array()
+        .expect("methods")
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
     for m in hero_livekit_proto::METHODS {
         assert!(names.contains(&m.name), "{} documented", m.name);
     }
@@ -92,9 +107,16 @@ fn socket_and_state_have_private_modes() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     let dir = d.socket.parent().expect("dir");
     assert_eq!(std::fs::metadata(dir).expect("dir").permissions().mode() & 0o777, 0o700);
-    assert_eq!(std::fs::metadata(root.state()).expect("state").permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::metadata(root.state()).expect("state").permissions().mode() & 0o777,
+        0o700
+    );
     for f in hero_livekit_proto::TRIPLE_FILES {
-        assert_eq!(std::fs::metadata(root.file(f)).expect(f).permissions().mode() & 0o777, 0o600, "{f}");
+        assert_eq!(
+            std::fs::metadata(root.file(f)).expect(f).permissions().mode() & 0o777,
+            0o600,
+            "{f}"
+        );
     }
 }
 
@@ -102,7 +124,9 @@ fn socket_and_state_have_private_modes() {
 fn second_daemon_on_the_same_root_is_refused() {
     let root = Root::new();
     let d = Daemon::start(&root, DaemonOpts::default());
-    let err = Daemon::try_start(&root, DaemonOpts::default()).err().expect("second daemon must fail");
+    let err = Daemon::try_start(&root, DaemonOpts::default())
+        .err()
+        .expect("second daemon must fail");
     assert!(err.contains("another hero_livekit_server"), "{err}");
     // The first one is unharmed.
     assert!(d.health()["in_memory_hash"].is_string());
@@ -125,7 +149,9 @@ fn regular_file_at_the_socket_path_is_refused_and_kept() {
     let sock = root.socket();
     std::fs::create_dir_all(sock.parent().expect("dir")).expect("mkdir");
     std::fs::write(&sock, b"precious").expect("write file");
-    let err = Daemon::try_start(&root, DaemonOpts::default()).err().expect("must refuse");
+    let err = Daemon::try_start(&root, DaemonOpts::default())
+        .err()
+        .expect("must refuse");
     assert!(err.contains("not a socket"), "{err}");
     assert_eq!(std::fs::read(&sock).expect("still there"), b"precious");
 }
@@ -146,9 +172,18 @@ fn as_nobody(socket: &std::path::Path, request: &str) -> HttpResponse {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn python3 as nobody");
-    child.stdin.take().expect("stdin").write_all(request.as_bytes()).expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(request.as_bytes())
+        .expect("write");
     let out = child.wait_with_output().expect("wait");
-    assert!(out.status.success(), "client as nobody failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "client as nobody failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     parse_http(&out.stdout)
 }
 
@@ -164,17 +199,28 @@ fn post_req(body: &Value) -> String {
 fn another_uid_is_refused_every_mutating_method_even_in_a_batch() {
     let root = Root::new();
     // A socket directory that uid nobody can traverse (the temp root is 0700).
-    let public = tempfile::Builder::new().prefix("hero_livekit_sock").tempdir().expect("tempdir");
+    let public = tempfile::Builder::new()
+        .prefix("hero_livekit_sock")
+        .tempdir()
+        .expect("tempdir");
     std::fs::set_permissions(public.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let socket = public.path().join("hero_livekit_server/rpc.sock");
     let d = Daemon::start(
         &root,
         DaemonOpts {
-            extra_args: vec!["--socket".into(), socket.display().to_string(), "--socket-group".into(), "65534".into()],
+            extra_args: vec![
+                "--socket".into(),
+                socket.display().to_string(),
+                "--socket-group".into(),
+                "65534".into(),
+            ],
             ..Default::default()
         },
     );
-    assert_eq!(std::fs::metadata(&socket).expect("socket").permissions().mode() & 0o777, 0o660);
+    assert_eq!(
+        std::fs::metadata(&socket).expect("socket").permissions().mode() & 0o777,
+        0o660
+    );
     let before = std::fs::read(root.file("runtime.json")).expect("runtime.json");
 
     let mutating = [
@@ -185,8 +231,16 @@ fn another_uid_is_refused_every_mutating_method_even_in_a_batch() {
         "livekitservice.restart",
     ];
     for m in mutating {
-        let params = if m == "livekitservice.configure" { json!({"domain": "evil.example"}) } else { json!({}) };
-        let r = as_nobody(&socket, &post_req(&json!({"jsonrpc":"2.0","id":1,"method":m,"params":params}))).json();
+        let params = if m == "livekitservice.configure" {
+            json!({"domain": "evil.example"})
+        } else {
+            json!({})
+        };
+        let r = as_nobody(
+            &socket,
+            &post_req(&json!({"jsonrpc":"2.0","id":1,"method":m,"params":params})),
+        )
+        .json();
         assert_eq!(r["error"]["code"], -32008, "{m}: {r}");
         assert_eq!(r["error"]["data"]["kind"], "unauthorized");
     }
@@ -216,7 +270,13 @@ fn another_uid_is_refused_every_mutating_method_even_in_a_batch() {
 #[test]
 fn sigterm_drains_in_flight_requests_and_removes_the_socket() {
     let root = Root::new();
-    let mut d = Daemon::start(&root, DaemonOpts { with_double: true, ..Default::default() });
+    let mut d = Daemon::start(
+        &root,
+        DaemonOpts {
+            with_double: true,
+            ..Default::default()
+        },
+    );
     configure_free_ports(&d);
     // A start whose livekit-server takes a while to become ready keeps a
     // request in flight while SIGTERM arrives.
@@ -229,7 +289,10 @@ fn sigterm_drains_in_flight_requests_and_removes_the_socket() {
     });
     d.signal(Signal::SIGTERM);
     let resp = inflight.join().expect("in-flight request thread");
-    assert!(resp.get("result").is_some() || resp.get("error").is_some(), "the in-flight call got a complete answer: {resp}");
+    assert!(
+        resp.get("result").is_some() || resp.get("error").is_some(),
+        "the in-flight call got a complete answer: {resp}"
+    );
     let status = d.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "clean exit: {status}");
     assert!(!root.socket().exists(), "socket removed on shutdown");
@@ -239,12 +302,18 @@ fn sigterm_drains_in_flight_requests_and_removes_the_socket() {
 fn subscription_over_websocket_receives_events() {
     let root = Root::new();
     let d = Daemon::start(&root, DaemonOpts::default());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let client = hero_livekit_client::Client::new(&d.socket);
         let mut events = client.subscribe_events().await.expect("subscribe");
         let cfg = client
-            .configure(&hero_livekit_proto::ConfigureParams { domain: Some("media.example.org".into()), ..Default::default() })
+            .configure(&hero_livekit_proto::ConfigureParams {
+                domain: Some("media.example.org".into()),
+                ..Default::default()
+            })
             .await
             .expect("configure");
         assert_eq!(cfg.changed_fields, vec!["domain".to_string()]);
@@ -258,7 +327,9 @@ fn subscription_over_websocket_receives_events() {
             match ev.event {
                 hero_livekit_proto::Event::Healed { trigger, written, .. } => {
                     assert_eq!(trigger, "configure");
-                    assert!(written.contains(&"livekit.yaml".to_string()) || written.contains(&"runtime.json".to_string()));
+                    assert!(
+                        written.contains(&"livekit.yaml".to_string()) || written.contains(&"runtime.json".to_string())
+                    );
                     saw_heal = true;
                 }
                 hero_livekit_proto::Event::Configured { changed_fields, .. } => {
@@ -277,7 +348,9 @@ fn subscription_over_plain_http_gets_a_clear_error() {
     let d = Daemon::start(&root, DaemonOpts::default());
     let r = d.call("livekitservice.subscribe_events", json!({}));
     assert_eq!(r["error"]["code"], -32009, "{r}");
-    assert!(r["error"]["data"]["hint"].as_str().is_some_and(|h| h.contains("WebSocket")));
+    assert!(r["error"]["data"]["hint"]
+        .as_str()
+        .is_some_and(|h| h.contains("WebSocket")));
 }
 
 #[test]

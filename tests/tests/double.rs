@@ -70,8 +70,7 @@ impl Double {
         let config = dir.path().join("livekit.yaml");
         std::fs::write(&config, yaml).expect("write config");
         if let Some(b) = behaviour {
-            std::fs::write(dir.path().join("double-behaviour.json"), b.to_string())
-                .expect("write behaviour");
+            std::fs::write(dir.path().join("double-behaviour.json"), b.to_string()).expect("write behaviour");
         }
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_livekit-server-double"));
         cmd.arg("--config")
@@ -150,12 +149,7 @@ impl Double {
     }
 
     async fn validate(&self, token: &str) -> (StatusCode, String) {
-        get(
-            self.addr,
-            &format!("/rtc/validate?access_token={token}"),
-            None,
-        )
-        .await
+        get(self.addr, &format!("/rtc/validate?access_token={token}"), None).await
     }
 }
 
@@ -166,14 +160,8 @@ impl Drop for Double {
     }
 }
 
-async fn try_get(
-    addr: SocketAddr,
-    path: &str,
-    authorization: Option<&str>,
-) -> Result<(StatusCode, String), String> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
+async fn try_get(addr: SocketAddr, path: &str, authorization: Option<&str>) -> Result<(StatusCode, String), String> {
+    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
@@ -185,12 +173,7 @@ async fn try_get(
     let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
     let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
@@ -244,11 +227,7 @@ fn port_is_closed(addr: SocketAddr) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_probe_answers_ok_and_a_livekit_api_token_validates() {
     let (port, rtc) = free_ports();
-    let mut d = Double::spawn(
-        &config_yaml(port, rtc, &keys_section(KEY, SECRET)),
-        port,
-        None,
-    );
+    let mut d = Double::spawn(&config_yaml(port, rtc, &keys_section(KEY, SECRET)), port, None);
     d.wait_ready().await;
     assert_eq!(get(d.addr, "/", None).await, (StatusCode::OK, "OK".into()));
     let token = join_token(KEY, SECRET, room_grant("r1"));
@@ -273,11 +252,7 @@ async fn ready_probe_answers_ok_and_a_livekit_api_token_validates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_tokens_get_livekits_status_and_text() {
     let (port, rtc) = free_ports();
-    let mut d = Double::spawn(
-        &config_yaml(port, rtc, &keys_section(KEY, SECRET)),
-        port,
-        None,
-    );
+    let mut d = Double::spawn(&config_yaml(port, rtc, &keys_section(KEY, SECRET)), port, None);
     d.wait_ready().await;
     let other_secret = "ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ";
     let t = now();
@@ -321,10 +296,7 @@ async fn rejected_tokens_get_livekits_status_and_text() {
             "permissions denied",
         ),
         (
-            raw_jwt(
-                SECRET,
-                json!({"iss": KEY, "sub": "a", "nbf": t, "exp": t + 600}),
-            ),
+            raw_jwt(SECRET, json!({"iss": KEY, "sub": "a", "nbf": t, "exp": t + 600})),
             StatusCode::UNAUTHORIZED,
             "no permissions to access the room",
         ),
@@ -351,18 +323,11 @@ async fn rejected_tokens_get_livekits_status_and_text() {
         ),
     ];
     for (token, status, text) in cases {
-        assert_eq!(
-            d.validate(&token).await,
-            (status, text.to_string()),
-            "token {token}"
-        );
+        assert_eq!(d.validate(&token).await, (status, text.to_string()), "token {token}");
     }
     assert_eq!(
         get(d.addr, "/rtc/validate", None).await,
-        (
-            StatusCode::UNAUTHORIZED,
-            "no permissions to access the room".into()
-        )
+        (StatusCode::UNAUTHORIZED, "no permissions to access the room".into())
     );
     assert_eq!(
         get(d.addr, "/rtc/validate", Some("Token abc")).await,
@@ -382,11 +347,7 @@ fn unknown_yaml_key_prints_livekits_error_and_exits_zero() {
     );
     let mut d = Double::spawn(&yaml, port, None);
     let status = d.wait_exit();
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "livekit-server exits 0 on config errors"
-    );
+    assert_eq!(status.code(), Some(0), "livekit-server exits 0 on config errors");
     assert!(
         d.stdout().contains(
             "could not parse config: yaml: unmarshal errors:\n  line 2: field not_a_livekit_key not found in type config.Config"
@@ -420,8 +381,7 @@ fn no_keys_prints_livekits_error_and_exits_zero() {
     let mut d = Double::spawn(&config_yaml(port, rtc, ""), port, None);
     assert_eq!(d.wait_exit().code(), Some(0));
     assert!(
-        d.stdout()
-            .contains("one of key-file or keys must be provided"),
+        d.stdout().contains("one of key-file or keys must be provided"),
         "{}",
         d.stdout()
     );
@@ -432,20 +392,14 @@ fn no_keys_prints_livekits_error_and_exits_zero() {
 async fn livekit_environment_variables_are_ignored() {
     let (port, rtc) = free_ports();
     let env_secret = "EEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE";
-    let mut d = Double::spawn_with(
-        &config_yaml(port, rtc, &keys_section(KEY, SECRET)),
-        port,
-        None,
-        |cmd| {
-            cmd.env("LIVEKIT_KEYS", format!("APIfromenv: {env_secret}"))
-                .env("LIVEKIT_CONFIG", "port: 1\nkeys:\n  APIfromenv: x\n")
-                .env("LIVEKIT_PORT", "1");
-        },
-    );
+    let mut d = Double::spawn_with(&config_yaml(port, rtc, &keys_section(KEY, SECRET)), port, None, |cmd| {
+        cmd.env("LIVEKIT_KEYS", format!("APIfromenv: {env_secret}"))
+            .env("LIVEKIT_CONFIG", "port: 1\nkeys:\n  APIfromenv: x\n")
+            .env("LIVEKIT_PORT", "1");
+    });
     d.wait_ready().await;
     assert_eq!(
-        d.validate(&join_token("APIfromenv", env_secret, room_grant("r")))
-            .await,
+        d.validate(&join_token("APIfromenv", env_secret, room_grant("r"))).await,
         (StatusCode::UNAUTHORIZED, "invalid API key".into())
     );
     assert_eq!(
@@ -457,24 +411,16 @@ async fn livekit_environment_variables_are_ignored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_secret_is_logged_and_the_server_runs() {
     let (port, rtc) = free_ports();
-    let mut d = Double::spawn(
-        &config_yaml(port, rtc, &keys_section(KEY, "shortsecret")),
-        port,
-        None,
-    );
+    let mut d = Double::spawn(&config_yaml(port, rtc, &keys_section(KEY, "shortsecret")), port, None);
     d.wait_ready().await;
     let out = d.stdout();
     assert!(
         out.contains("secret is too short, should be at least 32 characters for security"),
         "{out}"
     );
-    assert!(
-        !out.contains("shortsecret"),
-        "the secret itself is not logged"
-    );
+    assert!(!out.contains("shortsecret"), "the secret itself is not logged");
     assert_eq!(
-        d.validate(&join_token(KEY, "shortsecret", room_grant("r")))
-            .await,
+        d.validate(&join_token(KEY, "shortsecret", room_grant("r"))).await,
         (StatusCode::OK, "success".into())
     );
 }
@@ -482,14 +428,14 @@ async fn short_secret_is_logged_and_the_server_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_secret_starts_and_refuses_its_key() {
     let (port, rtc) = free_ports();
-    let mut d = Double::spawn(
-        &config_yaml(port, rtc, &format!("keys:\n  {KEY}: \"\"\n")),
-        port,
-        None,
-    );
+    let mut d = Double::spawn(&config_yaml(port, rtc, &format!("keys:\n  {KEY}: \"\"\n")), port, None);
     d.wait_ready().await;
     assert_eq!(
-        d.validate(&raw_jwt("", json!({"iss": KEY, "sub": "a", "nbf": now(), "exp": now() + 600, "video": {"roomJoin": true, "room": "r"}}))).await,
+        d.validate(&raw_jwt(
+            "",
+            json!({"iss": KEY, "sub": "a", "nbf": now(), "exp": now() + 600, "video": {"roomJoin": true, "room": "r"}})
+        ))
+        .await,
         (StatusCode::UNAUTHORIZED, "invalid API key".into())
     );
 }
@@ -512,8 +458,7 @@ async fn key_file_replaces_keys_and_must_not_be_readable_by_others() {
     let mut d = Double::spawn(&yaml(&key_file), port, None);
     assert_eq!(d.wait_exit().code(), Some(0));
     assert!(
-        d.stdout()
-            .contains("key file others permissions must be set to 0"),
+        d.stdout().contains("key file others permissions must be set to 0"),
         "{}",
         d.stdout()
     );
@@ -523,8 +468,7 @@ async fn key_file_replaces_keys_and_must_not_be_readable_by_others() {
     let mut d = Double::spawn(&yaml(&key_file), port, None);
     d.wait_ready().await;
     assert_eq!(
-        d.validate(&join_token("APIfromfile", SECRET, room_grant("r")))
-            .await,
+        d.validate(&join_token("APIfromfile", SECRET, room_grant("r"))).await,
         (StatusCode::OK, "success".into())
     );
     assert_eq!(
@@ -539,16 +483,11 @@ fn port_in_use_prints_the_bind_error_and_exits_zero() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port();
     let (_, rtc) = free_ports();
-    let mut d = Double::spawn(
-        &config_yaml(port, rtc, &keys_section(KEY, SECRET)),
-        port,
-        None,
-    );
+    let mut d = Double::spawn(&config_yaml(port, rtc, &keys_section(KEY, SECRET)), port, None);
     assert_eq!(d.wait_exit().code(), Some(0));
     assert!(
-        d.stdout().contains(&format!(
-            "listen tcp 127.0.0.1:{port}: bind: address already in use"
-        )),
+        d.stdout()
+            .contains(&format!("listen tcp 127.0.0.1:{port}: bind: address already in use")),
         "{}",
         d.stdout()
     );
@@ -558,11 +497,7 @@ fn port_in_use_prints_the_bind_error_and_exits_zero() {
 async fn sigterm_and_sigint_exit_zero() {
     for sig in [Signal::SIGTERM, Signal::SIGINT] {
         let (port, rtc) = free_ports();
-        let mut d = Double::spawn(
-            &config_yaml(port, rtc, &keys_section(KEY, SECRET)),
-            port,
-            None,
-        );
+        let mut d = Double::spawn(&config_yaml(port, rtc, &keys_section(KEY, SECRET)), port, None);
         d.wait_ready().await;
         d.signal(sig);
         assert_eq!(d.wait_exit().code(), Some(0), "{sig}");
@@ -643,11 +578,7 @@ async fn ignore_sigterm_leaves_only_sigkill() {
         assert!(Instant::now() < deadline, "{}", d.stdout());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(
-        get(d.addr, "/", None).await.0,
-        StatusCode::OK,
-        "still serving"
-    );
+    assert_eq!(get(d.addr, "/", None).await.0, StatusCode::OK, "still serving");
     d.signal(Signal::SIGKILL);
     assert_eq!(d.wait_exit().code(), None, "killed by a signal");
 }

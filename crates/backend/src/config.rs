@@ -125,10 +125,7 @@ pub enum ConfigError {
 ///
 /// # Errors
 /// A required variable missing or empty, or a value that breaks its rule.
-pub fn settings_from(
-    lookup: impl Fn(&str) -> Option<String>,
-    overrides: Overrides,
-) -> Result<Settings, ConfigError> {
+pub fn settings_from(lookup: impl Fn(&str) -> Option<String>, overrides: Overrides) -> Result<Settings, ConfigError> {
     let required = |var: &'static str| {
         lookup(var)
             .filter(|v| !v.is_empty())
@@ -186,11 +183,7 @@ pub fn settings_from(
 ///
 /// # Errors
 /// A line that breaks the env-file grammar, or any [`settings_from`] error.
-pub fn settings_from_env_text(
-    path: &Path,
-    text: &str,
-    overrides: Overrides,
-) -> Result<Settings, ConfigError> {
+pub fn settings_from_env_text(path: &Path, text: &str, overrides: Overrides) -> Result<Settings, ConfigError> {
     let vars = envfile::parse(text).map_err(|source| ConfigError::Syntax {
         path: path.to_path_buf(),
         source,
@@ -245,12 +238,7 @@ mod tests {
     const SECRET: &str = "s3cretS3cretS3cretS3cretS3cretS3cret";
 
     fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |k| {
-            pairs
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        }
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
     }
 
     fn base() -> Vec<(&'static str, &'static str)> {
@@ -283,9 +271,7 @@ mod tests {
             "[::1]:0".parse().expect("addr")
         );
         assert_eq!(
-            settings_from(vars(&v), Overrides::default())
-                .expect("valid")
-                .listen,
+            settings_from(vars(&v), Overrides::default()).expect("valid").listen,
             "0.0.0.0:1234".parse().expect("addr")
         );
     }
@@ -326,8 +312,7 @@ mod tests {
         let s = settings_from(vars(&base()), Overrides::default()).expect("valid");
         assert!(!format!("{s:?}").contains(SECRET));
         let bad = format!("LIVEKIT_API_SECRET=\"{SECRET}\\q\"\n");
-        let err = settings_from_env_text(Path::new("b.env"), &bad, Overrides::default())
-            .expect_err("bad escape");
+        let err = settings_from_env_text(Path::new("b.env"), &bad, Overrides::default()).expect_err("bad escape");
         assert!(!err.to_string().contains(SECRET), "{err}");
     }
 
@@ -336,8 +321,7 @@ mod tests {
         let text = format!(
             "# rendered by hero_livekit\r\nexport LIVEKIT_API_KEY=APIabc\r\nLIVEKIT_API_SECRET='{SECRET}'\r\nLIVEKIT_URL=\"ws://h:7880\" # url\r\nPORT=7999\r\n"
         );
-        let s =
-            settings_from_env_text(Path::new("b.env"), &text, Overrides::default()).expect("valid");
+        let s = settings_from_env_text(Path::new("b.env"), &text, Overrides::default()).expect("valid");
         assert_eq!(s.credential.api_secret.expose(), SECRET);
         assert_eq!(s.credential.url, "ws://h:7880");
         assert_eq!(s.listen.port(), 7999);

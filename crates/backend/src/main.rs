@@ -46,10 +46,7 @@ fn main() -> ExitCode {
     if config::secret_is_short(&settings.credential) {
         tracing::warn!("secret is too short, should be at least 32 characters for security");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("lk-backend: cannot start the runtime: {e}");

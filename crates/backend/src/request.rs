@@ -132,8 +132,7 @@ pub fn parse_token_request(body: &[u8]) -> Result<TokenRequest, InputError> {
         ));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
-    let raw: RawTokenRequest =
-        serde_path_to_error::deserialize(&mut de).map_err(|e| decode_error(&e))?;
+    let raw: RawTokenRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| decode_error(&e))?;
     de.end().map_err(|e| decode_error_plain(&e))?;
     validate(raw)
 }
@@ -142,11 +141,7 @@ fn decode_error(err: &serde_path_to_error::Error<serde_json::Error>) -> InputErr
     let inner = err.inner();
     let text = strip_position(&inner.to_string());
     if let Some(field) = backticked_after(&text, "unknown field `") {
-        return InputError::field(
-            ErrorKind::UnknownField,
-            &field,
-            "is not a field of this request",
-        );
+        return InputError::field(ErrorKind::UnknownField, &field, "is not a field of this request");
     }
     match inner.classify() {
         serde_json::error::Category::Data => {
@@ -159,11 +154,7 @@ fn decode_error(err: &serde_path_to_error::Error<serde_json::Error>) -> InputErr
 }
 
 fn decode_error_plain(err: &serde_json::Error) -> InputError {
-    InputError::field(
-        ErrorKind::InvalidJson,
-        "body",
-        strip_position(&err.to_string()),
-    )
+    InputError::field(ErrorKind::InvalidJson, "body", strip_position(&err.to_string()))
 }
 
 /// serde_json appends ` at line L column C`; the client sent one line of
@@ -199,11 +190,7 @@ fn validate(raw: RawTokenRequest) -> Result<TokenRequest, InputError> {
             ))
         }
     };
-    if raw
-        .metadata
-        .as_ref()
-        .is_some_and(|m| m.len() > MAX_METADATA_BYTES)
-    {
+    if raw.metadata.as_ref().is_some_and(|m| m.len() > MAX_METADATA_BYTES) {
         return Err(InputError::field(
             ErrorKind::InvalidValue,
             "metadata",
@@ -224,16 +211,8 @@ fn validate(raw: RawTokenRequest) -> Result<TokenRequest, InputError> {
 
 fn required(field: &str, value: Option<String>) -> Result<String, InputError> {
     match value {
-        None => Err(InputError::field(
-            ErrorKind::MissingField,
-            field,
-            "is required",
-        )),
-        Some(v) if v.is_empty() => Err(InputError::field(
-            ErrorKind::InvalidValue,
-            field,
-            "must not be empty",
-        )),
+        None => Err(InputError::field(ErrorKind::MissingField, field, "is required")),
+        Some(v) if v.is_empty() => Err(InputError::field(ErrorKind::InvalidValue, field, "must not be empty")),
         Some(v) => Ok(v),
     }
 }
@@ -272,10 +251,7 @@ mod tests {
         assert_eq!(r.room, "r1");
         assert_eq!(r.identity, "alice");
         assert_eq!(r.ttl, DEFAULT_TTL);
-        assert_eq!(
-            (r.can_publish, r.can_subscribe, r.can_publish_data),
-            (None, None, None)
-        );
+        assert_eq!((r.can_publish, r.can_subscribe, r.can_publish_data), (None, None, None));
     }
 
     #[test]
@@ -391,11 +367,7 @@ mod tests {
                 ErrorKind::InvalidType,
                 "body: must be a JSON object",
             ),
-            (
-                "42".into(),
-                ErrorKind::InvalidType,
-                "body: invalid type: integer",
-            ),
+            ("42".into(), ErrorKind::InvalidType, "body: invalid type: integer"),
             (
                 r#"{"room":"r","identity":"i""#.into(),
                 ErrorKind::InvalidJson,

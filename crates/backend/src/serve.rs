@@ -45,11 +45,7 @@ pub enum ServeError {
 /// # Errors
 /// The address cannot be bound, a signal handler cannot be installed, or
 /// the accept loop fails.
-pub async fn run(
-    settings: Settings,
-    source: Source,
-    overrides: Overrides,
-) -> Result<(), ServeError> {
+pub async fn run(settings: Settings, source: Source, overrides: Overrides) -> Result<(), ServeError> {
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -62,13 +58,7 @@ pub async fn run(
     let mut term = signal(SignalKind::terminate()).map_err(|e| ServeError::Signal("SIGTERM", e))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| ServeError::Signal("SIGINT", e))?;
     let hup = signal(SignalKind::hangup()).map_err(|e| ServeError::Signal("SIGHUP", e))?;
-    let reloader = tokio::spawn(reload_on_hup(
-        hup,
-        settings,
-        source,
-        overrides,
-        Arc::clone(&shared),
-    ));
+    let reloader = tokio::spawn(reload_on_hup(hup, settings, source, overrides, Arc::clone(&shared)));
 
     announce(local);
     tracing::info!(%local, "lk-backend serving");
@@ -129,8 +119,7 @@ async fn reload_on_hup(
         let src = source.clone();
         // The env file is small; reading it on the blocking pool keeps the
         // runtime's workers free for requests.
-        let reread = match tokio::task::spawn_blocking(move || config::load(&src, overrides)).await
-        {
+        let reread = match tokio::task::spawn_blocking(move || config::load(&src, overrides)).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "SIGHUP: reload task failed; keeping the current credential");
@@ -154,9 +143,7 @@ async fn reload_on_hup(
         }
         if plan.swap_credential {
             if config::secret_is_short(&new.credential) {
-                tracing::warn!(
-                    "secret is too short, should be at least 32 characters for security"
-                );
+                tracing::warn!("secret is too short, should be at least 32 characters for security");
             }
             shared.replace(new.credential.clone());
             tracing::info!(api_key = %new.credential.api_key, url = %new.credential.url, "SIGHUP: credential reloaded");

@@ -174,10 +174,7 @@ impl Conn {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> (StatusCode, Bytes) {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "127.0.0.1");
+        let mut req = Request::builder().method(method).uri(path).header("host", "127.0.0.1");
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
@@ -185,12 +182,7 @@ impl Conn {
         self.0.ready().await.expect("connection ready");
         let resp = self.0.send_request(req).await.expect("response");
         let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .expect("response body")
-            .to_bytes();
+        let body = resp.into_body().collect().await.expect("response body").to_bytes();
         (status, body)
     }
 
@@ -208,8 +200,7 @@ impl Conn {
 }
 
 fn parse_json(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+    serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,9 +223,7 @@ async fn issued_token_verifies_with_livekits_verifier_and_carries_the_grant() {
     assert!(claims.video.room_join);
     assert_eq!(claims.video.room, "r1");
     assert_eq!(body["expires_at"].as_u64(), Some(claims.exp as u64));
-    assert!(TokenVerifier::with_api_key(KEY, SECRET_B)
-        .verify(token)
-        .is_err());
+    assert!(TokenVerifier::with_api_key(KEY, SECRET_B).verify(token).is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,36 +233,12 @@ async fn each_bad_input_gets_400_naming_the_field() {
     let long = "x".repeat(257);
     let table = [
         (json!({"identity": "i"}), "missing_field", "room: "),
-        (
-            json!({"room": "r", "identity": ""}),
-            "invalid_value",
-            "identity: ",
-        ),
-        (
-            json!({"room": long, "identity": "i"}),
-            "invalid_value",
-            "room: ",
-        ),
-        (
-            json!({"room": "r", "identity": long}),
-            "invalid_value",
-            "identity: ",
-        ),
-        (
-            json!({"room": "a\u{7}b", "identity": "i"}),
-            "invalid_value",
-            "room: ",
-        ),
-        (
-            json!({"room": "r", "identity": "i\r\n"}),
-            "invalid_value",
-            "identity: ",
-        ),
-        (
-            json!({"room": ["r"], "identity": "i"}),
-            "invalid_type",
-            "room: ",
-        ),
+        (json!({"room": "r", "identity": ""}), "invalid_value", "identity: "),
+        (json!({"room": long, "identity": "i"}), "invalid_value", "room: "),
+        (json!({"room": "r", "identity": long}), "invalid_value", "identity: "),
+        (json!({"room": "a\u{7}b", "identity": "i"}), "invalid_value", "room: "),
+        (json!({"room": "r", "identity": "i\r\n"}), "invalid_value", "identity: "),
+        (json!({"room": ["r"], "identity": "i"}), "invalid_type", "room: "),
         (
             json!({"room": "r", "identity": "i", "ttl_seconds": "60"}),
             "invalid_type",
@@ -313,12 +278,7 @@ async fn each_bad_input_gets_400_naming_the_field() {
         assert!(message.starts_with(prefix), "{body} -> {answer}");
     }
     let (status, answer) = c
-        .send(
-            "POST",
-            "/token",
-            Some("application/json"),
-            b"{\"room\":".to_vec(),
-        )
+        .send("POST", "/token", Some("application/json"), b"{\"room\":".to_vec())
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(parse_json(&answer)["error"], "invalid_json");
@@ -329,11 +289,7 @@ async fn wrong_content_type_gets_415_in_the_json_shape() {
     let b = Backend::start_with_file(&env_text(SECRET_A, 0));
     let mut c = Conn::open(b.addr).await;
     let body = br#"{"room":"r","identity":"i"}"#.to_vec();
-    for ct in [
-        Some("text/plain"),
-        None,
-        Some("application/x-www-form-urlencoded"),
-    ] {
+    for ct in [Some("text/plain"), None, Some("application/x-www-form-urlencoded")] {
         let (status, answer) = c.send("POST", "/token", ct, body.clone()).await;
         assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct:?}");
         let answer = parse_json(&answer);
@@ -344,18 +300,9 @@ async fn wrong_content_type_gets_415_in_the_json_shape() {
             .starts_with("content-type: "));
     }
     let (status, _) = c
-        .send(
-            "POST",
-            "/token",
-            Some("application/json; charset=utf-8"),
-            body,
-        )
+        .send("POST", "/token", Some("application/json; charset=utf-8"), body)
         .await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "parameters after the media type are accepted"
-    );
+    assert_eq!(status, StatusCode::OK, "parameters after the media type are accepted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,10 +333,7 @@ async fn unknown_routes_and_methods_answer_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_shows_the_key_and_never_the_secret() {
     let b = Backend::start_with_file(&env_text(SECRET_A, 0));
-    let (status, body) = Conn::open(b.addr)
-        .await
-        .send("GET", "/health", None, Vec::new())
-        .await;
+    let (status, body) = Conn::open(b.addr).await.send("GET", "/health", None, Vec::new()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(parse_json(&body), json!({"status": "ok", "api_key": KEY}));
     assert!(!String::from_utf8_lossy(&body).contains(SECRET_A));
@@ -404,18 +348,11 @@ async fn sighup_switches_the_signing_secret_while_requests_keep_succeeding() {
     let failed = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut loops = Vec::new();
     for n in 0..4 {
-        let (stop, ok, failed, addr) = (
-            Arc::clone(&stop),
-            Arc::clone(&ok),
-            Arc::clone(&failed),
-            b.addr,
-        );
+        let (stop, ok, failed, addr) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed), b.addr);
         loops.push(tokio::spawn(async move {
             let mut c = Conn::open(addr).await;
             while !stop.load(Ordering::Relaxed) {
-                let (status, body) = c
-                    .post_json(&json!({"room": "r", "identity": format!("loop{n}")}))
-                    .await;
+                let (status, body) = c.post_json(&json!({"room": "r", "identity": format!("loop{n}")})).await;
                 let verifies = body["token"].as_str().is_some_and(|t| {
                     TokenVerifier::with_api_key(KEY, SECRET_A).verify(t).is_ok()
                         || TokenVerifier::with_api_key(KEY, SECRET_B).verify(t).is_ok()
@@ -423,10 +360,7 @@ async fn sighup_switches_the_signing_secret_while_requests_keep_succeeding() {
                 if status == StatusCode::OK && verifies {
                     ok.fetch_add(1, Ordering::Relaxed);
                 } else {
-                    failed
-                        .lock()
-                        .expect("lock")
-                        .push(format!("{status} {body}"));
+                    failed.lock().expect("lock").push(format!("{status} {body}"));
                 }
             }
         }));
@@ -441,10 +375,7 @@ async fn sighup_switches_the_signing_secret_while_requests_keep_succeeding() {
             ok.load(Ordering::Relaxed) >= n
         }
     };
-    assert!(
-        served_before(50).await,
-        "the loop is running before the reload"
-    );
+    assert!(served_before(50).await, "the loop is running before the reload");
 
     write_atomically(&b.env_file, &env_text(SECRET_B, 0));
     b.signal(Signal::SIGHUP);
@@ -452,21 +383,13 @@ async fn sighup_switches_the_signing_secret_while_requests_keep_succeeding() {
     let mut probe = Conn::open(b.addr).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let switched_token = loop {
-        let (status, body) = probe
-            .post_json(&json!({"room": "r", "identity": "probe"}))
-            .await;
+        let (status, body) = probe.post_json(&json!({"room": "r", "identity": "probe"})).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let token = body["token"].as_str().expect("token").to_string();
-        if TokenVerifier::with_api_key(KEY, SECRET_B)
-            .verify(&token)
-            .is_ok()
-        {
+        if TokenVerifier::with_api_key(KEY, SECRET_B).verify(&token).is_ok() {
             break token;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the secret never switched after SIGHUP"
-        );
+        assert!(Instant::now() < deadline, "the secret never switched after SIGHUP");
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     assert!(
@@ -476,19 +399,13 @@ async fn sighup_switches_the_signing_secret_while_requests_keep_succeeding() {
         "the old secret no longer verifies new tokens"
     );
     let after = ok.load(Ordering::Relaxed);
-    assert!(
-        served_before(after + 50).await,
-        "the loop keeps going after the reload"
-    );
+    assert!(served_before(after + 50).await, "the loop keeps going after the reload");
     stop.store(true, Ordering::Relaxed);
     for l in loops {
         l.await.expect("loop task");
     }
     let failed = failed.lock().expect("lock");
-    assert!(
-        failed.is_empty(),
-        "requests failed across the reload: {failed:?}"
-    );
+    assert!(failed.is_empty(), "requests failed across the reload: {failed:?}");
     assert!(b.stderr().contains("credential reloaded"));
     assert!(!b.stderr().contains(SECRET_B) && !b.stderr().contains(SECRET_A));
 }
@@ -498,15 +415,8 @@ async fn reload_keeps_the_port_and_warns_that_a_restart_is_needed() {
     let b = Backend::start_with_file(&env_text(SECRET_A, 0));
     write_atomically(&b.env_file, &env_text(SECRET_A, 1));
     b.signal(Signal::SIGHUP);
-    assert!(
-        b.wait_for_log("takes effect only after a restart"),
-        "{}",
-        b.stderr()
-    );
-    let (status, _) = Conn::open(b.addr)
-        .await
-        .send("GET", "/health", None, Vec::new())
-        .await;
+    assert!(b.wait_for_log("takes effect only after a restart"), "{}", b.stderr());
+    let (status, _) = Conn::open(b.addr).await.send("GET", "/health", None, Vec::new()).await;
     assert_eq!(status, StatusCode::OK, "still serving on the original port");
 }
 
@@ -519,19 +429,14 @@ async fn a_broken_env_file_on_reload_keeps_the_current_credential() {
     );
     b.signal(Signal::SIGHUP);
     assert!(b.wait_for_log("env file rejected"), "{}", b.stderr());
-    assert!(
-        !b.stderr().contains(SECRET_B),
-        "the rejected line is not echoed"
-    );
+    assert!(!b.stderr().contains(SECRET_B), "the rejected line is not echoed");
     let (status, body) = Conn::open(b.addr)
         .await
         .post_json(&json!({"room": "r", "identity": "i"}))
         .await;
     assert_eq!(status, StatusCode::OK);
     let token = body["token"].as_str().expect("token");
-    assert!(TokenVerifier::with_api_key(KEY, SECRET_A)
-        .verify(token)
-        .is_ok());
+    assert!(TokenVerifier::with_api_key(KEY, SECRET_A).verify(token).is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -542,18 +447,12 @@ async fn env_file_with_crlf_export_comments_and_quotes_is_read() {
     let b = Backend::start_with_file(&text);
     let mut c = Conn::open(b.addr).await;
     let (_, health) = c.send("GET", "/health", None, Vec::new()).await;
-    assert_eq!(
-        parse_json(&health)["api_key"],
-        KEY,
-        "no stray \\r in the key"
-    );
+    assert_eq!(parse_json(&health)["api_key"], KEY, "no stray \\r in the key");
     let (status, body) = c.post_json(&json!({"room": "r", "identity": "i"})).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["url"], "wss://lk.example.org");
     let token = body["token"].as_str().expect("token");
-    assert!(TokenVerifier::with_api_key(KEY, SECRET_A)
-        .verify(token)
-        .is_ok());
+    assert!(TokenVerifier::with_api_key(KEY, SECRET_A).verify(token).is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -566,10 +465,7 @@ async fn environment_configures_when_no_file_is_given_and_is_ignored_when_one_is
         .env("LIVEKIT_URL", "ws://h:1")
         .env("PORT", "0");
     let b = Backend::start(cmd, dir.path().join("unused"), dir);
-    let (_, health) = Conn::open(b.addr)
-        .await
-        .send("GET", "/health", None, Vec::new())
-        .await;
+    let (_, health) = Conn::open(b.addr).await.send("GET", "/health", None, Vec::new()).await;
     assert_eq!(parse_json(&health)["api_key"], "APIfromenv");
     drop(b);
 
@@ -583,10 +479,7 @@ async fn environment_configures_when_no_file_is_given_and_is_ignored_when_one_is
         .env("LIVEKIT_API_KEY", "APIstray")
         .env("LIVEKIT_API_SECRET", SECRET_B);
     let b = Backend::start(cmd, env_file, dir);
-    let (_, health) = Conn::open(b.addr)
-        .await
-        .send("GET", "/health", None, Vec::new())
-        .await;
+    let (_, health) = Conn::open(b.addr).await.send("GET", "/health", None, Vec::new()).await;
     assert_eq!(
         parse_json(&health)["api_key"],
         KEY,
@@ -622,10 +515,7 @@ fn missing_or_empty_credential_exits_nonzero_naming_the_variable_without_the_sec
             .expect("run lk-backend");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
-        assert!(
-            stderr.contains(&format!("{var} is missing or empty")),
-            "{stderr}"
-        );
+        assert!(stderr.contains(&format!("{var} is missing or empty")), "{stderr}");
         assert!(!stderr.contains(SECRET_A), "{stderr}");
         assert!(out.stdout.is_empty(), "nothing was served");
     }

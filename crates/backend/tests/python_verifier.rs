@@ -21,10 +21,7 @@ fn python() -> String {
 
 /// Runs verify_token.py with the secret on stdin, never on the command line.
 fn verify_with_python(key: &str, secret: &str, token: &str) -> (i32, Value) {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/python/verify_token.py"
-    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/python/verify_token.py");
     let mut child = Command::new(python())
         .arg(script)
         .env_remove("LIVEKIT_API_KEY")
@@ -54,9 +51,7 @@ fn verify_with_python(key: &str, secret: &str, token: &str) -> (i32, Value) {
 fn post_token(addr: &str, body: &Value) -> Value {
     use std::io::Read;
     let mut stream = std::net::TcpStream::connect(addr).expect("connect lk-backend");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let body = body.to_string();
     write!(
         stream,

@@ -12,7 +12,11 @@ use hero_livekit_client::{resolve_root, resolve_socket, Client, ClientError};
 use crate::output::{self, Out};
 
 #[derive(Debug, Parser)]
-#[command(name = "hero_livekit", version, about = "Operate a LiveKit deployment through the hero_livekit daemon")]
+#[command(
+    name = "hero_livekit",
+    version,
+    about = "Operate a LiveKit deployment through the hero_livekit daemon"
+)]
 pub struct Cli {
     /// Root directory (default: $PATH_ROOT, else ~/hero).
     #[arg(long, global = true)]
@@ -234,16 +238,29 @@ async fn dispatch(cli: &Cli, client: &Client, out: &Out) -> Result<ExitCode, Cli
         }
         Command::Configure(a) => out.configure(&client.configure(&a.params()).await?),
         Command::Start(a) => {
-            let progress = if a.update { output::progress_for_install(client, out).await } else { None };
+            let progress = if a.update {
+                output::progress_for_install(client, out).await
+            } else {
+                None
+            };
             let spinner = out.spinner("starting livekit-server and lk-backend");
             let r = client.start(&a.params()).await;
             drop((spinner, progress));
             out.start(&r?);
         }
-        Command::Stop(a) => out.stop(&client.stop(&proto::StopParams { timeout_ms: a.timeout_ms }).await?),
+        Command::Stop(a) => out.stop(
+            &client
+                .stop(&proto::StopParams {
+                    timeout_ms: a.timeout_ms,
+                })
+                .await?,
+        ),
         Command::Restart(a) => out.restart(
             &client
-                .restart(&proto::RestartParams { process: a.process, timeout_ms: a.timeout_ms })
+                .restart(&proto::RestartParams {
+                    process: a.process,
+                    timeout_ms: a.timeout_ms,
+                })
                 .await?,
         ),
         Command::Health(a) => {
@@ -252,10 +269,19 @@ async fn dispatch(cli: &Cli, client: &Client, out: &Out) -> Result<ExitCode, Cli
                 out.health(&h);
                 output::warn_if_daemon_older(&h, out);
             }
-            return Ok(if h.ready_for_tokens { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            return Ok(if h.ready_for_tokens {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
         }
         Command::Logs(a) => {
-            let r = client.logs(&proto::LogsParams { process: a.process, lines: a.lines }).await?;
+            let r = client
+                .logs(&proto::LogsParams {
+                    process: a.process,
+                    lines: a.lines,
+                })
+                .await?;
             out.logs(&r);
             if a.follow {
                 output::follow(&r.path).await.map_err(|e| ClientError::Transport {
@@ -276,10 +302,12 @@ async fn dispatch(cli: &Cli, client: &Client, out: &Out) -> Result<ExitCode, Cli
                 "room": a.room, "identity": a.identity, "name": a.name,
                 "ttl_seconds": a.ttl_seconds, "metadata": a.metadata,
             });
-            let resp = output::post_token(&h.backend_url, &body).await.map_err(|detail| ClientError::Transport {
-                socket: client.socket().to_path_buf(),
-                detail,
-            })?;
+            let resp = output::post_token(&h.backend_url, &body)
+                .await
+                .map_err(|detail| ClientError::Transport {
+                    socket: client.socket().to_path_buf(),
+                    detail,
+                })?;
             out.token(&resp);
         }
         Command::Up(a) => {

@@ -29,10 +29,18 @@ pub enum ClientError {
     NotRunning { socket: PathBuf, source: std::io::Error },
     /// The daemon answered with a JSON-RPC error.
     #[error("{message}")]
-    Rpc { code: i32, message: String, data: Option<ErrorData> },
+    Rpc {
+        code: i32,
+        message: String,
+        data: Option<ErrorData>,
+    },
     /// The daemon does not know the method: it is older than this client.
     #[error("the daemon on {socket} does not know `{method}`: it is older than this client (protocol {client_protocol}). Restart it with the new hero_livekit_server binary (e.g. `systemctl restart hero_livekit` or `hero_livekit up` after stopping it)")]
-    DaemonTooOld { socket: PathBuf, method: String, client_protocol: u32 },
+    DaemonTooOld {
+        socket: PathBuf,
+        method: String,
+        client_protocol: u32,
+    },
     /// The exchange broke at the HTTP or JSON level.
     #[error("talking to the daemon on {socket}: {detail}")]
     Transport { socket: PathBuf, detail: String },
@@ -66,7 +74,11 @@ pub struct Client {
 
 impl Client {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
-        Client { socket: socket.into(), conn: Mutex::new(None), next_id: AtomicU64::new(1) }
+        Client {
+            socket: socket.into(),
+            conn: Mutex::new(None),
+            next_id: AtomicU64::new(1),
+        }
     }
 
     pub fn socket(&self) -> &Path {
@@ -74,13 +86,19 @@ impl Client {
     }
 
     fn transport(&self, detail: impl std::fmt::Display) -> ClientError {
-        ClientError::Transport { socket: self.socket.clone(), detail: detail.to_string() }
+        ClientError::Transport {
+            socket: self.socket.clone(),
+            detail: detail.to_string(),
+        }
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
         let stream = UnixStream::connect(&self.socket)
             .await
-            .map_err(|source| ClientError::NotRunning { socket: self.socket.clone(), source })?;
+            .map_err(|source| ClientError::NotRunning {
+                socket: self.socket.clone(),
+                source,
+            })?;
         let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| self.transport(e))?;
@@ -106,7 +124,12 @@ impl Client {
             match send.send_request(req.clone()).await {
                 Ok(resp) => {
                     let status = resp.status();
-                    let body = resp.into_body().collect().await.map_err(|e| self.transport(e))?.to_bytes();
+                    let body = resp
+                        .into_body()
+                        .collect()
+                        .await
+                        .map_err(|e| self.transport(e))?
+                        .to_bytes();
                     *guard = Some(send);
                     return Ok((status, body));
                 }
@@ -135,8 +158,9 @@ impl Client {
     /// The daemon's error (code, message, hint), or a transport failure.
     pub async fn call<P: Serialize, R: DeserializeOwned>(&self, method: &str, params: &P) -> Result<R, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let body = serde_json::to_vec(&serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
-            .map_err(|e| self.transport(e))?;
+        let body =
+            serde_json::to_vec(&serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+                .map_err(|e| self.transport(e))?;
         let req = http::Request::post("/rpc")
             .header(http::header::HOST, "localhost")
             .header(http::header::CONTENT_TYPE, "application/json")
@@ -156,7 +180,11 @@ impl Client {
             }
             return Err(ClientError::Rpc {
                 code,
-                message: err.get("message").and_then(Value::as_str).unwrap_or("unknown error").to_string(),
+                message: err
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown error")
+                    .to_string(),
                 data: err.get("data").and_then(|d| serde_json::from_value(d.clone()).ok()),
             });
         }
@@ -196,7 +224,10 @@ impl Client {
     pub async fn subscribe_events(&self) -> Result<EventStream, ClientError> {
         let stream = UnixStream::connect(&self.socket)
             .await
-            .map_err(|source| ClientError::NotRunning { socket: self.socket.clone(), source })?;
+            .map_err(|source| ClientError::NotRunning {
+                socket: self.socket.clone(),
+                source,
+            })?;
         let url = url::Url::parse("ws://localhost/").map_err(|e| self.transport(e))?;
         let (tx, rx) = jsonrpsee::client_transport::ws::WsTransportClientBuilder::default()
             .build_with_stream(url, stream)
@@ -204,7 +235,11 @@ impl Client {
             .map_err(|e| self.transport(e))?;
         let client = jsonrpsee::core::client::ClientBuilder::default().build_with_tokio(tx, rx);
         let sub: Subscription<EventMessage> = client
-            .subscribe(method::SUBSCRIBE_EVENTS, jsonrpsee::rpc_params![], method::UNSUBSCRIBE_EVENTS)
+            .subscribe(
+                method::SUBSCRIBE_EVENTS,
+                jsonrpsee::rpc_params![],
+                method::UNSUBSCRIBE_EVENTS,
+            )
             .await
             .map_err(|e| match e {
                 jsonrpsee::core::client::Error::Call(obj) => ClientError::Rpc {

@@ -89,9 +89,17 @@ impl Out {
             return;
         }
         if r.changed {
-            println!("installed livekit-server {} at {} (sha256 {})", r.version, r.path, short(&r.sha256));
+            println!(
+                "installed livekit-server {} at {} (sha256 {})",
+                r.version,
+                r.path,
+                short(&r.sha256)
+            );
         } else {
-            println!("livekit-server {} already installed at {}: nothing to do", r.version, r.path);
+            println!(
+                "livekit-server {} already installed at {}: nothing to do",
+                r.version, r.path
+            );
         }
         self.heal(&r.heal);
     }
@@ -158,7 +166,11 @@ impl Out {
             println!("nothing was running");
         }
         for p in &r.stopped {
-            let how = if r.killed.contains(p) { " (killed after the grace period)" } else { "" };
+            let how = if r.killed.contains(p) {
+                " (killed after the grace period)"
+            } else {
+                ""
+            };
             println!("{p}: stopped{how}");
         }
     }
@@ -198,7 +210,11 @@ impl Out {
             println!("livekit-server    {} ({})", b.path, self.bad("not installed"));
         }
         if let Some(r) = &h.redis {
-            println!("redis             {} reachable: {}", r.address, self.yes_no(r.reachable));
+            println!(
+                "redis             {} reachable: {}",
+                r.address,
+                self.yes_no(r.reachable)
+            );
         }
         println!();
         println!("{:<14} {:<8} {:<8} {}", "FILE", "PRESENT", "MATCHES", "SHA256");
@@ -212,7 +228,10 @@ impl Out {
             );
         }
         println!();
-        println!("{:<15} {:<9} {:<8} {:<6} {:<9} {}", "PROCESS", "STATE", "PID", "READY", "RESTARTS", "UPTIME");
+        println!(
+            "{:<15} {:<9} {:<8} {:<6} {:<9} {}",
+            "PROCESS", "STATE", "PID", "READY", "RESTARTS", "UPTIME"
+        );
         for (name, p) in &h.processes {
             let state = match p.state {
                 ProcessState::Running => self.good("running "),
@@ -267,7 +286,12 @@ impl Out {
             return;
         }
         let text = match &m.event {
-            Event::State { process, state, pid, detail } => format!(
+            Event::State {
+                process,
+                state,
+                pid,
+                detail,
+            } => format!(
                 "{process} -> {state}{}{}",
                 pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
                 detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
@@ -275,7 +299,11 @@ impl Out {
             Event::Healed { trigger, written, .. } => format!("healed on {trigger}: wrote {}", written.join(", ")),
             Event::Restarted { process, reason } => format!("{process} restarted: {reason}"),
             Event::Configured { changed_fields, .. } => format!("configured: {}", changed_fields.join(", ")),
-            Event::InstallProgress { phase, bytes_done, bytes_total } => match bytes_total {
+            Event::InstallProgress {
+                phase,
+                bytes_done,
+                bytes_total,
+            } => match bytes_total {
                 Some(t) => format!("install {phase}: {bytes_done}/{t} bytes"),
                 None => format!("install {phase}: {bytes_done} bytes"),
             },
@@ -319,7 +347,12 @@ pub async fn progress_for_install(client: &Client, out: &Out) -> Option<Progress
     let bar = pb.clone();
     let task = tokio::spawn(async move {
         while let Some(m) = events.next().await {
-            if let Event::InstallProgress { phase, bytes_done, bytes_total } = m.event {
+            if let Event::InstallProgress {
+                phase,
+                bytes_done,
+                bytes_total,
+            } = m.event
+            {
                 bar.set_message(phase);
                 if let Some(t) = bytes_total {
                     bar.set_length(t);
@@ -405,7 +438,10 @@ pub async fn post_token(backend_url: &str, body: &serde_json::Value) -> Result<s
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .map_err(|e| e.to_string())?;
-    let resp = send.send_request(req).await.map_err(|e| format!("lk-backend at {backend_url}: {e}"))?;
+    let resp = send
+        .send_request(req)
+        .await
+        .map_err(|e| format!("lk-backend at {backend_url}: {e}"))?;
     let status = resp.status();
     let bytes = resp
         .into_body()

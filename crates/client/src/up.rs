@@ -55,7 +55,11 @@ pub async fn up(
             return Err(e);
         }
     };
-    let health = wait_ready(client, a.timeout_ms.map(Duration::from_millis).unwrap_or(DEFAULT_READY_TIMEOUT)).await;
+    let health = wait_ready(
+        client,
+        a.timeout_ms.map(Duration::from_millis).unwrap_or(DEFAULT_READY_TIMEOUT),
+    )
+    .await;
     drop(spinner);
     let health = health?;
 
@@ -78,7 +82,10 @@ pub async fn up(
             || !configured.heal.written.is_empty()
             || !configured.changed_fields.is_empty()
             || !started.heal.written.is_empty()
-            || started.processes.values().any(|o| *o != proto::StartOutcome::AlreadyRunning);
+            || started
+                .processes
+                .values()
+                .any(|o| *o != proto::StartOutcome::AlreadyRunning);
         if !changed {
             println!("already up: nothing changed");
         }
@@ -88,7 +95,11 @@ pub async fn up(
         println!("  api key       {}", health.api_key);
         println!("  daemon socket {}", client.socket().display());
     }
-    Ok(if health.ready_for_tokens { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if health.ready_for_tokens {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Polls health until ready for tokens or the deadline, then returns the
@@ -157,13 +168,17 @@ async fn ensure_daemon(
     if let Some(s) = socket_flag {
         cmd.arg("--socket").arg(s);
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log2));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2));
     // SAFETY: setsid is async-signal-safe; it detaches the daemon from this
     // terminal's session so closing the terminal does not hang it up.
     unsafe {
         cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
     }
-    let mut child = cmd.spawn().map_err(|e| io_err(&format!("starting {}", exe.display()), e))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| io_err(&format!("starting {}", exe.display()), e))?;
 
     let deadline = Instant::now() + DAEMON_BOOT_TIMEOUT;
     let mut delay = Duration::from_millis(5);

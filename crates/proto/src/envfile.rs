@@ -138,7 +138,16 @@ mod tests {
 
     #[test]
     fn rendered_lines_parse_back_exactly() {
-        for v in ["plain", "with space", "q\"uote", "back\\slash", "$HOME", "a`b`", "multi\nline", ""] {
+        for v in [
+            "plain",
+            "with space",
+            "q\"uote",
+            "back\\slash",
+            "$HOME",
+            "a`b`",
+            "multi\nline",
+            "",
+        ] {
             let text = render_line("K", v);
             assert_eq!(parse(&text).expect("parses"), vec![("K".to_string(), v.to_string())]);
         }
@@ -156,7 +165,10 @@ mod tests {
     #[test]
     fn malformed_lines_are_refused_with_their_number() {
         assert_eq!(parse("A=1\nnot an assignment\n").expect_err("bad").line, 2);
-        assert_eq!(parse("A=\"open\n").expect_err("bad").reason, "unterminated double quote");
+        assert_eq!(
+            parse("A=\"open\n").expect_err("bad").reason,
+            "unterminated double quote"
+        );
         assert_eq!(parse("A=1\nA=2\n").expect_err("dup").reason, "variable assigned twice");
         assert_eq!(parse("1A=1\n").expect_err("key").reason, "invalid variable name");
         assert!(parse("A=\"x\" y\n").is_err());

@@ -110,11 +110,17 @@ impl ErrorCode {
     pub const fn default_hint(self) -> &'static str {
         match self {
             ErrorCode::NotInstalled => "run `hero_livekit install` (or `hero_livekit install --source PATH` offline)",
-            ErrorCode::InstallFailed => "check the source URL or path and the network, then run `hero_livekit install` again",
+            ErrorCode::InstallFailed => {
+                "check the source URL or path and the network, then run `hero_livekit install` again"
+            }
             ErrorCode::ChecksumMismatch => "check the --sha256 value and the source; the previous binary was kept",
             ErrorCode::WriteFailed => "free disk space or fix the permissions of the state directory, then retry",
-            ErrorCode::PortConflict => "stop the process holding the port or choose another with `hero_livekit configure --port P`",
-            ErrorCode::StartFailed => "read `hero_livekit logs <process>` for the child's own error, fix it, then run `hero_livekit start`",
+            ErrorCode::PortConflict => {
+                "stop the process holding the port or choose another with `hero_livekit configure --port P`"
+            }
+            ErrorCode::StartFailed => {
+                "read `hero_livekit logs <process>` for the child's own error, fix it, then run `hero_livekit start`"
+            }
             ErrorCode::Timeout => "retry with a larger --timeout-ms, or read `hero_livekit logs <process>`",
             ErrorCode::Unauthorized => "run the command as the daemon's user or as root",
             ErrorCode::WebSocketRequired => "connect over WebSocket on the same socket to subscribe",

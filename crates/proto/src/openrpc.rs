@@ -100,7 +100,11 @@ fn params_of<T: JsonSchema>() -> Vec<Value> {
 fn method_entry(spec: &crate::MethodSpec) -> Value {
     let (params, result_name, result) = match spec.name {
         method::INSTALL => (params_of::<InstallParams>(), "InstallResult", schema::<InstallResult>()),
-        method::CONFIGURE => (params_of::<ConfigureParams>(), "ConfigureResult", schema::<ConfigureResult>()),
+        method::CONFIGURE => (
+            params_of::<ConfigureParams>(),
+            "ConfigureResult",
+            schema::<ConfigureResult>(),
+        ),
         method::START => (params_of::<StartParams>(), "StartResult", schema::<StartResult>()),
         method::STOP => (params_of::<StopParams>(), "StopResult", schema::<StopResult>()),
         method::RESTART => (params_of::<RestartParams>(), "RestartResult", schema::<RestartResult>()),
@@ -112,7 +116,11 @@ fn method_entry(spec: &crate::MethodSpec) -> Value {
             "OpenRPC",
             json!({"type": "object", "description": "This document."}),
         ),
-        other => (Vec::new(), "unknown", json!({"description": format!("undocumented method {other}")})),
+        other => (
+            Vec::new(),
+            "unknown",
+            json!({"description": format!("undocumented method {other}")}),
+        ),
     };
     let mut errors: Vec<Value> = spec.errors.iter().map(|c| error_entry(*c)).collect();
     if !params.is_empty() {

@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 /// The root directory: `--root`, else `$PATH_ROOT`, else `~/hero`.
 pub fn resolve_root(root: Option<&Path>) -> PathBuf {
     root.map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("PATH_ROOT").filter(|v| !v.is_empty()).map(PathBuf::from))
+        .or_else(|| {
+            std::env::var_os("PATH_ROOT")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
         .unwrap_or_else(|| {
             std::env::var_os("HOME")
                 .filter(|v| !v.is_empty())

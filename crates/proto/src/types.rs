@@ -42,7 +42,9 @@ impl std::str::FromStr for ProcessName {
         match s {
             "livekit-server" => Ok(ProcessName::LivekitServer),
             "lk-backend" => Ok(ProcessName::LkBackend),
-            other => Err(format!("unknown process `{other}`: expected `livekit-server` or `lk-backend`")),
+            other => Err(format!(
+                "unknown process `{other}`: expected `livekit-server` or `lk-backend`"
+            )),
         }
     }
 }

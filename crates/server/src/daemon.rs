@@ -14,7 +14,6 @@ use jsonrpsee::server::{stop_channel, Server};
 use nix::unistd::Gid;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tower::ServiceExt;
 
 use crate::http::Router;
 use crate::paths::Paths;
@@ -42,9 +41,8 @@ const MAX_CONNECTIONS: usize = 512;
 /// The socket could not be taken (another instance, a foreign file at the
 /// path) or the state directory could not be prepared.
 pub async fn run(opts: DaemonOptions) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let (std_listener, guard) =
-        crate::socket::bind(&opts.paths.socket, &opts.paths.lock_file(), opts.socket_group)?;
-    let listener = UnixListener::from_std(std_listener)?;
+    // The lock first: only one instance may heal the state directory.
+    let lock = crate::socket::InstanceLock::acquire(&opts.paths.socket, &opts.paths.lock_file(), opts.socket_group)?;
     let policy = AccessPolicy::current(opts.socket_group);
 
     let service = LivekitService::boot(ServiceOptions {
@@ -55,12 +53,13 @@ pub async fn run(opts: DaemonOptions) -> Result<(), Box<dyn std::error::Error + 
     .await?;
     let methods = crate::rpc::module(service.clone())?;
     let (stop_handle, server_handle) = stop_channel();
-    let builder = Server::builder()
-        .max_connections(MAX_CONNECTIONS as u32)
-        .set_message_buffer_capacity(64)
-        .to_service_builder();
+    let builder = Server::builder().to_service_builder();
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    // The socket appears only now that the service has booted: a client
+    // that can connect is served at once.
+    let (std_listener, guard) = lock.bind()?;
+    let listener = UnixListener::from_std(std_listener)?;
 
     if let Err(e) = crate::notify::notify("READY=1") {
         tracing::warn!(error = %e, "could not notify the service manager");
@@ -92,7 +91,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), Box<dyn std::error::Error + 
                 };
                 let rpc = builder.clone().build(methods.clone(), stop_handle.clone());
                 let router = Router {
-                    rpc: tower::util::BoxCloneService::new(rpc.map_err(|e| e)),
+                    rpc: crate::http::RpcService::new(rpc),
                     service: service.clone(),
                     peer,
                 };
@@ -113,7 +112,10 @@ pub async fn run(opts: DaemonOptions) -> Result<(), Box<dyn std::error::Error + 
     drop(listener);
     drop(stop_handle);
     let _ = server_handle.stop();
-    if tokio::time::timeout(DRAIN_TIMEOUT, server_handle.stopped()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, server_handle.stopped())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections did not drain within {DRAIN_TIMEOUT:?}; closing them");
     }
     service.shutdown(opts.stop_children_on_exit).await;

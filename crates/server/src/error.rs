@@ -22,13 +22,19 @@ pub struct ServiceError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ErrorKind {
     /// -32602, naming the offending field.
-    InvalidParams { field: String },
+    InvalidParams {
+        field: String,
+    },
     Domain(ErrorCode),
 }
 
 impl ServiceError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ServiceError { kind: ErrorKind::Domain(code), message: message.into(), hint: None }
+        ServiceError {
+            kind: ErrorKind::Domain(code),
+            message: message.into(),
+            hint: None,
+        }
     }
 
     /// An invalid parameter; `rule` says what the field must be.

@@ -22,7 +22,10 @@ impl EventBus {
     /// `capacity` events are buffered per subscriber before the oldest drop.
     pub fn new(capacity: usize) -> Self {
         let (tx, _) = broadcast::channel(capacity);
-        EventBus { tx, seq: Arc::new(AtomicU64::new(0)) }
+        EventBus {
+            tx,
+            seq: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Publishes an event; a no-op when nobody listens.

@@ -6,7 +6,6 @@
 //! JSON 404/405, and stamps the connection's [`Peer`] into every request so
 //! the methods can authorize the caller.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -99,7 +98,11 @@ impl Router {
     fn get_health(&self) -> HttpResponse {
         self.readable(|s| {
             let h = s.health();
-            let status = if h.ready_for_tokens { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let status = if h.ready_for_tokens {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             match serde_json::to_vec(&h) {
                 Ok(body) => json(status, Bytes::from(body)),
                 Err(_) => json(StatusCode::INTERNAL_SERVER_ERROR, Bytes::from_static(b"{}")),
@@ -126,7 +129,7 @@ impl Router {
                 }
             }
         }
-        let req = Request::from_parts(parts, HttpBody::new(http_body_util::Full::new(body).map_err(|e: Infallible| match e {})));
+        let req = Request::from_parts(parts, HttpBody::new(http_body_util::Full::new(body)));
         self.rpc.oneshot(req).await
     }
 }
@@ -138,7 +141,9 @@ fn memmem(hay: &[u8], needle: &[u8]) -> bool {
 fn json(status: StatusCode, body: Bytes) -> HttpResponse {
     let mut resp = Response::new(HttpBody::from(body.to_vec()));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     resp
 }

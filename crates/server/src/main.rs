@@ -56,7 +56,11 @@ fn main() -> ExitCode {
         backend_bin: args.backend_bin,
         stop_children_on_exit: args.stop_children_on_exit,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hero_livekit_server: cannot start the async runtime: {e}");

@@ -45,7 +45,10 @@ pub struct AccessPolicy {
 
 impl AccessPolicy {
     pub fn current(socket_group: Option<Gid>) -> Self {
-        AccessPolicy { daemon_uid: Uid::effective(), socket_group }
+        AccessPolicy {
+            daemon_uid: Uid::effective(),
+            socket_group,
+        }
     }
 
     /// Classifies a peer. Group membership counts the primary gid and the
@@ -82,7 +85,10 @@ mod tests {
 
     #[test]
     fn root_and_own_uid_get_full_access_others_none_without_group() {
-        let p = AccessPolicy { daemon_uid: Uid::from_raw(1000), socket_group: None };
+        let p = AccessPolicy {
+            daemon_uid: Uid::from_raw(1000),
+            socket_group: None,
+        };
         assert_eq!(p.classify(0, 0, None), PeerAccess::Full);
         assert_eq!(p.classify(1000, 1000, None), PeerAccess::Full);
         assert_eq!(p.classify(65534, 65534, None), PeerAccess::None);
@@ -90,7 +96,10 @@ mod tests {
 
     #[test]
     fn socket_group_members_are_read_only() {
-        let p = AccessPolicy { daemon_uid: Uid::from_raw(1000), socket_group: Some(Gid::from_raw(65534)) };
+        let p = AccessPolicy {
+            daemon_uid: Uid::from_raw(1000),
+            socket_group: Some(Gid::from_raw(65534)),
+        };
         assert_eq!(p.classify(65534, 65534, None), PeerAccess::ReadOnly);
         assert_eq!(p.classify(4242, 4242, None), PeerAccess::None);
         assert!(PeerAccess::ReadOnly.allows(Access::ReadOnly));

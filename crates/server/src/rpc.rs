@@ -76,9 +76,15 @@ fn authorize(ext: &Extensions, name: &str) -> Result<(), ServiceError> {
         Some(p) if p.access.allows(access) => Ok(()),
         Some(p) => Err(ServiceError::new(
             ErrorCode::Unauthorized,
-            format!("uid {} may not call {name}: it changes state and needs the daemon's uid or root", p.uid),
+            format!(
+                "uid {} may not call {name}: it changes state and needs the daemon's uid or root",
+                p.uid
+            ),
         )),
-        None => Err(ServiceError::new(ErrorCode::Unauthorized, format!("unknown peer may not call {name}"))),
+        None => Err(ServiceError::new(
+            ErrorCode::Unauthorized,
+            format!("unknown peer may not call {name}"),
+        )),
     }
 }
 
@@ -196,6 +202,9 @@ mod tests {
     #[test]
     fn positional_params_are_refused() {
         let e = parse_params::<StartParams>(&p("[true]")).expect_err("positional");
-        assert_eq!(e.kind, crate::error::ErrorKind::InvalidParams { field: "params".into() });
+        assert_eq!(
+            e.kind,
+            crate::error::ErrorKind::InvalidParams { field: "params".into() }
+        );
     }
 }

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hero_livekit_proto::{
-    self as proto, BinaryHealth, ConfigureParams, ConfigureResult, ErrorCode, Event, HealReport, Health,
-    InstallParams, InstallResult, LogsParams, LogsResult, OverallStatus, ProcessName, ProcessState, RestartParams,
-    RestartResult, StartOutcome, StartParams, StartResult, StopParams, StopResult,
+    self as proto, BinaryHealth, ConfigureParams, ConfigureResult, ErrorCode, Event, HealReport, Health, InstallParams,
+    InstallResult, LogsParams, LogsResult, OverallStatus, ProcessName, ProcessState, RestartParams, RestartResult,
+    StartParams, StartResult, StopParams, StopResult,
 };
 use serde_json::Value;
 
@@ -89,7 +89,9 @@ impl LivekitService {
         let (plan, store) = {
             let store2 = store.clone();
             tokio::task::spawn_blocking(move || -> Result<_, ServiceError> {
-                store2.ensure().map_err(|e| internal(format!("preparing {}: {e}", store2.dir().display())))?;
+                store2
+                    .ensure()
+                    .map_err(|e| internal(format!("preparing {}: {e}", store2.dir().display())))?;
                 // We hold the instance lock: any temp file is a dead writer's.
                 if let Err(e) = store2.sweep_temp_files() {
                     tracing::warn!(error = %e, "could not sweep temporary files");
@@ -108,7 +110,10 @@ impl LivekitService {
             let bus = events.clone();
             Child::new(
                 name,
-                SupervisorOptions::new(paths.children_dir(), supervise::EventSink::new(move |ev| bus.publish(ev))),
+                SupervisorOptions::new(
+                    paths.children_dir(),
+                    supervise::EventSink::new(move |ev| bus.publish(ev)),
+                ),
             )
         };
         let installed = install::installed(&livekit_bin, &paths.install_record());
@@ -211,7 +216,12 @@ impl LivekitService {
 
     /// Observes the files and heals them against `in_memory` (or loads at
     /// boot when `None`). Must hold `ops`.
-    async fn heal(&self, in_memory: Option<Config>, reset: bool, trigger: &str) -> Result<(HealReport, Vec<TripleFile>), ServiceError> {
+    async fn heal(
+        &self,
+        in_memory: Option<Config>,
+        reset: bool,
+        trigger: &str,
+    ) -> Result<(HealReport, Vec<TripleFile>), ServiceError> {
         let store = self.store.clone();
         let plan = tokio::task::spawn_blocking(move || {
             let observed = store.observe();
@@ -236,8 +246,14 @@ impl LivekitService {
                 continue;
             }
             let spec = self.spec(name)?;
-            child.restart(spec, DEFAULT_READY_TIMEOUT).await.map_err(supervise_error)?;
-            self.events.publish(Event::Restarted { process: name, reason: reason.to_string() });
+            child
+                .restart(spec, DEFAULT_READY_TIMEOUT)
+                .await
+                .map_err(supervise_error)?;
+            self.events.publish(Event::Restarted {
+                process: name,
+                reason: reason.to_string(),
+            });
             restarted.push(name);
         }
         Ok(restarted)
@@ -278,7 +294,10 @@ impl LivekitService {
         let current = self.snapshot().config().clone();
         match self.heal(Some(current), false, "drift").await {
             Ok((_, written)) if !written.is_empty() => {
-                if let Err(e) = self.restart_readers(&written, "its config file was healed after drift").await {
+                if let Err(e) = self
+                    .restart_readers(&written, "its config file was healed after drift")
+                    .await
+                {
                     tracing::warn!(error = %e, "restart after drift heal failed");
                 }
             }
@@ -304,7 +323,10 @@ impl LivekitService {
         // Only what a process needs to run; no LIVEKIT_* from the daemon's
         // environment can reach the children (they would override the files).
         let env = vec![
-            ("PATH".to_string(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
+            (
+                "PATH".to_string(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            ),
             ("HOME".to_string(), self.paths.data_dir().display().to_string()),
         ];
         let logs = self.paths.logs_dir();
@@ -316,7 +338,10 @@ impl LivekitService {
                 env,
                 cwd: self.paths.data_dir(),
                 log_path: logs.join("livekit-server.log"),
-                ready: ReadyProbe::Http { port: c.port, path: "/".into() },
+                ready: ReadyProbe::Http {
+                    port: c.port,
+                    path: "/".into(),
+                },
                 ports: vec![c.port, c.rtc_tcp_port],
                 config_sha256: snap.sha256(TripleFile::LivekitYaml).to_string(),
             },
@@ -329,7 +354,10 @@ impl LivekitService {
                 env,
                 cwd: self.paths.data_dir(),
                 log_path: logs.join("lk-backend.log"),
-                ready: ReadyProbe::Http { port: c.backend_port, path: "/health".into() },
+                ready: ReadyProbe::Http {
+                    port: c.backend_port,
+                    path: "/health".into(),
+                },
                 ports: vec![c.backend_port],
                 config_sha256: snap.sha256(TripleFile::BackendEnv).to_string(),
             },
@@ -385,7 +413,9 @@ impl LivekitService {
         })?;
         let (mut heal, written) = self.heal(Some(update.config.clone()), false, "configure").await?;
         self.verify_on_disk().await?;
-        heal.restarted = self.restart_readers(&written, "configure changed its config file").await?;
+        heal.restarted = self
+            .restart_readers(&written, "configure changed its config file")
+            .await?;
         if !update.changed_fields.is_empty() {
             self.events.publish(Event::Configured {
                 in_memory_hash: self.snapshot().in_memory_hash().to_string(),
@@ -415,7 +445,10 @@ impl LivekitService {
         } else {
             Err(ServiceError::new(
                 ErrorCode::WriteFailed,
-                format!("the config triple does not read back as written: {}", check.drift.join("; ")),
+                format!(
+                    "the config triple does not read back as written: {}",
+                    check.drift.join("; ")
+                ),
             ))
         }
     }
@@ -433,17 +466,25 @@ impl LivekitService {
     async fn install_locked(&self, p: &InstallParams) -> Result<InstallResult, ServiceError> {
         let req = install::InstallRequest::from(p);
         let events = self.events.clone();
-        let outcome = install::install(&req, &self.livekit_bin, &self.paths.install_record(), move |pr: install::InstallProgress| {
-            events.publish(Event::InstallProgress {
-                phase: pr.phase.to_string(),
-                bytes_done: pr.bytes_done,
-                bytes_total: pr.bytes_total,
-            })
-        })
+        let outcome = install::install(
+            &req,
+            &self.livekit_bin,
+            &self.paths.install_record(),
+            move |pr: install::InstallProgress| {
+                events.publish(Event::InstallProgress {
+                    phase: pr.phase.to_string(),
+                    bytes_done: pr.bytes_done,
+                    bytes_total: pr.bytes_total,
+                })
+            },
+        )
         .await
         .map_err(install_error)?;
         if outcome.changed {
-            self.events.publish(Event::Installed { version: outcome.version.clone(), sha256: outcome.sha256.clone() });
+            self.events.publish(Event::Installed {
+                version: outcome.version.clone(),
+                sha256: outcome.sha256.clone(),
+            });
         }
         if let Ok(mut g) = self.installed.write() {
             *g = install::installed(&self.livekit_bin, &self.paths.install_record());
@@ -476,7 +517,9 @@ impl LivekitService {
         }
         let reset = p.reset == Some(true);
         let current = self.snapshot().config().clone();
-        let (heal, _) = self.heal(Some(current), reset, if reset { "reset" } else { "start" }).await?;
+        let (heal, _) = self
+            .heal(Some(current), reset, if reset { "reset" } else { "start" })
+            .await?;
         if !self.livekit_bin.is_file() {
             match self.known_source() {
                 Some(params) => install_result = Some(self.install_locked(&params).await?),
@@ -493,9 +536,14 @@ impl LivekitService {
                 ErrorCode::StartFailed,
                 format!("lk-backend not found at {}", self.backend_bin.display()),
             )
-            .with_hint("install lk-backend next to hero_livekit_server or in <root>/bin, or pass --backend-bin to the daemon"));
+            .with_hint(
+                "install lk-backend next to hero_livekit_server or in <root>/bin, or pass --backend-bin to the daemon",
+            ));
         }
-        let (lk, be) = (self.spec(ProcessName::LivekitServer)?, self.spec(ProcessName::LkBackend)?);
+        let (lk, be) = (
+            self.spec(ProcessName::LivekitServer)?,
+            self.spec(ProcessName::LkBackend)?,
+        );
         let (r_lk, r_be) = tokio::join!(self.livekit.start(lk, timeout), self.backend.start(be, timeout));
         let mut processes = std::collections::BTreeMap::new();
         processes.insert(ProcessName::LivekitServer, r_lk.map_err(supervise_error)?);
@@ -517,8 +565,17 @@ impl LivekitService {
     /// source fetched again, checked by its own checksum files.
     fn last_install_params(&self) -> InstallParams {
         match self.known_source() {
-            Some(p) if !p.source.as_deref().is_some_and(|s| s.starts_with(install::RELEASE_BASE)) => {
-                InstallParams { version: None, sha256: None, ..p }
+            Some(p)
+                if !p
+                    .source
+                    .as_deref()
+                    .is_some_and(|s| s.starts_with(install::RELEASE_BASE)) =>
+            {
+                InstallParams {
+                    version: None,
+                    sha256: None,
+                    ..p
+                }
             }
             _ => InstallParams::default(),
         }
@@ -544,7 +601,10 @@ impl LivekitService {
         let _g = self.ops.lock().await;
         let timeout = p.timeout_ms.map(Duration::from_millis).unwrap_or(DEFAULT_STOP_TIMEOUT);
         let (a, b) = tokio::join!(self.livekit.stop(timeout), self.backend.stop(timeout));
-        let mut result = StopResult { stopped: Vec::new(), killed: Vec::new() };
+        let mut result = StopResult {
+            stopped: Vec::new(),
+            killed: Vec::new(),
+        };
         for (name, r) in [(ProcessName::LivekitServer, a), (ProcessName::LkBackend, b)] {
             let o = r.map_err(supervise_error)?;
             if o.was_running {
@@ -572,7 +632,10 @@ impl LivekitService {
         for name in names {
             let spec = self.spec(name)?;
             self.child(name).restart(spec, timeout).await.map_err(supervise_error)?;
-            self.events.publish(Event::Restarted { process: name, reason: "requested".into() });
+            self.events.publish(Event::Restarted {
+                process: name,
+                reason: "requested".into(),
+            });
             restarted.push(name);
         }
         Ok(RestartResult { restarted })
@@ -595,9 +658,18 @@ impl LivekitService {
         let lines = match tail {
             Ok(l) => l,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(ServiceError::new(ErrorCode::Io, format!("reading {}: {e}", path.display()))),
+            Err(e) => {
+                return Err(ServiceError::new(
+                    ErrorCode::Io,
+                    format!("reading {}: {e}", path.display()),
+                ))
+            }
         };
-        Ok(LogsResult { process: p.process, path: path.display().to_string(), lines })
+        Ok(LogsResult {
+            process: p.process,
+            path: path.display().to_string(),
+            lines,
+        })
     }
 
     /// `livekitservice.health`: read-only, never writes, never blocks on a
@@ -614,8 +686,9 @@ impl LivekitService {
         // livekit.yaml that is on disk now, not merely be up.
         let lk_current = lk.config_sha256.as_deref() == Some(snap.sha256(TripleFile::LivekitYaml));
         let ready_for_tokens = consistency.consistent && lk.ready && be.ready && lk_current;
-        let any_running =
-            [&lk, &be].iter().any(|p| !matches!(p.state, ProcessState::Stopped | ProcessState::Failed));
+        let any_running = [&lk, &be]
+            .iter()
+            .any(|p| !matches!(p.state, ProcessState::Stopped | ProcessState::Failed));
         let status = if ready_for_tokens {
             OverallStatus::Ok
         } else if any_running {
@@ -635,9 +708,12 @@ impl LivekitService {
             api_key: c.api_key.clone(),
             livekit_url: c.livekit_url(),
             backend_url: c.backend_url(),
-            processes: [(ProcessName::LivekitServer.to_string(), lk), (ProcessName::LkBackend.to_string(), be)]
-                .into_iter()
-                .collect(),
+            processes: [
+                (ProcessName::LivekitServer.to_string(), lk),
+                (ProcessName::LkBackend.to_string(), be),
+            ]
+            .into_iter()
+            .collect(),
             binary: BinaryHealth {
                 path: self.livekit_bin.display().to_string(),
                 installed: self.livekit_bin.is_file(),
@@ -660,7 +736,10 @@ impl LivekitService {
         }
         let _g = self.ops.lock().await;
         if stop_children {
-            let (a, b) = tokio::join!(self.livekit.stop(DEFAULT_STOP_TIMEOUT), self.backend.stop(DEFAULT_STOP_TIMEOUT));
+            let (a, b) = tokio::join!(
+                self.livekit.stop(DEFAULT_STOP_TIMEOUT),
+                self.backend.stop(DEFAULT_STOP_TIMEOUT)
+            );
             for r in [a, b] {
                 if let Err(e) = r {
                     tracing::warn!(error = %e, "stopping a child at exit failed");

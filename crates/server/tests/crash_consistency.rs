@@ -16,8 +16,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use hero_livekit_server::config::{
-    check, fault, mint_credential, plan, render, Config, Credential, FileObs, Secret, StateDir,
-    TripleFile,
+    check, fault, mint_credential, plan, render, Config, Credential, FileObs, Secret, StateDir, TripleFile,
 };
 use rand::Rng;
 
@@ -47,8 +46,7 @@ fn crash_child() {
     };
     // SAFETY: setrlimit reads the struct we pass and touches no memory of ours.
     unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
-    let dir =
-        std::env::var_os(CHILD_DIR).expect("run only by the parent test, which sets the state dir");
+    let dir = std::env::var_os(CHILD_DIR).expect("run only by the parent test, which sets the state dir");
     let key = std::env::var(CHILD_KEY).expect("parent sets the new key");
     let secret = std::env::var(CHILD_SECRET).expect("parent sets the new secret");
     let sd = StateDir::new(PathBuf::from(dir));
@@ -109,10 +107,7 @@ fn boot_and_verify(sd: &StateDir, old: &Config, new: &Config, context: &str) -> 
     let temps = sd.sweep_temp_files().expect("sweep temp files");
     let observed = sd.observe();
     let heal = plan(None, &observed, false).expect("boot plan");
-    assert!(
-        !heal.minted,
-        "{context}: a valid credential was thrown away"
-    );
+    assert!(!heal.minted, "{context}: a valid credential was thrown away");
     sd.apply(&heal).expect("boot heal");
     let after = sd.observe();
     let consistency = check(&heal.config, &after);
@@ -187,11 +182,7 @@ fn an_interrupted_credential_change_heals_to_one_whole_credential() {
             );
             let context = format!("abort at {point} (run {run})");
             let (outcome, temps) = boot_and_verify(&sd, &current, &new, &context);
-            let expected = if i <= last_old {
-                Outcome::Old
-            } else {
-                Outcome::New
-            };
+            let expected = if i <= last_old { Outcome::Old } else { Outcome::New };
             assert_eq!(outcome, expected, "{context}");
             let temp_expected = usize::from(
                 point.ends_with("after-create")
@@ -200,11 +191,7 @@ fn an_interrupted_credential_change_heals_to_one_whole_credential() {
                     || point.ends_with("after-fsync"),
             );
             assert_eq!(temps, temp_expected, "{context}: temp files left");
-            current = if outcome == Outcome::New {
-                new
-            } else {
-                current
-            };
+            current = if outcome == Outcome::New { new } else { current };
         }
     }
     let fault_time = started.elapsed();
@@ -253,11 +240,7 @@ fn an_interrupted_credential_change_heals_to_one_whole_credential() {
         let context = format!("SIGKILL after {delay:?} (run {runs})");
         let (outcome, temps) = boot_and_verify(&sd, &current, &new, &context);
         if out.status.success() {
-            assert_eq!(
-                outcome,
-                Outcome::New,
-                "{context}: a finished change must stick"
-            );
+            assert_eq!(outcome, Outcome::New, "{context}: a finished change must stick");
         }
         mid_write += usize::from(temps > 0);
         match outcome {

@@ -16,8 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hero_livekit_server::config::{
-    check, mint_credential, plan, render, ConfigSource, FileObs, HealPlan, Observed, StateDir,
-    TripleFile,
+    check, mint_credential, plan, render, ConfigSource, FileObs, HealPlan, Observed, StateDir, TripleFile,
 };
 
 /// A tmpfs mounted on a fresh temp directory, unmounted on drop.
@@ -158,10 +157,7 @@ fn a_full_disk_fails_the_write_naming_the_file_and_keeps_the_old_triple() {
     assert_eq!(e.source.raw_os_error(), Some(libc::ENOSPC));
     assert_eq!(
         e.to_string(),
-        format!(
-            "writing runtime.json: {}",
-            io::Error::from_raw_os_error(libc::ENOSPC)
-        )
+        format!("writing runtime.json: {}", io::Error::from_raw_os_error(libc::ENOSPC))
     );
     assert!(e.to_string().contains("No space left on device"));
     assert!(e.written.is_empty());
@@ -207,14 +203,8 @@ fn a_disk_full_between_two_files_leaves_runtime_json_new_and_boot_heals_to_it() 
     drop(f);
     fs::remove_file(filler).expect("free space");
     let boot = plan(None, &sd.observe(), false).expect("boot");
-    assert_eq!(
-        (boot.source, &boot.config),
-        (ConfigSource::RuntimeJson, &p.config)
-    );
-    assert_eq!(
-        boot.writes,
-        [TripleFile::LivekitYaml, TripleFile::BackendEnv]
-    );
+    assert_eq!((boot.source, &boot.config), (ConfigSource::RuntimeJson, &p.config));
+    assert_eq!(boot.writes, [TripleFile::LivekitYaml, TripleFile::BackendEnv]);
     sd.apply(&boot).expect("heal");
     assert!(check(&p.config, &sd.observe()).consistent);
 }
@@ -238,8 +228,7 @@ fn a_read_only_file_system_fails_the_write_and_keeps_the_old_triple() {
     assert_eq!(e.file, TripleFile::RuntimeJson);
     assert_eq!(e.source.raw_os_error(), Some(libc::EROFS));
     assert!(
-        e.to_string()
-            .starts_with("writing runtime.json: Read-only file system"),
+        e.to_string().starts_with("writing runtime.json: Read-only file system"),
         "{e}"
     );
     assert_eq!(sd.observe(), before, "the previous files are intact");

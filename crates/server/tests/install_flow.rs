@@ -23,9 +23,8 @@ use flate2::write::GzEncoder;
 use futures_util::StreamExt;
 use hero_livekit_proto::ErrorCode;
 use hero_livekit_server::install::{
-    install_with, installed, InstallError, InstallOutcome, InstallProgress, InstallRecord,
-    InstallRequest, InstallSettings, InstalledInfo, DEFAULT_VERSION, PHASE_DOWNLOAD, PHASE_INSTALL,
-    PHASE_VERIFY,
+    install_with, installed, InstallError, InstallOutcome, InstallProgress, InstallRecord, InstallRequest,
+    InstallSettings, InstalledInfo, DEFAULT_VERSION, PHASE_DOWNLOAD, PHASE_INSTALL, PHASE_VERIFY,
 };
 use sha2::{Digest, Sha256};
 use tar::EntryType;
@@ -110,9 +109,7 @@ impl TestServer {
     }
 
     fn release_url(&self, version: &str) -> String {
-        self.url(&format!(
-            "/releases/v{version}/livekit_{version}_linux_amd64.tar.gz"
-        ))
+        self.url(&format!("/releases/v{version}/livekit_{version}_linux_amd64.tar.gz"))
     }
 
     fn settings(&self) -> InstallSettings {
@@ -126,11 +123,7 @@ impl TestServer {
 
 async fn serve(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
     shared.hits.fetch_add(1, Ordering::SeqCst);
-    shared
-        .requests
-        .lock()
-        .expect("lock")
-        .push(uri.path().to_string());
+    shared.requests.lock().expect("lock").push(uri.path().to_string());
     let found = shared.files.lock().expect("lock").get(uri.path()).cloned();
     let response = match found {
         None => Response::builder()
@@ -143,29 +136,27 @@ async fn serve(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
             // The body stream errors on its second poll; yielding first lets
             // hyper flush the headers and the first half, so the client sees a
             // connection that dies mid-body rather than before the response.
-            let stream =
-                futures_util::stream::iter([Ok(half)]).chain(futures_util::stream::once(async {
-                    tokio::task::yield_now().await;
-                    Err(io::Error::other("connection dropped on purpose"))
-                }));
+            let stream = futures_util::stream::iter([Ok(half)]).chain(futures_util::stream::once(async {
+                tokio::task::yield_now().await;
+                Err(io::Error::other("connection dropped on purpose"))
+            }));
             Response::builder()
                 .header(header::CONTENT_LENGTH, len)
                 .body(Body::from_stream(stream))
         }
         Some((bytes, Mode::Slow { chunk, gap })) => {
             let len = bytes.len();
-            let stream =
-                futures_util::stream::unfold((bytes, 0usize), move |(bytes, at)| async move {
-                    if at >= bytes.len() {
-                        return None;
-                    }
-                    if at > 0 {
-                        tokio::time::sleep(gap).await;
-                    }
-                    let end = (at + chunk).min(bytes.len());
-                    let piece = Bytes::copy_from_slice(&bytes[at..end]);
-                    Some((Ok::<_, io::Error>(piece), (bytes, end)))
-                });
+            let stream = futures_util::stream::unfold((bytes, 0usize), move |(bytes, at)| async move {
+                if at >= bytes.len() {
+                    return None;
+                }
+                if at > 0 {
+                    tokio::time::sleep(gap).await;
+                }
+                let end = (at + chunk).min(bytes.len());
+                let piece = Bytes::copy_from_slice(&bytes[at..end]);
+                Some((Ok::<_, io::Error>(piece), (bytes, end)))
+            });
             Response::builder()
                 .header(header::CONTENT_LENGTH, len)
                 .body(Body::from_stream(stream))
@@ -220,18 +211,11 @@ fn tarball(entries: &[Entry<'_>]) -> Vec<u8> {
         header.set_cksum();
         builder.append(&header, e.data).expect("append entry");
     }
-    builder
-        .into_inner()
-        .expect("finish tar")
-        .finish()
-        .expect("finish gzip")
+    builder.into_inner().expect("finish tar").finish().expect("finish gzip")
 }
 
 fn release_tarball(binary: &[u8]) -> Vec<u8> {
-    tarball(&[
-        file("LICENSE", b"Apache License 2.0\n"),
-        file("livekit-server", binary),
-    ])
+    tarball(&[file("LICENSE", b"Apache License 2.0\n"), file("livekit-server", binary)])
 }
 
 /// Bytes gzip cannot shrink, so that a tarball is as large as asked.
@@ -302,8 +286,7 @@ impl Root {
     }
 
     fn record(&self) -> InstallRecord {
-        serde_json::from_slice(&fs::read(&self.record).expect("record exists"))
-            .expect("record parses")
+        serde_json::from_slice(&fs::read(&self.record).expect("record exists")).expect("record parses")
     }
 
     /// Asserts that a failed install left exactly the previous state.
@@ -318,20 +301,11 @@ impl Root {
             old_record,
             "old record intact"
         );
-        assert_eq!(
-            self.bin_entries(),
-            vec!["livekit-server"],
-            "no temporary file left"
-        );
+        assert_eq!(self.bin_entries(), vec!["livekit-server"], "no temporary file left");
     }
 }
 
-fn request(
-    version: Option<&str>,
-    source: Option<&str>,
-    sha256: Option<&str>,
-    force: bool,
-) -> InstallRequest {
+fn request(version: Option<&str>, source: Option<&str>, sha256: Option<&str>, force: bool) -> InstallRequest {
     InstallRequest {
         version: version.map(str::to_string),
         source: source.map(str::to_string),
@@ -349,10 +323,7 @@ async fn run_install(
 }
 
 fn sha256sum(path: &Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("run sha256sum");
+    let out = Command::new("sha256sum").arg(path).output().expect("run sha256sum");
     assert!(out.status.success(), "sha256sum failed");
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
@@ -362,9 +333,7 @@ fn sha256sum(path: &Path) -> String {
 }
 
 fn run_binary(path: &Path) -> String {
-    let out = Command::new(path)
-        .output()
-        .expect("run the installed binary");
+    let out = Command::new(path).output().expect("run the installed binary");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -409,11 +378,7 @@ async fn default_release_installs_a_verified_0755_binary_and_its_record() {
             sha256: Some(outcome.sha256.clone())
         })
     );
-    assert_eq!(
-        root.bin_entries(),
-        vec!["livekit-server"],
-        "no temporary file left"
-    );
+    assert_eq!(root.bin_entries(), vec!["livekit-server"], "no temporary file left");
     let asset = format!("livekit_{DEFAULT_VERSION}_linux_amd64.tar.gz");
     assert_eq!(
         server.requests(),
@@ -442,19 +407,13 @@ async fn checksum_mismatch_installs_nothing_and_keeps_the_old_binary() {
         &served,
         Mode::Full,
     );
-    let err = run_install(
-        &request(Some("1.13.4"), None, None, false),
-        &server.settings(),
-        &root,
-    )
-    .await
-    .expect_err("tampered tarball");
+    let err = run_install(&request(Some("1.13.4"), None, None, false), &server.settings(), &root)
+        .await
+        .expect_err("tampered tarball");
     assert_eq!(err.code(), Some(ErrorCode::ChecksumMismatch), "{err}");
     let msg = err.to_string();
     assert!(
-        msg.contains(&sha(&listed))
-            && msg.contains(&sha(&served))
-            && msg.contains(&server.release_url("1.13.4")),
+        msg.contains(&sha(&listed)) && msg.contains(&sha(&served)) && msg.contains(&server.release_url("1.13.4")),
         "{msg}"
     );
     root.assert_untouched(&old, &old_record);
@@ -463,12 +422,7 @@ async fn checksum_mismatch_installs_nothing_and_keeps_the_old_binary() {
     server.put("/mirror/lk.tgz", &served, Mode::Full);
     let wrong = sha(b"something else");
     let err = run_install(
-        &request(
-            None,
-            Some(&server.url("/mirror/lk.tgz")),
-            Some(&wrong),
-            false,
-        ),
+        &request(None, Some(&server.url("/mirror/lk.tgz")), Some(&wrong), false),
         &server.settings(),
         &root,
     )
@@ -478,12 +432,7 @@ async fn checksum_mismatch_installs_nothing_and_keeps_the_old_binary() {
     let local = root.src.join("lk.tgz");
     fs::write(&local, &served).expect("local tarball");
     let err = run_install(
-        &request(
-            None,
-            Some(local.to_str().expect("utf8")),
-            Some(&wrong),
-            false,
-        ),
+        &request(None, Some(local.to_str().expect("utf8")), Some(&wrong), false),
         &server.settings(),
         &root,
     )
@@ -500,10 +449,7 @@ async fn connection_dropped_mid_stream_installs_nothing_and_leaves_no_temp_file(
     let old = script("old");
     root.previous(&old);
     let old_record = fs::read(&root.record).expect("record");
-    let tgz = tarball(&[
-        file("LICENSE", &noise(200_000)),
-        file("livekit-server", &script("new")),
-    ]);
+    let tgz = tarball(&[file("LICENSE", &noise(200_000)), file("livekit-server", &script("new"))]);
     server.put_release(DEFAULT_VERSION, &tgz, Mode::DropHalfway);
 
     let err = run_install(&InstallRequest::default(), &server.settings(), &root)
@@ -511,11 +457,7 @@ async fn connection_dropped_mid_stream_installs_nothing_and_leaves_no_temp_file(
         .expect_err("truncated");
 
     assert_eq!(err.code(), Some(ErrorCode::InstallFailed), "{err}");
-    assert!(
-        err.to_string()
-            .contains(&server.release_url(DEFAULT_VERSION)),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&server.release_url(DEFAULT_VERSION)), "{err}");
     root.assert_untouched(&old, &old_record);
 }
 
@@ -535,13 +477,9 @@ async fn http_404_names_the_status_and_the_url() {
     assert_eq!(err.code(), Some(ErrorCode::InstallFailed));
 
     // An unpublished release version fails on its checksums file.
-    let err = run_install(
-        &request(Some("9.9.9"), None, None, false),
-        &server.settings(),
-        &root,
-    )
-    .await
-    .expect_err("no such release");
+    let err = run_install(&request(Some("9.9.9"), None, None, false), &server.settings(), &root)
+        .await
+        .expect_err("no such release");
     assert_eq!(
         err.to_string(),
         format!(
@@ -574,10 +512,7 @@ async fn local_tarball_and_local_bare_binary_install_whatever_their_names() {
     )
     .await
     .expect("local tarball");
-    assert_eq!(
-        (outcome.version.as_str(), outcome.changed),
-        ("1.13.5-local", true)
-    );
+    assert_eq!((outcome.version.as_str(), outcome.changed), ("1.13.5-local", true));
     assert_eq!(outcome.source, tar_path.display().to_string());
     assert!(outcome.warnings.is_empty());
     assert_eq!(sha256sum(&root.target), sha(&from_tar));
@@ -597,11 +532,7 @@ async fn local_tarball_and_local_bare_binary_install_whatever_their_names() {
     .expect("local binary");
     assert_eq!(outcome.version, format!("custom-{}", &sha(&bare)[..12]));
     assert_eq!(outcome.sha256, sha(&bare));
-    assert_eq!(
-        outcome.warnings.len(),
-        1,
-        "unverified local source is flagged"
-    );
+    assert_eq!(outcome.warnings.len(), 1, "unverified local source is flagged");
     assert!(
         outcome.warnings[0].contains(&bare_path.display().to_string()),
         "{:?}",
@@ -631,10 +562,7 @@ async fn second_install_of_the_same_version_sends_no_request() {
         .expect("second");
 
     assert!(!second.changed);
-    assert_eq!(
-        (second.version, second.sha256),
-        (first.version, first.sha256)
-    );
+    assert_eq!((second.version, second.sha256), (first.version, first.sha256));
     assert_eq!(server.hits(), hits, "nothing downloaded");
     assert_eq!(
         fs::metadata(&root.target).expect("stat").ino(),
@@ -665,11 +593,7 @@ async fn a_damaged_binary_is_fetched_again_despite_the_record() {
         .expect("repair");
 
     assert!(repaired.changed);
-    assert_eq!(
-        server.hits(),
-        hits + 2,
-        "checksums and tarball fetched again"
-    );
+    assert_eq!(server.hits(), hits + 2, "checksums and tarball fetched again");
     assert_eq!(fs::read(&root.target).expect("binary"), binary);
 }
 
@@ -691,11 +615,7 @@ async fn force_reinstalls_the_same_version() {
 
     assert!(forced.changed);
     assert_eq!(forced.sha256, first.sha256);
-    assert_eq!(
-        server.hits(),
-        hits + 2,
-        "checksums and tarball fetched again"
-    );
+    assert_eq!(server.hits(), hits + 2, "checksums and tarball fetched again");
     assert_ne!(
         fs::metadata(&root.target).expect("stat").ino(),
         inode,
@@ -712,10 +632,7 @@ async fn a_tarball_without_livekit_server_is_refused() {
     let old = script("old");
     root.previous(&old);
     let old_record = fs::read(&root.record).expect("record");
-    let tgz = tarball(&[
-        file("LICENSE", b"x"),
-        file("bin/livekit", &script("wrong name")),
-    ]);
+    let tgz = tarball(&[file("LICENSE", b"x"), file("bin/livekit", &script("wrong name"))]);
     server.put_release(DEFAULT_VERSION, &tgz, Mode::Full);
 
     let err = run_install(&InstallRequest::default(), &server.settings(), &root)
@@ -726,10 +643,7 @@ async fn a_tarball_without_livekit_server_is_refused() {
     assert_eq!(err.code(), Some(ErrorCode::InstallFailed));
     assert_eq!(
         err.to_string(),
-        format!(
-            "{} holds no `livekit-server` file",
-            server.release_url(DEFAULT_VERSION)
-        )
+        format!("{} holds no `livekit-server` file", server.release_url(DEFAULT_VERSION))
     );
     root.assert_untouched(&old, &old_record);
 }
@@ -747,10 +661,7 @@ async fn archives_with_escaping_or_linked_entries_are_refused() {
         ("absolute", tarball(&[file("/livekit-server", &good)])),
         (
             "escape beside a good binary",
-            tarball(&[
-                file("livekit-server", &good),
-                file("../../etc/cron.d/x", b"x"),
-            ]),
+            tarball(&[file("livekit-server", &good), file("../../etc/cron.d/x", b"x")]),
         ),
         (
             "symlink binary",
@@ -787,12 +698,7 @@ async fn archives_with_escaping_or_linked_entries_are_refused() {
         let path = root.src.join("hostile.tgz");
         fs::write(&path, &tgz).expect("write tarball");
         let err = run_install(
-            &request(
-                None,
-                Some(path.to_str().expect("utf8")),
-                Some(&sha(&tgz)),
-                false,
-            ),
+            &request(None, Some(path.to_str().expect("utf8")), Some(&sha(&tgz)), false),
             &server.settings(),
             &root,
         )
@@ -812,10 +718,7 @@ async fn archives_with_escaping_or_linked_entries_are_refused() {
 async fn progress_reports_increasing_bytes_throttled_and_ending_at_the_total() {
     let server = TestServer::start().await;
     let binary = script("progress");
-    let tgz = tarball(&[
-        file("LICENSE", &noise(512 * 1024)),
-        file("livekit-server", &binary),
-    ]);
+    let tgz = tarball(&[file("LICENSE", &noise(512 * 1024)), file("livekit-server", &binary)]);
     server.put_release(
         DEFAULT_VERSION,
         &tgz,
@@ -846,12 +749,9 @@ async fn progress_reports_increasing_bytes_throttled_and_ending_at_the_total() {
         "each phase once, in order"
     );
     for phase in [PHASE_DOWNLOAD, PHASE_VERIFY, PHASE_INSTALL] {
-        let of_phase: Vec<&(Instant, InstallProgress)> =
-            events.iter().filter(|(_, p)| p.phase == phase).collect();
+        let of_phase: Vec<&(Instant, InstallProgress)> = events.iter().filter(|(_, p)| p.phase == phase).collect();
         assert!(
-            of_phase
-                .windows(2)
-                .all(|w| w[0].1.bytes_done <= w[1].1.bytes_done),
+            of_phase.windows(2).all(|w| w[0].1.bytes_done <= w[1].1.bytes_done),
             "{phase} never goes back"
         );
         // Between reports before the final one, the throttle keeps 50 ms.
@@ -868,10 +768,7 @@ async fn progress_reports_increasing_bytes_throttled_and_ending_at_the_total() {
         .map(|(_, p)| *p)
         .filter(|p| p.phase == PHASE_DOWNLOAD)
         .collect();
-    assert!(
-        downloads.len() >= 4,
-        "a slow download shows movement: {downloads:?}"
-    );
+    assert!(downloads.len() >= 4, "a slow download shows movement: {downloads:?}");
     let total = tgz.len() as u64;
     assert!(downloads.iter().all(|p| p.bytes_total == Some(total)));
     assert_eq!(downloads.last().map(|p| p.bytes_done), Some(total));
@@ -895,12 +792,7 @@ async fn a_running_process_keeps_its_old_binary_across_an_install() {
     fs::write(&old_src, &sleeper).expect("copy sleep");
     let old_src = old_src.to_str().expect("utf8").to_string();
     run_install(
-        &request(
-            Some("1.0.0-old"),
-            Some(&old_src),
-            Some(&sha(&sleeper)),
-            false,
-        ),
+        &request(Some("1.0.0-old"), Some(&old_src), Some(&sha(&sleeper)), false),
         &server.settings(),
         &root,
     )
@@ -923,12 +815,7 @@ async fn a_running_process_keeps_its_old_binary_across_an_install() {
     let new_src = root.src.join("new-server");
     fs::write(&new_src, script("new")).expect("new binary");
     let outcome = run_install(
-        &request(
-            Some("1.0.0-new"),
-            Some(new_src.to_str().expect("utf8")),
-            None,
-            false,
-        ),
+        &request(Some("1.0.0-new"), Some(new_src.to_str().expect("utf8")), None, false),
         &server.settings(),
         &root,
     )
@@ -943,14 +830,8 @@ async fn a_running_process_keeps_its_old_binary_across_an_install() {
     child.wait().expect("reap");
     assert!(outcome.changed);
     assert!(still_running, "the old process survived the install");
-    assert_eq!(
-        exe_link,
-        PathBuf::from(format!("{} (deleted)", root.target.display()))
-    );
-    assert_eq!(
-        exe_inode, old_inode,
-        "the process still executes the old inode"
-    );
+    assert_eq!(exe_link, PathBuf::from(format!("{} (deleted)", root.target.display())));
+    assert_eq!(exe_inode, old_inode, "the process still executes the old inode");
     assert_ne!(new_inode, old_inode, "the new binary is a new file");
     assert_eq!(run_binary(&root.target), "livekit-server-test\n");
 }
@@ -968,15 +849,8 @@ async fn oversized_artifacts_and_binaries_are_refused() {
     let err = run_install(&InstallRequest::default(), &small, &root)
         .await
         .expect_err("too big a download");
-    assert!(
-        matches!(err, InstallError::TooLarge { limit: 100, .. }),
-        "{err}"
-    );
-    assert!(
-        err.to_string()
-            .contains(&server.release_url(DEFAULT_VERSION)),
-        "{err}"
-    );
+    assert!(matches!(err, InstallError::TooLarge { limit: 100, .. }), "{err}");
+    assert!(err.to_string().contains(&server.release_url(DEFAULT_VERSION)), "{err}");
 
     let tiny_binary = InstallSettings {
         max_binary_bytes: 10,
@@ -985,16 +859,9 @@ async fn oversized_artifacts_and_binaries_are_refused() {
     let err = run_install(&InstallRequest::default(), &tiny_binary, &root)
         .await
         .expect_err("too big a binary");
-    assert!(
-        matches!(err, InstallError::TooLarge { limit: 10, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, InstallError::TooLarge { limit: 10, .. }), "{err}");
     assert!(!root.target.exists());
-    assert_eq!(
-        root.bin_entries(),
-        Vec::<String>::new(),
-        "no temporary file left"
-    );
+    assert_eq!(root.bin_entries(), Vec::<String>::new(), "no temporary file left");
 }
 
 #[tokio::test]
@@ -1054,8 +921,7 @@ async fn a_custom_url_is_verified_by_a_published_checksum_or_needs_sha256() {
     assert_eq!(err.field(), Some("sha256"), "{err}");
     let msg = err.to_string();
     assert!(
-        msg.contains(&server.url("/d/lk.tar.gz.sha256"))
-            && msg.contains(&server.url("/d/checksums.txt")),
+        msg.contains(&server.url("/d/lk.tar.gz.sha256")) && msg.contains(&server.url("/d/checksums.txt")),
         "{msg}"
     );
     assert!(
@@ -1072,19 +938,11 @@ async fn invalid_params_name_the_field_before_any_request() {
     let cases = [
         (request(None, None, Some("abc"), false), "sha256"),
         (request(Some("latest"), None, None, false), "version"),
-        (
-            request(None, Some("relative/livekit.tgz"), None, false),
-            "source",
-        ),
-        (
-            request(None, Some("ftp://127.0.0.1/lk.tgz"), None, false),
-            "source",
-        ),
+        (request(None, Some("relative/livekit.tgz"), None, false), "source"),
+        (request(None, Some("ftp://127.0.0.1/lk.tgz"), None, false), "source"),
     ];
     for (req, field) in cases {
-        let err = run_install(&req, &server.settings(), &root)
-            .await
-            .expect_err(field);
+        let err = run_install(&req, &server.settings(), &root).await.expect_err(field);
         assert_eq!((err.field(), err.code()), (Some(field), None), "{err}");
         assert!(err.to_string().contains(field), "{err}");
     }
@@ -1099,16 +957,10 @@ async fn credentials_in_a_source_url_never_reach_messages_or_the_record() {
     server.put("/signed/lk.tgz", &tgz, Mode::Full);
     let root = root();
     let port = server.base.rsplit(':').next().expect("port");
-    let secret_url =
-        |path: &str| format!("http://user:hunter2@127.0.0.1:{port}{path}?X-Signature=s3cr3t");
+    let secret_url = |path: &str| format!("http://user:hunter2@127.0.0.1:{port}{path}?X-Signature=s3cr3t");
 
     let outcome = run_install(
-        &request(
-            None,
-            Some(&secret_url("/signed/lk.tgz")),
-            Some(&sha(&tgz)),
-            false,
-        ),
+        &request(None, Some(&secret_url("/signed/lk.tgz")), Some(&sha(&tgz)), false),
         &server.settings(),
         &root,
     )
@@ -1116,12 +968,7 @@ async fn credentials_in_a_source_url_never_reach_messages_or_the_record() {
     .expect("signed URL");
     let record = String::from_utf8(fs::read(&root.record).expect("record")).expect("utf8");
     let err = run_install(
-        &request(
-            None,
-            Some(&secret_url("/gone.tgz")),
-            Some(&sha(&tgz)),
-            false,
-        ),
+        &request(None, Some(&secret_url("/gone.tgz")), Some(&sha(&tgz)), false),
         &server.settings(),
         &root,
     )
@@ -1134,10 +981,7 @@ async fn credentials_in_a_source_url_never_reach_messages_or_the_record() {
         &err.to_string(),
         &format!("{err:?}"),
     ] {
-        assert!(
-            !text.contains("hunter2") && !text.contains("s3cr3t"),
-            "leaked: {text}"
-        );
+        assert!(!text.contains("hunter2") && !text.contains("s3cr3t"), "leaked: {text}");
     }
     assert_eq!(outcome.source, server.url("/signed/lk.tgz?<redacted>"));
 }

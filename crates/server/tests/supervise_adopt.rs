@@ -40,10 +40,7 @@ async fn a_detached_child_is_adopted_and_restarted_after_it_dies() {
     // The next daemon instance.
     let events = Events::default();
     let second = Child::new(ProcessName::LkBackend, s.options(&events));
-    assert_eq!(
-        second.adopt(spec.clone()).await.expect("adopt"),
-        AdoptOutcome::Adopted
-    );
+    assert_eq!(second.adopt(spec.clone()).await.expect("adopt"), AdoptOutcome::Adopted);
     let h = second.health();
     assert_eq!(h.state, ProcessState::Running);
     assert_eq!(h.pid, Some(pid));
@@ -68,10 +65,7 @@ async fn a_detached_child_is_adopted_and_restarted_after_it_dies() {
     let h = second.health();
     assert!(!h.adopted, "the restarted process is our own child");
     assert_eq!(h.restarts, 1);
-    assert!(events
-        .restart_reasons()
-        .iter()
-        .any(|r| r.contains("crashed")));
+    assert!(events.restart_reasons().iter().any(|r| r.contains("crashed")));
     let rec = ChildRecord::load(&s.children_dir(), ProcessName::LkBackend)
         .expect("load")
         .expect("record of the new process");
@@ -103,41 +97,26 @@ async fn adoption_survives_the_binary_being_replaced_and_start_then_upgrades() {
 
     let events = Events::default();
     let second = Child::new(ProcessName::LivekitServer, s.options(&events));
-    assert_eq!(
-        second.adopt(spec.clone()).await.expect("adopt"),
-        AdoptOutcome::Adopted
-    );
+    assert_eq!(second.adopt(spec.clone()).await.expect("adopt"), AdoptOutcome::Adopted);
     assert_eq!(second.health().pid, Some(pid));
     assert!(second.health().ready);
 
     // The running process executes the old file: start brings up the new one.
-    assert_eq!(
-        second.start(spec, READY).await.expect("start"),
-        StartOutcome::Restarted
-    );
+    assert_eq!(second.start(spec, READY).await.expect("start"), StartOutcome::Restarted);
     assert!(!alive(pid));
     let reasons = events.restart_reasons();
-    assert!(
-        reasons.iter().any(|r| r.contains("replaced")),
-        "{reasons:?}"
-    );
+    assert!(reasons.iter().any(|r| r.contains("replaced")), "{reasons:?}");
     let rec = ChildRecord::load(&s.children_dir(), ProcessName::LivekitServer)
         .expect("load")
         .expect("record");
-    assert_eq!(
-        rec.exe_ino,
-        std::fs::metadata(&program).expect("stat").ino()
-    );
+    assert_eq!(rec.exe_ino, std::fs::metadata(&program).expect("stat").ino());
     second.stop(Duration::from_secs(5)).await.expect("stop");
 }
 
 #[tokio::test]
 async fn a_record_naming_an_unrelated_process_is_discarded_and_the_process_left_alone() {
     let s = Scratch::new();
-    let mut bystander = Command::new("sleep")
-        .arg("300")
-        .spawn()
-        .expect("spawn sleep");
+    let mut bystander = Command::new("sleep").arg("300").spawn().expect("spawn sleep");
     let pid = bystander.id();
     let python_meta = std::fs::metadata(python()).expect("stat python");
     let sleep_exe = std::fs::metadata(format!("/proc/{pid}/exe")).expect("stat sleep exe");
@@ -197,18 +176,11 @@ async fn a_record_naming_an_unrelated_process_is_discarded_and_the_process_left_
         }
     );
     base.write(&s.children_dir()).expect("write record");
-    assert_eq!(
-        child.start(spec, READY).await.expect("start"),
-        StartOutcome::Started
-    );
+    assert_eq!(child.start(spec, READY).await.expect("start"), StartOutcome::Started);
     assert_ne!(child.health().pid, Some(pid));
     child.stop(Duration::from_secs(5)).await.expect("stop");
     assert!(alive(pid));
-    assert_eq!(
-        bystander.try_wait().expect("try_wait"),
-        None,
-        "still running"
-    );
+    assert_eq!(bystander.try_wait().expect("try_wait"), None, "still running");
     bystander.kill().expect("kill bystander");
     bystander.wait().expect("reap bystander");
 

@@ -31,10 +31,7 @@ async fn start_spawns_and_waits_until_ready_then_a_second_start_touches_nothing(
     );
     // SPEC target is 10 ms; this bound only catches gross regressions (a
     // slow probe interval) on a loaded 2-core machine.
-    assert!(
-        start_overhead < Duration::from_millis(250),
-        "{start_overhead:?}"
-    );
+    assert!(start_overhead < Duration::from_millis(250), "{start_overhead:?}");
     let h = child.health();
     assert_eq!(h.state, ProcessState::Running);
     assert!(h.ready);
@@ -56,20 +53,12 @@ async fn start_spawns_and_waits_until_ready_then_a_second_start_touches_nothing(
 
     // Own session and process group: the daemon's signals do not reach it.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .expect("comm")
-        .1
-        .split_whitespace()
-        .collect();
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("comm").1.split_whitespace().collect();
     assert_eq!(fields[2], pid.to_string(), "process group id is its pid");
     assert_eq!(fields[3], pid.to_string(), "session id is its pid");
 
     assert_eq!(
-        child
-            .start(spec.clone(), READY)
-            .await
-            .expect("second start"),
+        child.start(spec.clone(), READY).await.expect("second start"),
         StartOutcome::AlreadyRunning
     );
     assert_eq!(child.health().pid, Some(pid), "same process");
@@ -107,21 +96,11 @@ async fn start_with_another_config_restarts_the_child() {
     let events = Events::default();
     let child = Child::new(ProcessName::LivekitServer, s.options(&events));
     let port = free_port();
-    let first = s.spec(
-        ProcessName::LivekitServer,
-        port,
-        &[],
-        "aaaaaaaaaaaaaaaa-old",
-    );
+    let first = s.spec(ProcessName::LivekitServer, port, &[], "aaaaaaaaaaaaaaaa-old");
     child.start(first, READY).await.expect("start");
     let old_pid = child.health().pid.expect("pid");
 
-    let second = s.spec(
-        ProcessName::LivekitServer,
-        port,
-        &[],
-        "bbbbbbbbbbbbbbbb-new",
-    );
+    let second = s.spec(ProcessName::LivekitServer, port, &[], "bbbbbbbbbbbbbbbb-new");
     assert_eq!(
         child.start(second, READY).await.expect("start"),
         StartOutcome::Restarted
@@ -144,10 +123,7 @@ async fn restart_replaces_the_process_and_leaves_the_event_to_the_caller() {
     let child = Child::new(ProcessName::LkBackend, s.options(&events));
     let spec = s.spec(ProcessName::LkBackend, free_port(), &[], "c");
     assert_eq!(
-        child
-            .restart(spec.clone(), READY)
-            .await
-            .expect("restart of nothing"),
+        child.restart(spec.clone(), READY).await.expect("restart of nothing"),
         StartOutcome::Started
     );
     let old = child.health().pid.expect("pid");
@@ -165,10 +141,7 @@ async fn restart_replaces_the_process_and_leaves_the_event_to_the_caller() {
 
     let mut wrong = spec;
     wrong.name = ProcessName::LivekitServer;
-    let err = child
-        .start(wrong, READY)
-        .await
-        .expect_err("spec of the other child");
+    let err = child.start(wrong, READY).await.expect_err("spec of the other child");
     assert!(matches!(err, SuperviseError::BadSpec { .. }), "{err:?}");
     assert_eq!(child.health().pid, h.pid, "a bad spec changes nothing");
     child.stop(Duration::from_secs(5)).await.expect("stop");
@@ -179,26 +152,14 @@ async fn an_exit_during_startup_is_a_failure_even_with_code_0() {
     let s = Scratch::new();
     let events = Events::default();
     let child = Child::new(ProcessName::LivekitServer, s.options(&events));
-    let spec = s.spec(
-        ProcessName::LivekitServer,
-        free_port(),
-        &["--exit-at-start", "0"],
-        "c",
-    );
+    let spec = s.spec(ProcessName::LivekitServer, free_port(), &["--exit-at-start", "0"], "c");
 
-    let err = child
-        .start(spec, READY)
-        .await
-        .expect_err("exit 0 during startup fails");
+    let err = child.start(spec, READY).await.expect_err("exit 0 during startup fails");
     match &err {
-        SuperviseError::ExitedDuringStartup {
-            status, log_tail, ..
-        } => {
+        SuperviseError::ExitedDuringStartup { status, log_tail, .. } => {
             assert_eq!(status, "exited with code 0");
             assert!(
-                log_tail
-                    .iter()
-                    .any(|l| l.contains("could not parse config")),
+                log_tail.iter().any(|l| l.contains("could not parse config")),
                 "log tail carries the child's own error: {log_tail:?}"
             );
         }
@@ -211,18 +172,13 @@ async fn an_exit_during_startup_is_a_failure_even_with_code_0() {
     );
     let h = child.health();
     assert_eq!(h.state, ProcessState::Failed);
-    assert!(h
-        .last_exit
-        .as_deref()
-        .is_some_and(|e| e.contains("exited with code 0")));
+    assert!(h.last_exit.as_deref().is_some_and(|e| e.contains("exited with code 0")));
     assert!(h
         .log_tail
         .is_some_and(|t| t.iter().any(|l| l.contains("could not parse config"))));
-    assert!(
-        ChildRecord::load(&s.children_dir(), ProcessName::LivekitServer)
-            .expect("load")
-            .is_none()
-    );
+    assert!(ChildRecord::load(&s.children_dir(), ProcessName::LivekitServer)
+        .expect("load")
+        .is_none());
 }
 
 #[tokio::test]
@@ -230,12 +186,7 @@ async fn a_child_never_ready_is_stopped_and_reported_not_ready() {
     let s = Scratch::new();
     let events = Events::default();
     let child = Child::new(ProcessName::LkBackend, s.options(&events));
-    let spec = s.spec(
-        ProcessName::LkBackend,
-        free_port(),
-        &["--ready-delay-ms", "60000"],
-        "c",
-    );
+    let spec = s.spec(ProcessName::LkBackend, free_port(), &["--ready-delay-ms", "60000"], "c");
     let err = child
         .start(spec, Duration::from_millis(300))
         .await
@@ -246,10 +197,7 @@ async fn a_child_never_ready_is_stopped_and_reported_not_ready() {
         .iter()
         .find_map(|(_, pid)| *pid)
         .expect("it was spawned");
-    assert!(
-        !alive(last_pid),
-        "a child that is not ready in time is stopped"
-    );
+    assert!(!alive(last_pid), "a child that is not ready in time is stopped");
     assert_eq!(child.health().state, ProcessState::Failed);
 }
 
@@ -292,10 +240,7 @@ async fn stop_escalates_to_sigkill_for_the_whole_group() {
         (!alive(grandchild)).then_some(())
     })
     .await;
-    assert!(child
-        .health()
-        .last_exit
-        .is_some_and(|e| e.contains("SIGKILL")));
+    assert!(child.health().last_exit.is_some_and(|e| e.contains("SIGKILL")));
 }
 
 #[tokio::test]
@@ -307,10 +252,7 @@ async fn a_foreign_port_holder_is_named_and_nothing_is_spawned() {
     let port = squatter.local_addr().expect("addr").port();
     let spec = s.spec(ProcessName::LivekitServer, port, &[], "c");
 
-    let err = child
-        .start(spec.clone(), READY)
-        .await
-        .expect_err("port taken");
+    let err = child.start(spec.clone(), READY).await.expect_err("port taken");
     match &err {
         SuperviseError::PortConflict { port: p, pid, .. } => {
             assert_eq!(*p, port);
@@ -322,16 +264,11 @@ async fn a_foreign_port_holder_is_named_and_nothing_is_spawned() {
     assert!(msg.contains(&port.to_string()) && msg.contains(&std::process::id().to_string()));
     let h = child.health();
     assert_eq!(h.state, ProcessState::Stopped);
-    assert!(h
-        .port_conflict
-        .is_some_and(|c| c.contains(&port.to_string())));
+    assert!(h.port_conflict.is_some_and(|c| c.contains(&port.to_string())));
     assert!(!spec.log_path.exists(), "nothing was spawned");
 
     drop(squatter);
-    assert_eq!(
-        child.start(spec, READY).await.expect("start"),
-        StartOutcome::Started
-    );
+    assert_eq!(child.start(spec, READY).await.expect("start"), StartOutcome::Started);
     assert_eq!(child.health().port_conflict, None);
     child.stop(Duration::from_secs(5)).await.expect("stop");
 }
@@ -362,27 +299,18 @@ async fn a_crash_after_a_healthy_run_is_restarted_at_once() {
         "first start to ready {own_time_to_ready:?}; crash to ready again {crash_to_ready:?}, \
          of which after the new child listened {restart_overhead:?}"
     );
-    assert!(
-        restart_overhead < Duration::from_millis(250),
-        "{restart_overhead:?}"
-    );
+    assert!(restart_overhead < Duration::from_millis(250), "{restart_overhead:?}");
     assert!(alive(new));
     let h = child.health();
     assert_eq!(h.restarts, 1);
     assert!(h.last_exit.is_some_and(|e| e.contains("SIGKILL")));
     assert!(
-        !events
-            .states()
-            .iter()
-            .any(|(s, _)| *s == ProcessState::Backoff),
+        !events.states().iter().any(|(s, _)| *s == ProcessState::Backoff),
         "no backoff before the first restart: {:?}",
         events.states()
     );
     let reasons = events.restart_reasons();
-    assert!(
-        reasons.len() == 1 && reasons[0].contains("crashed"),
-        "{reasons:?}"
-    );
+    assert!(reasons.len() == 1 && reasons[0].contains("crashed"), "{reasons:?}");
     child.stop(Duration::from_secs(5)).await.expect("stop");
 }
 
@@ -394,43 +322,24 @@ async fn a_crash_loop_ends_in_failed_and_start_clears_it() {
     opts.backoff = fast_backoff();
     let child = Child::new(ProcessName::LkBackend, opts);
     let port = free_port();
-    let crashing = s.spec(
-        ProcessName::LkBackend,
-        port,
-        &["--crash-after-ms", "300"],
-        "c",
-    );
-    child
-        .start(crashing, READY)
-        .await
-        .expect("first run gets ready");
+    let crashing = s.spec(ProcessName::LkBackend, port, &["--crash-after-ms", "300"], "c");
+    child.start(crashing, READY).await.expect("first run gets ready");
 
-    eventually(
-        Duration::from_secs(60),
-        "the crash loop to end in failed",
-        || (child.health().state == ProcessState::Failed).then_some(()),
-    )
+    eventually(Duration::from_secs(60), "the crash loop to end in failed", || {
+        (child.health().state == ProcessState::Failed).then_some(())
+    })
     .await;
     let h = child.health();
     assert_eq!(h.pid, None);
     assert_eq!(h.last_exit.as_deref(), Some("exited with code 3"));
     let tail = h.log_tail.expect("log tail when failed");
-    assert!(
-        tail.iter().any(|l| l.contains("crashing on purpose")),
-        "{tail:?}"
-    );
+    assert!(tail.iter().any(|l| l.contains("crashing on purpose")), "{tail:?}");
     assert_eq!(h.restarts, 4, "five failures: four restarts, then failed");
     let states = events.states();
-    assert!(
-        states.iter().any(|(s, _)| *s == ProcessState::Backoff),
-        "{states:?}"
-    );
+    assert!(states.iter().any(|(s, _)| *s == ProcessState::Backoff), "{states:?}");
 
     let healthy = s.spec(ProcessName::LkBackend, port, &[], "c");
-    assert_eq!(
-        child.start(healthy, READY).await.expect("start"),
-        StartOutcome::Started
-    );
+    assert_eq!(child.start(healthy, READY).await.expect("start"), StartOutcome::Started);
     let h = child.health();
     assert_eq!(h.state, ProcessState::Running);
     assert_eq!(h.log_tail, None);
@@ -447,18 +356,11 @@ async fn stop_of_a_child_in_backoff_leaves_it_stopped() {
     opts.backoff.initial = Duration::from_secs(600);
     opts.backoff.max = Duration::from_secs(600);
     let child = Child::new(ProcessName::LkBackend, opts);
-    let spec = s.spec(
-        ProcessName::LkBackend,
-        free_port(),
-        &["--crash-after-ms", "300"],
-        "c",
-    );
+    let spec = s.spec(ProcessName::LkBackend, free_port(), &["--crash-after-ms", "300"], "c");
     child.start(spec, READY).await.expect("start");
-    eventually(
-        Duration::from_secs(30),
-        "backoff after the second crash",
-        || (child.health().state == ProcessState::Backoff).then_some(()),
-    )
+    eventually(Duration::from_secs(30), "backoff after the second crash", || {
+        (child.health().state == ProcessState::Backoff).then_some(())
+    })
     .await;
     let outcome = child.stop(Duration::from_secs(5)).await.expect("stop");
     assert_eq!(

@@ -30,10 +30,7 @@ async fn rotation_keeps_five_copies_and_the_child_keeps_writing_into_the_live_lo
     let child = Child::new(ProcessName::LkBackend, opts);
     let spec = s.spec(ProcessName::LkBackend, free_port(), &["--spam-log"], "c");
     let log = spec.log_path.clone();
-    child
-        .start(spec, Duration::from_secs(20))
-        .await
-        .expect("start");
+    child.start(spec, Duration::from_secs(20)).await.expect("start");
     let live_ino = std::fs::metadata(&log).expect("stat").ino();
 
     eventually(Duration::from_secs(60), "five rotated copies", || {
@@ -47,11 +44,7 @@ async fn rotation_keeps_five_copies_and_the_child_keeps_writing_into_the_live_lo
     })
     .await;
     assert!(!logs::rotated_path(&log, 6).exists(), "only five kept");
-    assert_eq!(
-        std::fs::metadata(&log).expect("stat").ino(),
-        live_ino,
-        "same live file"
-    );
+    assert_eq!(std::fs::metadata(&log).expect("stat").ino(), live_ino, "same live file");
 
     // The child still writes into the live file, past what was rotated.
     let rotated = last_line_number(&logs::rotated_path(&log, 1)).expect("numbered lines");

@@ -67,10 +67,7 @@ fn main() -> ExitCode {
 /// The baseline: the same stack as lk-backend, doing no work per request.
 fn serve_minimal() -> ExitCode {
     use axum::routing::post;
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("runtime: {e}");
@@ -203,10 +200,7 @@ fn bench(cli: &Cli) -> Result<(), String> {
     ratios.sort_by(f64::total_cmp);
     let median = ratios[ratios.len() / 2];
     if let (Some(m), Some(t)) = (best_min, best_tok) {
-        println!(
-            "best: minimal {:.0} req/s, token {:.0} req/s",
-            m.per_sec, t.per_sec
-        );
+        println!("best: minimal {:.0} req/s, token {:.0} req/s", m.per_sec, t.per_sec);
     }
     println!("ratio token/minimal throughput (median of rounds): {median:.2} (target >= 0.50)");
     Ok(())
@@ -263,15 +257,9 @@ async fn run_load(addr: SocketAddr, clients: usize, total: usize) -> Result<Vec<
                     .map_err(|e| format!("request: {e}"))?;
                 let t0 = Instant::now();
                 send.ready().await.map_err(|e| format!("connection: {e}"))?;
-                let resp = send
-                    .send_request(req)
-                    .await
-                    .map_err(|e| format!("send: {e}"))?;
+                let resp = send.send_request(req).await.map_err(|e| format!("send: {e}"))?;
                 let status = resp.status();
-                resp.into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| format!("body: {e}"))?;
+                resp.into_body().collect().await.map_err(|e| format!("body: {e}"))?;
                 latencies.push(t0.elapsed());
                 if !status.is_success() {
                     return Err(format!("{addr} answered {status}"));

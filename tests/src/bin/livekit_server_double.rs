@@ -287,10 +287,7 @@ fn main() -> ExitCode {
 fn load_behaviour(config: &Path) -> Result<Behaviour, String> {
     let path = match std::env::var_os("LK_DOUBLE_BEHAVIOUR_FILE") {
         Some(p) => PathBuf::from(p),
-        None => config
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join("double-behaviour.json"),
+        None => config.parent().unwrap_or(Path::new(".")).join("double-behaviour.json"),
     };
     match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
@@ -309,17 +306,13 @@ struct Server {
 }
 
 fn startup(cli: &Cli) -> Result<Server, String> {
-    let text = std::fs::read_to_string(&cli.config)
-        .map_err(|e| format!("open {}: {}", cli.config.display(), io_text(&e)))?;
+    let text =
+        std::fs::read_to_string(&cli.config).map_err(|e| format!("open {}: {}", cli.config.display(), io_text(&e)))?;
     let config = parse_config(&text)?;
     let keys = resolve_keys(&config)?;
     check_webhook(&config, &keys)?;
     let development = config.development.unwrap_or(false);
-    let json_logs = config
-        .logging
-        .as_ref()
-        .and_then(|l| l.json)
-        .unwrap_or(false);
+    let json_logs = config.logging.as_ref().and_then(|l| l.json).unwrap_or(false);
     let log = Logger { json: json_logs };
     if !development {
         for key in short_secret_keys(&keys) {
@@ -352,10 +345,7 @@ fn startup(cli: &Cli) -> Result<Server, String> {
         &[
             ("portHttp", port.to_string()),
             ("nodeIP", json_str(&node_ip)),
-            (
-                "version",
-                json_str(concat!("double-", env!("CARGO_PKG_VERSION"))),
-            ),
+            ("version", json_str(concat!("double-", env!("CARGO_PKG_VERSION")))),
             ("bindAddresses", format!("{binds:?}")),
             ("rtc.portTCP", tcp_port.to_string()),
             ("rtc.portICERange", format!("[{range_start}, {range_end}]")),
@@ -367,8 +357,7 @@ fn startup(cli: &Cli) -> Result<Server, String> {
         ips.iter()
             .map(|ip| {
                 let addr = SocketAddr::new(*ip, port as u16);
-                std::net::TcpListener::bind(addr)
-                    .map_err(|e| format!("listen tcp {addr}: bind: {}", io_text(&e)))
+                std::net::TcpListener::bind(addr).map_err(|e| format!("listen tcp {addr}: bind: {}", io_text(&e)))
             })
             .collect()
     };
@@ -383,8 +372,7 @@ fn startup(cli: &Cli) -> Result<Server, String> {
             .iter()
             .map(|ip| {
                 let addr = SocketAddr::new(*ip, p);
-                std::net::UdpSocket::bind(addr)
-                    .map_err(|e| format!("listen udp {addr}: bind: {}", io_text(&e)))
+                std::net::UdpSocket::bind(addr).map_err(|e| format!("listen udp {addr}: bind: {}", io_text(&e)))
             })
             .collect::<Result<_, _>>()?,
         None => Vec::new(),
@@ -415,10 +403,7 @@ fn bind_ips(binds: &[String]) -> Result<Vec<IpAddr>, String> {
     }
     binds
         .iter()
-        .map(|b| {
-            b.parse()
-                .map_err(|_| format!("listen tcp: lookup {b}: no such host"))
-        })
+        .map(|b| b.parse().map_err(|_| format!("listen tcp: lookup {b}: no such host")))
         .collect()
 }
 
@@ -462,16 +447,12 @@ fn yaml_error_text(e: &serde_path_to_error::Error<serde_yaml::Error>) -> String 
             break;
         }
     }
-    let unmarshal = |detail: String| {
-        format!("could not parse config: yaml: unmarshal errors:\n  line {line}: {detail}")
-    };
+    let unmarshal =
+        |detail: String| format!("could not parse config: yaml: unmarshal errors:\n  line {line}: {detail}");
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let field = rest.split('`').next().unwrap_or_default();
         let parent = path.rsplit_once('.').map(|(p, _)| p).unwrap_or("");
-        return unmarshal(format!(
-            "field {field} not found in type {}",
-            go_type(parent)
-        ));
+        return unmarshal(format!("field {field} not found in type {}", go_type(parent)));
     }
     if let Some(rest) = message.strip_prefix("invalid type: ") {
         let (got, want) = rest.split_once(", expected ").unwrap_or((rest, "value"));
@@ -509,10 +490,8 @@ fn resolve_keys(config: &Config) -> Result<BTreeMap<String, String>, String> {
     };
     let mut keys = BTreeMap::new();
     for (k, v) in &mapping {
-        let key = scalar_text(k)
-            .ok_or("could not parse config: keys: cannot unmarshal key into string")?;
-        let secret = scalar_text(v)
-            .ok_or("could not parse config: keys: cannot unmarshal value into string")?;
+        let key = scalar_text(k).ok_or("could not parse config: keys: cannot unmarshal key into string")?;
+        let secret = scalar_text(v).ok_or("could not parse config: keys: cannot unmarshal value into string")?;
         keys.insert(key, secret);
     }
     if keys.is_empty() {
@@ -523,13 +502,11 @@ fn resolve_keys(config: &Config) -> Result<BTreeMap<String, String>, String> {
 
 fn read_key_file(path: &Path) -> Result<serde_yaml::Mapping, String> {
     use std::os::unix::fs::PermissionsExt;
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("stat {}: {}", path.display(), io_text(&e)))?;
+    let meta = std::fs::metadata(path).map_err(|e| format!("stat {}: {}", path.display(), io_text(&e)))?;
     if meta.permissions().mode() & 0o007 != 0 {
         return Err("key file others permissions must be set to 0".into());
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("open {}: {}", path.display(), io_text(&e)))?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("open {}: {}", path.display(), io_text(&e)))?;
     serde_yaml::from_str(&text).map_err(|e| format!("yaml: {e}"))
 }
 
@@ -581,9 +558,7 @@ fn validate(
     let token = match authorization {
         Some(h) if !h.is_empty() => match h.strip_prefix("Bearer ") {
             Some(t) => t,
-            None => {
-                return unauthorized("invalid authorization header. Must start with Bearer ".into())
-            }
+            None => return unauthorized("invalid authorization header. Must start with Bearer ".into()),
         },
         _ => query_token.unwrap_or(""),
     };
@@ -592,27 +567,17 @@ fn validate(
         let Some(payload) = unverified_payload(token) else {
             return unauthorized("invalid authorization token".into());
         };
-        let iss = payload
-            .get("iss")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or("");
+        let iss = payload.get("iss").and_then(serde_json::Value::as_str).unwrap_or("");
         let secret = keys.get(iss).map(String::as_str).unwrap_or("");
         if secret.is_empty() {
             return unauthorized("invalid API key".into());
         }
         if let Err(e) = TokenVerifier::with_api_key(iss, secret).verify(token) {
-            return unauthorized(format!(
-                "invalid authorization token: {}",
-                verify_error_text(&e)
-            ));
+            return unauthorized(format!("invalid authorization token: {}", verify_error_text(&e)));
         }
         grants = Some(payload);
     }
-    let Some(video) = grants
-        .as_ref()
-        .and_then(|g| g.get("video"))
-        .filter(|v| v.is_object())
-    else {
+    let Some(video) = grants.as_ref().and_then(|g| g.get("video")).filter(|v| v.is_object()) else {
         return unauthorized("no permissions to access the room".into());
     };
     if video.get("roomJoin").and_then(serde_json::Value::as_bool) != Some(true) {
@@ -670,18 +635,9 @@ fn unverified_payload(token: &str) -> Option<serde_json::Value> {
 fn verify_error_text(e: &livekit_api::access_token::AccessTokenError) -> String {
     let debug = format!("{e:?}");
     let rules: [(&str, &str); 6] = [
-        (
-            "InvalidSignature",
-            "token signature is invalid: signature is invalid",
-        ),
-        (
-            "ExpiredSignature",
-            "token has invalid claims: token is expired",
-        ),
-        (
-            "ImmatureSignature",
-            "token has invalid claims: token is not valid yet",
-        ),
+        ("InvalidSignature", "token signature is invalid: signature is invalid"),
+        ("ExpiredSignature", "token has invalid claims: token is expired"),
+        ("ImmatureSignature", "token has invalid claims: token is not valid yet"),
         (
             "MissingRequiredClaim",
             "token has invalid claims: token is missing required claim: exp claim is required",
@@ -690,10 +646,7 @@ fn verify_error_text(e: &livekit_api::access_token::AccessTokenError) -> String 
             "InvalidAlgorithm",
             "token is unverifiable: error while executing keyfunc: unexpected signing method",
         ),
-        (
-            "InvalidIssuer",
-            "token has invalid claims: token has invalid issuer",
-        ),
+        ("InvalidIssuer", "token has invalid claims: token has invalid issuer"),
     ];
     rules
         .iter()
@@ -720,10 +673,7 @@ impl Logger {
     /// `fields` values are already JSON (numbers, quoted strings, arrays).
     fn line(&self, level: &str, msg: &str, fields: &[(&str, String)]) {
         let ts = timestamp();
-        let body: Vec<String> = fields
-            .iter()
-            .map(|(k, v)| format!("\"{k}\": {v}"))
-            .collect();
+        let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
         if self.json {
             let extra: String = body.iter().map(|f| format!(", {f}")).collect();
             println!(
@@ -742,9 +692,7 @@ fn json_str(s: &str) -> String {
 }
 
 fn timestamp() -> String {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     format!("{}.{:03}", since.as_secs(), since.subsec_millis())
 }
 
@@ -770,9 +718,7 @@ fn run(server: Server, behaviour: Behaviour) -> ExitCode {
 }
 
 async fn serve(server: Server, behaviour: Behaviour) -> ExitCode {
-    let log = Logger {
-        json: server.json_logs,
-    };
+    let log = Logger { json: server.json_logs };
     let signals = match ExitSignals::install() {
         Ok(s) => s,
         Err(e) => {
@@ -861,10 +807,7 @@ async fn wait_for_exit_signal(signals: ExitSignals, log: Logger, ignore_sigterm:
             );
             continue;
         }
-        log.info(
-            "exit requested, shutting down",
-            &[("signal", json_str(name))],
-        );
+        log.info("exit requested, shutting down", &[("signal", json_str(name))]);
         return ExitCode::SUCCESS;
     }
 }
@@ -887,9 +830,7 @@ async fn rtc_validate(
     headers: HeaderMap,
     Query(query): Query<ValidateQuery>,
 ) -> Response {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let (status, body) = validate(
         &state.keys,
         authorization,
@@ -906,12 +847,7 @@ async fn rtc_validate(
 }
 
 fn text(status: StatusCode, body: String) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        body,
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
 #[cfg(test)]
@@ -937,10 +873,7 @@ mod tests {
                 "logging:\n  colour: true\n",
                 "line 2: field colour not found in type config.LoggingConfig",
             ),
-            (
-                "port: abc\n",
-                "line 1: cannot unmarshal string \"abc\" into u32",
-            ),
+            ("port: abc\n", "line 1: cannot unmarshal string \"abc\" into u32"),
         ];
         for (yaml, expected) in table {
             let err = parse_config(yaml).expect_err(yaml);
@@ -992,10 +925,7 @@ mod tests {
         let keys = BTreeMap::new();
         assert_eq!(
             validate(&keys, None, None, None),
-            (
-                StatusCode::UNAUTHORIZED,
-                "no permissions to access the room".into()
-            )
+            (StatusCode::UNAUTHORIZED, "no permissions to access the room".into())
         );
         assert_eq!(
             validate(&keys, Some("Basic abc"), None, None),
@@ -1006,10 +936,7 @@ mod tests {
         );
         assert_eq!(
             validate(&keys, None, Some("not-a-jwt"), None),
-            (
-                StatusCode::UNAUTHORIZED,
-                "invalid authorization token".into()
-            )
+            (StatusCode::UNAUTHORIZED, "invalid authorization token".into())
         );
     }
 }

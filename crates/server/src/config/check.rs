@@ -56,11 +56,7 @@ impl Consistency {
 
     /// The files whose bytes differ from their renderings, in write order.
     pub fn mismatched(&self) -> Vec<TripleFile> {
-        self.files
-            .iter()
-            .filter(|f| !f.matches)
-            .map(|f| f.file)
-            .collect()
+        self.files.iter().filter(|f| !f.matches).map(|f| f.file).collect()
     }
 }
 
@@ -80,11 +76,7 @@ pub fn check_rendered(rendered: &Rendered, observed: &Observed) -> Consistency {
 
 /// [`check_rendered`] with the sha256 of each present file already known
 /// (the [`super::FileCache`] keeps them across calls).
-pub(crate) fn check_hashed(
-    rendered: &Rendered,
-    observed: &Observed,
-    mut shas: [Option<String>; 3],
-) -> Consistency {
+pub(crate) fn check_hashed(rendered: &Rendered, observed: &Observed, mut shas: [Option<String>; 3]) -> Consistency {
     let mut drift = Vec::new();
     let files = TripleFile::ALL.map(|file| {
         let sha256 = shas[file.index()].take();
@@ -127,12 +119,7 @@ fn describe(file: TripleFile, obs: &FileObs, config: &Config, drift: &mut Vec<St
         Err(e) => return drift.push(format!("{name}: unparseable ({e})")),
     };
     let before = drift.len();
-    drift.extend(
-        reading
-            .problems
-            .iter()
-            .map(|p| format!("{name}: {}", p.text)),
-    );
+    drift.extend(reading.problems.iter().map(|p| format!("{name}: {}", p.text)));
     let mut diffs = Vec::new();
     match file {
         TripleFile::RuntimeJson => diff_runtime_json(&reading, config, &mut diffs),
@@ -146,13 +133,7 @@ fn describe(file: TripleFile, obs: &FileObs, config: &Config, drift: &mut Vec<St
 }
 
 /// Compares one carried value with the expected one, by label only.
-fn diff<T: PartialEq + ?Sized>(
-    r: &Reading,
-    label: &str,
-    observed: Option<&T>,
-    expected: &T,
-    out: &mut Vec<String>,
-) {
+fn diff<T: PartialEq + ?Sized>(r: &Reading, label: &str, observed: Option<&T>, expected: &T, out: &mut Vec<String>) {
     match observed {
         None if !r.has_problem(label) => out.push(format!("{label} missing")),
         Some(v) if v != expected => out.push(format!("{label} differs")),
@@ -182,21 +163,9 @@ fn diff_runtime_json(r: &Reading, c: &Config, out: &mut Vec<String>) {
     diff(r, "api_key", p.api_key.as_ref(), &c.api_key, out);
     diff(r, "api_secret", p.api_secret.as_ref(), &c.api_secret, out);
     diff(r, "domain", p.domain.as_ref(), &c.domain, out);
-    diff_opt(
-        r,
-        "redis_address",
-        p.redis_address.as_ref(),
-        &c.redis_address,
-        out,
-    );
+    diff_opt(r, "redis_address", p.redis_address.as_ref(), &c.redis_address, out);
     diff(r, "port", p.port.as_ref(), &c.port, out);
-    diff(
-        r,
-        "rtc_tcp_port",
-        p.rtc_tcp_port.as_ref(),
-        &c.rtc_tcp_port,
-        out,
-    );
+    diff(r, "rtc_tcp_port", p.rtc_tcp_port.as_ref(), &c.rtc_tcp_port, out);
     diff(
         r,
         "rtc_port_range_start",
@@ -212,32 +181,14 @@ fn diff_runtime_json(r: &Reading, c: &Config, out: &mut Vec<String>) {
         out,
     );
     diff_opt(r, "node_ip", p.node_ip.as_ref(), &c.node_ip, out);
-    diff(
-        r,
-        "backend_port",
-        p.backend_port.as_ref(),
-        &c.backend_port,
-        out,
-    );
-    diff(
-        r,
-        "livekit_url",
-        p.livekit_url.as_ref(),
-        &c.livekit_url(),
-        out,
-    );
+    diff(r, "backend_port", p.backend_port.as_ref(), &c.backend_port, out);
+    diff(r, "livekit_url", p.livekit_url.as_ref(), &c.livekit_url(), out);
 }
 
 fn diff_livekit_yaml(r: &Reading, c: &Config, out: &mut Vec<String>) {
     let p = &r.partial;
     diff(r, "port", p.port.as_ref(), &c.port, out);
-    diff(
-        r,
-        "rtc.tcp_port",
-        p.rtc_tcp_port.as_ref(),
-        &c.rtc_tcp_port,
-        out,
-    );
+    diff(r, "rtc.tcp_port", p.rtc_tcp_port.as_ref(), &c.rtc_tcp_port, out);
     diff(
         r,
         "rtc.port_range_start",
@@ -252,21 +203,9 @@ fn diff_livekit_yaml(r: &Reading, c: &Config, out: &mut Vec<String>) {
         &c.rtc_port_range_end,
         out,
     );
-    diff(
-        r,
-        "rtc.use_external_ip",
-        p.use_external_ip.as_ref(),
-        &false,
-        out,
-    );
+    diff(r, "rtc.use_external_ip", p.use_external_ip.as_ref(), &false, out);
     diff_opt(r, "rtc.node_ip", p.node_ip.as_ref(), &c.node_ip, out);
-    diff_opt(
-        r,
-        "redis.address",
-        p.redis_address.as_ref(),
-        &c.redis_address,
-        out,
-    );
+    diff_opt(r, "redis.address", p.redis_address.as_ref(), &c.redis_address, out);
     match (&p.api_key, &p.api_secret) {
         (Some(k), Some(s)) if *k != c.api_key || *s != c.api_secret => {
             out.push("keys entry differs from api_key/api_secret".to_string());
@@ -280,20 +219,8 @@ fn diff_livekit_yaml(r: &Reading, c: &Config, out: &mut Vec<String>) {
 fn diff_backend_env(r: &Reading, c: &Config, out: &mut Vec<String>) {
     let p = &r.partial;
     diff(r, "LIVEKIT_API_KEY", p.api_key.as_ref(), &c.api_key, out);
-    diff(
-        r,
-        "LIVEKIT_API_SECRET",
-        p.api_secret.as_ref(),
-        &c.api_secret,
-        out,
-    );
-    diff(
-        r,
-        "LIVEKIT_URL",
-        p.livekit_url.as_ref(),
-        &c.livekit_url(),
-        out,
-    );
+    diff(r, "LIVEKIT_API_SECRET", p.api_secret.as_ref(), &c.api_secret, out);
+    diff(r, "LIVEKIT_URL", p.livekit_url.as_ref(), &c.livekit_url(), out);
     diff(r, "PORT", p.backend_port.as_ref(), &c.backend_port, out);
 }
 
@@ -355,14 +282,8 @@ mod tests {
             ]
         );
         assert!(!c.files[1].present && c.files[2].present);
-        assert_eq!(
-            (c.files[1].sha256.as_ref(), c.files[2].sha256.as_ref()),
-            (None, None)
-        );
-        assert_eq!(
-            c.mismatched(),
-            [TripleFile::LivekitYaml, TripleFile::BackendEnv]
-        );
+        assert_eq!((c.files[1].sha256.as_ref(), c.files[2].sha256.as_ref()), (None, None));
+        assert_eq!(c.mismatched(), [TripleFile::LivekitYaml, TripleFile::BackendEnv]);
     }
 
     #[test]
@@ -373,13 +294,8 @@ mod tests {
         for f in TripleFile::ALL {
             let d = drift_with(f, render(&b, f));
             let expected: &[&str] = match f {
-                TripleFile::RuntimeJson => &[
-                    "runtime.json: api_key differs",
-                    "runtime.json: api_secret differs",
-                ],
-                TripleFile::LivekitYaml => {
-                    &["livekit.yaml: keys entry differs from api_key/api_secret"]
-                }
+                TripleFile::RuntimeJson => &["runtime.json: api_key differs", "runtime.json: api_secret differs"],
+                TripleFile::LivekitYaml => &["livekit.yaml: keys entry differs from api_key/api_secret"],
                 TripleFile::BackendEnv => &[
                     "backend.env: LIVEKIT_API_KEY differs",
                     "backend.env: LIVEKIT_API_SECRET differs",
@@ -430,17 +346,11 @@ mod tests {
         );
         assert_eq!(
             drift_with(TripleFile::LivekitYaml, render(&b, TripleFile::LivekitYaml)),
-            [
-                "livekit.yaml: port differs",
-                "livekit.yaml: rtc.node_ip missing"
-            ]
+            ["livekit.yaml: port differs", "livekit.yaml: rtc.node_ip missing"]
         );
         assert_eq!(
             drift_with(TripleFile::BackendEnv, render(&b, TripleFile::BackendEnv)),
-            [
-                "backend.env: LIVEKIT_URL differs",
-                "backend.env: PORT differs"
-            ]
+            ["backend.env: LIVEKIT_URL differs", "backend.env: PORT differs"]
         );
         let mut r = config_a();
         r.redis_address = None;
@@ -451,10 +361,7 @@ mod tests {
             ["livekit.yaml: redis.address missing"]
         );
         assert_eq!(
-            drift_with(
-                TripleFile::LivekitYaml,
-                render(&with_extra, TripleFile::LivekitYaml)
-            ),
+            drift_with(TripleFile::LivekitYaml, render(&with_extra, TripleFile::LivekitYaml)),
             ["livekit.yaml: redis.address differs"]
         );
     }
@@ -471,11 +378,7 @@ mod tests {
                 b"\x00\xff\xfe".to_vec(),
                 vec!["runtime.json: unparseable (not UTF-8 text)"],
             ),
-            (
-                TripleFile::RuntimeJson,
-                Vec::new(),
-                vec!["runtime.json: empty"],
-            ),
+            (TripleFile::RuntimeJson, Vec::new(), vec!["runtime.json: empty"]),
             (
                 TripleFile::RuntimeJson,
                 json.as_bytes()[..100].to_vec(),
@@ -483,8 +386,7 @@ mod tests {
             ),
             (
                 TripleFile::RuntimeJson,
-                json.replace("\"port\": 7980", "\"port\": \"7980\"")
-                    .into_bytes(),
+                json.replace("\"port\": 7980", "\"port\": \"7980\"").into_bytes(),
                 vec!["runtime.json: port has the wrong type (expected a port number)"],
             ),
             (
@@ -540,8 +442,7 @@ mod tests {
             ),
             (
                 TripleFile::BackendEnv,
-                env.replace("PORT=\"7990\"", "PORT=\"x\"\nDEBUG=1")
-                    .into_bytes(),
+                env.replace("PORT=\"7990\"", "PORT=\"x\"\nDEBUG=1").into_bytes(),
                 vec![
                     "backend.env: PORT is not a port number 1-65535",
                     "backend.env: unexpected variable `DEBUG`",

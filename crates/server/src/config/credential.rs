@@ -38,11 +38,7 @@ impl MintError {
 /// # Errors
 /// [`MintError`] when the OS refuses random bytes.
 pub fn mint_credential() -> Result<Credential, MintError> {
-    mint_credential_with(|buf| {
-        OsRng
-            .try_fill_bytes(buf)
-            .map_err(|e| MintError::new(e.to_string()))
-    })
+    mint_credential_with(|buf| OsRng.try_fill_bytes(buf).map_err(|e| MintError::new(e.to_string())))
 }
 
 /// [`mint_credential`] drawing bytes from `fill`, so the encoding can be
@@ -50,9 +46,7 @@ pub fn mint_credential() -> Result<Credential, MintError> {
 ///
 /// # Errors
 /// Whatever `fill` returns.
-pub fn mint_credential_with(
-    mut fill: impl FnMut(&mut [u8]) -> Result<(), MintError>,
-) -> Result<Credential, MintError> {
+pub fn mint_credential_with(mut fill: impl FnMut(&mut [u8]) -> Result<(), MintError>) -> Result<Credential, MintError> {
     let mut key = String::with_capacity(3 + KEY_RANDOM_LEN);
     key.push_str("API");
     // Rejection sampling keeps every character equally likely: 228 is the
@@ -65,9 +59,7 @@ pub fn mint_credential_with(
             if key.len() == 3 + KEY_RANDOM_LEN {
                 break;
             }
-            key.push(char::from(
-                KEY_ALPHABET[usize::from(b) % KEY_ALPHABET.len()],
-            ));
+            key.push(char::from(KEY_ALPHABET[usize::from(b) % KEY_ALPHABET.len()]));
         }
     }
     let mut secret_bytes = [0u8; 32];
@@ -207,10 +199,7 @@ mod tests {
         })
         .expect("fill never fails here");
         assert_eq!(&c.api_key[3..], "3".repeat(12));
-        assert!(
-            calls >= 3,
-            "first buffer was all rejected, then key and secret"
-        );
+        assert!(calls >= 3, "first buffer was all rejected, then key and secret");
     }
 
     #[test]

@@ -157,11 +157,7 @@ impl HealPlan {
 ///
 /// # Errors
 /// [`MintError`] when a credential must be minted and the OS RNG fails.
-pub fn plan(
-    in_memory: Option<&Config>,
-    observed: &Observed,
-    reset: bool,
-) -> Result<HealPlan, MintError> {
+pub fn plan(in_memory: Option<&Config>, observed: &Observed, reset: bool) -> Result<HealPlan, MintError> {
     plan_with(in_memory, observed, reset, mint_credential)
 }
 
@@ -237,9 +233,7 @@ fn load(readings: &[Option<Partial>; 3]) -> Option<(Config, ConfigSource)> {
             api_key: p.api_key.clone()?,
             api_secret: p.api_secret.clone()?,
         };
-        validate_credential(&credential)
-            .is_ok()
-            .then_some((f, credential))
+        validate_credential(&credential).is_ok().then_some((f, credential))
     })?;
     let config = salvage(credential.clone(), readings, Some(&credential));
     Some((config, ConfigSource::of(file)))
@@ -250,25 +244,17 @@ fn load(readings: &[Option<Partial>; 3]) -> Option<(Config, ConfigSource)> {
 /// readings holding that credential count: they were written together, so
 /// their fields belong to the same config. Ports that clash after salvage
 /// fall back to the defaults together.
-fn salvage(
-    credential: Credential,
-    readings: &[Option<Partial>; 3],
-    same: Option<&Credential>,
-) -> Config {
+fn salvage(credential: Credential, readings: &[Option<Partial>; 3], same: Option<&Credential>) -> Config {
     let sources: Vec<&Partial> = readings
         .iter()
         .flatten()
         .filter(|p| {
-            same.is_none_or(|c| {
-                p.api_key.as_ref() == Some(&c.api_key)
-                    && p.api_secret.as_ref() == Some(&c.api_secret)
-            })
+            same.is_none_or(|c| p.api_key.as_ref() == Some(&c.api_key) && p.api_secret.as_ref() == Some(&c.api_secret))
         })
         .collect();
     let defaults = Config::with_credential(credential);
-    let first_port = |get: fn(&Partial) -> Option<u16>, default: u16| {
-        sources.iter().find_map(|p| get(p)).unwrap_or(default)
-    };
+    let first_port =
+        |get: fn(&Partial) -> Option<u16>, default: u16| sources.iter().find_map(|p| get(p)).unwrap_or(default);
     let first_opt = |get: fn(&Partial) -> Option<&Option<String>>, valid: fn(&str) -> bool| {
         sources
             .iter()
@@ -281,10 +267,7 @@ fn salvage(
             .iter()
             .find_map(|p| p.domain.clone().filter(|d| validate_domain(d).is_ok()))
             .unwrap_or_else(|| defaults.domain.clone()),
-        redis_address: first_opt(
-            |p| p.redis_address.as_ref(),
-            |r| validate_redis_address(r).is_ok(),
-        ),
+        redis_address: first_opt(|p| p.redis_address.as_ref(), |r| validate_redis_address(r).is_ok()),
         port: first_port(|p| p.port, defaults.port),
         rtc_tcp_port: first_port(|p| p.rtc_tcp_port, defaults.rtc_tcp_port),
         rtc_port_range_start: first_port(|p| p.rtc_port_range_start, defaults.rtc_port_range_start),
@@ -356,12 +339,7 @@ mod tests {
         Garbage,
     }
 
-    const STATES: [State; 4] = [
-        State::Missing,
-        State::Same,
-        State::Different,
-        State::Garbage,
-    ];
+    const STATES: [State; 4] = [State::Missing, State::Same, State::Different, State::Garbage];
 
     fn obs(state: State, file: TripleFile) -> FileObs {
         match state {
@@ -384,11 +362,7 @@ mod tests {
             return (Config::with_credential(minted()), ConfigSource::Minted);
         };
         let chosen = states[first.index()];
-        let full = if chosen == State::Same {
-            config_a()
-        } else {
-            config_b()
-        };
+        let full = if chosen == State::Same { config_a() } else { config_b() };
         let holds = |f: TripleFile| states[f.index()] == chosen;
         if holds(TripleFile::RuntimeJson) {
             return (full, ConfigSource::RuntimeJson);
@@ -430,9 +404,7 @@ mod tests {
                     let (config, source) = expected(states);
                     assert_eq!(p.config, config, "{states:?}");
                     assert_eq!(p.source, source, "{states:?}");
-                    let any_valid = states
-                        .iter()
-                        .any(|s| matches!(s, State::Same | State::Different));
+                    let any_valid = states.iter().any(|s| matches!(s, State::Same | State::Different));
                     assert_eq!(
                         p.minted, !any_valid,
                         "a valid credential is never thrown away: {states:?}"
@@ -442,8 +414,7 @@ mod tests {
                         .filter(|&f| *observed.get(f) != FileObs::Present(render(&config, f)))
                         .collect();
                     assert_eq!(p.writes, writes, "{states:?}");
-                    let restart: Vec<ProcessName> =
-                        writes.iter().filter_map(|f| f.reader()).collect();
+                    let restart: Vec<ProcessName> = writes.iter().filter_map(|f| f.reader()).collect();
                     assert_eq!(p.restart, restart, "{states:?}");
                     for f in &writes {
                         assert!(
@@ -479,14 +450,7 @@ mod tests {
     #[test]
     fn every_single_file_and_every_pair_missing_heals_without_rotating() {
         let a = config_a();
-        for missing in [
-            vec![0],
-            vec![1],
-            vec![2],
-            vec![0, 1],
-            vec![0, 2],
-            vec![1, 2],
-        ] {
+        for missing in [vec![0], vec![1], vec![2], vec![0, 1], vec![0, 2], vec![1, 2]] {
             let mut observed = observed_of(&a);
             for &i in &missing {
                 *observed.get_mut(TripleFile::ALL[i]) = FileObs::Missing;
@@ -500,10 +464,7 @@ mod tests {
                 assert_eq!(p.config, a);
             }
             if missing.len() == 1 {
-                assert_eq!(
-                    p.config, a,
-                    "the two remaining files together hold every field"
-                );
+                assert_eq!(p.config, a, "the two remaining files together hold every field");
                 assert_eq!(written, missing, "only the missing file is written");
             }
             assert_heal_is_final(&observed, &p);
@@ -561,20 +522,17 @@ mod tests {
         cases.push((
             "wrong types",
             TripleFile::RuntimeJson,
-            json.replace("\"port\": 7980", "\"port\": [7980]")
-                .into_bytes(),
+            json.replace("\"port\": 7980", "\"port\": [7980]").into_bytes(),
         ));
         cases.push((
             "wrong types",
             TripleFile::LivekitYaml,
-            yaml.replace("tcp_port: 7981", "tcp_port: {a: 1}")
-                .into_bytes(),
+            yaml.replace("tcp_port: 7981", "tcp_port: {a: 1}").into_bytes(),
         ));
         cases.push((
             "wrong types",
             TripleFile::BackendEnv,
-            env.replace("PORT=\"7990\"", "PORT=\"seventy\"")
-                .into_bytes(),
+            env.replace("PORT=\"7990\"", "PORT=\"seventy\"").into_bytes(),
         ));
         cases.push((
             "unknown yaml key",
@@ -598,14 +556,13 @@ mod tests {
         cases.push((
             "second keys entry",
             TripleFile::LivekitYaml,
-            yaml.replace("keys:\n", "keys:\n  devkey: secret\n")
-                .into_bytes(),
+            yaml.replace("keys:\n", "keys:\n  devkey: secret\n").into_bytes(),
         ));
         for (kind, file, bytes) in cases {
             let mut observed = observed_of(&a);
             *observed.get_mut(file) = FileObs::Present(bytes);
-            let p = plan_with(None, &observed, false, no_mint)
-                .unwrap_or_else(|e| panic!("{kind} in {file}: minted: {e}"));
+            let p =
+                plan_with(None, &observed, false, no_mint).unwrap_or_else(|e| panic!("{kind} in {file}: minted: {e}"));
             assert_eq!(p.config, a, "{kind} in {file}: nothing lost");
             assert_eq!(p.writes, [file], "{kind} in {file}");
             assert_eq!(
@@ -638,10 +595,7 @@ mod tests {
             (a, ConfigSource::InMemory, false)
         );
         assert_eq!(p.writes, TripleFile::ALL);
-        assert_eq!(
-            p.restart,
-            [ProcessName::LivekitServer, ProcessName::LkBackend]
-        );
+        assert_eq!(p.restart, [ProcessName::LivekitServer, ProcessName::LkBackend]);
     }
 
     #[test]
@@ -666,12 +620,8 @@ mod tests {
             assert_eq!((p.source, p.minted), (ConfigSource::Reset, true));
             assert_eq!(p.writes, TripleFile::ALL);
         }
-        let p =
-            plan_with(None, &Observed::missing(), true, fixed_mint).expect("one mint is enough");
-        assert_eq!(
-            (p.source, p.config.credential()),
-            (ConfigSource::Reset, minted())
-        );
+        let p = plan_with(None, &Observed::missing(), true, fixed_mint).expect("one mint is enough");
+        assert_eq!((p.source, p.config.credential()), (ConfigSource::Reset, minted()));
     }
 
     #[test]
@@ -681,14 +631,9 @@ mod tests {
         assert_eq!((p.source, p.minted), (ConfigSource::Minted, true));
         assert_eq!(
             p.drift,
-            [
-                "runtime.json: missing",
-                "livekit.yaml: missing",
-                "backend.env: missing"
-            ]
+            ["runtime.json: missing", "livekit.yaml: missing", "backend.env: missing"]
         );
-        let e = plan_with(None, &Observed::missing(), false, no_mint)
-            .expect_err("the mint error propagates");
+        let e = plan_with(None, &Observed::missing(), false, no_mint).expect_err("the mint error propagates");
         assert!(e.to_string().contains("must not mint"));
     }
 

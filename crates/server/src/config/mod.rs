@@ -42,6 +42,4 @@ pub use heal::{plan, plan_with, ConfigSource, FileObs, HealPlan, Observed};
 pub use model::{Config, Credential, Secret};
 pub use render::{render, Rendered, TripleFile};
 pub use store::{FileCache, StateDir, WriteError};
-pub use validate::{
-    apply_configure, validate_config, ConfigUpdate, ConfigureError, ValidationError,
-};
+pub use validate::{apply_configure, validate_config, ConfigUpdate, ConfigureError, ValidationError};

@@ -60,10 +60,7 @@ impl Reading {
     pub fn has_problem(&self, label: &str) -> bool {
         self.problems.iter().any(|p| {
             !p.label.is_empty()
-                && (p.label == label
-                    || label
-                        .strip_prefix(p.label)
-                        .is_some_and(|rest| rest.starts_with('.')))
+                && (p.label == label || label.strip_prefix(p.label).is_some_and(|rest| rest.starts_with('.')))
         })
     }
 
@@ -75,10 +72,7 @@ impl Reading {
     }
 
     fn wrong_type(&mut self, label: &'static str, expected: &str) {
-        self.problem(
-            label,
-            format!("{label} has the wrong type (expected {expected})"),
-        );
+        self.problem(label, format!("{label} has the wrong type (expected {expected})"));
     }
 
     fn unexpected(&mut self, what: &str, name: &str) {
@@ -106,10 +100,7 @@ impl fmt::Display for Unparseable {
         match self {
             Unparseable::NotUtf8 => f.write_str("not UTF-8 text"),
             Unparseable::Empty => f.write_str("empty"),
-            Unparseable::Syntax {
-                line: Some(l),
-                what,
-            } => write!(f, "line {l}: {what}"),
+            Unparseable::Syntax { line: Some(l), what } => write!(f, "line {l}: {what}"),
             Unparseable::Syntax { line: None, what } => f.write_str(what),
             Unparseable::WrongShape(what) => write!(f, "not {what}"),
         }
@@ -199,22 +190,13 @@ fn read_runtime_json(text: &str) -> Result<Reading, Unparseable> {
     for (k, v) in &map {
         match k.as_str() {
             "api_key" => r.partial.api_key = json_string(&mut r, "api_key", v),
-            "api_secret" => {
-                r.partial.api_secret = json_string(&mut r, "api_secret", v).map(Secret::new)
-            }
+            "api_secret" => r.partial.api_secret = json_string(&mut r, "api_secret", v).map(Secret::new),
             "domain" => r.partial.domain = json_string(&mut r, "domain", v),
-            "redis_address" => {
-                r.partial.redis_address =
-                    json_string(&mut r, "redis_address", v).map(unset_if_empty)
-            }
+            "redis_address" => r.partial.redis_address = json_string(&mut r, "redis_address", v).map(unset_if_empty),
             "port" => r.partial.port = json_port(&mut r, "port", v),
             "rtc_tcp_port" => r.partial.rtc_tcp_port = json_port(&mut r, "rtc_tcp_port", v),
-            "rtc_port_range_start" => {
-                r.partial.rtc_port_range_start = json_port(&mut r, "rtc_port_range_start", v)
-            }
-            "rtc_port_range_end" => {
-                r.partial.rtc_port_range_end = json_port(&mut r, "rtc_port_range_end", v)
-            }
+            "rtc_port_range_start" => r.partial.rtc_port_range_start = json_port(&mut r, "rtc_port_range_start", v),
+            "rtc_port_range_end" => r.partial.rtc_port_range_end = json_port(&mut r, "rtc_port_range_end", v),
             "node_ip" => r.partial.node_ip = json_string(&mut r, "node_ip", v).map(unset_if_empty),
             "backend_port" => r.partial.backend_port = json_port(&mut r, "backend_port", v),
             "livekit_url" => r.partial.livekit_url = json_string(&mut r, "livekit_url", v),
@@ -252,11 +234,7 @@ fn yaml_string(r: &mut Reading, label: &'static str, v: &Yaml) -> Option<String>
 
 /// The entries of a YAML mapping section with string keys; a non-string key
 /// is recorded as a problem and skipped.
-fn yaml_section<'a>(
-    r: &mut Reading,
-    label: &'static str,
-    v: &'a Yaml,
-) -> Option<Vec<(&'a str, &'a Yaml)>> {
+fn yaml_section<'a>(r: &mut Reading, label: &'static str, v: &'a Yaml) -> Option<Vec<(&'a str, &'a Yaml)>> {
     let Yaml::Mapping(m) = v else {
         r.wrong_type(label, "a mapping");
         return None;
@@ -322,9 +300,7 @@ fn read_livekit_yaml(text: &str) -> Result<Reading, Unparseable> {
                 };
                 for (k, v) in section {
                     match k {
-                        "level" => {
-                            r.partial.logging_level = yaml_string(&mut r, "logging.level", v)
-                        }
+                        "level" => r.partial.logging_level = yaml_string(&mut r, "logging.level", v),
                         other => r.unexpected("key", &format!("logging.{other}")),
                     }
                 }
@@ -346,12 +322,8 @@ fn read_yaml_rtc(r: &mut Reading, v: &Yaml) {
     for (k, v) in section {
         match k {
             "tcp_port" => r.partial.rtc_tcp_port = yaml_port(r, "rtc.tcp_port", v),
-            "port_range_start" => {
-                r.partial.rtc_port_range_start = yaml_port(r, "rtc.port_range_start", v)
-            }
-            "port_range_end" => {
-                r.partial.rtc_port_range_end = yaml_port(r, "rtc.port_range_end", v)
-            }
+            "port_range_start" => r.partial.rtc_port_range_start = yaml_port(r, "rtc.port_range_start", v),
+            "port_range_end" => r.partial.rtc_port_range_end = yaml_port(r, "rtc.port_range_end", v),
             "use_external_ip" => match v {
                 Yaml::Bool(b) => r.partial.use_external_ip = Some(*b),
                 _ => r.wrong_type("rtc.use_external_ip", "true or false"),
@@ -402,9 +374,7 @@ fn read_yaml_keys(r: &mut Reading, v: &Yaml) {
 
 /// Splits `ws://host:port` (or `wss://`, with `[v6]` hosts) into host and port.
 pub(crate) fn split_ws_url(url: &str) -> Option<(String, u16)> {
-    let rest = url
-        .strip_prefix("ws://")
-        .or_else(|| url.strip_prefix("wss://"))?;
+    let rest = url.strip_prefix("ws://").or_else(|| url.strip_prefix("wss://"))?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
         let (host, port) = v6.split_once("]:")?;
@@ -437,9 +407,7 @@ fn read_backend_env(text: &str) -> Result<Reading, Unparseable> {
                 r.partial.livekit_url = Some(v);
             }
             "PORT" => match v.parse::<u16>() {
-                Ok(p) if p != 0 && v.bytes().all(|b| b.is_ascii_digit()) => {
-                    r.partial.backend_port = Some(p)
-                }
+                Ok(p) if p != 0 && v.bytes().all(|b| b.is_ascii_digit()) => r.partial.backend_port = Some(p),
                 _ => r.problem("PORT", "PORT is not a port number 1-65535"),
             },
             other => r.unexpected("variable", other),
@@ -535,10 +503,7 @@ mod tests {
             read(TripleFile::RuntimeJson, b"\xff\xfe\x00binary"),
             Err(Unparseable::NotUtf8)
         );
-        assert_eq!(
-            read(TripleFile::LivekitYaml, b" \n\n"),
-            Err(Unparseable::Empty)
-        );
+        assert_eq!(read(TripleFile::LivekitYaml, b" \n\n"), Err(Unparseable::Empty));
         let truncated = &render(&config_a(), TripleFile::RuntimeJson)[..60];
         let e = read(TripleFile::RuntimeJson, truncated).expect_err("truncated");
         assert_eq!(e.to_string(), "line 3: unexpected end of file");
@@ -562,10 +527,7 @@ mod tests {
     fn duplicate_yaml_keys_are_refused_and_the_key_is_not_echoed() {
         let text = "port: 7880\nkeys:\n  SECRETKEYNAME: a\n  SECRETKEYNAME: b\n";
         let e = read(TripleFile::LivekitYaml, text.as_bytes()).expect_err("duplicate");
-        assert_eq!(
-            e.to_string(),
-            "duplicate key in the mapping starting at line 3"
-        );
+        assert_eq!(e.to_string(), "duplicate key in the mapping starting at line 3");
         assert!(!e.to_string().contains("SECRETKEYNAME"));
     }
 
@@ -598,10 +560,7 @@ mod tests {
                 "unexpected key `development`",
             ]
         );
-        assert!(
-            r.has_problem("rtc.tcp_port"),
-            "a broken section covers its fields"
-        );
+        assert!(r.has_problem("rtc.tcp_port"), "a broken section covers its fields");
         assert_eq!(r.partial.api_key, None);
         let r = reading(
             TripleFile::BackendEnv,
@@ -632,9 +591,7 @@ mod tests {
         let c = config_a();
         for f in TripleFile::ALL {
             let lf = read(f, &render(&c, f)).expect("lf");
-            let crlf_text = String::from_utf8(render(&c, f))
-                .expect("utf8")
-                .replace('\n', "\r\n");
+            let crlf_text = String::from_utf8(render(&c, f)).expect("utf8").replace('\n', "\r\n");
             let crlf = read(f, crlf_text.as_bytes()).expect("crlf");
             assert_eq!(lf, crlf, "{f}");
         }
@@ -650,14 +607,7 @@ mod tests {
             split_ws_url("wss://[2001:db8::1]:443/"),
             Some(("2001:db8::1".into(), 443))
         );
-        for bad in [
-            "http://x:1",
-            "ws://x",
-            "ws://:1",
-            "ws://x:0",
-            "ws://x:+1",
-            "ws://[::1]",
-        ] {
+        for bad in ["http://x:1", "ws://x", "ws://:1", "ws://x:0", "ws://x:+1", "ws://[::1]"] {
             assert_eq!(split_ws_url(bad), None, "{bad}");
         }
     }

@@ -27,11 +27,7 @@ pub enum TripleFile {
 impl TripleFile {
     /// All three, in write order: `runtime.json` first, so that a crash
     /// between two writes leaves the new values in the file boot trusts most.
-    pub const ALL: [TripleFile; 3] = [
-        TripleFile::RuntimeJson,
-        TripleFile::LivekitYaml,
-        TripleFile::BackendEnv,
-    ];
+    pub const ALL: [TripleFile; 3] = [TripleFile::RuntimeJson, TripleFile::LivekitYaml, TripleFile::BackendEnv];
 
     /// The file name inside the state directory.
     pub const fn name(self) -> &'static str {
@@ -93,12 +89,7 @@ pub(crate) fn push_quoted(out: &mut String, s: &str) {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control()
-                || matches!(
-                    c,
-                    '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
-                ) =>
-            {
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}') => {
                 // Writing to a String cannot fail.
                 let _ = write!(out, "\\u{:04x}", u32::from(c));
             }
@@ -130,11 +121,7 @@ fn render_runtime_json(c: &Config) -> String {
     );
     out.push_str("  \"node_ip\": ");
     push_quoted(&mut out, c.node_ip.as_deref().unwrap_or(""));
-    let _ = write!(
-        out,
-        ",\n  \"backend_port\": {},\n  \"livekit_url\": ",
-        c.backend_port
-    );
+    let _ = write!(out, ",\n  \"backend_port\": {},\n  \"livekit_url\": ", c.backend_port);
     push_quoted(&mut out, &c.livekit_url());
     out.push_str("\n}\n");
     out
@@ -170,10 +157,7 @@ fn render_backend_env(c: &Config) -> String {
     let mut out = String::with_capacity(256);
     out.push_str(HEADER);
     out.push_str(&envfile::render_line("LIVEKIT_API_KEY", &c.api_key));
-    out.push_str(&envfile::render_line(
-        "LIVEKIT_API_SECRET",
-        c.api_secret.expose(),
-    ));
+    out.push_str(&envfile::render_line("LIVEKIT_API_SECRET", c.api_secret.expose()));
     out.push_str(&envfile::render_line("LIVEKIT_URL", &c.livekit_url()));
     out.push_str(&envfile::render_line("PORT", &c.backend_port.to_string()));
     out
@@ -192,16 +176,8 @@ impl Rendered {
     /// Renders and hashes the three files of `config`.
     pub fn new(config: Config) -> Rendered {
         let bytes = TripleFile::ALL.map(|f| render(&config, f));
-        let sha256 = [
-            sha256_hex(&bytes[0]),
-            sha256_hex(&bytes[1]),
-            sha256_hex(&bytes[2]),
-        ];
-        Rendered {
-            config,
-            bytes,
-            sha256,
-        }
+        let sha256 = [sha256_hex(&bytes[0]), sha256_hex(&bytes[1]), sha256_hex(&bytes[2])];
+        Rendered { config, bytes, sha256 }
     }
 
     /// The config these renderings come from.
@@ -300,17 +276,10 @@ mod tests {
 
     #[test]
     fn names_readers_and_write_order() {
-        assert_eq!(
-            TripleFile::ALL.map(TripleFile::name),
-            hero_livekit_proto::TRIPLE_FILES
-        );
+        assert_eq!(TripleFile::ALL.map(TripleFile::name), hero_livekit_proto::TRIPLE_FILES);
         assert_eq!(
             TripleFile::ALL.map(TripleFile::reader),
-            [
-                None,
-                Some(ProcessName::LivekitServer),
-                Some(ProcessName::LkBackend)
-            ]
+            [None, Some(ProcessName::LivekitServer), Some(ProcessName::LkBackend)]
         );
         for (i, f) in TripleFile::ALL.into_iter().enumerate() {
             assert_eq!(f.index(), i);

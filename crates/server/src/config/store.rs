@@ -57,10 +57,7 @@ impl StateDir {
     /// The triple under `state_dir`. Touches nothing.
     pub fn new(state_dir: PathBuf) -> StateDir {
         let files = TripleFile::ALL.map(|f| state_dir.join(f.name()));
-        StateDir {
-            dir: state_dir,
-            files,
-        }
+        StateDir { dir: state_dir, files }
     }
 
     /// The directory itself.
@@ -107,10 +104,7 @@ impl StateDir {
     /// The first failed write; the files after it are not attempted.
     pub fn apply(&self, plan: &HealPlan) -> Result<Vec<TripleFile>, WriteError> {
         let mut written = Vec::with_capacity(plan.writes.len());
-        for file in TripleFile::ALL
-            .into_iter()
-            .filter(|f| plan.writes.contains(f))
-        {
+        for file in TripleFile::ALL.into_iter().filter(|f| plan.writes.contains(f)) {
             if let Err(mut e) = self.write_file(file, &render(&plan.config, file)) {
                 e.written = written;
                 return Err(e);
@@ -154,9 +148,7 @@ impl StateDir {
         fs::rename(&guard.path, self.path(file)).map_err(fail)?;
         guard.armed = false;
         fault::point(fault::name(i, Step::AfterRename));
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(fail)?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(fail)?;
         fault::point(fault::name(i, Step::AfterDirsync));
         Ok(())
     }
@@ -192,11 +184,7 @@ impl StateDir {
             let mode = meta.permissions().mode() & 0o7777;
             if meta.is_file() && mode != FILE_MODE {
                 match fs::set_permissions(path, Permissions::from_mode(FILE_MODE)) {
-                    Ok(()) => tracing::warn!(
-                        file = file.name(),
-                        old_mode = format!("{mode:o}"),
-                        "restored mode 0600"
-                    ),
+                    Ok(()) => tracing::warn!(file = file.name(), old_mode = format!("{mode:o}"), "restored mode 0600"),
                     Err(e) => {
                         tracing::warn!(file = file.name(), error = %e, "cannot restore mode 0600")
                     }
@@ -287,11 +275,7 @@ impl Drop for TempGuard {
 /// a file's place cannot hang the daemon, and refuses anything that is not
 /// a regular file or is larger than [`MAX_FILE_SIZE`].
 fn observe_file(path: &Path) -> FileObs {
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-    {
+    let file = match OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return FileObs::Missing,
         Err(e) => return FileObs::Unreadable(e.to_string()),
@@ -304,9 +288,7 @@ fn observe_file(path: &Path) -> FileObs {
     }
     let mut bytes = Vec::new();
     match file.take(MAX_FILE_SIZE + 1).read_to_end(&mut bytes) {
-        Ok(_) if bytes.len() as u64 > MAX_FILE_SIZE => {
-            FileObs::Unreadable("larger than 1 MiB".into())
-        }
+        Ok(_) if bytes.len() as u64 > MAX_FILE_SIZE => FileObs::Unreadable("larger than 1 MiB".into()),
         Ok(_) => FileObs::Present(bytes),
         Err(e) => FileObs::Unreadable(e.to_string()),
     }
@@ -412,10 +394,7 @@ impl FileCache {
             }
         }
         let consistency = Arc::new(check_hashed(rendered, &self.observed, self.shas.clone()));
-        self.last = Some((
-            rendered.in_memory_hash().to_string(),
-            Arc::clone(&consistency),
-        ));
+        self.last = Some((rendered.in_memory_hash().to_string(), Arc::clone(&consistency)));
         consistency
     }
 }
@@ -573,19 +552,13 @@ mod tests {
         )
         .expect("big file");
         let o = sd.observe();
-        assert_eq!(
-            o.runtime_json,
-            FileObs::Unreadable("not a regular file".into())
-        );
+        assert_eq!(o.runtime_json, FileObs::Unreadable("not a regular file".into()));
         assert_eq!(
             o.livekit_yaml,
             FileObs::Unreadable("not a regular file".into()),
             "a FIFO must not hang observe"
         );
-        assert_eq!(
-            o.backend_env,
-            FileObs::Unreadable("larger than 1 MiB".into())
-        );
+        assert_eq!(o.backend_env, FileObs::Unreadable("larger than 1 MiB".into()));
     }
 
     #[test]
@@ -639,14 +612,7 @@ mod tests {
         assert_eq!(sd.sweep_temp_files().expect("sweep"), 3);
         assert_eq!(
             names(sd.dir()),
-            [
-                ".other.1.tmp",
-                "children",
-                "data",
-                "logs",
-                "notes.tmp",
-                "runtime.json"
-            ]
+            [".other.1.tmp", "children", "data", "logs", "notes.tmp", "runtime.json"]
         );
     }
 
@@ -665,24 +631,14 @@ mod tests {
         );
 
         // Replaced by rename (new inode), as every writer of ours does.
-        sd.write_file(
-            TripleFile::LivekitYaml,
-            &render(&config_b(), TripleFile::LivekitYaml),
-        )
-        .expect("write");
+        sd.write_file(TripleFile::LivekitYaml, &render(&config_b(), TripleFile::LivekitYaml))
+            .expect("write");
         let c = cache.check(&rendered);
         assert!(!c.consistent);
-        assert_eq!(
-            c.drift.first().map(String::as_str),
-            Some("livekit.yaml: port differs")
-        );
+        assert_eq!(c.drift.first().map(String::as_str), Some("livekit.yaml: port differs"));
 
         // Rewritten in place with another size.
-        fs::write(
-            sd.path(TripleFile::LivekitYaml),
-            render(&a, TripleFile::LivekitYaml),
-        )
-        .expect("write");
+        fs::write(sd.path(TripleFile::LivekitYaml), render(&a, TripleFile::LivekitYaml)).expect("write");
         fs::write(sd.path(TripleFile::BackendEnv), b"PORT=\"1\"\n").expect("write");
         let c = cache.check(&rendered);
         assert!(c.files[1].matches, "livekit.yaml is back to its rendering");
@@ -704,10 +660,7 @@ mod tests {
         let mut b = a.clone();
         b.port = 9999;
         let other = cache.check(&Rendered::new(b));
-        assert!(
-            !other.consistent,
-            "a new config is checked, not answered from cache"
-        );
+        assert!(!other.consistent, "a new config is checked, not answered from cache");
         let again = cache.check(&Rendered::new(a.clone()));
         assert_eq!(*again, *first);
         cache.invalidate();

@@ -97,10 +97,7 @@ pub fn validate_api_key(key: &str) -> Result<(), ValidationError> {
         "[A-Za-z0-9_-]",
     )?;
     if is_placeholder(key) {
-        return Err(ValidationError::new(
-            "api_key",
-            "is a placeholder, not a real key",
-        ));
+        return Err(ValidationError::new("api_key", "is a placeholder, not a real key"));
     }
     Ok(())
 }
@@ -152,9 +149,7 @@ fn is_hostname(host: &str) -> bool {
             && !l.ends_with('-')
             && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     });
-    let all_numeric = host
-        .split('.')
-        .all(|l| l.bytes().all(|b| b.is_ascii_digit()));
+    let all_numeric = host.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit()));
     labels_ok && !all_numeric
 }
 
@@ -194,9 +189,8 @@ pub fn validate_redis_address(address: &str) -> Result<(), ValidationError> {
         let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
         (host.parse::<Ipv4Addr>().is_ok() || is_hostname(host), port)
     };
-    let port_ok = !port.is_empty()
-        && port.bytes().all(|b| b.is_ascii_digit())
-        && port.parse::<u16>().is_ok_and(|p| p != 0);
+    let port_ok =
+        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p != 0);
     if host_ok && port_ok {
         Ok(())
     } else {
@@ -255,9 +249,7 @@ fn validate_cross(c: &Config, prefer: &[&str]) -> Result<(), ValidationError> {
         }
     }
     if c.rtc_port_range_start > c.rtc_port_range_end {
-        let field = if prefer.contains(&"rtc_port_range_start")
-            && !prefer.contains(&"rtc_port_range_end")
-        {
+        let field = if prefer.contains(&"rtc_port_range_start") && !prefer.contains(&"rtc_port_range_end") {
             "rtc_port_range_start"
         } else {
             "rtc_port_range_end"
@@ -334,10 +326,7 @@ fn given(v: &Option<String>) -> Option<&str> {
 /// # Errors
 /// [`ConfigureError::Invalid`] naming the field, before anything is
 /// minted; [`ConfigureError::Mint`] when the OS RNG fails.
-pub fn apply_configure(
-    current: Option<&Config>,
-    params: &ConfigureParams,
-) -> Result<ConfigUpdate, ConfigureError> {
+pub fn apply_configure(current: Option<&Config>, params: &ConfigureParams) -> Result<ConfigUpdate, ConfigureError> {
     apply_configure_with(current, params, mint_credential)
 }
 
@@ -379,20 +368,12 @@ pub fn apply_configure_with(
     }
     let p_backend = port("backend_port", params.backend_port)?;
 
-    let held_key = key
-        .map(str::to_string)
-        .or_else(|| current.map(|c| c.api_key.clone()));
+    let held_key = key.map(str::to_string).or_else(|| current.map(|c| c.api_key.clone()));
     let held_secret = secret
         .map(Secret::new)
         .or_else(|| current.map(|c| c.api_secret.clone()));
     let (credential, minted) = match (held_key, held_secret) {
-        (Some(api_key), Some(api_secret)) => (
-            Credential {
-                api_key,
-                api_secret,
-            },
-            false,
-        ),
+        (Some(api_key), Some(api_secret)) => (Credential { api_key, api_secret }, false),
         (k, s) => {
             let fresh = mint()?;
             let credential = Credential {
@@ -604,10 +585,7 @@ mod tests {
         for (params, field) in cases {
             let e = invalid(params.clone());
             assert_eq!(e.field, field, "{params:?}");
-            assert!(
-                !e.to_string().contains("LEAK"),
-                "error echoes the value: {e}"
-            );
+            assert!(!e.to_string().contains("LEAK"), "error echoes the value: {e}");
             assert!(e.to_string().starts_with(&format!("{field}: ")));
         }
     }
@@ -745,12 +723,7 @@ mod tests {
         ] {
             assert!(validate_domain(d).is_ok(), "{d}");
         }
-        for r in [
-            "redis:6379",
-            "10.0.0.2:6379",
-            "[::1]:6379",
-            "cache.internal.example:1",
-        ] {
+        for r in ["redis:6379", "10.0.0.2:6379", "[::1]:6379", "cache.internal.example:1"] {
             assert!(validate_redis_address(r).is_ok(), "{r}");
         }
         for ip in ["10.0.0.1", "::1", "fe80::1"] {
@@ -843,8 +816,7 @@ mod tests {
             port: Some(55000),
             ..Default::default()
         };
-        let u = apply_configure_with(Some(&current()), &p, no_mint)
-            .expect("UDP and TCP do not collide");
+        let u = apply_configure_with(Some(&current()), &p, no_mint).expect("UDP and TCP do not collide");
         assert_eq!(u.config.port, 55000);
     }
 
@@ -856,13 +828,7 @@ mod tests {
         };
         let r = apply_configure_with(None, &p, no_mint);
         assert!(
-            matches!(
-                r,
-                Err(ConfigureError::Invalid(ValidationError {
-                    field: "domain",
-                    ..
-                }))
-            ),
+            matches!(r, Err(ConfigureError::Invalid(ValidationError { field: "domain", .. }))),
             "{r:?}"
         );
     }
@@ -937,10 +903,7 @@ mod tests {
         };
         let u = apply_configure_with(Some(&current()), &p, no_mint).expect("valid");
         assert_eq!(u.config.api_secret.expose(), SECRET);
-        assert_eq!(
-            u.changed_fields,
-            vec!["api_key".to_string(), "domain".to_string()]
-        );
+        assert_eq!(u.changed_fields, vec!["api_key".to_string(), "domain".to_string()]);
         assert!(!u.minted);
     }
 
@@ -964,16 +927,10 @@ mod tests {
     fn validate_config_refuses_placeholder_credentials() {
         let mut c = current();
         c.api_secret = Secret::new("x".repeat(40));
-        assert_eq!(
-            validate_config(&c).expect_err("placeholder").field,
-            "api_secret"
-        );
+        assert_eq!(validate_config(&c).expect_err("placeholder").field, "api_secret");
         c = current();
         c.api_key = "devkey".into();
-        assert_eq!(
-            validate_config(&c).expect_err("placeholder").field,
-            "api_key"
-        );
+        assert_eq!(validate_config(&c).expect_err("placeholder").field, "api_key");
         assert!(validate_config(&current()).is_ok());
     }
 }

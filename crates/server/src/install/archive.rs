@@ -48,13 +48,9 @@ struct Capped<R> {
 impl<R: Read> Read for Capped<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.left == 0 {
-            return Err(io::Error::other(
-                "the archive expands beyond the size limit",
-            ));
+            return Err(io::Error::other("the archive expands beyond the size limit"));
         }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         self.left -= n as u64;
         Ok(n)
@@ -94,22 +90,16 @@ pub(crate) fn extract_binary(
             continue;
         }
         if kind != EntryType::Regular {
-            return Err(ExtractError::Rejected(format!(
-                "entry `{shown}` is not a regular file"
-            )));
+            return Err(ExtractError::Rejected(format!("entry `{shown}` is not a regular file")));
         }
         if found.is_some() {
-            return Err(ExtractError::Rejected(format!(
-                "more than one `{BINARY_NAME}` entry"
-            )));
+            return Err(ExtractError::Rejected(format!("more than one `{BINARY_NAME}` entry")));
         }
         let size = entry.size();
         if size > max_binary {
             return Err(ExtractError::TooLarge);
         }
-        let copied = copy_hashing(&mut entry, out, max_binary, &mut |done| {
-            on_progress(done, size)
-        });
+        let copied = copy_hashing(&mut entry, out, max_binary, &mut |done| on_progress(done, size));
         found = Some(copied.map_err(|e| match e {
             CopyError::Read(e) => corrupt(e),
             CopyError::Write(e) => ExtractError::Write(e),
@@ -125,16 +115,13 @@ mod tests {
     use flate2::write::GzEncoder;
 
     fn tarball(entries: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut builder =
-            tar::Builder::new(GzEncoder::new(Vec::new(), flate2::Compression::default()));
+        let mut builder = tar::Builder::new(GzEncoder::new(Vec::new(), flate2::Compression::default()));
         for (path, data) in entries {
             let mut header = tar::Header::new_gnu();
             header.set_size(data.len() as u64);
             header.set_mode(0o755);
             header.set_cksum();
-            builder
-                .append_data(&mut header, path, *data)
-                .expect("append");
+            builder.append_data(&mut header, path, *data).expect("append");
         }
         builder.into_inner().expect("tar").finish().expect("gzip")
     }
@@ -145,17 +132,11 @@ mod tests {
         let tgz = tarball(&[("LICENSE", b"Apache"), ("livekit-server", bin)]);
         let mut out = Vec::new();
         let mut last = (0, 0);
-        let (sha, len) = extract_binary(&tgz[..], &mut out, 1 << 20, 1 << 20, &mut |d, t| {
-            last = (d, t)
-        })
-        .expect("ok");
+        let (sha, len) = extract_binary(&tgz[..], &mut out, 1 << 20, 1 << 20, &mut |d, t| last = (d, t)).expect("ok");
         assert_eq!(out, bin);
         assert_eq!(len, bin.len() as u64);
         assert_eq!(last, (len, len));
-        assert_eq!(
-            sha,
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bin))
-        );
+        assert_eq!(sha, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bin)));
     }
 
     #[test]

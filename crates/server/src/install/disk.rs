@@ -145,11 +145,10 @@ pub(crate) fn hash_file(path: &Path) -> io::Result<Option<String>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let (sha, _) =
-        copy_hashing(file, &mut io::sink(), u64::MAX, &mut |_| {}).map_err(|e| match e {
-            CopyError::Read(e) | CopyError::Write(e) => e,
-            CopyError::TooLarge => io::Error::other("file too large"),
-        })?;
+    let (sha, _) = copy_hashing(file, &mut io::sink(), u64::MAX, &mut |_| {}).map_err(|e| match e {
+        CopyError::Read(e) | CopyError::Write(e) => e,
+        CopyError::TooLarge => io::Error::other("file too large"),
+    })?;
     Ok(Some(sha))
 }
 
@@ -163,8 +162,7 @@ pub(crate) fn head(file: &File, len: usize) -> io::Result<Vec<u8>> {
 /// Makes `tmp` the executable at `target`: mode 0755, fsync, rename, fsync of
 /// the directory. A process running the old binary keeps its inode.
 pub(crate) fn install_executable(tmp: NamedTempFile, target: &Path) -> io::Result<()> {
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o755))?;
+    tmp.as_file().set_permissions(fs::Permissions::from_mode(0o755))?;
     tmp.as_file().sync_all()?;
     tmp.persist(target).map_err(|e| e.error)?;
     sync_dir(&parent_dir(target))
@@ -190,8 +188,7 @@ pub(crate) fn write_record(path: &Path, record: &InstallRecord) -> io::Result<()
     let mut bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
     bytes.push(b'\n');
     let mut tmp = temp_beside(path)?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o600))?;
+    tmp.as_file().set_permissions(fs::Permissions::from_mode(0o600))?;
     tmp.write_all(&bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -293,10 +290,7 @@ mod tests {
             .set_modified(old)
             .expect("age it");
         remove_stale_temps(&target, SystemTime::now());
-        assert!(
-            fresh.exists(),
-            "a recent temporary may belong to a running install"
-        );
+        assert!(fresh.exists(), "a recent temporary may belong to a running install");
         assert!(!stale.exists(), "an old temporary is a leftover");
         assert!(foreign.exists(), "files of other targets are not ours");
     }

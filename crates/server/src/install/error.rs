@@ -248,10 +248,7 @@ mod tests {
     fn cause_chain_joins_causes_and_drops_repeats() {
         let nested = Wrapper("request failed", io::Error::other("connection reset"));
         assert_eq!(cause_chain(&nested), "request failed: connection reset");
-        let repeated = Wrapper(
-            "request failed: connection reset",
-            io::Error::other("connection reset"),
-        );
+        let repeated = Wrapper("request failed: connection reset", io::Error::other("connection reset"));
         assert_eq!(cause_chain(&repeated), "request failed: connection reset");
     }
 }

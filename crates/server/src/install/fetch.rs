@@ -24,8 +24,7 @@ const MAX_REDIRECTS: usize = 10;
 /// [`InstallError::Internal`] when the TLS stack cannot be set up.
 pub(crate) fn client() -> Result<Client, InstallError> {
     let policy = redirect::Policy::custom(|attempt| {
-        let downgrade = attempt.url().scheme() == "http"
-            && attempt.previous().iter().any(|u| u.scheme() == "https");
+        let downgrade = attempt.url().scheme() == "http" && attempt.previous().iter().any(|u| u.scheme() == "https");
         if downgrade {
             attempt.error("refusing a redirect from https to plain http")
         } else if attempt.previous().len() > MAX_REDIRECTS {
@@ -77,11 +76,7 @@ async fn get(client: &Client, url: &Url) -> Result<Response, InstallError> {
 /// # Errors
 /// [`InstallError::Http`] for a non-success status (callers look for 404),
 /// [`InstallError::Network`], [`InstallError::TooLarge`].
-pub(crate) async fn get_small(
-    client: &Client,
-    url: &Url,
-    limit: u64,
-) -> Result<String, InstallError> {
+pub(crate) async fn get_small(client: &Client, url: &Url, limit: u64) -> Result<String, InstallError> {
     let mut response = get(client, url).await?;
     let too_large = || InstallError::TooLarge {
         what: display_url(url),
@@ -141,10 +136,7 @@ pub(crate) async fn download(
             Err(e) => {
                 return Err(InstallError::Network {
                     url: display_url(url),
-                    cause: format!(
-                        "connection lost after {done} bytes: {}",
-                        cause_chain(&e.without_url())
-                    ),
+                    cause: format!("connection lost after {done} bytes: {}", cause_chain(&e.without_url())),
                 })
             }
         };
@@ -159,10 +151,7 @@ pub(crate) async fn download(
     if total.is_some_and(|len| len != done) {
         return Err(InstallError::Network {
             url: display_url(url),
-            cause: format!(
-                "received {done} of {} announced bytes",
-                total.unwrap_or_default()
-            ),
+            cause: format!("received {done} of {} announced bytes", total.unwrap_or_default()),
         });
     }
     out.flush().await.map_err(write_error)?;

@@ -462,9 +462,7 @@ async fn blocking<T: Send + 'static>(
     while let Some(p) = rx.recv().await {
         progress(p);
     }
-    handle
-        .await
-        .map_err(|e| InstallError::Internal(e.to_string()))
+    handle.await.map_err(|e| InstallError::Internal(e.to_string()))
 }
 
 /// The fetched artifact in a temporary file beside the target.
@@ -496,23 +494,17 @@ async fn already_installed(
             (on_disk == record.sha256).then_some(record)
         }
     };
-    Ok(blocking(progress, check)
-        .await?
-        .map(|record| InstallOutcome {
-            version: record.version,
-            path: target.to_path_buf(),
-            sha256: record.sha256,
-            source: record.source,
-            changed: false,
-            warnings: Vec::new(),
-        }))
+    Ok(blocking(progress, check).await?.map(|record| InstallOutcome {
+        version: record.version,
+        path: target.to_path_buf(),
+        sha256: record.sha256,
+        source: record.source,
+        changed: false,
+        warnings: Vec::new(),
+    }))
 }
 
-async fn release_checksum(
-    client: &Client,
-    checksums_url: &Url,
-    asset: &str,
-) -> Result<String, InstallError> {
+async fn release_checksum(client: &Client, checksums_url: &Url, asset: &str) -> Result<String, InstallError> {
     let text = fetch::get_small(client, checksums_url, CHECKSUMS_MAX_BYTES).await?;
     plan::find_checksum(&text, asset, false).ok_or_else(|| InstallError::ChecksumNotListed {
         url: plan::display_url(checksums_url),
@@ -536,10 +528,7 @@ async fn published_checksum(client: &Client, url: &Url) -> Result<String, Instal
             Err(e) => return Err(e),
         }
     }
-    let tried: Vec<String> = candidates
-        .iter()
-        .map(|(u, _, _)| plan::display_url(u))
-        .collect();
+    let tried: Vec<String> = candidates.iter().map(|(u, _, _)| plan::display_url(u)).collect();
     Err(InstallError::InvalidParams {
         field: "sha256",
         reason: format!(
@@ -601,11 +590,7 @@ async fn copy_local(
     settings: &InstallSettings,
     progress: &mut (dyn FnMut(InstallProgress) + Send),
 ) -> Result<Artifact, InstallError> {
-    let (path, target, limit) = (
-        path.to_path_buf(),
-        target.to_path_buf(),
-        settings.max_download_bytes,
-    );
+    let (path, target, limit) = (path.to_path_buf(), target.to_path_buf(), settings.max_download_bytes);
     blocking(progress, move |send| {
         let read_error = |cause| InstallError::ReadSource {
             path: path.display().to_string(),
@@ -626,18 +611,17 @@ async fn copy_local(
         // Copying (rather than reading the source twice) means the bytes
         // verified are exactly the bytes installed, even if the source
         // changes meanwhile.
-        let mut file =
-            disk::temp_beside(&target).map_err(|cause| write_error(&parent_dir(&target), cause))?;
+        let mut file = disk::temp_beside(&target).map_err(|cause| write_error(&parent_dir(&target), cause))?;
         let mut reporter = Reporter::new(PHASE_VERIFY, send);
         let total = meta.len();
-        let (sha256, size) = disk::copy_hashing(source, &mut file, limit, &mut |done| {
-            reporter.update(done, Some(total))
-        })
-        .map_err(|e| match e {
-            CopyError::Read(cause) => read_error(cause),
-            CopyError::Write(cause) => write_error(file.path(), cause),
-            CopyError::TooLarge => too_large(),
-        })?;
+        let (sha256, size) =
+            disk::copy_hashing(source, &mut file, limit, &mut |done| reporter.update(done, Some(total))).map_err(
+                |e| match e {
+                    CopyError::Read(cause) => read_error(cause),
+                    CopyError::Write(cause) => write_error(file.path(), cause),
+                    CopyError::TooLarge => too_large(),
+                },
+            )?;
         reporter.finish(size);
         Ok(Artifact { file, sha256, size })
     })
@@ -677,9 +661,7 @@ fn install_artifact(
                 what: what.to_string(),
                 cause,
             },
-            archive::ExtractError::Missing => InstallError::MissingBinary {
-                what: what.to_string(),
-            },
+            archive::ExtractError::Missing => InstallError::MissingBinary { what: what.to_string() },
             archive::ExtractError::TooLarge => InstallError::TooLarge {
                 what: format!("the {BINARY_NAME} in {what}"),
                 limit: limits.max_binary_bytes,
@@ -698,12 +680,9 @@ fn install_artifact(
     };
     let binary_head = disk::head(&reopen(&file)?, 4).map_err(temp_error(file.path()))?;
     if !archive::looks_executable(&binary_head) {
-        return Err(InstallError::NotExecutable {
-            what: what.to_string(),
-        });
+        return Err(InstallError::NotExecutable { what: what.to_string() });
     }
-    let same_bytes =
-        !force && disk::hash_file(target).ok().flatten().as_deref() == Some(sha256.as_str());
+    let same_bytes = !force && disk::hash_file(target).ok().flatten().as_deref() == Some(sha256.as_str());
     if !same_bytes || disk::executable_size(target).is_none() {
         disk::install_executable(file, target).map_err(temp_error(target))?;
         reporter.finish(size);

@@ -53,9 +53,9 @@ pub fn normalize_version(raw: &str) -> Result<String, InstallError> {
         None => (v, ""),
     };
     let core_ok = core.split('.').count() == 3
-        && core.split('.').all(|part| {
-            !part.is_empty() && part.len() <= 9 && part.bytes().all(|b| b.is_ascii_digit())
-        });
+        && core
+            .split('.')
+            .all(|part| !part.is_empty() && part.len() <= 9 && part.bytes().all(|b| b.is_ascii_digit()));
     let suffix_ok = suffix
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-'));
@@ -65,10 +65,7 @@ pub fn normalize_version(raw: &str) -> Result<String, InstallError> {
     } else {
         Err(InstallError::InvalidParams {
             field: "version",
-            reason: format!(
-                "`{}` is not a release version like `1.13.5`",
-                printable(raw)
-            ),
+            reason: format!("`{}` is not a release version like `1.13.5`", printable(raw)),
         })
     }
 }
@@ -109,9 +106,7 @@ fn release_dir(base: &str, version: &str) -> String {
 /// [`InstallError::UnsupportedArch`] for an architecture LiveKit does not build.
 pub fn release_url_at(base: &str, version: &str, arch: &str) -> Result<String, InstallError> {
     let version = normalize_version(version)?;
-    let goarch = release_arch(arch).ok_or_else(|| InstallError::UnsupportedArch {
-        arch: arch.to_string(),
-    })?;
+    let goarch = release_arch(arch).ok_or_else(|| InstallError::UnsupportedArch { arch: arch.to_string() })?;
     Ok(format!(
         "{}/{}",
         release_dir(base, &version),
@@ -171,27 +166,19 @@ pub fn resolve(req: &InstallRequest, release_base: &str, arch: &str) -> Result<P
             .filter(|s| !s.is_empty())
             .map(str::to_string)
     };
-    let pinned_sha256 = present(&req.sha256)
-        .map(|s| normalize_sha256(&s))
-        .transpose()?;
-    let version = present(&req.version)
-        .map(|v| normalize_version(&v))
-        .transpose()?;
+    let pinned_sha256 = present(&req.sha256).map(|s| normalize_sha256(&s)).transpose()?;
+    let version = present(&req.version).map(|v| normalize_version(&v)).transpose()?;
     match present(&req.source) {
         None => {
             let version = version.unwrap_or_else(|| super::DEFAULT_VERSION.to_string());
-            let goarch = release_arch(arch).ok_or_else(|| InstallError::UnsupportedArch {
-                arch: arch.to_string(),
-            })?;
+            let goarch = release_arch(arch).ok_or_else(|| InstallError::UnsupportedArch { arch: arch.to_string() })?;
             let asset = asset_name(&version, goarch);
             let dir = release_dir(release_base, &version);
             // The base comes from settings, not from the caller: a bad one is
             // the daemon's fault, not an invalid parameter.
             let url_of = |name: &str| {
                 Url::parse(&format!("{dir}/{name}")).map_err(|e| {
-                    InstallError::Internal(format!(
-                        "release base `{release_base}` does not form a URL: {e}"
-                    ))
+                    InstallError::Internal(format!("release base `{release_base}` does not form a URL: {e}"))
                 })
             };
             let url = url_of(&asset)?;
@@ -261,17 +248,8 @@ fn classify_source(source: &str) -> Result<Origin, InstallError> {
 /// A URL as it may appear in messages, records and events: credentials and
 /// the query (which holds the signature of pre-signed URLs) are left out.
 pub fn display_url(url: &Url) -> String {
-    let query = if url.query().is_some() {
-        "?<redacted>"
-    } else {
-        ""
-    };
-    format!(
-        "{}{}{}",
-        url.origin().ascii_serialization(),
-        url.path(),
-        query
-    )
+    let query = if url.query().is_some() { "?<redacted>" } else { "" };
+    format!("{}{}{}", url.origin().ascii_serialization(), url.path(), query)
 }
 
 /// Operator input quoted in an error: control characters would let it forge
@@ -324,9 +302,7 @@ pub fn find_checksum(text: &str, name: &str, allow_single: bool) -> Option<Strin
         else {
             continue;
         };
-        let file = parts
-            .next()
-            .map(|f| f.trim_start_matches('*').trim_start_matches("./"));
+        let file = parts.next().map(|f| f.trim_start_matches('*').trim_start_matches("./"));
         entries.push((hash.to_ascii_lowercase(), file));
     }
     if let Some((hash, _)) = entries.iter().find(|(_, file)| *file == Some(name)) {
@@ -378,9 +354,7 @@ pub fn classify_entry(path: &Path) -> EntryPath {
         match component {
             Component::Normal(name) => names.push(name),
             Component::CurDir => {}
-            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
-                return EntryPath::Escapes
-            }
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return EntryPath::Escapes,
         }
     }
     match names.last() {
@@ -403,10 +377,7 @@ pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(50);
 
 impl Throttle {
     pub fn new(interval: Duration) -> Self {
-        Throttle {
-            interval,
-            last: None,
-        }
+        Throttle { interval, last: None }
     }
 
     /// Whether a report of `done` bytes at `now` should be sent; records it if so.
@@ -440,28 +411,12 @@ mod tests {
     #[test]
     fn release_url_per_arch_matches_goreleaser_names() {
         let cases = [
-            (
-                "x86_64",
-                "1.13.5",
-                "v1.13.5/livekit_1.13.5_linux_amd64.tar.gz",
-            ),
-            (
-                "amd64",
-                "1.13.5",
-                "v1.13.5/livekit_1.13.5_linux_amd64.tar.gz",
-            ),
-            (
-                "aarch64",
-                "1.13.5",
-                "v1.13.5/livekit_1.13.5_linux_arm64.tar.gz",
-            ),
+            ("x86_64", "1.13.5", "v1.13.5/livekit_1.13.5_linux_amd64.tar.gz"),
+            ("amd64", "1.13.5", "v1.13.5/livekit_1.13.5_linux_amd64.tar.gz"),
+            ("aarch64", "1.13.5", "v1.13.5/livekit_1.13.5_linux_arm64.tar.gz"),
             ("arm64", "1.9.1", "v1.9.1/livekit_1.9.1_linux_arm64.tar.gz"),
             ("arm", "1.9.1", "v1.9.1/livekit_1.9.1_linux_armv7.tar.gz"),
-            (
-                "armv7l",
-                "v1.8.4",
-                "v1.8.4/livekit_1.8.4_linux_armv7.tar.gz",
-            ),
+            ("armv7l", "v1.8.4", "v1.8.4/livekit_1.8.4_linux_armv7.tar.gz"),
             (
                 "x86_64",
                 "1.10.0-rc1",
@@ -533,16 +488,8 @@ mod tests {
 
     #[test]
     fn sha256_rule_needs_64_hex_digits_and_lowercases() {
-        assert_eq!(
-            normalize_sha256(&HASH.to_ascii_uppercase()).expect("hex"),
-            HASH
-        );
-        for raw in [
-            &HASH[..63],
-            "zz",
-            &format!("{HASH}0"),
-            &format!("{}g", &HASH[..63]),
-        ] {
+        assert_eq!(normalize_sha256(&HASH.to_ascii_uppercase()).expect("hex"), HASH);
+        for raw in [&HASH[..63], "zz", &format!("{HASH}0"), &format!("{}g", &HASH[..63])] {
             let err = normalize_sha256(raw).expect_err(raw);
             assert_eq!(err.field(), Some("sha256"));
             assert!(err.to_string().contains("64 hexadecimal"), "{err}");
@@ -573,10 +520,7 @@ mod tests {
                 "/opt/lk/livekit-server",
                 Ok(Origin::Local("/opt/lk/livekit-server".into())),
             ),
-            (
-                "file:///opt/lk.tgz",
-                Ok(Origin::Local("/opt/lk.tgz".into())),
-            ),
+            ("file:///opt/lk.tgz", Ok(Origin::Local("/opt/lk.tgz".into()))),
             (
                 "https://mirror.example/lk.tar.gz",
                 Ok(Origin::Url(
@@ -585,9 +529,7 @@ mod tests {
             ),
             (
                 "HTTP://mirror.example/lk",
-                Ok(Origin::Url(
-                    Url::parse("http://mirror.example/lk").expect("url"),
-                )),
+                Ok(Origin::Url(Url::parse("http://mirror.example/lk").expect("url"))),
             ),
             ("lk.tar.gz", Err("source")),
             ("./lk.tar.gz", Err("source")),
@@ -606,15 +548,12 @@ mod tests {
 
     #[test]
     fn resolve_treats_empty_strings_as_absent_and_validates_the_rest() {
-        let plan = resolve(&req(Some(""), Some(" "), Some("")), RELEASE_BASE, "aarch64")
-            .expect("all absent");
+        let plan = resolve(&req(Some(""), Some(" "), Some("")), RELEASE_BASE, "aarch64").expect("all absent");
         assert!(matches!(plan.origin, Origin::Release { .. }));
         assert_eq!(plan.pinned_sha256, None);
-        let err = resolve(&req(None, Some("/x"), Some("abc")), RELEASE_BASE, "x86_64")
-            .expect_err("bad sha");
+        let err = resolve(&req(None, Some("/x"), Some("abc")), RELEASE_BASE, "x86_64").expect_err("bad sha");
         assert_eq!(err.field(), Some("sha256"));
-        let err = resolve(&req(Some("latest"), None, None), RELEASE_BASE, "x86_64")
-            .expect_err("bad version");
+        let err = resolve(&req(Some("latest"), None, None), RELEASE_BASE, "x86_64").expect_err("bad version");
         assert_eq!(err.field(), Some("version"));
         // A custom source does not need an architecture LiveKit builds for.
         let plan = resolve(&req(None, Some("/x"), None), RELEASE_BASE, "riscv64").expect("local");
@@ -623,14 +562,11 @@ mod tests {
 
     #[test]
     fn urls_in_labels_drop_credentials_and_query() {
-        let url = Url::parse(
-            "https://user:hunter2@mirror.example:8443/a/lk.tgz?X-Amz-Signature=s3cr3t#f",
-        )
-        .expect("url");
+        let url =
+            Url::parse("https://user:hunter2@mirror.example:8443/a/lk.tgz?X-Amz-Signature=s3cr3t#f").expect("url");
         let shown = display_url(&url);
         assert_eq!(shown, "https://mirror.example:8443/a/lk.tgz?<redacted>");
-        let plan =
-            resolve(&req(None, Some(url.as_str()), None), RELEASE_BASE, "x86_64").expect("url");
+        let plan = resolve(&req(None, Some(url.as_str()), None), RELEASE_BASE, "x86_64").expect("url");
         assert!(!plan.source_label.contains("hunter2") && !plan.source_label.contains("s3cr3t"));
     }
 
@@ -666,31 +602,20 @@ mod tests {
             find_checksum(&text, "livekit_1.13.5_linux_amd64.tar.gz", false).as_deref(),
             Some(HASH)
         );
-        assert_eq!(
-            find_checksum(&text, "livekit_1.13.5_linux_armv7.tar.gz", false),
-            None
-        );
+        assert_eq!(find_checksum(&text, "livekit_1.13.5_linux_armv7.tar.gz", false), None);
         assert_eq!(
             find_checksum(&text, "livekit_1.13.5_linux_armv7.tar.gz", true),
             None,
             "two entries: ambiguous"
         );
-        assert_eq!(
-            find_checksum(&format!("{HASH}\n"), "x", true).as_deref(),
-            Some(HASH)
-        );
+        assert_eq!(find_checksum(&format!("{HASH}\n"), "x", true).as_deref(), Some(HASH));
         assert_eq!(find_checksum(&format!("{HASH}  other\n"), "x", false), None);
         assert_eq!(find_checksum("<html>not found</html>", "x", true), None);
     }
 
     #[test]
     fn record_satisfies_only_the_same_version_source_and_pin() {
-        let plan = resolve(
-            &req(Some("1.9.1"), Some("/opt/lk"), Some(HASH)),
-            RELEASE_BASE,
-            "x86_64",
-        )
-        .expect("plan");
+        let plan = resolve(&req(Some("1.9.1"), Some("/opt/lk"), Some(HASH)), RELEASE_BASE, "x86_64").expect("plan");
         let record = InstallRecord {
             version: "1.9.1".into(),
             sha256: "b".repeat(64),
@@ -717,10 +642,7 @@ mod tests {
         for r in &changed {
             assert!(!record_satisfies(r, &plan), "{r:?}");
         }
-        let unversioned = Plan {
-            version: None,
-            ..plan
-        };
+        let unversioned = Plan { version: None, ..plan };
         assert!(
             !record_satisfies(&record, &unversioned),
             "an unlabelled custom source must be fetched to compare"

@@ -119,21 +119,9 @@ mod tests {
         type Case = (&'static str, &'static [(u64, u64)], Decision);
         let cases: &[Case] = &[
             ("empty history", &[], Decision::RestartNow),
-            (
-                "first crash after a healthy run",
-                &[(100, 100)],
-                Decision::RestartNow,
-            ),
-            (
-                "first crash after a short run",
-                &[(3, 3)],
-                Decision::RestartNow,
-            ),
-            (
-                "second in a row",
-                &[(3, 3), (4, 1)],
-                Decision::RestartAfter(ms(500)),
-            ),
+            ("first crash after a healthy run", &[(100, 100)], Decision::RestartNow),
+            ("first crash after a short run", &[(3, 3)], Decision::RestartNow),
+            ("second in a row", &[(3, 3), (4, 1)], Decision::RestartAfter(ms(500))),
             (
                 "third in a row",
                 &[(3, 3), (4, 1), (5, 0)],
@@ -201,10 +189,7 @@ mod tests {
             p.decide(failures)
         };
         tokio::time::advance(Duration::from_secs(90)).await;
-        assert_eq!(
-            crash_after(&mut failures, &mut started),
-            Decision::RestartNow
-        );
+        assert_eq!(crash_after(&mut failures, &mut started), Decision::RestartNow);
         tokio::time::advance(ms(300)).await;
         assert_eq!(
             crash_after(&mut failures, &mut started),
@@ -217,10 +202,7 @@ mod tests {
         );
         // A minute of health forgets the streak.
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert_eq!(
-            crash_after(&mut failures, &mut started),
-            Decision::RestartNow
-        );
+        assert_eq!(crash_after(&mut failures, &mut started), Decision::RestartNow);
         for want in [
             Decision::RestartAfter(ms(500)),
             Decision::RestartAfter(ms(1000)),

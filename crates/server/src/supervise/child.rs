@@ -199,11 +199,7 @@ impl Child {
     /// [`SuperviseError::Io`], [`SuperviseError::StopFailed`],
     /// [`SuperviseError::Closed`]. After a failure the state is `failed`
     /// with the last exit and log tail (`stopped` for a port conflict).
-    pub async fn start(
-        &self,
-        spec: ChildSpec,
-        timeout: Duration,
-    ) -> Result<StartOutcome, SuperviseError> {
+    pub async fn start(&self, spec: ChildSpec, timeout: Duration) -> Result<StartOutcome, SuperviseError> {
         self.request(|reply| Command::Start {
             spec: Box::new(spec),
             timeout,
@@ -220,11 +216,7 @@ impl Child {
     ///
     /// # Errors
     /// As [`Child::start`].
-    pub async fn restart(
-        &self,
-        spec: ChildSpec,
-        timeout: Duration,
-    ) -> Result<StartOutcome, SuperviseError> {
+    pub async fn restart(&self, spec: ChildSpec, timeout: Duration) -> Result<StartOutcome, SuperviseError> {
         self.request(|reply| Command::Start {
             spec: Box::new(spec),
             timeout,
@@ -296,10 +288,7 @@ impl Child {
         }
     }
 
-    async fn request<T>(
-        &self,
-        make: impl FnOnce(Reply<T>) -> Command,
-    ) -> Result<T, SuperviseError> {
+    async fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, SuperviseError> {
         let closed = || SuperviseError::Closed { process: self.name };
         let (reply, answer) = oneshot::channel();
         self.tx.send(make(reply)).await.map_err(|_| closed())?;
@@ -468,12 +457,7 @@ impl Actor {
 
     // ------------------------------------------------------------ requests
 
-    async fn start(
-        &mut self,
-        spec: ChildSpec,
-        timeout: Duration,
-        force: bool,
-    ) -> Result<StartOutcome, SuperviseError> {
+    async fn start(&mut self, spec: ChildSpec, timeout: Duration, force: bool) -> Result<StartOutcome, SuperviseError> {
         self.check_name(&spec)?;
         let deadline = Instant::now() + timeout;
         if self.proc.is_none() {
@@ -530,10 +514,7 @@ impl Actor {
         self.clear_failures();
         self.port_conflict = None;
         self.publish(Some("stopped on request".to_owned()));
-        Ok(StopOutcome {
-            was_running,
-            killed,
-        })
+        Ok(StopOutcome { was_running, killed })
     }
 
     async fn adopt(&mut self, spec: ChildSpec) -> Result<AdoptOutcome, SuperviseError> {
@@ -560,12 +541,7 @@ impl Actor {
 
     /// Checks ports, spawns, records and waits for readiness. On success the
     /// child is `running`; on failure no process of ours is left behind.
-    async fn launch(
-        &mut self,
-        spec: &ChildSpec,
-        deadline: Instant,
-        interruptible: bool,
-    ) -> Result<(), LaunchError> {
+    async fn launch(&mut self, spec: &ChildSpec, deadline: Instant, interruptible: bool) -> Result<(), LaunchError> {
         self.check_ports(spec).await.map_err(LaunchError::Failed)?;
         let (spawn_spec, dir) = (spec.clone(), self.opts.children_dir.clone());
         let spawned = tokio::task::spawn_blocking(move || spawn_recorded(&spawn_spec, &dir))
@@ -581,17 +557,13 @@ impl Actor {
         let (fd, record) = match spawned {
             Spawned::Running { pidfd, record } => (pidfd, record),
             Spawned::ExitedAtOnce { exit } => {
-                return Err(LaunchError::Failed(
-                    self.exited_during_startup(spec, exit).await,
-                ));
+                return Err(LaunchError::Failed(self.exited_during_startup(spec, exit).await));
             }
         };
         let pidfd = match PidFd::register(record.pid, fd) {
             Ok(pidfd) => pidfd,
             Err((fd, source)) => {
-                return Err(LaunchError::Failed(
-                    self.abandon(record.pid, fd, source).await,
-                ));
+                return Err(LaunchError::Failed(self.abandon(record.pid, fd, source).await));
             }
         };
         self.proc = Some(Proc {
@@ -623,9 +595,7 @@ impl Actor {
             Wait::Interrupted => Err(LaunchError::Interrupted),
             Wait::Exited => {
                 let exit = self.reap().await;
-                Err(LaunchError::Failed(
-                    self.exited_during_startup(spec, exit).await,
-                ))
+                Err(LaunchError::Failed(self.exited_during_startup(spec, exit).await))
             }
             Wait::TimedOut => {
                 let waited = Instant::now().saturating_duration_since(started);
@@ -645,12 +615,7 @@ impl Actor {
 
     /// Races readiness against the process's exit (and, for supervisor
     /// restarts, against incoming requests).
-    async fn wait_ready(
-        &mut self,
-        probe: &ReadyProbe,
-        deadline: Instant,
-        interruptible: bool,
-    ) -> Wait {
+    async fn wait_ready(&mut self, probe: &ReadyProbe, deadline: Instant, interruptible: bool) -> Wait {
         let Some(proc) = self.proc.as_ref() else {
             return Wait::Exited;
         };
@@ -686,17 +651,11 @@ impl Actor {
             return Ok(false);
         };
         signal_group(proc, libc::SIGTERM);
-        let killed = if tokio::time::timeout(grace, proc.pidfd.exited())
-            .await
-            .is_ok()
-        {
+        let killed = if tokio::time::timeout(grace, proc.pidfd.exited()).await.is_ok() {
             false
         } else {
             signal_group(proc, libc::SIGKILL);
-            if tokio::time::timeout(KILL_WAIT, proc.pidfd.exited())
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(KILL_WAIT, proc.pidfd.exited()).await.is_err() {
                 return Err(SuperviseError::StopFailed {
                     process: self.name,
                     pid: proc.record.pid,
@@ -790,10 +749,7 @@ impl Actor {
                 }
                 Decision::RestartAfter(pause) => {
                     self.idle = Idle::Backoff(Instant::now() + pause);
-                    self.publish(Some(format!(
-                        "{reason}; restarting in {} ms",
-                        pause.as_millis()
-                    )));
+                    self.publish(Some(format!("{reason}; restarting in {} ms", pause.as_millis())));
                     return;
                 }
                 Decision::RestartNow => {
@@ -829,14 +785,9 @@ impl Actor {
         let Some(spec) = self.spec.as_ref() else {
             return;
         };
-        let (path, max, keep) = (
-            spec.log_path.clone(),
-            self.opts.log_max_bytes,
-            self.opts.log_keep,
-        );
+        let (path, max, keep) = (spec.log_path.clone(), self.opts.log_max_bytes, self.opts.log_keep);
         let probe = spec.ready.clone();
-        let rotated =
-            tokio::task::spawn_blocking(move || logs::rotate_if_needed(&path, max, keep)).await;
+        let rotated = tokio::task::spawn_blocking(move || logs::rotate_if_needed(&path, max, keep)).await;
         if let Ok(Err(e)) = rotated {
             tracing::warn!(process = %self.name, error = %e, "log rotation failed");
         }
@@ -1051,10 +1002,9 @@ fn restart_reason(proc: &Proc, spec: &ChildSpec) -> Option<String> {
     // A stat of one file; a missing program keeps the running process (a
     // restart could only fail).
     match std::fs::metadata(&spec.program) {
-        Ok(meta) if meta.dev() != record.exe_dev || meta.ino() != record.exe_ino => Some(format!(
-            "{} was replaced by another binary",
-            spec.program.display()
-        )),
+        Ok(meta) if meta.dev() != record.exe_dev || meta.ino() != record.exe_ino => {
+            Some(format!("{} was replaced by another binary", spec.program.display()))
+        }
         _ => None,
     }
 }
@@ -1069,9 +1019,7 @@ fn summarize(e: &SuperviseError) -> String {
         SuperviseError::ExitedDuringStartup { status, .. } => {
             format!("exited during startup ({status})")
         }
-        SuperviseError::NotReady {
-            url, timeout_ms, ..
-        } => {
+        SuperviseError::NotReady { url, timeout_ms, .. } => {
             format!("not ready: no 200 from {url} within {timeout_ms} ms")
         }
         other => other.to_string(),
@@ -1083,9 +1031,8 @@ fn summarize(e: &SuperviseError) -> String {
 /// still holds its pid (same start time as recorded, read just before).
 fn signal_group(proc: &Proc, sig: libc::c_int) {
     let pid = proc.record.pid;
-    let leads_group = procfs::read_stat(pid).is_ok_and(|st| {
-        st.start_time == proc.record.start_time && u32::try_from(st.pgrp).is_ok_and(|g| g == pid)
-    });
+    let leads_group = procfs::read_stat(pid)
+        .is_ok_and(|st| st.start_time == proc.record.start_time && u32::try_from(st.pgrp).is_ok_and(|g| g == pid));
     match libc::pid_t::try_from(pid) {
         Ok(pgid) if leads_group => {
             // SAFETY: killpg with a verified group id; ESRCH is harmless.

@@ -127,9 +127,7 @@ impl SuperviseError {
             SuperviseError::ExitedDuringStartup { .. }
             | SuperviseError::Spawn { .. }
             | SuperviseError::BadSpec { .. } => ErrorCode::StartFailed,
-            SuperviseError::NotReady { .. } | SuperviseError::StopFailed { .. } => {
-                ErrorCode::Timeout
-            }
+            SuperviseError::NotReady { .. } | SuperviseError::StopFailed { .. } => ErrorCode::Timeout,
             SuperviseError::Io { .. } => ErrorCode::Io,
             SuperviseError::Closed { .. } => ErrorCode::ShuttingDown,
         }

@@ -29,11 +29,7 @@ pub fn open_append(path: &Path) -> io::Result<File> {
     if let Some(dir) = path.parent() {
         DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)
+    OpenOptions::new().append(true).create(true).mode(0o600).open(path)
 }
 
 /// `<path>.<n>`, e.g. `logs/lk-backend.log.1`.
@@ -111,10 +107,7 @@ pub fn tail(path: &Path, lines: usize) -> io::Result<Vec<String>> {
     let mut bytes: Vec<u8> = chunks.into_iter().rev().flatten().collect();
     if pos > 0 {
         // The first line read starts before `pos`: it is incomplete.
-        let cut = bytes
-            .iter()
-            .position(|b| *b == b'\n')
-            .map_or(bytes.len(), |i| i + 1);
+        let cut = bytes.iter().position(|b| *b == b'\n').map_or(bytes.len(), |i| i + 1);
         bytes.drain(..cut);
     }
     let text = String::from_utf8_lossy(&bytes);
@@ -177,9 +170,6 @@ mod tests {
             assert!(text.starts_with(&format!("round {round} ")), ".{n}: {text}");
         }
         assert!(!rotated_path(&path, 4).exists(), "only 3 kept");
-        assert!(
-            !rotate_if_needed(&path, 50, 3).expect("small log"),
-            "under the limit"
-        );
+        assert!(!rotate_if_needed(&path, 50, 3).expect("small log"), "under the limit");
     }
 }

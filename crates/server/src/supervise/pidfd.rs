@@ -39,8 +39,8 @@ impl fmt::Display for ChildExit {
 /// Opens a pidfd without registering it with tokio (usable in a blocking
 /// section, e.g. right after `fork`).
 pub(crate) fn open_raw(pid: u32) -> io::Result<OwnedFd> {
-    let pid = libc::pid_t::try_from(pid)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if raw < 0 {
@@ -174,10 +174,7 @@ mod tests {
     async fn own_child_exit_is_seen_and_reaped_with_its_status() {
         // Reaped through the pidfd, which is what this test checks.
         #[allow(clippy::zombie_processes)]
-        let child = Command::new("sh")
-            .args(["-c", "exit 7"])
-            .spawn()
-            .expect("spawn sh");
+        let child = Command::new("sh").args(["-c", "exit 7"]).spawn().expect("spawn sh");
         let fd = PidFd::open(child.id()).expect("pidfd");
         tokio::time::timeout(Duration::from_secs(10), fd.exited())
             .await
@@ -196,10 +193,7 @@ mod tests {
             .stdout(Stdio::piped())
             .output()
             .expect("run sh");
-        let pid: u32 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("pid");
+        let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("pid");
         let fd = PidFd::open(pid).expect("pidfd");
         assert!(!fd.has_exited());
         assert_eq!(fd.try_reap(), Some(ChildExit::Unknown), "not our child");
@@ -217,9 +211,6 @@ mod tests {
     #[test]
     fn exit_descriptions_name_code_and_signal() {
         assert_eq!(ChildExit::Code(0).to_string(), "exited with code 0");
-        assert_eq!(
-            ChildExit::Signal(9).to_string(),
-            "killed by signal 9 (SIGKILL)"
-        );
+        assert_eq!(ChildExit::Signal(9).to_string(), "killed by signal 9 (SIGKILL)");
     }
 }

@@ -37,12 +37,7 @@ pub(crate) fn parse_stat(text: &str) -> Option<ProcStat> {
 /// Reads and parses `/proc/<pid>/stat`.
 pub(crate) fn read_stat(pid: u32) -> io::Result<ProcStat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    parse_stat(&text).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("unparsable /proc/{pid}/stat"),
-        )
-    })
+    parse_stat(&text).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("unparsable /proc/{pid}/stat")))
 }
 
 /// Socket inodes listening on `port` in a `/proc/net/tcp{,6}` table.
@@ -99,15 +94,10 @@ fn socket_owner(inodes: &[u64]) -> Option<u32> {
     let wanted: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
     let procs = std::fs::read_dir("/proc").ok()?;
     for entry in procs.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(fds) = std::fs::read_dir(Path::new("/proc").join(entry.file_name()).join("fd"))
-        else {
+        let Ok(fds) = std::fs::read_dir(Path::new("/proc").join(entry.file_name()).join("fd")) else {
             continue;
         };
         for fd in fds.flatten() {
@@ -130,11 +120,19 @@ mod tests {
         let cases = [
             (
                 "1234 (sleep) S 1 1234 1234 0 -1 4194560 96 0 0 0 0 0 0 0 20 0 1 0 987654 8380416 220",
-                Some(ProcStat { state: 'S', pgrp: 1234, start_time: 987654 }),
+                Some(ProcStat {
+                    state: 'S',
+                    pgrp: 1234,
+                    start_time: 987654,
+                }),
             ),
             (
                 "77 (a) b) (c ) Z 5 70 70 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 42 0 0",
-                Some(ProcStat { state: 'Z', pgrp: 70, start_time: 42 }),
+                Some(ProcStat {
+                    state: 'Z',
+                    pgrp: 70,
+                    start_time: 42,
+                }),
             ),
             ("88 (truncated) S 1 2 3", None),
             ("no parenthesis at all", None),

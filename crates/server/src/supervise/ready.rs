@@ -34,10 +34,7 @@ pub(crate) async fn probe_once(probe: &ReadyProbe, deadline: Instant) -> bool {
     )
 }
 
-async fn get_status(
-    port: u16,
-    path: &str,
-) -> Result<u16, Box<dyn std::error::Error + Send + Sync>> {
+async fn get_status(port: u16, path: &str) -> Result<u16, Box<dyn std::error::Error + Send + Sync>> {
     let stream = TcpStream::connect(("127.0.0.1", port)).await?;
     stream.set_nodelay(true)?;
     let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
@@ -91,27 +88,18 @@ mod tests {
             let mut buf = [0u8; 1024];
             let _ = sock.read(&mut buf).await;
             let _ = sock
-                .write_all(
-                    format!("HTTP/1.1 {status_line}\r\ncontent-length: 2\r\n\r\nok").as_bytes(),
-                )
+                .write_all(format!("HTTP/1.1 {status_line}\r\ncontent-length: 2\r\n\r\nok").as_bytes())
                 .await;
         }
     }
 
     #[tokio::test]
     async fn only_200_counts_as_ready() {
-        for (status, want) in [
-            ("200 OK", true),
-            ("406 Not Ready", false),
-            ("500 Oops", false),
-        ] {
+        for (status, want) in [("200 OK", true), ("406 Not Ready", false), ("500 Oops", false)] {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let port = listener.local_addr().expect("addr").port();
             let server = tokio::spawn(serve_once(listener, status));
-            let probe = ReadyProbe::Http {
-                port,
-                path: "/".into(),
-            };
+            let probe = ReadyProbe::Http { port, path: "/".into() };
             let deadline = Instant::now() + Duration::from_secs(5);
             assert_eq!(probe_once(&probe, deadline).await, want, "{status}");
             server.await.expect("server task");
@@ -124,10 +112,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             l.local_addr().expect("addr").port()
         };
-        let probe = ReadyProbe::Http {
-            port,
-            path: "/".into(),
-        };
+        let probe = ReadyProbe::Http { port, path: "/".into() };
         let started = Instant::now();
         assert!(!wait_until_ready(&probe, started + Duration::from_millis(100)).await);
         assert!(started.elapsed() >= Duration::from_millis(100));

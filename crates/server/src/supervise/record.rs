@@ -56,12 +56,7 @@ impl ChildRecord {
     ///
     /// # Errors
     /// The process is gone or /proc cannot be read.
-    pub fn capture(
-        name: ProcessName,
-        pid: u32,
-        config_sha256: &str,
-        ready_port: u16,
-    ) -> io::Result<ChildRecord> {
+    pub fn capture(name: ProcessName, pid: u32, config_sha256: &str, ready_port: u16) -> io::Result<ChildRecord> {
         let stat = procfs::read_stat(pid)?;
         let exe_link = format!("/proc/{pid}/exe");
         let exe = fs::read_link(&exe_link)?;
@@ -92,10 +87,7 @@ impl ChildRecord {
     /// the previous record, if any, is then left intact.
     pub fn write(&self, children_dir: &Path) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(children_dir)?;
+        DirBuilder::new().recursive(true).mode(0o700).create(children_dir)?;
         let path = ChildRecord::path(children_dir, self.name);
         let tmp = children_dir.join(format!(".{}.json.tmp", self.name.as_str()));
         let result = (|| {
@@ -164,9 +156,7 @@ pub fn verify(record: &ChildRecord) -> Verification {
         ));
     }
     match fs::metadata(format!("/proc/{pid}/exe")) {
-        Ok(meta) if meta.dev() == record.exe_dev && meta.ino() == record.exe_ino => {
-            Verification::Verified
-        }
+        Ok(meta) if meta.dev() == record.exe_dev && meta.ino() == record.exe_ino => Verification::Verified,
         Ok(meta) => Verification::Mismatch(format!(
             "pid {pid} runs another executable (dev {} ino {}, the record says dev {} ino {} of {})",
             meta.dev(),
@@ -196,17 +186,12 @@ mod tests {
     fn record_round_trips_atomically_with_private_mode() {
         let dir = tempfile::tempdir().expect("tempdir");
         let children = dir.path().join("children");
-        let rec = ChildRecord::capture(ProcessName::LkBackend, std::process::id(), "abc", 7890)
-            .expect("capture self");
+        let rec = ChildRecord::capture(ProcessName::LkBackend, std::process::id(), "abc", 7890).expect("capture self");
         rec.write(&children).expect("write");
         let path = ChildRecord::path(&children, ProcessName::LkBackend);
         let mode = fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let dir_mode = fs::metadata(&children)
-            .expect("stat dir")
-            .permissions()
-            .mode()
-            & 0o777;
+        let dir_mode = fs::metadata(&children).expect("stat dir").permissions().mode() & 0o777;
         assert_eq!(dir_mode, 0o700);
         assert_eq!(
             ChildRecord::load(&children, ProcessName::LkBackend).expect("load"),
@@ -225,19 +210,14 @@ mod tests {
     #[test]
     fn a_corrupt_record_is_invalid_data() {
         let dir = tempfile::tempdir().expect("tempdir");
-        fs::write(
-            ChildRecord::path(dir.path(), ProcessName::LivekitServer),
-            b"{not json",
-        )
-        .expect("write");
+        fs::write(ChildRecord::path(dir.path(), ProcessName::LivekitServer), b"{not json").expect("write");
         let err = ChildRecord::load(dir.path(), ProcessName::LivekitServer).expect_err("corrupt");
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]
     fn verification_checks_start_time_and_executable() {
-        let me = ChildRecord::capture(ProcessName::LkBackend, std::process::id(), "x", 1)
-            .expect("capture self");
+        let me = ChildRecord::capture(ProcessName::LkBackend, std::process::id(), "x", 1).expect("capture self");
         assert_eq!(verify(&me), Verification::Verified);
         let reused = ChildRecord {
             start_time: me.start_time + 1,
@@ -248,9 +228,7 @@ mod tests {
             exe_ino: me.exe_ino + 1,
             ..me.clone()
         };
-        assert!(
-            matches!(verify(&other_exe), Verification::Mismatch(r) if r.contains("another executable"))
-        );
+        assert!(matches!(verify(&other_exe), Verification::Mismatch(r) if r.contains("another executable")));
         let gone = ChildRecord {
             pid: u32::MAX - 1,
             ..me

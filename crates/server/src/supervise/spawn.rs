@@ -31,10 +31,7 @@ pub(crate) enum Spawned {
 /// The spec is unusable, the program cannot be executed, or the log or the
 /// record cannot be written (the child is then killed: a child without a
 /// record could not be adopted by the next daemon and would hold its ports).
-pub(crate) fn spawn_recorded(
-    spec: &ChildSpec,
-    children_dir: &Path,
-) -> Result<Spawned, SuperviseError> {
+pub(crate) fn spawn_recorded(spec: &ChildSpec, children_dir: &Path) -> Result<Spawned, SuperviseError> {
     let process = spec.name;
     if !spec.program.is_absolute() {
         return Err(SuperviseError::BadSpec {

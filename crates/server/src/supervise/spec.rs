@@ -95,10 +95,7 @@ mod tests {
             name: ProcessName::LkBackend,
             program: "/bin/true".into(),
             args: vec![],
-            env: vec![(
-                "LIVEKIT_API_SECRET".into(),
-                "s3cr3t-value-that-must-not-leak".into(),
-            )],
+            env: vec![("LIVEKIT_API_SECRET".into(), "s3cr3t-value-that-must-not-leak".into())],
             cwd: "/".into(),
             log_path: "/tmp/x.log".into(),
             ready: ReadyProbe::Http {
@@ -109,10 +106,7 @@ mod tests {
             config_sha256: "ab".into(),
         };
         let shown = format!("{spec:?}");
-        assert!(
-            shown.contains("LIVEKIT_API_SECRET"),
-            "names stay visible: {shown}"
-        );
+        assert!(shown.contains("LIVEKIT_API_SECRET"), "names stay visible: {shown}");
         assert!(!shown.contains("s3cr3t"), "value leaked: {shown}");
     }
 }

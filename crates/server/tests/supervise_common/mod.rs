@@ -9,8 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hero_livekit_proto::{Event, ProcessName, ProcessState};
 use hero_livekit_server::supervise::{
-    verify, BackoffPolicy, ChildRecord, ChildSpec, EventSink, ReadyProbe, SupervisorOptions,
-    Verification,
+    verify, BackoffPolicy, ChildRecord, ChildSpec, EventSink, ReadyProbe, SupervisorOptions, Verification,
 };
 
 /// A real python interpreter (not a pyenv shim script: the child's
@@ -123,12 +122,8 @@ impl Scratch {
 
     /// A spec running the fixture on `port` with `extra` switches.
     pub fn spec(&self, name: ProcessName, port: u16, extra: &[&str], config: &str) -> ChildSpec {
-        let mut args: Vec<std::ffi::OsString> = vec![
-            "-u".into(),
-            fixture().into(),
-            "--port".into(),
-            port.to_string().into(),
-        ];
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["-u".into(), fixture().into(), "--port".into(), port.to_string().into()];
         args.extend(extra.iter().map(Into::into));
         ChildSpec {
             name,
@@ -141,10 +136,7 @@ impl Scratch {
             ],
             cwd: self.path().to_path_buf(),
             log_path: self.log(name),
-            ready: ReadyProbe::Http {
-                port,
-                path: "/".into(),
-            },
+            ready: ReadyProbe::Http { port, path: "/".into() },
             ports: vec![port],
             config_sha256: config.into(),
         }
