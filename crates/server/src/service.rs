@@ -143,11 +143,12 @@ impl LivekitService {
             openrpc_bytes,
             info_bytes,
         });
-        {
+        let gone = {
             let _g = svc.ops.lock().await;
             svc.apply_plan(plan, "boot").await?;
-            svc.adopt_children().await;
-        }
+            svc.adopt_children().await
+        };
+        svc.restart_gone_children(gone);
         svc.start_drift_check();
         Ok(svc)
     }
@@ -365,8 +366,11 @@ impl LivekitService {
     }
 
     /// Re-adopts children recorded by a previous instance; a recorded child
-    /// whose config file changed since it started is restarted. Must hold `ops`.
-    async fn adopt_children(&self) {
+    /// whose config file changed since it started is restarted. Returns the
+    /// children that were recorded (so meant to run) but are gone. Must hold
+    /// `ops`.
+    async fn adopt_children(&self) -> Vec<ProcessName> {
+        let mut gone = Vec::new();
         for name in ProcessName::ALL {
             let spec = match self.spec(name) {
                 Ok(s) => s,
@@ -377,6 +381,10 @@ impl LivekitService {
             };
             let expected = spec.config_sha256.clone();
             match self.child(name).adopt(spec.clone()).await {
+                Ok(supervise::AdoptOutcome::Discarded(reason)) => {
+                    tracing::info!(process = %name, %reason, "recorded child is gone; it will be started again");
+                    gone.push(name);
+                }
                 Ok(outcome) => {
                     tracing::info!(process = %name, ?outcome, "adoption");
                     let h = self.child(name).health();
@@ -395,6 +403,36 @@ impl LivekitService {
                 Err(e) => tracing::warn!(process = %name, error = %e, "adoption failed"),
             }
         }
+        gone
+    }
+
+    /// Starts, in the background, children that a previous instance ran and
+    /// that died while no daemon watched them: the operator's intent was
+    /// "running", and a supervisor restarts what died.
+    fn restart_gone_children(self: &Arc<Self>, gone: Vec<ProcessName>) {
+        if gone.is_empty() {
+            return;
+        }
+        let svc = Arc::clone(self);
+        tokio::spawn(async move {
+            let _g = svc.ops.lock().await;
+            for name in gone {
+                let spec = match svc.spec(name) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(process = %name, error = %e, "cannot restart a gone child");
+                        continue;
+                    }
+                };
+                match svc.child(name).start(spec, DEFAULT_READY_TIMEOUT).await {
+                    Ok(_) => svc.events.publish(Event::Restarted {
+                        process: name,
+                        reason: "died while no daemon supervised it".into(),
+                    }),
+                    Err(e) => tracing::warn!(process = %name, error = %e, "restarting a gone child failed"),
+                }
+            }
+        });
     }
 
     // ------------------------------------------------------------ methods
