@@ -186,15 +186,13 @@ impl LivekitService {
     /// the in-memory config. Must hold `ops`.
     async fn apply_plan(&self, plan: config::HealPlan, trigger: &str) -> Result<HealReport, ServiceError> {
         let store = self.store.clone();
-        let written = if plan.writes.is_empty() {
-            Vec::new()
-        } else {
-            let plan2 = plan.clone();
-            tokio::task::spawn_blocking(move || store.apply(&plan2))
-                .await
-                .map_err(internal)?
-                .map_err(write_error)?
-        };
+        // Applied even when nothing is to be written: `apply` then writes and
+        // fsyncs nothing but restores mode 0600 on a file someone loosened.
+        let plan2 = plan.clone();
+        let written = tokio::task::spawn_blocking(move || store.apply(&plan2))
+            .await
+            .map_err(internal)?
+            .map_err(write_error)?;
         self.set_snapshot(Arc::new(Rendered::new(plan.config.clone())));
         let report = HealReport {
             trigger: trigger.to_string(),
