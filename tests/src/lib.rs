@@ -18,8 +18,12 @@ use serde_json::{json, Value};
 /// command builds every binary before running the tests.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    // target/<profile>/deps/<test> (a test) or target/<profile>/<bench> (a
+    // benchmark binary) -> target/<profile>/<name>
+    let mut dir = exe.parent().expect("executable dir");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().expect("target profile dir");
+    }
     let p = dir.join(name);
     assert!(
         p.is_file(),

@@ -367,3 +367,22 @@ fn cli_without_a_daemon_says_where_it_looked_and_how_to_start_one() {
     assert!(err.contains(&root.socket().display().to_string()), "{err}");
     assert!(err.contains("hero_livekit up"), "{err}");
 }
+
+#[test]
+fn ready_is_sent_to_notify_socket_once_the_socket_answers() {
+    let root = Root::new();
+    let notify_path = root.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind notify socket");
+    notify.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let d = Daemon::start(
+        &root,
+        DaemonOpts {
+            env: vec![("NOTIFY_SOCKET".into(), notify_path.display().to_string())],
+            ..Default::default()
+        },
+    );
+    let mut buf = [0u8; 64];
+    let n = notify.recv(&mut buf).expect("a notification within 20 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    assert!(d.socket.exists(), "READY=1 comes after the socket is bound");
+}

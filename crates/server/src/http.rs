@@ -96,17 +96,19 @@ impl Router {
     }
 
     fn get_health(&self) -> HttpResponse {
-        self.readable(|s| {
-            let h = s.health();
-            let status = if h.ready_for_tokens {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            match serde_json::to_vec(&h) {
-                Ok(body) => json(status, Bytes::from(body)),
-                Err(_) => json(StatusCode::INTERNAL_SERVER_ERROR, Bytes::from_static(b"{}")),
+        self.readable(|s| match s.health_json() {
+            Ok((body, ready)) => {
+                let status = if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                json(status, Bytes::copy_from_slice(body.get().as_bytes()))
             }
+            Err(e) => json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Bytes::from(serde_json::json!({"error": "internal", "message": e.to_string()}).to_string()),
+            ),
         })
     }
 

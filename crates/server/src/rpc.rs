@@ -128,7 +128,7 @@ pub fn module(service: Arc<LivekitService>) -> Result<RpcModule<LivekitService>,
     m.register_method(method::HEALTH, |params, ctx, ext| {
         to_rpc(authorize(ext, method::HEALTH).and_then(|()| {
             parse_params::<hero_livekit_proto::NoParams>(&params)?;
-            Ok(ctx.health())
+            ctx.health_json().map(|(json, _)| json)
         }))
     })
     .map_err(|e| e.to_string())?;

@@ -44,6 +44,32 @@ const DEFAULT_DRIFT_CHECK: Duration = Duration::from_secs(5);
 const DEFAULT_LOG_LINES: u32 = 100;
 const MAX_LOG_LINES: u32 = 10_000;
 
+/// The last health document, serialized, with what it was built from.
+/// `health` is called before every token: when nothing it reports has
+/// changed within the same millisecond (the resolution of `uptime_ms`), the
+/// same bytes are served again instead of rebuilding and re-serializing.
+struct HealthMemo {
+    key: HealthKey,
+    json: Box<serde_json::value::RawValue>,
+    ready_for_tokens: bool,
+}
+
+#[derive(PartialEq, Eq)]
+struct HealthKey {
+    snapshot: *const Rendered,
+    consistency: *const config::Consistency,
+    livekit: u64,
+    backend: u64,
+    binary_present: bool,
+    installed: u64,
+    unix_ms: u128,
+}
+
+// SAFETY: the raw pointers are identities compared for equality, never
+// dereferenced; the memo also holds nothing else that is not Send/Sync.
+unsafe impl Send for HealthKey {}
+unsafe impl Sync for HealthKey {}
+
 /// The supervisor: config owner and parent of both children.
 pub struct LivekitService {
     paths: Paths,
@@ -61,6 +87,9 @@ pub struct LivekitService {
     livekit: Child,
     backend: Child,
     installed: RwLock<Option<install::InstalledInfo>>,
+    /// Bumped whenever `installed` changes (part of the health memo key).
+    installed_generation: std::sync::atomic::AtomicU64,
+    health_memo: StdMutex<Option<HealthMemo>>,
     openrpc: Arc<Value>,
     openrpc_bytes: Bytes,
     info_bytes: Bytes,
@@ -132,6 +161,8 @@ impl LivekitService {
             cache: StdMutex::new(config::FileCache::new(&paths.state_dir)),
             snapshot: RwLock::new(Arc::new(Rendered::new(plan.config.clone()))),
             installed: RwLock::new(installed),
+            installed_generation: std::sync::atomic::AtomicU64::new(0),
+            health_memo: StdMutex::new(None),
             ops: tokio::sync::Mutex::new(()),
             drift_task: StdMutex::new(None),
             paths,
@@ -193,7 +224,9 @@ impl LivekitService {
             .await
             .map_err(internal)?
             .map_err(write_error)?;
-        self.set_snapshot(Arc::new(Rendered::new(plan.config.clone())));
+        if plan.config != *self.snapshot().config() {
+            self.set_snapshot(Arc::new(Rendered::new(plan.config.clone())));
+        }
         let report = HealReport {
             trigger: trigger.to_string(),
             drift: plan.drift.clone(),
@@ -222,9 +255,15 @@ impl LivekitService {
         trigger: &str,
     ) -> Result<(HealReport, Vec<TripleFile>), ServiceError> {
         let store = self.store.clone();
+        let snap = self.snapshot();
         let plan = tokio::task::spawn_blocking(move || {
             let observed = store.observe();
-            config::plan(in_memory.as_ref(), &observed, reset)
+            match in_memory {
+                // The common case (start, install, the drift check): heal
+                // against the snapshot's renderings, rendering nothing.
+                Some(c) if !reset && &c == snap.config() => Ok(config::plan_rendered(&snap, &observed)),
+                other => config::plan(other.as_ref(), &observed, reset),
+            }
         })
         .await
         .map_err(internal)?
@@ -525,6 +564,8 @@ impl LivekitService {
         if let Ok(mut g) = self.installed.write() {
             *g = install::installed(&self.livekit_bin, &self.paths.install_record());
         }
+        self.installed_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let current = self.snapshot().config().clone();
         let (mut heal, written) = self.heal(Some(current), false, "install").await?;
         heal.restarted = self.restart_readers(&written, "install healed its config file").await?;
@@ -712,10 +753,60 @@ impl LivekitService {
     /// mutation in progress.
     pub fn health(&self) -> Health {
         let snap = self.snapshot();
-        let consistency = match self.cache.lock() {
-            Ok(mut c) => c.check(&snap),
-            Err(poisoned) => poisoned.into_inner().check(&snap),
+        let consistency = self.check_files(&snap);
+        self.build_health(&snap, &consistency, self.livekit_bin.is_file())
+    }
+
+    /// The files' consistency with `snap`, from the stat-validated cache.
+    fn check_files(&self, snap: &Rendered) -> Arc<config::Consistency> {
+        match self.cache.lock() {
+            Ok(mut c) => c.check(snap),
+            Err(poisoned) => poisoned.into_inner().check(snap),
+        }
+    }
+
+    /// The health document serialized, and whether it is ready for tokens;
+    /// what the RPC and `GET /health` send. Served from the memo when
+    /// nothing it reports changed in this millisecond; the files are still
+    /// checked (by `stat`) on every call.
+    ///
+    /// # Errors
+    /// Serializing the document failed (it holds only strings, numbers and
+    /// maps, so this is not expected).
+    pub fn health_json(&self) -> Result<(Box<serde_json::value::RawValue>, bool), ServiceError> {
+        let snap = self.snapshot();
+        let consistency = self.check_files(&snap);
+        let binary_present = self.livekit_bin.is_file();
+        let key = HealthKey {
+            snapshot: Arc::as_ptr(&snap),
+            consistency: Arc::as_ptr(&consistency),
+            livekit: self.livekit.generation(),
+            backend: self.backend.generation(),
+            binary_present,
+            installed: self.installed_generation.load(std::sync::atomic::Ordering::Relaxed),
+            unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0),
         };
+        let mut memo = match self.health_memo.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(m) = memo.as_ref().filter(|m| m.key == key) {
+            return Ok((m.json.clone(), m.ready_for_tokens));
+        }
+        let h = self.build_health(&snap, &consistency, binary_present);
+        let json = serde_json::value::to_raw_value(&h).map_err(internal)?;
+        *memo = Some(HealthMemo {
+            key,
+            json: json.clone(),
+            ready_for_tokens: h.ready_for_tokens,
+        });
+        Ok((json, h.ready_for_tokens))
+    }
+
+    fn build_health(&self, snap: &Rendered, consistency: &config::Consistency, binary_present: bool) -> Health {
         let lk = self.livekit.health();
         let be = self.backend.health();
         // livekit-server reads its keys only at startup: it must run the
@@ -752,7 +843,7 @@ impl LivekitService {
             .collect(),
             binary: BinaryHealth {
                 path: self.livekit_bin.display().to_string(),
-                installed: self.livekit_bin.is_file(),
+                installed: binary_present,
                 version: installed.as_ref().and_then(|i| i.version.clone()),
                 sha256: installed.and_then(|i| i.sha256),
             },

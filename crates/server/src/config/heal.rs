@@ -202,19 +202,32 @@ pub fn plan_with(
         }
     };
     let minted = matches!(source, ConfigSource::Minted | ConfigSource::Reset);
-    let consistency = check_rendered(&Rendered::new(config.clone()), observed);
+    let rendered = Rendered::new(config);
+    Ok(plan_for(&rendered, source, minted, observed))
+}
+
+/// [`plan`] for a running daemon healing against its in-memory config,
+/// whose renderings it already holds: nothing is rendered or parsed, and a
+/// consistent triple costs three byte comparisons.
+pub fn plan_rendered(rendered: &Rendered, observed: &Observed) -> HealPlan {
+    plan_for(rendered, ConfigSource::InMemory, false, observed)
+}
+
+fn plan_for(rendered: &Rendered, source: ConfigSource, minted: bool, observed: &Observed) -> HealPlan {
+    let config = rendered.config().clone();
+    let consistency = check_rendered(rendered, observed);
     let writes = consistency.mismatched();
     let mut restart: Vec<ProcessName> = writes.iter().filter_map(|f| f.reader()).collect();
     restart.sort_unstable();
     restart.dedup();
-    Ok(HealPlan {
+    HealPlan {
         config,
         source,
         minted,
         writes,
         restart,
         drift: consistency.drift,
-    })
+    }
 }
 
 /// What each readable file carries, in [`TripleFile::ALL`] order.

@@ -38,7 +38,7 @@ mod testutil;
 
 pub use check::{check, check_rendered, Consistency, FileCheck};
 pub use credential::{is_placeholder, mint_credential, MintError};
-pub use heal::{plan, plan_with, ConfigSource, FileObs, HealPlan, Observed};
+pub use heal::{plan, plan_rendered, plan_with, ConfigSource, FileObs, HealPlan, Observed};
 pub use model::{Config, Credential, Secret};
 pub use render::{render, Rendered, TripleFile};
 pub use store::{FileCache, StateDir, WriteError};

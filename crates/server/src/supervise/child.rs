@@ -267,6 +267,12 @@ impl Child {
         let _ = self.request(|reply| Command::Detach { reply }).await;
     }
 
+    /// Changes whenever [`Child::health`] may say something new other than
+    /// a longer uptime.
+    pub fn generation(&self) -> u64 {
+        self.status.borrow().generation
+    }
+
     /// The child's health, from the last published snapshot (no waiting).
     pub fn health(&self) -> ProcessHealth {
         let s = self.status.borrow();
@@ -299,6 +305,9 @@ impl Child {
 /// The published snapshot behind [`Child::health`].
 #[derive(Debug, Clone)]
 struct Status {
+    /// Bumped on every publish, so readers (the health memo) can tell
+    /// "unchanged" without comparing the fields.
+    generation: u64,
     state: ProcessState,
     pid: Option<u32>,
     restarts: u32,
@@ -313,6 +322,7 @@ struct Status {
 impl Status {
     fn stopped() -> Status {
         Status {
+            generation: 0,
             state: ProcessState::Stopped,
             pid: None,
             restarts: 0,
@@ -953,7 +963,9 @@ impl Actor {
         let state = self.state();
         let proc = self.proc.as_ref();
         let pid = proc.map(|p| p.record.pid);
+        let generation = self.status.borrow().generation + 1;
         self.status.send_replace(Status {
+            generation,
             state,
             pid,
             restarts: self.restarts,

@@ -1,0 +1,173 @@
+//! Benchmark: `health` over the socket against an empty call on the same
+//! daemon, and the `hero_livekit health` CLI as a whole process against
+//! spawning `/bin/true`, all in one run so the ratios hold on a noisy
+//! shared machine.
+//!
+//! The empty call is a JSON-RPC call to a method the daemon does not have:
+//! it crosses the same HTTP, JSON-RPC parsing and dispatch layers and
+//! returns a tiny error, so it is the floor of any call.
+//!
+//! Run: `cargo build --release --workspace --bins && target/release/bench-health`.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hero_livekit_tests::*;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+
+const SINGLE_CALLS: usize = 20_000;
+const CONCURRENT_CALLERS: usize = 32;
+const CONCURRENT_CALLS_EACH: usize = 1_000;
+const CLI_RUNS: usize = 100;
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(socket: &Path) -> Sender {
+    let stream = tokio::net::UnixStream::connect(socket).await.expect("connect");
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    send
+}
+
+async fn call(send: &mut Sender, body: &Bytes) -> Duration {
+    let req = http::Request::post("/rpc")
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(body.clone()))
+        .expect("request");
+    let t = Instant::now();
+    send.ready().await.expect("ready");
+    let resp = send.send_request(req).await.expect("response");
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let d = t.elapsed();
+    assert!(bytes.len() > 10, "a real answer");
+    d
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn latency(socket: &Path, body: &Bytes) -> (Duration, Duration) {
+    let mut send = connect(socket).await;
+    for _ in 0..1000 {
+        call(&mut send, body).await;
+    }
+    let mut v: Vec<Duration> = Vec::with_capacity(SINGLE_CALLS);
+    for _ in 0..SINGLE_CALLS {
+        v.push(call(&mut send, body).await);
+    }
+    v.sort();
+    (percentile(&v, 0.5), percentile(&v, 0.99))
+}
+
+async fn throughput(socket: &Path, body: &Bytes) -> f64 {
+    let socket = Arc::new(socket.to_path_buf());
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CONCURRENT_CALLERS {
+        let socket = socket.clone();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut send = connect(&socket).await;
+            for _ in 0..CONCURRENT_CALLS_EACH {
+                call(&mut send, &body).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("caller");
+    }
+    (CONCURRENT_CALLERS * CONCURRENT_CALLS_EACH) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn median_process_time(mut cmd: impl FnMut() -> Command) -> Duration {
+    let mut v = Vec::with_capacity(CLI_RUNS);
+    for _ in 0..CLI_RUNS {
+        let t = Instant::now();
+        let status = cmd().status().expect("spawn");
+        v.push(t.elapsed());
+        assert!(status.code().is_some(), "process ran");
+    }
+    v.sort();
+    percentile(&v, 0.5)
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn main() {
+    let root = Root::new();
+    let d = Daemon::start(
+        &root,
+        DaemonOpts {
+            with_double: true,
+            ..Default::default()
+        },
+    );
+    configure_free_ports(&d);
+    d.ok("livekitservice.start", json!({}));
+    assert_eq!(
+        d.health()["ready_for_tokens"],
+        true,
+        "bench a healthy, supervising daemon"
+    );
+
+    let empty = Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"method":"bench.empty","params":{}}"#);
+    let health = Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"method":"livekitservice.health","params":{}}"#);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (e50, e99) = rt.block_on(latency(&d.socket, &empty));
+    let (h50, h99) = rt.block_on(latency(&d.socket, &health));
+    let e_tp = rt.block_on(throughput(&d.socket, &empty));
+    let h_tp = rt.block_on(throughput(&d.socket, &health));
+
+    let cli = bin("hero_livekit");
+    let socket = d.socket.clone();
+    let cli_t = median_process_time(|| {
+        let mut c = Command::new(&cli);
+        c.arg("--socket").arg(&socket).arg("health").arg("--quiet");
+        c
+    });
+    let true_t = median_process_time(|| Command::new("/bin/true"));
+
+    println!("health over the socket vs an empty call on the same daemon (both children supervised)");
+    println!("{:<34} {:>10} {:>10} {:>14}", "", "p50 µs", "p99 µs", "calls/s (32)");
+    println!(
+        "{:<34} {:>10.1} {:>10.1} {:>14.0}",
+        "empty call (unknown method)",
+        us(e50),
+        us(e99),
+        e_tp
+    );
+    println!(
+        "{:<34} {:>10.1} {:>10.1} {:>14.0}",
+        "livekitservice.health",
+        us(h50),
+        us(h99),
+        h_tp
+    );
+    println!(
+        "ratio health/empty: median {:.2}x (target <= 1.5x), throughput {:.2}x (target >= 0.7x)",
+        us(h50) / us(e50),
+        h_tp / e_tp
+    );
+    println!();
+    println!("`hero_livekit health --quiet`, whole process, median of {CLI_RUNS}");
+    println!(
+        "cli {:.2} ms, /bin/true {:.2} ms, cli minus process spawn {:.2} ms (target <= 10 ms)",
+        cli_t.as_secs_f64() * 1e3,
+        true_t.as_secs_f64() * 1e3,
+        (cli_t.saturating_sub(true_t)).as_secs_f64() * 1e3
+    );
+}
