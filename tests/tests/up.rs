@@ -665,3 +665,31 @@ fn a_method_the_older_daemon_lacks_gets_the_older_than_this_client_message() {
     );
     assert!(says_how_to_upgrade(&r.stderr), "{r}");
 }
+
+#[test]
+fn up_as_a_user_the_socket_refuses_says_permission_denied_and_starts_no_daemon() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    let d = Daemon::start(&env.root, DaemonOpts::default());
+
+    for args in [&["health"][..], &["up"][..]] {
+        let r: Run = Command::new(bin("hero_livekit"))
+            .arg("--root")
+            .arg(env.root.path())
+            .args(args)
+            .env_remove("PATH_ROOT")
+            .env_remove("HERO_SOCKET_DIR")
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .expect("run hero_livekit as nobody")
+            .into();
+        assert!(!r.status.success(), "{args:?}: {r}");
+        assert!(r.stderr.contains("permission denied"), "{args:?}: {r}");
+        assert!(
+            !r.stderr.contains("no hero_livekit daemon answers"),
+            "a refused socket is not a missing daemon: {r}"
+        );
+    }
+    assert_eq!(env.daemons(), vec![d.pid()], "no second daemon was started");
+}
