@@ -693,3 +693,64 @@ fn up_as_a_user_the_socket_refuses_says_permission_denied_and_starts_no_daemon()
     }
     assert_eq!(env.daemons(), vec![d.pid()], "no second daemon was started");
 }
+
+// ------------------------------------ what the service definitions rely on
+
+/// The systemd unit and the zinit service start only the daemon, never
+/// `hero_livekit start`: after a reboot the daemon itself brings back the
+/// children it ran before, from their records.
+#[test]
+fn after_a_reboot_the_daemon_alone_brings_back_the_children_it_ran() {
+    let env = Env::new();
+    env.up_ok(&[]);
+    let before = env.child_pids();
+    let old = env.serving_daemon().expect("daemon");
+
+    // A reboot: every process gone at once, the records left on disk.
+    kill(Pid::from_raw(old), Signal::SIGKILL).expect("kill the daemon");
+    kill_recorded_children(env.root.path());
+    wait_for(PATIENCE, "every process of the root to die", || {
+        (!alive(old) && before.values().all(|p| !alive(*p as i32))).then_some(())
+    });
+
+    // The service manager starts the daemon, and nothing else.
+    let d = Daemon::start(&env.root, DaemonOpts::default());
+
+    let h = wait_for(PATIENCE, "ready for tokens again", || {
+        let h = d.health();
+        (h["ready_for_tokens"] == true).then_some(h)
+    });
+    for (name, pid) in &before {
+        assert_ne!(
+            h["processes"][name]["pid"].as_i64(),
+            Some(*pid),
+            "{name} is a new process"
+        );
+    }
+}
+
+/// ... and an operator's `hero_livekit stop` survives a daemon restart (an
+/// unconditional `start` in the service definition would undo it).
+#[test]
+fn after_stop_a_restarted_daemon_leaves_the_children_stopped() {
+    let env = Env::new();
+    env.up_ok(&[]);
+    let stop = env.cli(&["stop"]);
+    assert!(stop.status.success(), "{stop}");
+    let old = env.serving_daemon().expect("daemon");
+
+    // `systemctl restart`: SIGTERM to the daemon alone.
+    kill(Pid::from_raw(old), Signal::SIGTERM).expect("SIGTERM the daemon");
+    wait_for(PATIENCE, "the daemon to exit", || (!alive(old)).then_some(()));
+    let d = Daemon::start(&env.root, DaemonOpts::default());
+
+    // The daemon starts children only from records, and stop removed them.
+    let records: Vec<_> = std::fs::read_dir(env.root.file("children"))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(records.is_empty(), "no child records after stop: {records:?}");
+    let h = d.health();
+    for name in ["livekit-server", "lk-backend"] {
+        assert_eq!(h["processes"][name]["state"], "stopped", "{name}: {h}");
+    }
+}
