@@ -460,6 +460,8 @@ fn up_with_a_bad_flag_fails_naming_the_field_and_changes_nothing() {
     assert!(!r.status.success(), "{r}");
     let err = &r.json()["error"];
     assert_eq!(err["code"], -32602, "{r}");
+    assert_eq!(err["kind"], "invalid_params", "{r}");
+    assert_eq!(err["field"], "api_secret", "{r}");
     assert!(err["message"].as_str().is_some_and(|m| m.contains("api_secret")), "{r}");
 }
 
@@ -692,6 +694,16 @@ fn up_as_a_user_the_socket_refuses_says_permission_denied_and_starts_no_daemon()
         );
     }
     assert_eq!(env.daemons(), vec![d.pid()], "no second daemon was started");
+    let r: Run = Command::new(bin("hero_livekit"))
+        .arg("--root")
+        .arg(env.root.path())
+        .args(["health", "--json"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run hero_livekit as nobody")
+        .into();
+    assert_eq!(r.json()["error"]["kind"], "permission_denied", "{r}");
 }
 
 // ------------------------------------ what the service definitions rely on

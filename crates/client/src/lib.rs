@@ -81,6 +81,21 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// A stable machine-readable kind for every failure, so scripts can
+    /// branch also on the ones that never reached the daemon: the daemon's
+    /// `data.kind`, or `not_running`, `permission_denied`, `daemon_too_old`,
+    /// `transport`.
+    pub fn kind(&self) -> &str {
+        match self {
+            ClientError::Rpc { data: Some(d), .. } => &d.kind,
+            ClientError::Rpc { code, .. } => ErrorCode::from_code(*code).map_or("rpc_error", ErrorCode::kind),
+            ClientError::NotRunning { .. } => "not_running",
+            ClientError::PermissionDenied { .. } => "permission_denied",
+            ClientError::DaemonTooOld { .. } | ClientError::DaemonOutdated { .. } => "daemon_too_old",
+            ClientError::Transport { .. } => "transport",
+        }
+    }
 }
 
 /// A client bound to one socket. Cheap to create; connects lazily and keeps

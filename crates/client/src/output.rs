@@ -69,10 +69,17 @@ impl Out {
     /// Prints a failure with its hint, on stderr (and as JSON on stdout with `--json`).
     pub fn error(&self, e: &ClientError) {
         if self.json {
+            let data = match e {
+                ClientError::Rpc { data, .. } => data.as_ref(),
+                _ => None,
+            };
             let v = serde_json::json!({
                 "error": {
                     "message": e.to_string(),
                     "code": match e { ClientError::Rpc { code, .. } => Some(*code), _ => None },
+                    "kind": e.kind(),
+                    "retryable": data.map(|d| d.retryable),
+                    "field": data.and_then(|d| d.field.as_deref()),
                     "hint": e.hint(),
                 }
             });
@@ -236,7 +243,8 @@ impl Out {
             let state = match p.state {
                 ProcessState::Running => self.good("running "),
                 ProcessState::Failed => self.bad("failed  "),
-                other => format!("{other:<8}"),
+                // The state's Display ignores width: pad its text.
+                other => format!("{:<8}", other.to_string()),
             };
             println!(
                 "{:<15} {} {:<8} {:<6} {:<9} {}",
