@@ -21,12 +21,21 @@ use tokio::sync::Mutex;
 
 pub use hero_livekit_proto as wire;
 
+/// How to upgrade a daemon that is older than this client. The children
+/// survive the daemon's restart, so upgrading it costs no outage.
+pub const UPGRADE_ADVICE: &str = "Upgrade the daemon: install the new hero_livekit_server binary and restart it \
+(`systemctl restart hero_livekit`, `zinit restart hero_livekit`, or SIGTERM it and run `hero_livekit up`); \
+livekit-server and lk-backend keep running and are re-adopted";
+
 /// What can go wrong talking to the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Nothing answers on the socket.
     #[error("no hero_livekit daemon answers on {socket}: {source}. Start one with `hero_livekit up` or `hero_livekit_server --socket {socket}`")]
     NotRunning { socket: PathBuf, source: std::io::Error },
+    /// The socket exists but this user may not connect to it.
+    #[error("permission denied on {socket}: {source}. The socket belongs to the daemon's user: run the command as that user or as root, or start the daemon with `--socket-group G` and join G for the read-only commands (health, logs, events)")]
+    PermissionDenied { socket: PathBuf, source: std::io::Error },
     /// The daemon answered with a JSON-RPC error.
     #[error("{message}")]
     Rpc {
@@ -35,11 +44,21 @@ pub enum ClientError {
         data: Option<ErrorData>,
     },
     /// The daemon does not know the method: it is older than this client.
-    #[error("the daemon on {socket} does not know `{method}`: it is older than this client (protocol {client_protocol}). Restart it with the new hero_livekit_server binary (e.g. `systemctl restart hero_livekit` or `hero_livekit up` after stopping it)")]
+    #[error("the daemon on {socket} does not know `{method}`: it is older than this client (protocol {client_protocol}). {advice}", advice = UPGRADE_ADVICE)]
     DaemonTooOld {
         socket: PathBuf,
         method: String,
         client_protocol: u32,
+    },
+    /// The daemon speaks an older protocol and its answer does not decode
+    /// into this client's types.
+    #[error("the daemon on {socket} is older than this client: it speaks protocol {daemon_protocol} (version {daemon_version}), this client protocol {client_protocol}, and its answer does not read as this client expects ({detail}). {advice}", advice = UPGRADE_ADVICE)]
+    DaemonOutdated {
+        socket: PathBuf,
+        daemon_protocol: u32,
+        daemon_version: String,
+        client_protocol: u32,
+        detail: String,
     },
     /// The exchange broke at the HTTP or JSON level.
     #[error("talking to the daemon on {socket}: {detail}")]
@@ -60,6 +79,21 @@ impl ClientError {
         match self {
             ClientError::Rpc { code, .. } => ErrorCode::from_code(*code),
             _ => None,
+        }
+    }
+
+    /// A stable machine-readable kind for every failure, so scripts can
+    /// branch also on the ones that never reached the daemon: the daemon's
+    /// `data.kind`, or `not_running`, `permission_denied`, `daemon_too_old`,
+    /// `transport`.
+    pub fn kind(&self) -> &str {
+        match self {
+            ClientError::Rpc { data: Some(d), .. } => &d.kind,
+            ClientError::Rpc { code, .. } => ErrorCode::from_code(*code).map_or("rpc_error", ErrorCode::kind),
+            ClientError::NotRunning { .. } => "not_running",
+            ClientError::PermissionDenied { .. } => "permission_denied",
+            ClientError::DaemonTooOld { .. } | ClientError::DaemonOutdated { .. } => "daemon_too_old",
+            ClientError::Transport { .. } => "transport",
         }
     }
 }
@@ -92,16 +126,23 @@ impl Client {
         }
     }
 
+    /// A failed connect: nobody listens, or somebody does and refuses us.
+    fn connect_error(&self, source: std::io::Error) -> ClientError {
+        let socket = self.socket.clone();
+        if source.kind() == std::io::ErrorKind::PermissionDenied {
+            ClientError::PermissionDenied { socket, source }
+        } else {
+            ClientError::NotRunning { socket, source }
+        }
+    }
+
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
         let stream = UnixStream::connect(&self.socket)
             .await
-            .map_err(|source| ClientError::NotRunning {
-                socket: self.socket.clone(),
-                source,
-            })?;
+            .map_err(|e| self.connect_error(e))?;
         let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| self.transport(e))?;
+            .map_err(|e| self.transport(with_causes(&e)))?;
         tokio::spawn(async move {
             // Ends when the daemon closes the connection; nothing to report.
             let _ = conn.await;
@@ -128,13 +169,13 @@ impl Client {
                         .into_body()
                         .collect()
                         .await
-                        .map_err(|e| self.transport(e))?
+                        .map_err(|e| self.transport(with_causes(&e)))?
                         .to_bytes();
                     *guard = Some(send);
                     return Ok((status, body));
                 }
                 Err(e) if attempt == 0 && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) => continue,
-                Err(e) => return Err(self.transport(e)),
+                Err(e) => return Err(self.transport(with_causes(&e))),
             }
         }
         Err(self.transport("the daemon closed the connection twice"))
@@ -207,8 +248,36 @@ impl Client {
     pub async fn restart(&self, p: &proto::RestartParams) -> Result<proto::RestartResult, ClientError> {
         self.call(method::RESTART, p).await
     }
+    /// The health document.
+    ///
+    /// # Errors
+    /// As [`Client::call`]; [`ClientError::DaemonOutdated`] when an older
+    /// daemon's document lacks what this client reads, so the operator is
+    /// told to upgrade rather than shown a decoding error.
     pub async fn health(&self) -> Result<proto::Health, ClientError> {
-        self.call(method::HEALTH, &proto::NoParams {}).await
+        let doc: Value = self.call(method::HEALTH, &proto::NoParams {}).await?;
+        <proto::Health as serde::Deserialize>::deserialize(&doc).map_err(|e| {
+            // A daemon from before the `protocol` field is protocol 0.
+            let daemon_protocol = doc
+                .get("protocol")
+                .and_then(Value::as_u64)
+                .map_or(0, |p| u32::try_from(p).unwrap_or(u32::MAX));
+            if daemon_protocol < proto::PROTOCOL {
+                ClientError::DaemonOutdated {
+                    socket: self.socket.clone(),
+                    daemon_protocol,
+                    daemon_version: doc
+                        .get("version")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unknown")
+                        .to_string(),
+                    client_protocol: proto::PROTOCOL,
+                    detail: e.to_string(),
+                }
+            } else {
+                self.transport(format!("unexpected health document: {e}"))
+            }
+        })
     }
     pub async fn logs(&self, p: &proto::LogsParams) -> Result<proto::LogsResult, ClientError> {
         self.call(method::LOGS, p).await
@@ -224,10 +293,7 @@ impl Client {
     pub async fn subscribe_events(&self) -> Result<EventStream, ClientError> {
         let stream = UnixStream::connect(&self.socket)
             .await
-            .map_err(|source| ClientError::NotRunning {
-                socket: self.socket.clone(),
-                source,
-            })?;
+            .map_err(|e| self.connect_error(e))?;
         let url = url::Url::parse("ws://localhost/").map_err(|e| self.transport(e))?;
         let (tx, rx) = jsonrpsee::client_transport::ws::WsTransportClientBuilder::default()
             .build_with_stream(url, stream)
@@ -273,3 +339,16 @@ impl EventStream {
 }
 
 pub use hero_livekit_proto::paths::{resolve_root, resolve_socket};
+
+/// An error with its causes: hyper's own message ("connection error") says
+/// nothing without the I/O error underneath.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}

@@ -69,10 +69,17 @@ impl Out {
     /// Prints a failure with its hint, on stderr (and as JSON on stdout with `--json`).
     pub fn error(&self, e: &ClientError) {
         if self.json {
+            let data = match e {
+                ClientError::Rpc { data, .. } => data.as_ref(),
+                _ => None,
+            };
             let v = serde_json::json!({
                 "error": {
                     "message": e.to_string(),
                     "code": match e { ClientError::Rpc { code, .. } => Some(*code), _ => None },
+                    "kind": e.kind(),
+                    "retryable": data.map(|d| d.retryable),
+                    "field": data.and_then(|d| d.field.as_deref()),
                     "hint": e.hint(),
                 }
             });
@@ -217,7 +224,7 @@ impl Out {
             );
         }
         println!();
-        println!("{:<14} {:<8} {:<8} {}", "FILE", "PRESENT", "MATCHES", "SHA256");
+        println!("{:<14} {:<8} {:<8} SHA256", "FILE", "PRESENT", "MATCHES");
         for (name, f) in &h.files {
             println!(
                 "{:<14} {:<8} {:<8} {}",
@@ -229,14 +236,15 @@ impl Out {
         }
         println!();
         println!(
-            "{:<15} {:<9} {:<8} {:<6} {:<9} {}",
-            "PROCESS", "STATE", "PID", "READY", "RESTARTS", "UPTIME"
+            "{:<15} {:<9} {:<8} {:<6} {:<9} UPTIME",
+            "PROCESS", "STATE", "PID", "READY", "RESTARTS"
         );
         for (name, p) in &h.processes {
             let state = match p.state {
                 ProcessState::Running => self.good("running "),
                 ProcessState::Failed => self.bad("failed  "),
-                other => format!("{other:<8}"),
+                // The state's Display ignores width: pad its text.
+                other => format!("{:<8}", other.to_string()),
             };
             println!(
                 "{:<15} {} {:<8} {:<6} {:<9} {}",
@@ -377,16 +385,18 @@ impl Drop for ProgressGuard {
     }
 }
 
-/// Warns when the daemon speaks an older protocol than this CLI.
+/// Warns when the daemon speaks an older protocol than this CLI, and says
+/// how to upgrade it.
 pub fn warn_if_daemon_older(h: &Health, out: &Out) {
     if h.protocol < proto::PROTOCOL {
         eprintln!(
-            "{} the daemon speaks protocol {} (version {}), this CLI protocol {} (version {}). Upgrade the daemon: install the new hero_livekit_server and restart it (`systemctl restart hero_livekit`, or stop it and run `hero_livekit up`); its children keep running and are re-adopted.",
+            "{} the daemon is older than this client: it speaks protocol {} (version {}), this client protocol {} (version {}). {}.",
             out.bad("warning:"),
             h.protocol,
             h.version,
             proto::PROTOCOL,
-            proto::VERSION
+            proto::VERSION,
+            hero_livekit_client::UPGRADE_ADVICE
         );
     }
 }

@@ -1,6 +1,7 @@
 //! `hero_livekit up`: from a fresh machine to a running, consistent LiveKit
 //! in one command, and a no-op when everything is already so.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -12,8 +13,11 @@ use hero_livekit_client::{Client, ClientError};
 use crate::cli::{UpArgs, DEFAULT_READY_TIMEOUT};
 use crate::output::{self, Out};
 
-/// How long a freshly spawned daemon gets to open its socket.
+/// How long a freshly spawned daemon gets to open its socket, and a dying
+/// one to let go of it.
 const DAEMON_BOOT_TIMEOUT: Duration = Duration::from_secs(15);
+/// The cheapest route that proves a daemon serves on the socket.
+const WELL_KNOWN: &str = "/.well-known/heroservice.json";
 
 pub async fn up(
     a: &UpArgs,
@@ -30,15 +34,26 @@ pub async fn up(
 
     let health = client.health().await?;
     output::warn_if_daemon_older(&health, out);
+    // Configure before install: the daemon validates the flags there, and a
+    // typo must fail in a second, not after a 50 MB download.
+    let configured = client.configure(&a.configure.params()).await?;
     let source_given = a.install.source.is_some() || a.install.version.is_some();
     let mut installed = None;
     if !health.binary.installed || a.install.force || (source_given && a.update) {
         let progress = output::progress_for_install(client, out).await;
         let r = client.install(&a.install.params()).await;
         drop(progress);
-        installed = Some(r?);
+        let r = r?;
+        if !out.is_json() {
+            if r.changed {
+                eprintln!("installed livekit-server {} at {}", r.version, r.path);
+            }
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
+        }
+        installed = Some(r);
     }
-    let configured = client.configure(&a.configure.params()).await?;
     let spinner = out.spinner("waiting for livekit-server and lk-backend to be ready");
     let started = client
         .start(&proto::StartParams {
@@ -142,10 +157,8 @@ async fn ensure_daemon(
     root_flag: Option<&Path>,
     socket_flag: Option<&Path>,
 ) -> Result<bool, ClientError> {
-    match client.get("/.well-known/heroservice.json").await {
-        Ok(_) => return Ok(false),
-        Err(ClientError::NotRunning { .. }) => {}
-        Err(e) => return Err(e),
+    if daemon_answers(client).await? {
+        return Ok(false);
     }
     let exe = daemon_exe();
     let logs = root.join("var").join("hero_livekit").join("logs");
@@ -158,6 +171,7 @@ async fn ensure_daemon(
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&log_path)
         .map_err(|e| io_err(&format!("opening {}", log_path.display()), e))?;
     let log2 = log.try_clone().map_err(|e| io_err("duplicating the log handle", e))?;
@@ -195,9 +209,37 @@ async fn ensure_daemon(
                 ),
             });
         }
-        match client.get("/.well-known/heroservice.json").await {
+        match client.get(WELL_KNOWN).await {
             Ok(_) => return Ok(true),
-            Err(ClientError::NotRunning { .. }) if Instant::now() < deadline => {}
+            // Before the new daemon binds, the path may still lead to the
+            // dying old one (see `daemon_answers`).
+            Err(ClientError::NotRunning { .. } | ClientError::Transport { .. }) if Instant::now() < deadline => {}
+            Err(e) => return Err(e),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Whether a daemon serves on the socket: `true` when one answers, `false`
+/// once nothing listens there.
+///
+/// A daemon killed a moment ago can still accept a connection and then
+/// reset it: its main thread is already a zombie while its other threads,
+/// which share the socket and the instance lock, finish exiting. Starting a
+/// new daemon then would find the lock still held, so this waits (bounded)
+/// until the socket either answers or is refused.
+///
+/// # Errors
+/// The socket refuses this user, or keeps failing past the deadline.
+async fn daemon_answers(client: &Client) -> Result<bool, ClientError> {
+    let deadline = Instant::now() + DAEMON_BOOT_TIMEOUT;
+    let mut delay = Duration::from_millis(5);
+    loop {
+        match client.get(WELL_KNOWN).await {
+            Ok(_) => return Ok(true),
+            Err(ClientError::NotRunning { .. }) => return Ok(false),
+            Err(ClientError::Transport { .. }) if Instant::now() < deadline => {}
             Err(e) => return Err(e),
         }
         tokio::time::sleep(delay).await;
