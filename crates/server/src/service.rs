@@ -145,8 +145,9 @@ impl LivekitService {
         });
         let gone = {
             let _g = svc.ops.lock().await;
+            let rewritten = plan.writes.clone();
             svc.apply_plan(plan, "boot").await?;
-            svc.adopt_children().await
+            svc.adopt_children(&rewritten).await
         };
         svc.restart_gone_children(gone);
         svc.start_drift_check();
@@ -372,10 +373,10 @@ impl LivekitService {
     }
 
     /// Re-adopts children recorded by a previous instance; a recorded child
-    /// whose config file changed since it started is restarted. Returns the
-    /// children that were recorded (so meant to run) but are gone. Must hold
-    /// `ops`.
-    async fn adopt_children(&self) -> Vec<ProcessName> {
+    /// whose config file changed since it started, or was `rewritten` by the
+    /// boot heal, is restarted. Returns the children that were recorded (so
+    /// meant to run) but are gone. Must hold `ops`.
+    async fn adopt_children(&self, rewritten: &[TripleFile]) -> Vec<ProcessName> {
         let mut gone = Vec::new();
         for name in ProcessName::ALL {
             let spec = match self.spec(name) {
@@ -394,14 +395,26 @@ impl LivekitService {
                 Ok(outcome) => {
                     tracing::info!(process = %name, ?outcome, "adoption");
                     let h = self.child(name).health();
-                    if h.state != ProcessState::Stopped && h.config_sha256.as_deref() != Some(expected.as_str()) {
-                        tracing::info!(process = %name, "adopted child runs an old config file; restarting it");
+                    let outdated = h.config_sha256.as_deref() != Some(expected.as_str());
+                    // The record says what the child was started with, not
+                    // what it read since: lk-backend re-reads its file on
+                    // SIGHUP, and an old daemon may have restarted a child
+                    // onto a drifted file. A file found drifted may have been
+                    // read, so its reader is restarted, as on any heal.
+                    let healed = rewritten.iter().any(|f| f.reader() == Some(name));
+                    if h.state != ProcessState::Stopped && (outdated || healed) {
+                        let reason = if outdated {
+                            "adopted with an outdated config file"
+                        } else {
+                            "its config file was healed at boot"
+                        };
+                        tracing::info!(process = %name, reason, "restarting adopted child");
                         if let Err(e) = self.child(name).restart(spec, DEFAULT_READY_TIMEOUT).await {
                             tracing::warn!(process = %name, error = %e, "restart of adopted child failed");
                         } else {
                             self.events.publish(Event::Restarted {
                                 process: name,
-                                reason: "adopted with an outdated config file".into(),
+                                reason: reason.into(),
                             });
                         }
                     }
