@@ -10,7 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use hero_livekit_tests::lk::{
-    env_credential, json_credential, mint, post_token_raw, rtc_validate, verify_with_python, yaml_credential,
+    env_credential, http_tcp, json_credential, loopback_addr, mint, post_token_raw, rtc_validate, verify_with_python,
+    yaml_credential,
 };
 use hero_livekit_tests::*;
 use livekit_api::access_token::TokenVerifier;
@@ -414,7 +415,7 @@ fn bad_token_requests_through_the_supervised_backend_get_json_errors_naming_the_
         "POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
         chunk.len()
     );
-    let r = hero_livekit_tests::lk::http_tcp(&hero_livekit_tests::lk::loopback_addr(&backend_url), req.as_bytes());
+    let r = http_tcp(&loopback_addr(&backend_url), req.as_bytes());
     assert_eq!(r.status, 413, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["error"], "payload_too_large");
 
