@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod lk;
+
 /// A built binary of this workspace (`target/<profile>/<name>`). The test
 /// command builds every binary before running the tests.
 pub fn bin(name: &str) -> PathBuf {

@@ -176,8 +176,9 @@ impl LivekitService {
         });
         let gone = {
             let _g = svc.ops.lock().await;
+            let rewritten = plan.writes.clone();
             svc.apply_plan(plan, "boot").await?;
-            svc.adopt_children().await
+            svc.adopt_children(&rewritten).await
         };
         svc.restart_gone_children(gone);
         svc.start_drift_check();
@@ -275,7 +276,12 @@ impl LivekitService {
 
     /// Restarts the running readers of the files just written, because
     /// livekit-server reads its keys only at startup. Must hold `ops`.
-    async fn restart_readers(&self, written: &[TripleFile], reason: &str) -> Result<Vec<ProcessName>, ServiceError> {
+    async fn restart_readers(
+        &self,
+        written: &[TripleFile],
+        reason: &str,
+        timeout: Duration,
+    ) -> Result<Vec<ProcessName>, ServiceError> {
         let mut restarted = Vec::new();
         for f in written {
             let Some(name) = f.reader() else { continue };
@@ -284,10 +290,7 @@ impl LivekitService {
                 continue;
             }
             let spec = self.spec(name)?;
-            child
-                .restart(spec, DEFAULT_READY_TIMEOUT)
-                .await
-                .map_err(supervise_error)?;
+            child.restart(spec, timeout).await.map_err(supervise_error)?;
             self.events.publish(Event::Restarted {
                 process: name,
                 reason: reason.to_string(),
@@ -333,7 +336,11 @@ impl LivekitService {
         match self.heal(Some(current), false, "drift").await {
             Ok((_, written)) if !written.is_empty() => {
                 if let Err(e) = self
-                    .restart_readers(&written, "its config file was healed after drift")
+                    .restart_readers(
+                        &written,
+                        "its config file was healed after drift",
+                        DEFAULT_READY_TIMEOUT,
+                    )
                     .await
                 {
                     tracing::warn!(error = %e, "restart after drift heal failed");
@@ -403,10 +410,10 @@ impl LivekitService {
     }
 
     /// Re-adopts children recorded by a previous instance; a recorded child
-    /// whose config file changed since it started is restarted. Returns the
-    /// children that were recorded (so meant to run) but are gone. Must hold
-    /// `ops`.
-    async fn adopt_children(&self) -> Vec<ProcessName> {
+    /// whose config file changed since it started, or was `rewritten` by the
+    /// boot heal, is restarted. Returns the children that were recorded (so
+    /// meant to run) but are gone. Must hold `ops`.
+    async fn adopt_children(&self, rewritten: &[TripleFile]) -> Vec<ProcessName> {
         let mut gone = Vec::new();
         for name in ProcessName::ALL {
             let spec = match self.spec(name) {
@@ -425,14 +432,26 @@ impl LivekitService {
                 Ok(outcome) => {
                     tracing::info!(process = %name, ?outcome, "adoption");
                     let h = self.child(name).health();
-                    if h.state != ProcessState::Stopped && h.config_sha256.as_deref() != Some(expected.as_str()) {
-                        tracing::info!(process = %name, "adopted child runs an old config file; restarting it");
+                    let outdated = h.config_sha256.as_deref() != Some(expected.as_str());
+                    // The record says what the child was started with, not
+                    // what it read since: lk-backend re-reads its file on
+                    // SIGHUP, and an old daemon may have restarted a child
+                    // onto a drifted file. A file found drifted may have been
+                    // read, so its reader is restarted, as on any heal.
+                    let healed = rewritten.iter().any(|f| f.reader() == Some(name));
+                    if h.state != ProcessState::Stopped && (outdated || healed) {
+                        let reason = if outdated {
+                            "adopted with an outdated config file"
+                        } else {
+                            "its config file was healed at boot"
+                        };
+                        tracing::info!(process = %name, reason, "restarting adopted child");
                         if let Err(e) = self.child(name).restart(spec, DEFAULT_READY_TIMEOUT).await {
                             tracing::warn!(process = %name, error = %e, "restart of adopted child failed");
                         } else {
                             self.events.publish(Event::Restarted {
                                 process: name,
-                                reason: "adopted with an outdated config file".into(),
+                                reason: reason.into(),
                             });
                         }
                     }
@@ -489,7 +508,7 @@ impl LivekitService {
         let (mut heal, written) = self.heal(Some(update.config.clone()), false, "configure").await?;
         self.verify_on_disk().await?;
         heal.restarted = self
-            .restart_readers(&written, "configure changed its config file")
+            .restart_readers(&written, "configure changed its config file", DEFAULT_READY_TIMEOUT)
             .await?;
         if !update.changed_fields.is_empty() {
             self.events.publish(Event::Configured {
@@ -568,7 +587,9 @@ impl LivekitService {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let current = self.snapshot().config().clone();
         let (mut heal, written) = self.heal(Some(current), false, "install").await?;
-        heal.restarted = self.restart_readers(&written, "install healed its config file").await?;
+        heal.restarted = self
+            .restart_readers(&written, "install healed its config file", DEFAULT_READY_TIMEOUT)
+            .await?;
         Ok(InstallResult {
             version: outcome.version,
             path: outcome.path.display().to_string(),
@@ -594,7 +615,7 @@ impl LivekitService {
         }
         let reset = p.reset == Some(true);
         let current = self.snapshot().config().clone();
-        let (heal, _) = self
+        let (mut heal, written) = self
             .heal(Some(current), reset, if reset { "reset" } else { "start" })
             .await?;
         if !self.livekit_bin.is_file() {
@@ -617,6 +638,14 @@ impl LivekitService {
                 "install lk-backend next to hero_livekit_server or in <root>/bin, or pass --backend-bin to the daemon",
             ));
         }
+        // A running child may have read the drifted file (an old supervisor
+        // restarted it onto one, or lk-backend re-read it on SIGHUP) while
+        // its record still names the current rendering: `start` alone would
+        // find it "already running" and leave it signing with a secret the
+        // server does not know.
+        heal.restarted = self
+            .restart_readers(&written, "start healed its config file", timeout)
+            .await?;
         let (lk, be) = (
             self.spec(ProcessName::LivekitServer)?,
             self.spec(ProcessName::LkBackend)?,
@@ -625,6 +654,11 @@ impl LivekitService {
         let mut processes = std::collections::BTreeMap::new();
         processes.insert(ProcessName::LivekitServer, r_lk.map_err(supervise_error)?);
         processes.insert(ProcessName::LkBackend, r_be.map_err(supervise_error)?);
+        for name in &heal.restarted {
+            if let Some(outcome @ proto::StartOutcome::AlreadyRunning) = processes.get_mut(name) {
+                *outcome = proto::StartOutcome::Restarted;
+            }
+        }
         let h = self.health();
         Ok(StartResult {
             heal,
