@@ -389,6 +389,7 @@ impl LivekitService {
                 },
                 ports: vec![c.port, c.rtc_tcp_port],
                 config_sha256: snap.sha256(TripleFile::LivekitYaml).to_string(),
+                config_file: Some(self.paths.livekit_yaml()),
             },
             ProcessName::LkBackend => ChildSpec {
                 name,
@@ -405,6 +406,7 @@ impl LivekitService {
                 },
                 ports: vec![c.backend_port],
                 config_sha256: snap.sha256(TripleFile::BackendEnv).to_string(),
+                config_file: Some(self.paths.backend_env()),
             },
         })
     }

@@ -69,6 +69,19 @@ pub(crate) fn spawn_recorded(spec: &ChildSpec, children_dir: &Path) -> Result<Sp
     .map_err(io_err(log_action()))?;
     let stdout = log.try_clone().map_err(io_err(log_action()))?;
 
+    // What the child is about to read, not what it should read: a file that
+    // drifted since the last heal must not pass for current.
+    let config_sha256 = match &spec.config_file {
+        Some(path) => match std::fs::read(path) {
+            Ok(bytes) => {
+                use sha2::Digest;
+                hex::encode(sha2::Sha256::digest(&bytes))
+            }
+            Err(e) => format!("unreadable: {}", e.kind()),
+        },
+        None => spec.config_sha256.clone(),
+    };
+
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .env_clear()
@@ -112,7 +125,7 @@ pub(crate) fn spawn_recorded(spec: &ChildSpec, children_dir: &Path) -> Result<Sp
             });
         }
     };
-    let record = match ChildRecord::capture(process, pid, &spec.config_sha256, spec.ready.port()) {
+    let record = match ChildRecord::capture(process, pid, &config_sha256, spec.ready.port()) {
         Ok(record) => record,
         Err(_) if pidfd::has_exited(&fd) => {
             return Ok(Spawned::ExitedAtOnce {

@@ -62,9 +62,15 @@ pub struct ChildSpec {
     pub ready: ReadyProbe,
     /// TCP ports checked for a foreign listener before spawning.
     pub ports: Vec<u16>,
-    /// sha256 (hex) of the config file the child reads; a running child with
-    /// another hash is restarted by `start`.
+    /// sha256 (hex) of the config file the child should read (the
+    /// rendering); a running child recorded with another hash is restarted
+    /// by `start`.
     pub config_sha256: String,
+    /// The config file the child reads. When set, it is hashed right before
+    /// each spawn and that hash is recorded, so the record says what the
+    /// child really read: a restart onto a file that drifted since the last
+    /// heal shows as outdated instead of passing for current.
+    pub config_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for ChildSpec {
@@ -81,6 +87,7 @@ impl fmt::Debug for ChildSpec {
             .field("ready", &self.ready)
             .field("ports", &self.ports)
             .field("config_sha256", &self.config_sha256)
+            .field("config_file", &self.config_file)
             .finish()
     }
 }
@@ -104,6 +111,7 @@ mod tests {
             },
             ports: vec![7890],
             config_sha256: "ab".into(),
+            config_file: None,
         };
         let shown = format!("{spec:?}");
         assert!(shown.contains("LIVEKIT_API_SECRET"), "names stay visible: {shown}");

@@ -139,6 +139,7 @@ impl Scratch {
             ready: ReadyProbe::Http { port, path: "/".into() },
             ports: vec![port],
             config_sha256: config.into(),
+            config_file: None,
         }
     }
 }
