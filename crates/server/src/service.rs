@@ -44,31 +44,36 @@ const DEFAULT_DRIFT_CHECK: Duration = Duration::from_secs(5);
 const DEFAULT_LOG_LINES: u32 = 100;
 const MAX_LOG_LINES: u32 = 10_000;
 
-/// The last health document, serialized, with what it was built from.
-/// `health` is called before every token: when nothing it reports has
-/// changed within the same millisecond (the resolution of `uptime_ms`), the
-/// same bytes are served again instead of rebuilding and re-serializing.
+/// The last health document, serialized, with what it was built from
+/// (see [`LivekitService::health_json`]).
 struct HealthMemo {
     key: HealthKey,
     json: Box<serde_json::value::RawValue>,
     ready_for_tokens: bool,
 }
 
-#[derive(PartialEq, Eq)]
+/// What a health document was built from. The snapshot and the files'
+/// consistency are held (not just their addresses) so a new one can never
+/// be mistaken for a freed one.
 struct HealthKey {
-    snapshot: *const Rendered,
-    consistency: *const config::Consistency,
+    snapshot: Arc<Rendered>,
+    consistency: Arc<config::Consistency>,
     livekit: u64,
     backend: u64,
-    binary_present: bool,
     installed: u64,
     unix_ms: u128,
 }
 
-// SAFETY: the raw pointers are identities compared for equality, never
-// dereferenced; the memo also holds nothing else that is not Send/Sync.
-unsafe impl Send for HealthKey {}
-unsafe impl Sync for HealthKey {}
+impl PartialEq for HealthKey {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.snapshot, &other.snapshot)
+            && Arc::ptr_eq(&self.consistency, &other.consistency)
+            && self.livekit == other.livekit
+            && self.backend == other.backend
+            && self.installed == other.installed
+            && self.unix_ms == other.unix_ms
+    }
+}
 
 /// The supervisor: config owner and parent of both children.
 pub struct LivekitService {
@@ -802,9 +807,15 @@ impl LivekitService {
     }
 
     /// The health document serialized, and whether it is ready for tokens;
-    /// what the RPC and `GET /health` send. Served from the memo when
-    /// nothing it reports changed in this millisecond; the files are still
-    /// checked (by `stat`) on every call.
+    /// what the RPC and `GET /health` send.
+    ///
+    /// `health` is called before every token. The three files are checked
+    /// on every call (a `stat` each, re-read only when changed), so a file
+    /// edited by hand shows at once; but when neither they, the config nor
+    /// the children's state changed within the same millisecond (the
+    /// resolution of `uptime_ms`), the document built for that millisecond
+    /// is served again instead of being rebuilt and re-serialized. Whether
+    /// the binary is present is looked at once per millisecond.
     ///
     /// # Errors
     /// Serializing the document failed (it holds only strings, numbers and
@@ -812,13 +823,11 @@ impl LivekitService {
     pub fn health_json(&self) -> Result<(Box<serde_json::value::RawValue>, bool), ServiceError> {
         let snap = self.snapshot();
         let consistency = self.check_files(&snap);
-        let binary_present = self.livekit_bin.is_file();
         let key = HealthKey {
-            snapshot: Arc::as_ptr(&snap),
-            consistency: Arc::as_ptr(&consistency),
+            snapshot: Arc::clone(&snap),
+            consistency: Arc::clone(&consistency),
             livekit: self.livekit.generation(),
             backend: self.backend.generation(),
-            binary_present,
             installed: self.installed_generation.load(std::sync::atomic::Ordering::Relaxed),
             unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -832,7 +841,7 @@ impl LivekitService {
         if let Some(m) = memo.as_ref().filter(|m| m.key == key) {
             return Ok((m.json.clone(), m.ready_for_tokens));
         }
-        let h = self.build_health(&snap, &consistency, binary_present);
+        let h = self.build_health(&snap, &consistency, self.livekit_bin.is_file());
         let json = serde_json::value::to_raw_value(&h).map_err(internal)?;
         *memo = Some(HealthMemo {
             key,
