@@ -238,7 +238,12 @@ impl LivekitService {
 
     /// Restarts the running readers of the files just written, because
     /// livekit-server reads its keys only at startup. Must hold `ops`.
-    async fn restart_readers(&self, written: &[TripleFile], reason: &str) -> Result<Vec<ProcessName>, ServiceError> {
+    async fn restart_readers(
+        &self,
+        written: &[TripleFile],
+        reason: &str,
+        timeout: Duration,
+    ) -> Result<Vec<ProcessName>, ServiceError> {
         let mut restarted = Vec::new();
         for f in written {
             let Some(name) = f.reader() else { continue };
@@ -247,10 +252,7 @@ impl LivekitService {
                 continue;
             }
             let spec = self.spec(name)?;
-            child
-                .restart(spec, DEFAULT_READY_TIMEOUT)
-                .await
-                .map_err(supervise_error)?;
+            child.restart(spec, timeout).await.map_err(supervise_error)?;
             self.events.publish(Event::Restarted {
                 process: name,
                 reason: reason.to_string(),
@@ -296,7 +298,11 @@ impl LivekitService {
         match self.heal(Some(current), false, "drift").await {
             Ok((_, written)) if !written.is_empty() => {
                 if let Err(e) = self
-                    .restart_readers(&written, "its config file was healed after drift")
+                    .restart_readers(
+                        &written,
+                        "its config file was healed after drift",
+                        DEFAULT_READY_TIMEOUT,
+                    )
                     .await
                 {
                     tracing::warn!(error = %e, "restart after drift heal failed");
@@ -452,7 +458,7 @@ impl LivekitService {
         let (mut heal, written) = self.heal(Some(update.config.clone()), false, "configure").await?;
         self.verify_on_disk().await?;
         heal.restarted = self
-            .restart_readers(&written, "configure changed its config file")
+            .restart_readers(&written, "configure changed its config file", DEFAULT_READY_TIMEOUT)
             .await?;
         if !update.changed_fields.is_empty() {
             self.events.publish(Event::Configured {
@@ -529,7 +535,9 @@ impl LivekitService {
         }
         let current = self.snapshot().config().clone();
         let (mut heal, written) = self.heal(Some(current), false, "install").await?;
-        heal.restarted = self.restart_readers(&written, "install healed its config file").await?;
+        heal.restarted = self
+            .restart_readers(&written, "install healed its config file", DEFAULT_READY_TIMEOUT)
+            .await?;
         Ok(InstallResult {
             version: outcome.version,
             path: outcome.path.display().to_string(),
@@ -555,7 +563,7 @@ impl LivekitService {
         }
         let reset = p.reset == Some(true);
         let current = self.snapshot().config().clone();
-        let (heal, _) = self
+        let (mut heal, written) = self
             .heal(Some(current), reset, if reset { "reset" } else { "start" })
             .await?;
         if !self.livekit_bin.is_file() {
@@ -578,14 +586,31 @@ impl LivekitService {
                 "install lk-backend next to hero_livekit_server or in <root>/bin, or pass --backend-bin to the daemon",
             ));
         }
+        // A running child may have read the file the heal just replaced (a
+        // crash restart while it had drifted): its record names the expected
+        // hash, so only restarting every reader of a rewritten file makes
+        // sure it runs what is on disk now.
+        heal.restarted = self
+            .restart_readers(&written, "start healed its config file", timeout)
+            .await?;
         let (lk, be) = (
             self.spec(ProcessName::LivekitServer)?,
             self.spec(ProcessName::LkBackend)?,
         );
         let (r_lk, r_be) = tokio::join!(self.livekit.start(lk, timeout), self.backend.start(be, timeout));
+        let outcome = |name: ProcessName, r: Result<proto::StartOutcome, supervise::SuperviseError>| {
+            r.map(|o| {
+                if heal.restarted.contains(&name) {
+                    proto::StartOutcome::Restarted
+                } else {
+                    o
+                }
+            })
+            .map_err(supervise_error)
+        };
         let mut processes = std::collections::BTreeMap::new();
-        processes.insert(ProcessName::LivekitServer, r_lk.map_err(supervise_error)?);
-        processes.insert(ProcessName::LkBackend, r_be.map_err(supervise_error)?);
+        processes.insert(ProcessName::LivekitServer, outcome(ProcessName::LivekitServer, r_lk)?);
+        processes.insert(ProcessName::LkBackend, outcome(ProcessName::LkBackend, r_be)?);
         let h = self.health();
         Ok(StartResult {
             heal,
