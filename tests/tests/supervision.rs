@@ -788,3 +788,33 @@ fn ready_for_tokens_is_false_while_livekit_server_runs_a_drifted_yaml_and_start_
     assert_eq!(h["processes"][LK]["config_sha256"], good_sha, "{h}");
     assert_eq!(validate(p.livekit, &token), (200, "success".to_string()));
 }
+
+#[test]
+fn a_wrapper_script_as_livekit_bin_is_supervised_like_the_binary() {
+    let root = Root::new();
+    let wrapper = root.path().join("livekit-wrapper.sh");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec '{}' \"$@\"\n", bin("livekit-server-double").display()),
+    )
+    .expect("write wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod wrapper");
+    let opts = DaemonOpts {
+        extra_args: vec!["--livekit-bin".into(), wrapper.display().to_string()],
+        ..Default::default()
+    };
+    let mut d = configured(&root, opts.clone());
+    start(&d);
+    let (lk, _) = pids(&d.health());
+
+    let r = start(&d);
+    assert_eq!(r["processes"][LK], "already_running", "{r}");
+    assert_eq!(pid_in(&d.health(), LK), Some(lk));
+
+    d.kill9();
+    let d2 = Daemon::start(&root, opts);
+    let h = wait_ready_for_tokens(&d2, WAIT);
+    assert_eq!(pid_in(&h, LK), Some(lk), "adopted: {h}\n{}", d2.stderr());
+    assert_eq!(h["processes"][LK]["adopted"], true, "{h}");
+    drop(d);
+}
