@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 pub mod lk;
+pub mod observe;
 
 /// A built binary of this workspace (`target/<profile>/<name>`). The test
 /// command builds every binary before running the tests.

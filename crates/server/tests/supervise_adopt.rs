@@ -127,6 +127,8 @@ async fn a_record_naming_an_unrelated_process_is_discarded_and_the_process_left_
         exe: python(),
         exe_dev: python_meta.dev(),
         exe_ino: python_meta.ino(),
+        program_dev: None,
+        program_ino: None,
         config_sha256: "c".into(),
         started_unix_ms: 0,
         ready_port: 1,

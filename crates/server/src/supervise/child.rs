@@ -178,8 +178,9 @@ impl Child {
 
     /// Makes the child run `spec` and waits until it is ready.
     ///
-    /// - running and ready with the same executable (device and inode of
-    ///   `spec.program`) and the same `config_sha256`: `AlreadyRunning`,
+    /// - running and ready from the same program file (device and inode of
+    ///   `spec.program` as spawned, a wrapper script's when it is one) and
+    ///   the same `config_sha256`: `AlreadyRunning`,
     ///   nothing touched;
     /// - running the same but not ready yet: waits for it, `AlreadyRunning`;
     /// - running something else (config changed, binary replaced):
@@ -599,6 +600,7 @@ impl Actor {
         let started = Instant::now();
         match self.wait_ready(&spec.ready, deadline, interruptible).await {
             Wait::Ready => {
+                self.refresh_record().await;
                 self.mark_ready();
                 Ok(())
             }
@@ -643,6 +645,39 @@ impl Actor {
             ready = ready::wait_until_ready(probe, deadline) => {
                 if ready { Wait::Ready } else { Wait::TimedOut }
             }
+        }
+    }
+
+    /// Re-reads which executable our ready child runs and rewrites its
+    /// record when that changed since spawn (a wrapper script exec'd the
+    /// server): the next daemon verifies the record against the final image.
+    /// A no-op without a write in the usual case.
+    async fn refresh_record(&mut self) {
+        let Some(proc) = self.proc.as_ref().filter(|p| !p.adopted) else {
+            return;
+        };
+        let (record, dir) = (proc.record.clone(), self.opts.children_dir.clone());
+        let refreshed = tokio::task::spawn_blocking(move || -> io::Result<Option<ChildRecord>> {
+            let fresh = record.with_current_exe()?;
+            if fresh == record {
+                return Ok(None);
+            }
+            fresh.write(&dir)?;
+            Ok(Some(fresh))
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r);
+        match refreshed {
+            Ok(Some(fresh)) => {
+                if let Some(proc) = self.proc.as_mut() {
+                    proc.record = fresh;
+                }
+            }
+            Ok(None) => {}
+            // The exit watcher handles a process that is gone; an unwritable
+            // record only costs the next daemon an adoption.
+            Err(e) => tracing::warn!(process = %self.name, error = %e, "could not refresh the child record"),
         }
     }
 
@@ -804,6 +839,7 @@ impl Actor {
         if self.proc.as_ref().is_some_and(|p| !p.ready)
             && ready::probe_once(&probe, Instant::now() + REPROBE_TIMEOUT).await
         {
+            self.refresh_record().await;
             self.mark_ready();
         }
     }
@@ -1011,10 +1047,15 @@ fn restart_reason(proc: &Proc, spec: &ChildSpec) -> Option<String> {
             short_hash(&spec.config_sha256)
         ));
     }
+    // A record of an older daemon knows only the executable.
+    let (dev, ino) = match (record.program_dev, record.program_ino) {
+        (Some(dev), Some(ino)) => (dev, ino),
+        _ => (record.exe_dev, record.exe_ino),
+    };
     // A stat of one file; a missing program keeps the running process (a
     // restart could only fail).
     match std::fs::metadata(&spec.program) {
-        Ok(meta) if meta.dev() != record.exe_dev || meta.ino() != record.exe_ino => {
+        Ok(meta) if meta.dev() != dev || meta.ino() != ino => {
             Some(format!("{} was replaced by another binary", spec.program.display()))
         }
         _ => None,

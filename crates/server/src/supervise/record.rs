@@ -34,6 +34,17 @@ pub struct ChildRecord {
     pub exe_dev: u64,
     /// Inode of that executable.
     pub exe_ino: u64,
+    /// Device of the file the spec named as the program when it was
+    /// spawned. It differs from `exe_dev`/`exe_ino` when the program is a
+    /// wrapper script (the kernel runs its interpreter, then the script
+    /// execs the server); `start` compares it with the file at that path now
+    /// to tell that the program was replaced. Absent in records of older
+    /// daemons, which compared the executable instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_dev: Option<u64>,
+    /// Inode of that file (see `program_dev`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_ino: Option<u64>,
     /// sha256 of the config file it was started with.
     pub config_sha256: String,
     /// Wall-clock start, for uptime after adoption.
@@ -68,9 +79,39 @@ impl ChildRecord {
             exe,
             exe_dev: meta.dev(),
             exe_ino: meta.ino(),
+            program_dev: None,
+            program_ino: None,
             config_sha256: config_sha256.to_owned(),
             started_unix_ms: unix_ms_now(),
             ready_port,
+        })
+    }
+
+    /// This record with the executable `pid` runs now. A wrapper script
+    /// execs the real server after the record was captured at spawn; the
+    /// next daemon verifies against the final image, so the record must name
+    /// it. Blocking (a few small /proc reads).
+    ///
+    /// # Errors
+    /// The process is gone, or its pid now names another process (start
+    /// time differs: `InvalidData`).
+    pub fn with_current_exe(&self) -> io::Result<ChildRecord> {
+        let pid = self.pid;
+        let stat = procfs::read_stat(pid)?;
+        if stat.start_time != self.start_time {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("pid {pid} is no longer the recorded process"),
+            ));
+        }
+        let exe_link = format!("/proc/{pid}/exe");
+        let exe = fs::read_link(&exe_link)?;
+        let meta = fs::metadata(&exe_link)?;
+        Ok(ChildRecord {
+            exe,
+            exe_dev: meta.dev(),
+            exe_ino: meta.ino(),
+            ..self.clone()
         })
     }
 

@@ -5,6 +5,7 @@
 
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -82,6 +83,14 @@ pub(crate) fn spawn_recorded(spec: &ChildSpec, children_dir: &Path) -> Result<Sp
         None => spec.config_sha256.clone(),
     };
 
+    // Identity of the program file as spawned, taken before the exec: a
+    // file replaced in between then reads as replaced, and `start` restarts
+    // onto it rather than keep an outdated process.
+    let program = std::fs::metadata(&spec.program).map_err(|source| SuperviseError::Spawn {
+        process,
+        program: spec.program.clone(),
+        source,
+    })?;
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .env_clear()
@@ -126,7 +135,11 @@ pub(crate) fn spawn_recorded(spec: &ChildSpec, children_dir: &Path) -> Result<Sp
         }
     };
     let record = match ChildRecord::capture(process, pid, &config_sha256, spec.ready.port()) {
-        Ok(record) => record,
+        Ok(record) => ChildRecord {
+            program_dev: Some(program.dev()),
+            program_ino: Some(program.ino()),
+            ..record
+        },
         Err(_) if pidfd::has_exited(&fd) => {
             return Ok(Spawned::ExitedAtOnce {
                 exit: pidfd::reap_blocking(&fd),
