@@ -36,10 +36,38 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// A TCP port free on loopback right now.
+/// A TCP port free right now, never handed out twice in this test process.
+///
+/// Chosen below the kernel's ephemeral range (32768-60999 by default), so
+/// the many short loopback connections of the tests (probes, clients) can
+/// never take it as their local port between this call and the child's
+/// bind; and remembered, so two tests running in parallel never configure
+/// the same port.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+    let mut x = seed | 1;
+    for _ in 0..10_000 {
+        // xorshift: cheap, and enough to spread tests over the range.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 20_000 + (x % 12_000) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free TCP port found in 20000-31999");
 }
 
 /// Polls `f` until it returns `Some` or `timeout` passes; the interval grows

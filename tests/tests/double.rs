@@ -26,14 +26,9 @@ const KEY: &str = "APIdoubletest1";
 const SECRET: &str = "0123456789abcdefghijABCDEFGHIJ0123456789xyz";
 const DEADLINE: Duration = Duration::from_secs(15);
 
-/// Two free loopback ports (HTTP and RTC TCP): bound, then released.
+/// Two free ports (HTTP and RTC TCP), from the harness.
 fn free_ports() -> (u16, u16) {
-    let a = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let b = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    (
-        a.local_addr().expect("addr").port(),
-        b.local_addr().expect("addr").port(),
-    )
+    (hero_livekit_tests::free_port(), hero_livekit_tests::free_port())
 }
 
 fn config_yaml(port: u16, rtc_port: u16, keys: &str) -> String {

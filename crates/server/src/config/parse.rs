@@ -145,7 +145,12 @@ pub(crate) fn read(file: TripleFile, bytes: &[u8]) -> Result<Reading, Unparseabl
 }
 
 fn json_port(r: &mut Reading, label: &'static str, v: &Json) -> Option<u16> {
-    match v.as_u64() {
+    port(r, label, v.as_u64())
+}
+
+/// A port read as a number: 1-65535, else a problem naming `label`.
+fn port(r: &mut Reading, label: &'static str, n: Option<u64>) -> Option<u16> {
+    match n {
         Some(n) => match u16::try_from(n) {
             Ok(p) if p != 0 => Some(p),
             _ => {
@@ -207,19 +212,7 @@ fn read_runtime_json(text: &str) -> Result<Reading, Unparseable> {
 }
 
 fn yaml_port(r: &mut Reading, label: &'static str, v: &Yaml) -> Option<u16> {
-    match v.as_u64() {
-        Some(n) => match u16::try_from(n) {
-            Ok(p) if p != 0 => Some(p),
-            _ => {
-                r.problem(label, format!("{label} is not a port number 1-65535"));
-                None
-            }
-        },
-        None => {
-            r.wrong_type(label, "a port number");
-            None
-        }
-    }
+    port(r, label, v.as_u64())
 }
 
 fn yaml_string(r: &mut Reading, label: &'static str, v: &Yaml) -> Option<String> {

@@ -2,8 +2,9 @@
 //! state that the next boot heals to one whole credential: the old one or
 //! the new one, never a mix, never lost.
 //!
-//! The test re-executes its own binary in a child mode that loads the state
-//! directory, plans and applies a config with a new credential. The child
+//! The writer is `crash-writer` (`tests/src/bin/crash_writer.rs`), a
+//! process that loads the state directory, plans and applies a config with
+//! a new credential through the daemon's own config module. The child
 //! is stopped at every fault point (`HERO_LIVEKIT_FAULT`, which aborts) and
 //! with SIGKILL at random moments; after each, the parent runs what the
 //! daemon runs at boot (sweep temp files, `plan(None, observe())`, `apply`)
@@ -11,12 +12,12 @@
 
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use hero_livekit_server::config::{
-    check, fault, mint_credential, plan, render, Config, Credential, FileObs, Secret, StateDir, TripleFile,
+    check, fault, mint_credential, plan, render, Config, Credential, FileObs, StateDir, TripleFile,
 };
 use rand::Rng;
 
@@ -35,48 +36,14 @@ const MAX_KILL_RUNS: usize = 300;
 const MIN_KILL_RUNS: usize = 60;
 const TOTAL_BUDGET: Duration = Duration::from_secs(20);
 
-/// Child mode: run by [`an_interrupted_credential_change_heals_to_one_whole_credential`].
-#[test]
-#[ignore = "child half of the crash-consistency test; the parent runs it"]
-fn crash_child() {
-    // An aborting child must not leave a core file per run.
-    let no_core = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: setrlimit reads the struct we pass and touches no memory of ours.
-    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
-    let dir = std::env::var_os(CHILD_DIR).expect("run only by the parent test, which sets the state dir");
-    let key = std::env::var(CHILD_KEY).expect("parent sets the new key");
-    let secret = std::env::var(CHILD_SECRET).expect("parent sets the new secret");
-    let sd = StateDir::new(PathBuf::from(dir));
-    let boot = plan(None, &sd.observe(), false).expect("boot plan");
-    let mut next = boot.config;
-    next.set_credential(Credential {
-        api_key: key,
-        api_secret: Secret::new(secret),
-    });
-    let change = plan(Some(&next), &sd.observe(), false).expect("plan");
-    sd.apply(&change).expect("apply");
-}
-
 fn run_child(dir: &Path, new: &Credential, fault_point: Option<&str>) -> Command {
-    let exe = std::env::current_exe().expect("test binary path");
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        "crash_child",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env(CHILD_DIR, dir)
-    .env(CHILD_KEY, &new.api_key)
-    .env(CHILD_SECRET, new.api_secret.expose())
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    let mut cmd = Command::new(hero_livekit_tests::bin("crash-writer"));
+    cmd.env(CHILD_DIR, dir)
+        .env(CHILD_KEY, &new.api_key)
+        .env(CHILD_SECRET, new.api_secret.expose())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     match fault_point {
         Some(p) => cmd.env(fault::ENV, p),
         None => cmd.env_remove(fault::ENV),
