@@ -56,6 +56,40 @@ impl Drop for SocketGuard {
     }
 }
 
+/// How long to wait for a predecessor that holds the lock but no longer
+/// answers: a daemon killed a moment ago keeps its descriptors (and the
+/// lock) until its last thread is gone, and a service manager restarting it
+/// at once must not fail on that.
+const DYING_HOLDER_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Takes the exclusive lock. A holder that answers on the socket is a live
+/// instance: refused at once. A holder that does not answer is dying (or
+/// still booting): waited for, up to [`DYING_HOLDER_GRACE`].
+fn take_lock(file: &File, lock: &Path, socket: &Path) -> Result<(), BindError> {
+    let deadline = std::time::Instant::now() + DYING_HOLDER_GRACE;
+    let mut delay = std::time::Duration::from_millis(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(TryLockError::Error(e)) => {
+                return Err(BindError::Io {
+                    what: "locking",
+                    path: lock.into(),
+                    source: e,
+                })
+            }
+            Err(TryLockError::WouldBlock) => {
+                let live = std::os::unix::net::UnixStream::connect(socket).is_ok();
+                if live || std::time::Instant::now() >= deadline {
+                    return Err(BindError::Locked { lock: lock.into() });
+                }
+                std::thread::park_timeout(delay);
+                delay = (delay * 2).min(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+}
+
 /// The instance lock, taken before anything under the root is touched:
 /// only its holder may heal the state directory or bind the socket.
 #[derive(Debug)]
@@ -92,17 +126,7 @@ impl InstanceLock {
             .mode(0o600)
             .open(lock)
             .map_err(io_err("opening lock", lock))?;
-        match lock_file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(BindError::Locked { lock: lock.into() }),
-            Err(TryLockError::Error(e)) => {
-                return Err(BindError::Io {
-                    what: "locking",
-                    path: lock.into(),
-                    source: e,
-                })
-            }
-        }
+        take_lock(&lock_file, lock, socket)?;
 
         match fs::symlink_metadata(socket) {
             Ok(meta) if !meta.file_type().is_socket() => return Err(BindError::NotASocket { path: socket.into() }),
