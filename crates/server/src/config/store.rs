@@ -280,13 +280,15 @@ fn observe_file(path: &Path) -> FileObs {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return FileObs::Missing,
         Err(e) => return FileObs::Unreadable(e.to_string()),
     };
-    match file.metadata() {
+    let size = match file.metadata() {
         Ok(m) if !m.is_file() => return FileObs::Unreadable("not a regular file".into()),
         Ok(m) if m.len() > MAX_FILE_SIZE => return FileObs::Unreadable("larger than 1 MiB".into()),
-        Ok(_) => {}
+        Ok(m) => m.len(),
         Err(e) => return FileObs::Unreadable(e.to_string()),
-    }
-    let mut bytes = Vec::new();
+    };
+    // Sized from the stat: one read for the bytes and one for EOF, instead
+    // of the small probing reads of an empty buffer.
+    let mut bytes = Vec::with_capacity(size as usize + 1);
     match file.take(MAX_FILE_SIZE + 1).read_to_end(&mut bytes) {
         Ok(_) if bytes.len() as u64 > MAX_FILE_SIZE => FileObs::Unreadable("larger than 1 MiB".into()),
         Ok(_) => FileObs::Present(bytes),
