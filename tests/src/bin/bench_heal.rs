@@ -88,7 +88,7 @@ fn main() {
     );
     println!(
         "{:<48} {:>10.1}",
-        "health path: stat-validated FileCache::check",
+        "health path: FileCache::check (inotify-gated)",
         us(cached)
     );
     println!(

@@ -3,8 +3,9 @@
 //!
 //! Everything here is small-file I/O with `std::fs`. Callers on the async
 //! runtime run [`StateDir::observe`] and [`StateDir::apply`] inside
-//! `spawn_blocking` (they fsync); [`FileCache::check`] costs three `stat`
-//! calls when nothing changed and may run inline (see its docs).
+//! `spawn_blocking` (they fsync); [`FileCache::check`] costs one
+//! non-blocking inotify read (three `stat` calls without inotify) when
+//! nothing changed and may run inline (see its docs).
 
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
