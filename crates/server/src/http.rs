@@ -103,7 +103,7 @@ impl Router {
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
                 };
-                json(status, Bytes::copy_from_slice(body.get().as_bytes()))
+                json(status, Bytes::from(Box::<str>::from(body).into_boxed_bytes()))
             }
             Err(e) => json(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -141,7 +141,7 @@ fn memmem(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 fn json(status: StatusCode, body: Bytes) -> HttpResponse {
-    let mut resp = Response::new(HttpBody::from(body.to_vec()));
+    let mut resp = Response::new(HttpBody::new(http_body_util::Full::new(body)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
