@@ -580,13 +580,13 @@ fn a_foreign_listener_on_the_livekit_port_is_a_port_conflict_naming_port_and_pid
     let root = Root::new();
     let d = configured(&root, with_double());
     let p = ports(&d);
-    let squatter = std::net::TcpListener::bind(("127.0.0.1", p.livekit)).expect("take the livekit port");
+    let squatter = Squatter::listen(p.livekit);
 
     let e = error_of(&d.call("livekitservice.start", json!({"timeout_ms": 20000})));
     assert_eq!(e["code"], -32005, "{e}");
     assert_eq!(e["data"]["kind"], "port_conflict", "{e}");
     let msg = e["message"].as_str().expect("message");
-    let me = std::process::id();
+    let me = squatter.pid();
     assert!(msg.contains(&format!("port {}", p.livekit)), "names the port: {msg}");
     assert!(msg.contains(&format!("pid {me}")), "names the holder's pid: {msg}");
 

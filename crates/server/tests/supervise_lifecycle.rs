@@ -248,20 +248,20 @@ async fn a_foreign_port_holder_is_named_and_nothing_is_spawned() {
     let s = Scratch::new();
     let events = Events::default();
     let child = Child::new(ProcessName::LivekitServer, s.options(&events));
-    let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = squatter.local_addr().expect("addr").port();
+    let squatter = Squatter::listen();
+    let port = squatter.port;
     let spec = s.spec(ProcessName::LivekitServer, port, &[], "c");
 
     let err = child.start(spec.clone(), READY).await.expect_err("port taken");
     match &err {
         SuperviseError::PortConflict { port: p, pid, .. } => {
             assert_eq!(*p, port);
-            assert_eq!(*pid, Some(std::process::id()));
+            assert_eq!(*pid, Some(squatter.pid()));
         }
         other => panic!("expected PortConflict, got {other:?}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains(&port.to_string()) && msg.contains(&std::process::id().to_string()));
+    assert!(msg.contains(&port.to_string()) && msg.contains(&squatter.pid().to_string()));
     let h = child.health();
     assert_eq!(h.state, ProcessState::Stopped);
     assert!(h.port_conflict.is_some_and(|c| c.contains(&port.to_string())));

@@ -98,11 +98,26 @@ pub(crate) fn port_holder(port: u16) -> io::Result<Option<PortHolder>> {
 /// restart; the tables are read only when this cannot prove the port free,
 /// to confirm a listener and name its holder. A host without IPv6 has no
 /// IPv6 listener to find.
+///
+/// The probe binds with `SO_REUSEADDR` and never listens. A listening probe
+/// would itself hold the port: a child forked at that moment (the other
+/// child's spawn, before its exec closes inherited descriptors) keeps a copy
+/// of it, and the child we are about to start could fail to bind. A bound,
+/// non-listening socket with `SO_REUSEADDR` still collides with any listener
+/// (Linux refuses the bind when the other socket is in LISTEN, whatever its
+/// options) but not with a later listener that also sets `SO_REUSEADDR`, as
+/// Go's `net.Listen` (livekit-server), tokio and Rust's std all do.
 fn provably_free(port: u16) -> bool {
-    use std::net::{Ipv4Addr, Ipv6Addr, TcpListener};
-    let v4 = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok();
-    v4 && match TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)) {
-        Ok(_) => true,
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+    use tokio::net::TcpSocket;
+    fn bind(socket: io::Result<TcpSocket>, addr: SocketAddr) -> io::Result<()> {
+        let socket = socket?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)
+    }
+    let v4 = bind(TcpSocket::new_v4(), (Ipv4Addr::UNSPECIFIED, port).into()).is_ok();
+    v4 && match bind(TcpSocket::new_v6(), (Ipv6Addr::UNSPECIFIED, port).into()) {
+        Ok(()) => true,
         Err(e) => e.kind() != io::ErrorKind::AddrInUse,
     }
 }
@@ -195,7 +210,13 @@ mod tests {
         let holder = port_holder(port).expect("scan").expect("held");
         assert_eq!(holder.pid, Some(std::process::id()));
         drop(listener);
-        assert_eq!(port_holder(port).expect("scan"), None);
+        // A process a parallel test forks holds a copy of the listener
+        // until its exec; the port is free once that is done.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while port_holder(port).expect("scan").is_some() {
+            assert!(std::time::Instant::now() < deadline, "port {port} still held");
+            std::thread::yield_now();
+        }
     }
 
     #[test]
@@ -205,7 +226,12 @@ mod tests {
             let port = listener.local_addr().expect("addr").port();
             assert!(!provably_free(port), "{addr}");
             drop(listener);
-            assert!(provably_free(port), "{addr}: free again");
+            // Free again once any parallel fork holding a copy has exec'd.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while !provably_free(port) {
+                assert!(std::time::Instant::now() < deadline, "{addr}: free again");
+                std::thread::yield_now();
+            }
         }
         let Ok(v6) = std::net::TcpListener::bind("[::1]:0") else {
             return; // no IPv6 here

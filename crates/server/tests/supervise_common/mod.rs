@@ -29,10 +29,69 @@ pub fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/http_child.py")
 }
 
-/// A TCP port that was free a moment ago.
+/// A TCP port that was free a moment ago. The probe binds with
+/// `SO_REUSEADDR` and never listens: a listening probe is copied into any
+/// child a parallel test forks at that moment, and holds the port until that
+/// child's exec, which can be when the child under test binds it.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket
+        .bind((std::net::Ipv4Addr::LOCALHOST, 0).into())
+        .expect("bind an ephemeral port");
+    socket.local_addr().expect("local addr").port()
+}
+
+/// A TCP listener on a free loopback port, held by a process of its own.
+///
+/// Not a listener of the test process: every child a parallel test forks
+/// inherits the test's descriptors until its exec, so such a listener could
+/// be named by the pid of that fork, and outlive its drop for a moment.
+/// Dropping a `Squatter` kills and reaps the process: the port is free when
+/// `drop` returns.
+pub struct Squatter {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Squatter {
+    pub fn listen() -> Squatter {
+        use std::io::BufRead;
+        const SCRIPT: &str = "import socket, sys\n\
+s = socket.socket()\n\
+s.bind(('127.0.0.1', 0))\n\
+s.listen()\n\
+print(s.getsockname()[1], flush=True)\n\
+sys.stdin.read()\n";
+        let mut child = std::process::Command::new(python())
+            .args(["-c", SCRIPT])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn python3 as a port squatter");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("squatter stdout");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("squatter output");
+        let Ok(port) = line.trim().parse() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the squatter did not listen: {line:?}");
+        };
+        Squatter { child, port }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Squatter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Events received, in order, shared with the sink.
