@@ -7,7 +7,7 @@
 //! nothing, and install and start never interleave.
 
 use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -692,22 +692,50 @@ fn start_with_update_runs_install_again() {
     assert_eq!(s["ready_for_tokens"], true, "{s}");
     let asset = ReleaseServer::asset_path(VERSION);
     assert_eq!(server.hits(&asset), 1);
+    let lk_pid = |d: &Daemon| d.health()["processes"]["livekit-server"]["pid"].as_u64().expect("pid");
+    let first_pid = lk_pid(&d);
 
+    // The source still serves the same bytes: fetched and compared, then
+    // nothing changes: same file, same label, same running server.
+    let binary = installed_path(&root);
+    let before = std::fs::metadata(&binary).expect("installed binary");
     let s = d.ok("livekitservice.start", json!({"update": true, "timeout_ms": 30000}));
     assert_eq!(server.hits(&asset), 2, "update fetched the release again");
     let install = s
         .get("install")
         .unwrap_or_else(|| panic!("start reports its install: {s}"));
     assert_eq!(install["sha256"], sha(double_bytes()).as_str(), "{install}");
+    assert_eq!(install["changed"], false, "{install}");
+    assert_eq!(install["version"], VERSION, "the operator's label is kept: {install}");
+    assert_eq!(s["processes"]["livekit-server"], "already_running", "{s}");
+    assert_eq!(lk_pid(&d), first_pid, "livekit-server was not restarted");
+    let after = std::fs::metadata(&binary).expect("installed binary");
+    assert_eq!(
+        (before.ino(), before.mtime(), before.mtime_nsec()),
+        (after.ino(), after.mtime(), after.mtime_nsec()),
+        "the binary was not rewritten"
+    );
+    assert_eq!(d.health()["binary"]["version"], VERSION);
+
+    // A new build behind the same URL: installed, relabelled by its hash
+    // (the old label named other bytes), and the server restarted onto it.
+    let new_binary = [double_bytes(), b"\0a later build".as_slice()].concat();
+    let tarball = Bytes::from(tarball_of(&new_binary));
+    server.publish(VERSION, tarball.clone(), &sha(&tarball), Mode::Full);
+    let s = d.ok("livekitservice.start", json!({"update": true, "timeout_ms": 30000}));
+    assert_eq!(server.hits(&asset), 3);
+    let install = &s["install"];
+    assert_eq!(install["changed"], true, "{install}");
+    assert_eq!(install["sha256"], sha(&new_binary).as_str(), "{install}");
+    let label = format!("custom-{}", &sha(&new_binary)[..12]);
+    assert_eq!(install["version"], label.as_str(), "{install}");
+    assert_eq!(s["processes"]["livekit-server"], "restarted", "{s}");
     assert_eq!(s["ready_for_tokens"], true, "{s}");
-    // A rewritten binary is a new file: the server is restarted onto it.
-    if install["changed"] == true {
-        assert_eq!(s["processes"]["livekit-server"], "restarted", "{s}");
-    }
-    let pid = d.health()["processes"]["livekit-server"]["pid"].as_u64().expect("pid");
+    let pid = lk_pid(&d);
+    assert_ne!(pid, first_pid);
     assert_eq!(
         std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe"),
-        installed_path(&root),
+        binary,
         "livekit-server runs the file now installed (not a deleted inode)"
     );
 }

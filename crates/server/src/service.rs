@@ -689,9 +689,13 @@ impl LivekitService {
                     .as_deref()
                     .is_some_and(|s| s.starts_with(install::RELEASE_BASE)) =>
             {
+                // Fetched again and checked by its own checksum files; not
+                // forced, so the very same bytes are left in place (no
+                // rewrite, no restart of livekit-server) and keep their label.
                 InstallParams {
                     version: None,
                     sha256: None,
+                    force: None,
                     ..p
                 }
             }

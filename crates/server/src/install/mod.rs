@@ -40,8 +40,9 @@
 //! nothing is fetched when the record names the same version and source (and
 //! pinned sha256, if any) and the binary on disk still hashes to the record's
 //! sha256. An unlabelled custom source must be fetched to be compared; when
-//! its binary equals the installed one the file is left untouched. In both
-//! cases the outcome says `changed: false`.
+//! its binary equals the installed one the file is left untouched and keeps
+//! the label it was installed under (`start --update` of a custom source
+//! fetches it this way). In both cases the outcome says `changed: false`.
 
 mod archive;
 mod disk;
@@ -341,7 +342,7 @@ pub async fn install_with(
         .await??
     };
 
-    let new_record = InstallRecord {
+    let record_now = InstallRecord {
         version: plan
             .version
             .clone()
@@ -353,16 +354,28 @@ pub async fn install_with(
         artifact_sha256: Some(artifact_sha256),
     };
     let write = {
-        let (path, rec, rewrite) = (record.to_path_buf(), new_record.clone(), binary.changed);
+        let (path, mut rec, rewrite) = (record.to_path_buf(), record_now, binary.changed);
+        let labelled = plan.version.is_some();
         move |_: &mut dyn FnMut(InstallProgress)| {
-            let unchanged = disk::read_record(&path).is_some_and(|old| old.same_install(&rec));
+            let old = disk::read_record(&path);
+            // An unlabelled source fetched again (`start --update`) to the
+            // very bytes installed from it keeps the label the operator gave
+            // them: nothing about the install changed, and health should
+            // not start calling it `custom-<sha>`.
+            if let Some(old) = old
+                .as_ref()
+                .filter(|old| !labelled && !rewrite && old.sha256 == rec.sha256 && old.source == rec.source)
+            {
+                rec.version = old.version.clone();
+            }
+            let unchanged = old.is_some_and(|old| old.same_install(&rec));
             if rewrite || !unchanged {
                 disk::write_record(&path, &rec)?;
             }
-            Ok(())
+            Ok(rec)
         }
     };
-    blocking(progress, write)
+    let new_record = blocking(progress, write)
         .await?
         .map_err(|cause| write_error(record, cause))?;
     for warning in &warnings {
