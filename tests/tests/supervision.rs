@@ -721,6 +721,92 @@ fn configure_restarts_exactly_the_children_whose_file_changed() {
 }
 
 #[test]
+fn restart_heals_a_drifted_file_first_and_its_reader_follows() {
+    let root = Root::new();
+    let d = configured(
+        &root,
+        DaemonOpts {
+            // The periodic heal must not repair the drift behind the test's back.
+            env: vec![("HERO_LIVEKIT_DRIFT_CHECK_MS".into(), "600000".into())],
+            with_double: true,
+            ..Default::default()
+        },
+    );
+    let p = ports(&d);
+    start(&d);
+    let (lk0, be0) = pids(&d.health());
+    let env_path = root.file("backend.env");
+    let good_env = std::fs::read(&env_path).expect("read backend.env");
+    let yaml_path = root.file("livekit.yaml");
+    let yaml_stamp = stamp(&yaml_path);
+
+    // backend.env drifts by hand; then lk-backend alone is restarted. It
+    // must come back on the rendering, not on the drifted secret.
+    let drifted = String::from_utf8(good_env.clone())
+        .expect("utf-8")
+        .lines()
+        .map(|l| {
+            if l.starts_with("LIVEKIT_API_SECRET=") {
+                "LIVEKIT_API_SECRET=DriftDriftDriftDriftDriftDriftDriftDriftDriftDrift".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    std::fs::write(&env_path, drifted).expect("write drifted backend.env");
+    assert_eq!(d.health()["consistent"], false);
+
+    let r = d.ok("livekitservice.restart", json!({"process": BE}));
+    assert_eq!(r["heal"]["trigger"], "restart", "{r}");
+    assert_eq!(r["heal"]["written"], json!(["backend.env"]), "{r}");
+    assert_eq!(
+        r["heal"]["restarted"],
+        json!([]),
+        "lk-backend is restarted once, as asked: {r}"
+    );
+    assert_eq!(r["restarted"], json!([BE]), "{r}");
+    assert_eq!(
+        std::fs::read(&env_path).expect("read"),
+        good_env,
+        "healed to the rendering"
+    );
+    assert_eq!(stamp(&yaml_path), yaml_stamp, "a consistent file is not touched");
+    let h = d.health();
+    let (lk1, be1) = pids(&h);
+    assert_eq!(lk1, lk0, "livekit-server's file did not change: untouched");
+    assert_ne!(be1, be0);
+    assert_eq!(h["processes"][BE]["restarts"], 1, "one restart, not two: {h}");
+    assert_eq!(h["ready_for_tokens"], true, "{h}");
+    assert_tokens_work(p);
+
+    // livekit.yaml drifts; a restart of lk-backend alone heals it, and
+    // livekit-server, which reads it, follows.
+    let yaml = std::fs::read_to_string(&yaml_path).expect("read yaml");
+    std::fs::write(
+        &yaml_path,
+        yaml.replace(
+            "keys:\n",
+            "keys:\n  APIdriftdrift1: DriftDriftDriftDriftDriftDriftDriftDriftDrift\n",
+        ),
+    )
+    .expect("write drifted yaml");
+    assert_eq!(d.health()["consistent"], false);
+    let r = d.ok("livekitservice.restart", json!({"process": BE}));
+    assert_eq!(r["heal"]["written"], json!(["livekit.yaml"]), "{r}");
+    assert_eq!(r["heal"]["restarted"], json!([LK]), "{r}");
+    assert_eq!(r["restarted"], json!([BE]), "{r}");
+    let h = d.health();
+    let (lk2, be2) = pids(&h);
+    assert_ne!(lk2, lk1, "livekit-server restarted onto the healed yaml");
+    assert_ne!(be2, be1);
+    assert_eq!(h["consistent"], true, "{h}");
+    assert_eq!(h["ready_for_tokens"], true, "{h}");
+    assert_tokens_work(p);
+}
+
+#[test]
 fn ready_for_tokens_is_false_while_livekit_server_runs_a_drifted_yaml_and_start_heals_it() {
     let root = Root::new();
     let d = configured(

@@ -186,6 +186,9 @@ impl Out {
         if self.emit(r) {
             return;
         }
+        if !r.heal.written.is_empty() {
+            self.heal(&r.heal);
+        }
         for p in &r.restarted {
             println!("{p}: restarted");
         }

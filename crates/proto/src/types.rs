@@ -160,7 +160,8 @@ pub struct NoParams {}
 /// What a heal did. A heal of a consistent triple writes nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HealReport {
-    /// What caused the heal: `boot`, `configure`, `start`, `install`, `drift`.
+    /// What caused the heal: `boot`, `configure`, `start`, `reset`, `restart`,
+    /// `install`, `drift`.
     pub trigger: String,
     /// Drift found before the heal, one sentence per difference.
     pub drift: Vec<String>,
@@ -240,6 +241,11 @@ pub struct StopResult {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RestartResult {
+    /// The heal that ran first, so no child is restarted onto a drifted
+    /// file. Its `restarted` names readers of a healed file that were not
+    /// asked for but had to follow it.
+    pub heal: HealReport,
+    /// The children restarted as asked.
     pub restarted: Vec<ProcessName>,
 }
 

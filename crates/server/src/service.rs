@@ -750,6 +750,20 @@ impl LivekitService {
             Some(n) => vec![n],
             None => ProcessName::ALL.to_vec(),
         };
+        // A restart starts the child on what its file says now: were the
+        // file drifted (edited by hand, left by an old supervisor), the
+        // child would come back with a credential the others do not hold.
+        // Heal first; a reader of a healed file that was not asked for
+        // follows it, as after any heal.
+        let current = self.snapshot().config().clone();
+        let (mut heal, written) = self.heal(Some(current), false, "restart").await?;
+        let others: Vec<TripleFile> = written
+            .into_iter()
+            .filter(|f| f.reader().is_some_and(|n| !names.contains(&n)))
+            .collect();
+        heal.restarted = self
+            .restart_readers(&others, "restart healed its config file", timeout)
+            .await?;
         let mut restarted = Vec::new();
         for name in names {
             let spec = self.spec(name)?;
@@ -760,7 +774,7 @@ impl LivekitService {
             });
             restarted.push(name);
         }
-        Ok(RestartResult { restarted })
+        Ok(RestartResult { heal, restarted })
     }
 
     /// `livekitservice.logs`.
