@@ -16,6 +16,9 @@ use serde_json::{json, Value};
 
 pub mod lk;
 pub mod observe;
+mod squatter;
+
+pub use squatter::Squatter;
 
 /// A built binary of this workspace (`target/<profile>/<name>`). The test
 /// command builds every binary before running the tests.
@@ -81,61 +84,6 @@ fn bind_probe(port: u16) -> bool {
         return false;
     };
     socket.set_reuseaddr(true).is_ok() && socket.bind((std::net::Ipv4Addr::UNSPECIFIED, port).into()).is_ok()
-}
-
-/// A TCP listener held by a process of its own, for port-conflict tests.
-///
-/// It lives in another process, not in the test's, because every process a
-/// parallel test forks inherits the test's descriptors until its exec: a
-/// listener of the test itself could be named by the pid of such a fork, and
-/// could outlive its drop for a moment. Dropping a `Squatter` kills and reaps
-/// the process, so the port is released when `drop` returns.
-pub struct Squatter {
-    child: Child,
-    port: u16,
-}
-
-impl Squatter {
-    /// Listens on 127.0.0.1:`port` (0: any free port) and returns once the
-    /// socket is listening.
-    pub fn listen(port: u16) -> Squatter {
-        const SCRIPT: &str = "import socket, sys\n\
-s = socket.socket()\n\
-s.bind(('127.0.0.1', int(sys.argv[1])))\n\
-s.listen()\n\
-print(s.getsockname()[1], flush=True)\n\
-sys.stdin.read()\n";
-        let mut child = Command::new("python3")
-            .args(["-c", SCRIPT, &port.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn python3 as a port squatter");
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("squatter stdout");
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).expect("squatter output");
-        let Ok(port) = line.trim().parse() else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the squatter did not listen on {port}: {line:?}");
-        };
-        Squatter { child, port }
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Squatter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Polls `f` until it returns `Some` or `timeout` passes; the interval grows

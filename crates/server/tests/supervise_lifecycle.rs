@@ -248,8 +248,8 @@ async fn a_foreign_port_holder_is_named_and_nothing_is_spawned() {
     let s = Scratch::new();
     let events = Events::default();
     let child = Child::new(ProcessName::LivekitServer, s.options(&events));
-    let squatter = Squatter::listen();
-    let port = squatter.port;
+    let squatter = Squatter::listen(0);
+    let port = squatter.port();
     let spec = s.spec(ProcessName::LivekitServer, port, &[], "c");
 
     let err = child.start(spec.clone(), READY).await.expect_err("port taken");

@@ -42,57 +42,10 @@ pub fn free_port() -> u16 {
     socket.local_addr().expect("local addr").port()
 }
 
-/// A TCP listener on a free loopback port, held by a process of its own.
-///
-/// Not a listener of the test process: every child a parallel test forks
-/// inherits the test's descriptors until its exec, so such a listener could
-/// be named by the pid of that fork, and outlive its drop for a moment.
-/// Dropping a `Squatter` kills and reaps the process: the port is free when
-/// `drop` returns.
-pub struct Squatter {
-    child: std::process::Child,
-    pub port: u16,
-}
-
-impl Squatter {
-    pub fn listen() -> Squatter {
-        use std::io::BufRead;
-        const SCRIPT: &str = "import socket, sys\n\
-s = socket.socket()\n\
-s.bind(('127.0.0.1', 0))\n\
-s.listen()\n\
-print(s.getsockname()[1], flush=True)\n\
-sys.stdin.read()\n";
-        let mut child = std::process::Command::new(python())
-            .args(["-c", SCRIPT])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn python3 as a port squatter");
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("squatter stdout");
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("squatter output");
-        let Ok(port) = line.trim().parse() else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the squatter did not listen: {line:?}");
-        };
-        Squatter { child, port }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Squatter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+#[path = "../../../../tests/src/squatter.rs"]
+mod squatter;
+#[allow(unused_imports)] // each test file uses a different subset
+pub use squatter::Squatter;
 
 /// Events received, in order, shared with the sink.
 #[derive(Clone, Default)]
