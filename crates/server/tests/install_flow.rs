@@ -42,6 +42,9 @@ enum Mode {
         chunk: usize,
         gap: Duration,
     },
+    /// Answers 302 with this `Location` (the bytes are unused), as GitHub
+    /// answers a release download with its object store.
+    Redirect(String),
 }
 
 #[derive(Default)]
@@ -130,6 +133,10 @@ async fn serve(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
             .status(StatusCode::NOT_FOUND)
             .body(Body::from("Not Found")),
         Some((bytes, Mode::Full)) => Response::builder().body(Body::from(bytes)),
+        Some((_, Mode::Redirect(location))) => Response::builder()
+            .status(StatusCode::FOUND)
+            .header(header::LOCATION, location)
+            .body(Body::empty()),
         Some((bytes, Mode::DropHalfway)) => {
             let len = bytes.len();
             let half = Bytes::copy_from_slice(&bytes[..len / 2]);
@@ -459,6 +466,46 @@ async fn connection_dropped_mid_stream_installs_nothing_and_leaves_no_temp_file(
     assert_eq!(err.code(), Some(ErrorCode::InstallFailed), "{err}");
     assert!(err.to_string().contains(&server.release_url(DEFAULT_VERSION)), "{err}");
     root.assert_untouched(&old, &old_record);
+}
+
+#[tokio::test]
+async fn redirects_are_followed_to_the_artifact_but_a_loop_fails_naming_the_url() {
+    let server = TestServer::start().await;
+    let root = root();
+    let binary = script("redirected");
+    let tarball = release_tarball(&binary);
+    server.put_release("1.2.3", &tarball, Mode::Full);
+    // The release asset, like GitHub's, is a redirect to an object store.
+    let asset = "/releases/v1.2.3/livekit_1.2.3_linux_amd64.tar.gz";
+    server.put("/objects/abc", &tarball, Mode::Full);
+    server.put(asset, b"", Mode::Redirect(server.url("/objects/abc")));
+    let outcome = run_install(&request(Some("1.2.3"), None, None, false), &server.settings(), &root)
+        .await
+        .expect("install through a redirect");
+    assert_eq!(outcome.sha256, sha(&binary));
+    assert_eq!(fs::read(&root.target).expect("installed"), binary);
+    assert!(
+        server.requests().iter().any(|r| r == "/objects/abc"),
+        "{:?}",
+        server.requests()
+    );
+
+    // A redirect loop ends with an error, and the installed binary stays.
+    let old_binary = fs::read(&root.target).expect("installed");
+    let old_record = fs::read(&root.record).expect("record");
+    server.put("/loop", b"", Mode::Redirect(server.url("/loop")));
+    let url = server.url("/loop");
+    let err = run_install(
+        &request(None, Some(&url), Some(&sha(b"x")), false),
+        &server.settings(),
+        &root,
+    )
+    .await
+    .expect_err("a redirect loop");
+    let msg = err.to_string();
+    assert!(msg.contains(&url) && msg.contains("too many redirects"), "{msg}");
+    assert_eq!(err.code(), Some(ErrorCode::InstallFailed));
+    root.assert_untouched(&old_binary, &old_record);
 }
 
 #[tokio::test]

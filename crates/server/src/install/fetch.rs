@@ -23,15 +23,9 @@ const MAX_REDIRECTS: usize = 10;
 /// # Errors
 /// [`InstallError::Internal`] when the TLS stack cannot be set up.
 pub(crate) fn client() -> Result<Client, InstallError> {
-    let policy = redirect::Policy::custom(|attempt| {
-        let downgrade = attempt.url().scheme() == "http" && attempt.previous().iter().any(|u| u.scheme() == "https");
-        if downgrade {
-            attempt.error("refusing a redirect from https to plain http")
-        } else if attempt.previous().len() > MAX_REDIRECTS {
-            attempt.error("too many redirects")
-        } else {
-            attempt.follow()
-        }
+    let policy = redirect::Policy::custom(|attempt| match redirect_verdict(attempt.url(), attempt.previous()) {
+        Ok(()) => attempt.follow(),
+        Err(why) => attempt.error(why),
     });
     Client::builder()
         .user_agent(concat!("hero_livekit/", env!("CARGO_PKG_VERSION")))
@@ -45,6 +39,19 @@ pub(crate) fn client() -> Result<Client, InstallError> {
                 cause_chain(&e.without_url())
             ))
         })
+}
+
+/// Whether a redirect to `next`, after visiting `previous`, is followed.
+/// Once any hop was https, plain http is refused: the chain must not lose
+/// the transport's authentication on the way to the binary.
+fn redirect_verdict(next: &Url, previous: &[Url]) -> Result<(), &'static str> {
+    if next.scheme() == "http" && previous.iter().any(|u| u.scheme() == "https") {
+        Err("refusing a redirect from https to plain http")
+    } else if previous.len() > MAX_REDIRECTS {
+        Err("too many redirects")
+    } else {
+        Ok(())
+    }
 }
 
 fn network_error(url: &Url, err: reqwest::Error) -> InstallError {
@@ -157,4 +164,55 @@ pub(crate) async fn download(
     out.flush().await.map_err(write_error)?;
     out.into_inner().sync_all().await.map_err(write_error)?;
     Ok((hex::encode(hasher.finalize()), done))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn urls(list: &[&str]) -> Vec<Url> {
+        list.iter().map(|u| Url::parse(u).expect("test url")).collect()
+    }
+
+    #[test]
+    fn a_redirect_never_drops_from_https_to_http() {
+        let next = |u: &str| Url::parse(u).expect("test url");
+        let cases: [(&[&str], &str, Result<(), &str>); 6] = [
+            // GitHub's release download: https to its object store.
+            (&["https://github.com/a"], "https://objects.example/b", Ok(())),
+            (&["http://mirror.lan/a"], "http://mirror.lan/b", Ok(())),
+            (&["http://mirror.lan/a"], "https://mirror.lan/b", Ok(())),
+            (
+                &["https://github.com/a"],
+                "http://objects.example/b",
+                Err("refusing a redirect from https to plain http"),
+            ),
+            // Back to http after an upgrade is still a downgrade.
+            (
+                &["http://mirror.lan/a", "https://mirror.lan/b"],
+                "http://mirror.lan/c",
+                Err("refusing a redirect from https to plain http"),
+            ),
+            (&[], "http://mirror.lan/a", Ok(())),
+        ];
+        for (previous, to, want) in cases {
+            assert_eq!(
+                redirect_verdict(&next(to), &urls(previous)),
+                want,
+                "{previous:?} -> {to}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_redirect_chain_is_bounded() {
+        let hop = "https://objects.example/x";
+        let within = urls(&[hop; MAX_REDIRECTS]);
+        assert_eq!(redirect_verdict(&Url::parse(hop).expect("url"), &within), Ok(()));
+        let beyond = urls(&[hop; MAX_REDIRECTS + 1]);
+        assert_eq!(
+            redirect_verdict(&Url::parse(hop).expect("url"), &beyond),
+            Err("too many redirects")
+        );
+    }
 }
