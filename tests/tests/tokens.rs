@@ -162,8 +162,19 @@ fn stale_mismatched_files_make_livekit_refuse_tokens_until_start_heals_them() {
     ];
     for (stale, livekit_says) in cases {
         write_stale_runtime_and_env(&root, &stale);
-        // lk-backend (re)reads backend.env: it now signs with the stale secret.
-        d.ok("livekitservice.restart", json!({"process": "lk-backend"}));
+        // The old tooling reloads lk-backend (it re-reads backend.env on
+        // SIGHUP): it now signs with the stale secret. Not `restart`, which
+        // heals the files before restarting a child.
+        let backend_pid = pid_of(&d, "lk-backend");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(backend_pid as i32), Signal::SIGHUP)
+            .expect("SIGHUP lk-backend");
+        let verifier = TokenVerifier::with_api_key(&stale.0, &stale.1);
+        wait_for(DEADLINE, "lk-backend to sign with the stale credential", || {
+            verifier
+                .verify(token_of(&mint(&backend_url, "room-1", "bob")))
+                .is_ok()
+                .then_some(())
+        });
         let h = d.health();
         assert_eq!(h["consistent"], false, "health sees the drift: {h}");
         assert_eq!(h["ready_for_tokens"], false, "{h}");
