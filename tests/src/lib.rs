@@ -147,6 +147,20 @@ pub struct DaemonOpts {
     pub with_double: bool,
 }
 
+impl DaemonOpts {
+    /// The period of the daemon's full drift check (`HERO_LIVEKIT_DRIFT_CHECK_MS`).
+    pub fn drift_check_ms(mut self, ms: u64) -> DaemonOpts {
+        self.env.push(("HERO_LIVEKIT_DRIFT_CHECK_MS".into(), ms.to_string()));
+        self
+    }
+
+    /// A drift check too rare to repair a test's hand-made drift behind its
+    /// back, so that the call under test is what heals.
+    pub fn no_drift_check(self) -> DaemonOpts {
+        self.drift_check_ms(600_000)
+    }
+}
+
 /// A running `hero_livekit_server`.
 pub struct Daemon {
     pub child: Option<Child>,

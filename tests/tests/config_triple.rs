@@ -105,13 +105,7 @@ fn hashes_in_health_equal_sha256sum_of_the_files() {
 #[test]
 fn a_field_changed_by_hand_is_named_in_health_and_healed() {
     let root = Root::new();
-    let d = Daemon::start(
-        &root,
-        DaemonOpts {
-            env: vec![("HERO_LIVEKIT_DRIFT_CHECK_MS".into(), "600000".into())],
-            ..Default::default()
-        },
-    );
+    let d = Daemon::start(&root, DaemonOpts::default().no_drift_check());
     let key = d.health()["api_key"].clone();
     let path = root.file("runtime.json");
     let mut rt: Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
@@ -145,13 +139,7 @@ fn a_field_changed_by_hand_is_named_in_health_and_healed() {
 #[test]
 fn the_periodic_check_heals_drift_without_any_call() {
     let root = Root::new();
-    let d = Daemon::start(
-        &root,
-        DaemonOpts {
-            env: vec![("HERO_LIVEKIT_DRIFT_CHECK_MS".into(), "100".into())],
-            ..Default::default()
-        },
-    );
+    let d = Daemon::start(&root, DaemonOpts::default().drift_check_ms(100));
     let before = std::fs::read(root.file("backend.env")).expect("read");
     std::fs::write(root.file("backend.env"), b"LIVEKIT_API_KEY=\"APIwrongwrong\"\n").expect("write");
     wait_for(Duration::from_secs(20), "drift healed", || {
@@ -228,13 +216,7 @@ fn runtime_json_missing_and_a_valid_livekit_yaml_adopts_its_credential() {
 #[test]
 fn garbage_in_each_file_is_reported_and_healed_while_the_daemon_keeps_running() {
     let root = Root::new();
-    let d = Daemon::start(
-        &root,
-        DaemonOpts {
-            env: vec![("HERO_LIVEKIT_DRIFT_CHECK_MS".into(), "600000".into())],
-            ..Default::default()
-        },
-    );
+    let d = Daemon::start(&root, DaemonOpts::default().no_drift_check());
     let original = pairs(&root)[0].clone();
     let good: Vec<Vec<u8>> = FILES
         .iter()

@@ -29,15 +29,6 @@ fn with_double() -> DaemonOpts {
     }
 }
 
-/// With the double, and a periodic heal too rare to repair a test's drift
-/// behind its back.
-fn without_drift_check() -> DaemonOpts {
-    DaemonOpts {
-        env: vec![("HERO_LIVEKIT_DRIFT_CHECK_MS".into(), "600000".into())],
-        ..with_double()
-    }
-}
-
 /// A daemon on `root` with the double, configured on free ports.
 fn configured(root: &Root, opts: DaemonOpts) -> Daemon {
     let d = Daemon::start(root, opts);
@@ -732,7 +723,7 @@ fn configure_restarts_exactly_the_children_whose_file_changed() {
 #[test]
 fn restart_heals_a_drifted_file_first_and_its_reader_follows() {
     let root = Root::new();
-    let d = configured(&root, without_drift_check());
+    let d = configured(&root, with_double().no_drift_check());
     let p = ports(&d);
     start(&d);
     let (lk0, be0) = pids(&d.health());
@@ -810,7 +801,7 @@ fn restart_heals_a_drifted_file_first_and_its_reader_follows() {
 #[test]
 fn ready_for_tokens_is_false_while_livekit_server_runs_a_drifted_yaml_and_start_heals_it() {
     let root = Root::new();
-    let d = configured(&root, without_drift_check());
+    let d = configured(&root, with_double().no_drift_check());
     let p = ports(&d);
     start(&d);
     let yaml_path = root.file("livekit.yaml");
