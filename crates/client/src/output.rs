@@ -225,6 +225,9 @@ impl Out {
                 r.address,
                 self.yes_no(r.reachable)
             );
+            if let Some(e) = &r.error {
+                println!("                  {e}");
+            }
         }
         println!();
         println!("{:<14} {:<8} {:<8} SHA256", "FILE", "PRESENT", "MATCHES");

@@ -345,8 +345,14 @@ pub struct BinaryHealth {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RedisHealth {
+    /// The configured `redis_address` (`host:port`).
     pub address: String,
+    /// Whether it answered `PING` with `PONG` at the last check (every few
+    /// seconds, and right after `configure`).
     pub reachable: bool,
+    /// Why not, when it did not: refused, timed out, wants a password, or
+    /// not checked yet.
+    pub error: Option<String>,
 }
 
 /// The health document (SPEC section 7). Never holds a secret.

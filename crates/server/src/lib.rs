@@ -12,6 +12,7 @@ pub mod install;
 pub mod notify;
 pub mod paths;
 pub mod peer;
+mod redis;
 pub mod rpc;
 pub mod service;
 pub mod socket;

@@ -15,8 +15,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use hero_livekit_proto::{
     self as proto, BinaryHealth, ConfigureParams, ConfigureResult, ErrorCode, Event, HealReport, Health, InstallParams,
-    InstallResult, LogsParams, LogsResult, OverallStatus, ProcessName, ProcessState, RestartParams, RestartResult,
-    StartParams, StartResult, StopParams, StopResult,
+    InstallResult, LogsParams, LogsResult, OverallStatus, ProcessName, ProcessState, RedisHealth, RestartParams,
+    RestartResult, StartParams, StartResult, StopParams, StopResult,
 };
 use serde_json::Value;
 
@@ -41,6 +41,10 @@ const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default period of the drift check; `HERO_LIVEKIT_DRIFT_CHECK_MS` overrides.
 const DEFAULT_DRIFT_CHECK: Duration = Duration::from_secs(5);
+/// How often the configured Redis is pinged (`HERO_LIVEKIT_REDIS_CHECK_MS`).
+const DEFAULT_REDIS_CHECK: Duration = Duration::from_secs(5);
+/// A Redis that does not answer `PING` within this is reported unreachable.
+const REDIS_PING_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_LOG_LINES: u32 = 100;
 const MAX_LOG_LINES: u32 = 10_000;
 
@@ -61,6 +65,7 @@ struct HealthKey {
     livekit: u64,
     backend: u64,
     installed: u64,
+    redis: u64,
     unix_ms: u128,
 }
 
@@ -71,6 +76,7 @@ impl PartialEq for HealthKey {
             && self.livekit == other.livekit
             && self.backend == other.backend
             && self.installed == other.installed
+            && self.redis == other.redis
             && self.unix_ms == other.unix_ms
     }
 }
@@ -95,10 +101,17 @@ pub struct LivekitService {
     /// Bumped whenever `installed` changes (part of the health memo key).
     installed_generation: std::sync::atomic::AtomicU64,
     health_memo: StdMutex<Option<HealthMemo>>,
+    /// The last Redis check, for the address it checked (SPEC section 11).
+    redis: StdMutex<Option<RedisHealth>>,
+    /// Bumped whenever `redis` changes (part of the health memo key).
+    redis_generation: std::sync::atomic::AtomicU64,
+    /// Wakes the Redis check early, after `configure`.
+    redis_wake: Arc<tokio::sync::Notify>,
     openrpc: Arc<Value>,
     openrpc_bytes: Bytes,
     info_bytes: Bytes,
-    drift_task: StdMutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The periodic drift and Redis checks, aborted at shutdown.
+    tasks: StdMutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 fn write_error(e: config::WriteError) -> ServiceError {
@@ -168,8 +181,11 @@ impl LivekitService {
             installed: RwLock::new(installed),
             installed_generation: std::sync::atomic::AtomicU64::new(0),
             health_memo: StdMutex::new(None),
+            redis: StdMutex::new(None),
+            redis_generation: std::sync::atomic::AtomicU64::new(0),
+            redis_wake: Arc::new(tokio::sync::Notify::new()),
             ops: tokio::sync::Mutex::new(()),
-            drift_task: StdMutex::new(None),
+            tasks: StdMutex::new(Vec::new()),
             paths,
             livekit_bin,
             backend_bin,
@@ -187,6 +203,7 @@ impl LivekitService {
         };
         svc.restart_gone_children(gone);
         svc.start_drift_check();
+        svc.start_redis_check();
         Ok(svc)
     }
 
@@ -322,9 +339,90 @@ impl LivekitService {
                 svc.drift_check().await;
             }
         });
-        if let Ok(mut g) = self.drift_task.lock() {
-            *g = Some(task);
+        if let Ok(mut g) = self.tasks.lock() {
+            g.push(task);
         }
+    }
+
+    /// Checks every few seconds (and at once after `configure`) whether the
+    /// configured Redis answers, so that `health` can say so without ever
+    /// waiting on the network itself.
+    fn start_redis_check(self: &Arc<Self>) {
+        let period = std::env::var("HERO_LIVEKIT_REDIS_CHECK_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_REDIS_CHECK);
+        let weak = Arc::downgrade(self);
+        let wake = Arc::clone(&self.redis_wake);
+        let task = tokio::spawn(async move {
+            loop {
+                // Upgraded only for one check, so that the task never keeps
+                // the service alive while it waits.
+                {
+                    let Some(svc) = weak.upgrade() else { return };
+                    let address = svc.snapshot().config().redis_address.clone();
+                    let checked = match address {
+                        None => None,
+                        Some(address) => {
+                            let result = crate::redis::ping(&address, REDIS_PING_TIMEOUT.min(period)).await;
+                            Some(RedisHealth {
+                                address,
+                                reachable: result.is_ok(),
+                                error: result.err(),
+                            })
+                        }
+                    };
+                    svc.set_redis(checked);
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(period) => {}
+                    () = wake.notified() => {}
+                }
+            }
+        });
+        if let Ok(mut g) = self.tasks.lock() {
+            g.push(task);
+        }
+    }
+
+    fn set_redis(&self, checked: Option<RedisHealth>) {
+        let mut last = match self.redis.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if *last == checked {
+            return;
+        }
+        match &checked {
+            Some(RedisHealth {
+                address,
+                reachable: true,
+                ..
+            }) => tracing::info!(%address, "redis answers"),
+            Some(RedisHealth { error: Some(error), .. }) => tracing::warn!(%error, "redis check failed"),
+            _ => {}
+        }
+        *last = checked;
+        self.redis_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// What `health` says of Redis: nothing without `redis_address`; the
+    /// last check when it was of the address configured now.
+    fn redis_health(&self, redis_address: Option<&String>) -> Option<RedisHealth> {
+        let address = redis_address?;
+        let last = match self.redis.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        Some(match last {
+            Some(h) if &h.address == address => h,
+            _ => RedisHealth {
+                address: address.clone(),
+                reachable: false,
+                error: Some("not checked yet".into()),
+            },
+        })
     }
 
     /// One periodic drift check: a consistent triple is left untouched; a
@@ -518,6 +616,8 @@ impl LivekitService {
             .restart_readers(&written, "configure changed its config file", DEFAULT_READY_TIMEOUT)
             .await?;
         if !update.changed_fields.is_empty() {
+            // A new redis_address is checked now, not at the next period.
+            self.redis_wake.notify_one();
             self.events.publish(Event::Configured {
                 in_memory_hash: self.snapshot().in_memory_hash().to_string(),
                 changed_fields: update.changed_fields.clone(),
@@ -847,6 +947,7 @@ impl LivekitService {
             livekit: self.livekit.generation(),
             backend: self.backend.generation(),
             installed: self.installed_generation.load(std::sync::atomic::Ordering::Relaxed),
+            redis: self.redis_generation.load(std::sync::atomic::Ordering::Relaxed),
             unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis())
@@ -910,17 +1011,17 @@ impl LivekitService {
                 version: installed.as_ref().and_then(|i| i.version.clone()),
                 sha256: installed.and_then(|i| i.sha256),
             },
-            redis: None,
+            redis: self.redis_health(c.redis_address.as_ref()),
             version: proto::VERSION.into(),
             protocol: proto::PROTOCOL,
         }
     }
 
-    /// Daemon exit: stop the drift check, then stop the children or leave
+    /// Daemon exit: stop the periodic checks, then stop the children or leave
     /// them running (recorded) for the next instance to adopt.
     pub async fn shutdown(&self, stop_children: bool) {
-        if let Ok(mut g) = self.drift_task.lock() {
-            if let Some(t) = g.take() {
+        if let Ok(mut g) = self.tasks.lock() {
+            for t in g.drain(..) {
                 t.abort();
             }
         }
