@@ -128,6 +128,20 @@ fn a_redis_that_wants_a_password_is_reported_as_such() {
         error.contains(&address) && error.contains("requires a password"),
         "{error}"
     );
+    assert!(!d.health().to_string().contains(password));
+
+    // The operator's view says the same.
+    let out = Command::new(bin("hero_livekit"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("health")
+        .output()
+        .expect("run hero_livekit health");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("redis             {address} reachable: no")) && text.contains(error),
+        "{text}"
+    );
 }
 
 #[test]
