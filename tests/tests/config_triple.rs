@@ -335,6 +335,12 @@ fn invalid_input_gets_32602_naming_the_field_and_changes_nothing() {
         ),
         (json!({"port": "seven"}), "port"),
         (json!({"unknown_field": 1}), "unknown_field"),
+        (json!({"unset": ["api_secret"]}), "unset"),
+        (json!({"unset": "redis_address"}), "unset"),
+        (
+            json!({"redis_address": "10.0.0.5:6379", "unset": ["redis_address"]}),
+            "redis_address",
+        ),
     ];
     for (params, field) in cases {
         let r = d.call("livekitservice.configure", params.clone());
@@ -353,6 +359,57 @@ fn invalid_input_gets_32602_naming_the_field_and_changes_nothing() {
         assert!(!text.contains(&long_ok), "the error never echoes a secret: {text}");
     }
     assert_eq!(stamps(&root), before, "no invalid call wrote anything");
+}
+
+#[test]
+fn configure_unset_removes_redis_and_node_ip_from_all_three_files() {
+    let root = Root::new();
+    let d = Daemon::start(&root, DaemonOpts::default());
+    configure_free_ports(&d);
+    d.ok(
+        "livekitservice.configure",
+        json!({"redis_address": "10.0.0.5:6379", "node_ip": "10.0.0.7"}),
+    );
+    let yaml = std::fs::read_to_string(root.file("livekit.yaml")).expect("yaml");
+    assert!(yaml.contains("redis:") && yaml.contains("node_ip: "), "{yaml}");
+    let key = d.health()["api_key"].clone();
+
+    // An empty value keeps the setting; `--unset` removes it.
+    let cli = |args: &[&str]| {
+        Command::new(bin("hero_livekit"))
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(args)
+            .output()
+            .expect("run hero_livekit")
+    };
+    let out = cli(&["configure", "--redis-address", ""]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(std::fs::read_to_string(root.file("livekit.yaml"))
+        .expect("yaml")
+        .contains("redis:"));
+    let out = cli(&["configure", "--unset", "redis-address", "--unset", "node-ip"]);
+    assert!(out.status.success(), "{out:?}");
+
+    let yaml = std::fs::read_to_string(root.file("livekit.yaml")).expect("yaml");
+    assert!(!yaml.contains("redis") && !yaml.contains("node_ip"), "{yaml}");
+    let runtime: Value =
+        serde_json::from_slice(&std::fs::read(root.file("runtime.json")).expect("runtime.json")).expect("json");
+    assert_eq!(
+        (&runtime["redis_address"], &runtime["node_ip"]),
+        (&json!(""), &json!(""))
+    );
+    let h = assert_consistent(&d);
+    assert_eq!(h["api_key"], key, "the credential is kept");
+    assert!(h.get("redis").is_none(), "{h}");
+
+    // A bad entry is refused by the CLI before any call.
+    let out = cli(&["configure", "--unset", "api-secret"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("redis-address"),
+        "{out:?}"
+    );
 }
 
 #[test]

@@ -106,6 +106,10 @@ pub struct ConfigureArgs {
     pub node_ip: Option<String>,
     #[arg(long)]
     pub backend_port: Option<u32>,
+    /// Remove an optional setting (an empty value keeps it): redis-address
+    /// or node-ip. Repeatable.
+    #[arg(long, value_name = "FIELD", value_parser = ["redis-address", "node-ip", "redis_address", "node_ip"])]
+    pub unset: Vec<String>,
 }
 
 impl ConfigureArgs {
@@ -121,6 +125,8 @@ impl ConfigureArgs {
             rtc_port_range_end: self.rtc_port_range_end,
             node_ip: self.node_ip.clone(),
             backend_port: self.backend_port,
+            // Flags are kebab case, the method's names snake case.
+            unset: (!self.unset.is_empty()).then(|| self.unset.iter().map(|f| f.replace('-', "_")).collect()),
         }
     }
 }

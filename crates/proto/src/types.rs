@@ -106,6 +106,10 @@ pub struct ConfigureParams {
     /// lk-backend HTTP port (default 7890).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_port: Option<u32>,
+    /// Optional fields to remove, since an empty value keeps the current
+    /// one: any of `redis_address`, `node_ip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unset: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -31,7 +31,7 @@ pub const FIELDS: [&str; 10] = [
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {rule}")]
 pub struct ValidationError {
-    /// The parameter name, one of [`FIELDS`].
+    /// The parameter name: one of [`FIELDS`], or `unset`.
     pub field: &'static str,
     /// The rule the value breaks, as a sentence fragment.
     pub rule: String,
@@ -367,6 +367,7 @@ pub fn apply_configure_with(
         validate_node_ip(ip)?;
     }
     let p_backend = port("backend_port", params.backend_port)?;
+    let (unset_redis, unset_node_ip) = unset_fields(params.unset.as_deref().unwrap_or_default(), redis, node_ip)?;
 
     let held_key = key.map(str::to_string).or_else(|| current.map(|c| c.api_key.clone()));
     let held_secret = secret
@@ -390,12 +391,20 @@ pub fn apply_configure_with(
         api_key: credential.api_key,
         api_secret: credential.api_secret,
         domain: domain.map_or(base.domain, str::to_string),
-        redis_address: redis.map(str::to_string).or(base.redis_address),
+        redis_address: if unset_redis {
+            None
+        } else {
+            redis.map(str::to_string).or(base.redis_address)
+        },
         port: p_port.unwrap_or(base.port),
         rtc_tcp_port: p_tcp.unwrap_or(base.rtc_tcp_port),
         rtc_port_range_start: p_start.unwrap_or(base.rtc_port_range_start),
         rtc_port_range_end: p_end.unwrap_or(base.rtc_port_range_end),
-        node_ip: node_ip.map(str::to_string).or(base.node_ip),
+        node_ip: if unset_node_ip {
+            None
+        } else {
+            node_ip.map(str::to_string).or(base.node_ip)
+        },
         backend_port: p_backend.unwrap_or(base.backend_port),
     };
     let changed_fields: Vec<String> = match current {
@@ -409,6 +418,33 @@ pub fn apply_configure_with(
         changed_fields,
         minted,
     })
+}
+
+/// The optional fields `configure {unset}` may remove.
+pub const UNSETTABLE: [&str; 2] = ["redis_address", "node_ip"];
+
+/// Which optional fields `unset` removes: `(redis_address, node_ip)`. A
+/// field both given a value and unset in one call is refused rather than
+/// guessed at.
+fn unset_fields(unset: &[String], redis: Option<&str>, node_ip: Option<&str>) -> Result<(bool, bool), ValidationError> {
+    let mut out = (false, false);
+    for name in unset {
+        let (field, flag, given) = match name.as_str() {
+            "redis_address" => ("redis_address", &mut out.0, redis.is_some()),
+            "node_ip" => ("node_ip", &mut out.1, node_ip.is_some()),
+            _ => {
+                return Err(ValidationError::new(
+                    "unset",
+                    format!("each entry must be one of {}", UNSETTABLE.join(", ")),
+                ))
+            }
+        };
+        if given {
+            return Err(ValidationError::new(field, "is both given a value and unset; pick one"));
+        }
+        *flag = true;
+    }
+    Ok(out)
 }
 
 /// Names of the fields that differ between two configs, in [`FIELDS`] order.
@@ -932,5 +968,43 @@ mod tests {
         c.api_key = "devkey".into();
         assert_eq!(validate_config(&c).expect_err("placeholder").field, "api_key");
         assert!(validate_config(&current()).is_ok());
+    }
+
+    #[test]
+    fn unset_removes_optional_fields_and_refuses_what_it_cannot_mean() {
+        let mut with = current();
+        with.redis_address = Some("10.0.0.5:6379".into());
+        with.node_ip = Some("10.0.0.7".into());
+        let unset = |names: &[&str]| ConfigureParams {
+            unset: Some(names.iter().map(|n| n.to_string()).collect()),
+            ..ConfigureParams::default()
+        };
+
+        let u = apply_configure_with(Some(&with), &unset(&["redis_address"]), no_mint).expect("unset redis");
+        assert_eq!(
+            (u.config.redis_address.as_deref(), u.config.node_ip.as_deref()),
+            (None, Some("10.0.0.7"))
+        );
+        assert_eq!(u.changed_fields, ["redis_address"]);
+        let u = apply_configure_with(Some(&with), &unset(&["node_ip", "redis_address"]), no_mint).expect("both");
+        assert_eq!((u.config.redis_address, u.config.node_ip), (None, None));
+        assert_eq!(u.changed_fields, ["redis_address", "node_ip"]);
+        // Unsetting what is not set changes nothing.
+        let u = apply_configure_with(Some(&current()), &unset(&["node_ip"]), no_mint).expect("no-op");
+        assert!(u.changed_fields.is_empty());
+
+        let e = invalid(unset(&["api_secret"]));
+        assert_eq!(
+            (e.field, e.rule.as_str()),
+            ("unset", "each entry must be one of redis_address, node_ip")
+        );
+        let e = invalid(ConfigureParams {
+            redis_address: Some("10.0.0.6:6379".into()),
+            ..unset(&["redis_address"])
+        });
+        assert_eq!(
+            (e.field, e.rule.as_str()),
+            ("redis_address", "is both given a value and unset; pick one")
+        );
     }
 }
