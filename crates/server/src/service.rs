@@ -365,7 +365,7 @@ impl LivekitService {
                     let checked = match address {
                         None => None,
                         Some(address) => {
-                            let result = crate::redis::ping(&address, REDIS_PING_TIMEOUT.min(period)).await;
+                            let result = crate::redis::ping(&address, REDIS_PING_TIMEOUT).await;
                             Some(RedisHealth {
                                 address,
                                 reachable: result.is_ok(),
