@@ -29,9 +29,8 @@ async fn start_spawns_and_waits_until_ready_then_a_second_start_touches_nothing(
         "start to ready {:?}, of which after the child listened {start_overhead:?}",
         t0.elapsed()
     );
-    // SPEC target is 10 ms; this bound only catches gross regressions (a
-    // slow probe interval) on a loaded 2-core machine.
-    assert!(start_overhead < Duration::from_millis(250), "{start_overhead:?}");
+    // How fast is for bench-supervise to measure against a baseline, not
+    // for a test to time; printed for the curious.
     let h = child.health();
     assert_eq!(h.state, ProcessState::Running);
     assert!(h.ready);
@@ -299,7 +298,6 @@ async fn a_crash_after_a_healthy_run_is_restarted_at_once() {
         "first start to ready {own_time_to_ready:?}; crash to ready again {crash_to_ready:?}, \
          of which after the new child listened {restart_overhead:?}"
     );
-    assert!(restart_overhead < Duration::from_millis(250), "{restart_overhead:?}");
     assert!(alive(new));
     let h = child.health();
     assert_eq!(h.restarts, 1);
