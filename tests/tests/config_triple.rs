@@ -413,6 +413,81 @@ fn configure_unset_removes_redis_and_node_ip_from_all_three_files() {
 }
 
 #[test]
+fn concurrent_clients_configuring_different_credentials_leave_one_whole_credential_that_works() {
+    use hero_livekit_tests::observe::{backend_token, ports, validate};
+    const CLIENTS: usize = 6;
+    let root = Root::new();
+    let d = Daemon::start(
+        &root,
+        DaemonOpts {
+            with_double: true,
+            ..Default::default()
+        },
+    );
+    configure_free_ports(&d);
+    d.ok("livekitservice.start", json!({"timeout_ms": 30000}));
+    let creds: Vec<(String, String)> = (0..CLIENTS)
+        .map(|i| {
+            (
+                format!("APIclient{i}"),
+                format!("SecretOfClient{i}xxxxxxxxxxxxxxxxxxxxxxxx"),
+            )
+        })
+        .collect();
+
+    // Each client configures its own credential over its own connection,
+    // while another reads health throughout; all at once.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let answers: Vec<Value> = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut reads = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let h = d.health();
+                assert!(h["api_key"].is_string(), "health answers during the writes: {h}");
+                assert!(!h.to_string().contains("SecretOfClient"), "no secret in health");
+                reads += 1;
+            }
+            reads
+        });
+        let writers: Vec<_> = creds
+            .iter()
+            .map(|(k, sec)| {
+                let d = &d;
+                s.spawn(move || d.call("livekitservice.configure", json!({"api_key": k, "api_secret": sec})))
+            })
+            .collect();
+        let answers = writers.into_iter().map(|w| w.join().expect("client thread")).collect();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(reader.join().expect("reader thread") > 0);
+        answers
+    });
+    // Serialized, not interleaved: every call succeeded and saw its own
+    // credential in memory when it returned.
+    for (r, (k, _)) in answers.iter().zip(&creds) {
+        assert_eq!(r["result"]["api_key"], k.as_str(), "{r}");
+    }
+
+    // One whole credential of one client in all three files, never a mix.
+    let [rt, yaml, env] = pairs(&root);
+    assert_eq!(rt, yaml);
+    assert_eq!(rt, env);
+    assert!(creds.contains(&rt), "the triple holds a submitted credential: {rt:?}");
+    let h = assert_consistent(&d);
+    assert_eq!(h["api_key"], rt.0.as_str());
+    // And the children run it: a token from lk-backend is accepted.
+    let h = wait_for(Duration::from_secs(30), "ready_for_tokens", || {
+        let h = d.health();
+        (h["ready_for_tokens"] == true).then_some(h)
+    });
+    let p = ports(&d);
+    assert_eq!(
+        validate(p.livekit, &backend_token(p.backend)),
+        (200, "success".into()),
+        "{h}"
+    );
+}
+
+#[test]
 fn files_are_0600_in_a_0700_directory_even_after_a_chmod_by_hand() {
     use std::os::unix::fs::PermissionsExt;
     let root = Root::new();
