@@ -86,24 +86,34 @@ impl InstallArgs {
 
 #[derive(Debug, Clone, Args, Default)]
 pub struct ConfigureArgs {
+    /// API key: 3-64 of [A-Za-z0-9_-] (minted when none is held).
     #[arg(long)]
     pub api_key: Option<String>,
+    /// API secret: 32-256 of [A-Za-z0-9_.~+/=-] (minted when none is held).
     #[arg(long)]
     pub api_secret: Option<String>,
+    /// Public hostname or IP of this LiveKit node.
     #[arg(long)]
     pub domain: Option<String>,
+    /// host:port of Redis, for multi-node deployments.
     #[arg(long)]
     pub redis_address: Option<String>,
+    /// livekit-server HTTP/WebSocket port (default 7880).
     #[arg(long)]
     pub port: Option<u32>,
+    /// ICE/TCP port (default 7881).
     #[arg(long)]
     pub rtc_tcp_port: Option<u32>,
+    /// First UDP media port (default 50000).
     #[arg(long)]
     pub rtc_port_range_start: Option<u32>,
+    /// Last UDP media port (default 60000).
     #[arg(long)]
     pub rtc_port_range_end: Option<u32>,
+    /// IP address livekit-server advertises to clients.
     #[arg(long)]
     pub node_ip: Option<String>,
+    /// lk-backend HTTP port (default 7890).
     #[arg(long)]
     pub backend_port: Option<u32>,
     /// Remove an optional setting (an empty value keeps it): redis-address
