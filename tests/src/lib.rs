@@ -148,6 +148,14 @@ pub struct DaemonOpts {
 }
 
 impl DaemonOpts {
+    /// With the livekit-server test double as the livekit binary.
+    pub fn double() -> DaemonOpts {
+        DaemonOpts {
+            with_double: true,
+            ..Default::default()
+        }
+    }
+
     /// The period of the daemon's full drift check (`HERO_LIVEKIT_DRIFT_CHECK_MS`).
     pub fn drift_check_ms(mut self, ms: u64) -> DaemonOpts {
         self.env.push(("HERO_LIVEKIT_DRIFT_CHECK_MS".into(), ms.to_string()));

@@ -271,13 +271,7 @@ fn garbage_in_each_file_is_reported_and_healed_while_the_daemon_keeps_running() 
 #[test]
 fn a_consistent_triple_is_never_touched_by_configure_start_or_a_daemon_restart() {
     let root = Root::new();
-    let mut d = Daemon::start(
-        &root,
-        DaemonOpts {
-            with_double: true,
-            ..Default::default()
-        },
-    );
+    let mut d = Daemon::start(&root, DaemonOpts::double());
     configure_free_ports(&d);
     let before = stamps(&root);
     let r = d.ok("livekitservice.configure", json!({}));
@@ -289,13 +283,7 @@ fn a_consistent_triple_is_never_touched_by_configure_start_or_a_daemon_restart()
     assert_eq!(stamps(&root), before, "configure {{}} and start wrote nothing");
     d.signal(nix::sys::signal::Signal::SIGTERM);
     d.wait_exit(Duration::from_secs(30));
-    let d2 = Daemon::start(
-        &root,
-        DaemonOpts {
-            with_double: true,
-            ..Default::default()
-        },
-    );
+    let d2 = Daemon::start(&root, DaemonOpts::double());
     assert_consistent(&d2);
     assert_eq!(
         stamps(&root),
@@ -417,13 +405,7 @@ fn concurrent_clients_configuring_different_credentials_leave_one_whole_credenti
     use hero_livekit_tests::observe::{backend_token, ports, validate};
     const CLIENTS: usize = 6;
     let root = Root::new();
-    let d = Daemon::start(
-        &root,
-        DaemonOpts {
-            with_double: true,
-            ..Default::default()
-        },
-    );
+    let d = Daemon::start(&root, DaemonOpts::double());
     configure_free_ports(&d);
     d.ok("livekitservice.start", json!({"timeout_ms": 30000}));
     let creds: Vec<(String, String)> = (0..CLIENTS)

@@ -270,13 +270,7 @@ fn another_uid_is_refused_every_mutating_method_even_in_a_batch() {
 #[test]
 fn sigterm_drains_in_flight_requests_and_removes_the_socket() {
     let root = Root::new();
-    let mut d = Daemon::start(
-        &root,
-        DaemonOpts {
-            with_double: true,
-            ..Default::default()
-        },
-    );
+    let mut d = Daemon::start(&root, DaemonOpts::double());
     configure_free_ports(&d);
     // A start whose livekit-server takes a while to become ready keeps a
     // request in flight while SIGTERM arrives.

@@ -22,13 +22,6 @@ const WAIT: Duration = Duration::from_secs(60);
 const LK: &str = "livekit-server";
 const BE: &str = "lk-backend";
 
-fn with_double() -> DaemonOpts {
-    DaemonOpts {
-        with_double: true,
-        ..Default::default()
-    }
-}
-
 /// A daemon on `root` with the double, configured on free ports.
 fn configured(root: &Root, opts: DaemonOpts) -> Daemon {
     let d = Daemon::start(root, opts);
@@ -97,7 +90,7 @@ fn assert_tokens_work(p: Ports) {
 #[test]
 fn start_brings_both_children_to_ready_in_their_own_sessions() {
     let root = Root::new();
-    let d = configured(&root, with_double());
+    let d = configured(&root, DaemonOpts::double());
     let p = ports(&d);
     assert_eq!(status(p.livekit, "/"), None, "nothing listens before start");
 
@@ -137,7 +130,7 @@ fn start_brings_both_children_to_ready_in_their_own_sessions() {
 #[test]
 fn second_start_on_a_healthy_service_changes_nothing() {
     let root = Root::new();
-    let d = configured(&root, with_double());
+    let d = configured(&root, DaemonOpts::double());
     start(&d);
     let before = d.health();
     let files: Vec<PathBuf> = hero_livekit_proto::TRIPLE_FILES
@@ -223,7 +216,7 @@ fn children_get_a_scrubbed_environment_even_when_the_daemon_has_livekit_variable
 #[test]
 fn stop_sends_sigterm_then_sigkill_after_timeout_ms() {
     let root = Root::new();
-    let d = configured(&root, with_double());
+    let d = configured(&root, DaemonOpts::double());
     let p = ports(&d);
     set_behaviour(&root, &json!({"ignore_sigterm": true}));
     start(&d);
@@ -261,7 +254,7 @@ fn stop_sends_sigterm_then_sigkill_after_timeout_ms() {
 #[test]
 fn restart_replaces_one_child_or_both() {
     let root = Root::new();
-    let d = configured(&root, with_double());
+    let d = configured(&root, DaemonOpts::double());
     let p = ports(&d);
     start(&d);
     let (lk0, be0) = pids(&d.health());
@@ -292,7 +285,7 @@ fn restart_replaces_one_child_or_both() {
 #[test]
 fn logs_return_the_childs_own_output_and_check_the_lines_bound() {
     let root = Root::new();
-    let d = configured(&root, with_double());
+    let d = configured(&root, DaemonOpts::double());
     start(&d);
 
     let r = d.ok("livekitservice.logs", json!({"process": LK, "lines": 50}));
@@ -334,7 +327,7 @@ fn logs_return_the_childs_own_output_and_check_the_lines_bound() {
 #[test]
 fn events_show_start_states_and_a_restart_after_a_crash() {
     let root = Root::new();
-    let d = configured(&root, with_double());
+    let d = configured(&root, DaemonOpts::double());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -409,7 +402,7 @@ fn events_show_start_states_and_a_restart_after_a_crash() {
 /// restarted.
 fn adopted_after_daemon_end(end: impl FnOnce(&mut Daemon)) {
     let root = Root::new();
-    let mut d = configured(&root, with_double());
+    let mut d = configured(&root, DaemonOpts::double());
     let p = ports(&d);
     start(&d);
     let (lk, be) = pids(&d.health());
@@ -419,7 +412,7 @@ fn adopted_after_daemon_end(end: impl FnOnce(&mut Daemon)) {
     assert_serving(p, "while no daemon runs");
     assert_tokens_work(p);
 
-    let d2 = Daemon::start(&root, with_double());
+    let d2 = Daemon::start(&root, DaemonOpts::double());
     let h = wait_ready_for_tokens(&d2, WAIT);
     assert_eq!(pids(&h), (lk, be), "adopted, not restarted: {h}");
     for name in [LK, BE] {
@@ -500,7 +493,7 @@ fn a_child_whose_binary_file_was_replaced_is_still_adopted() {
 #[test]
 fn a_record_whose_pid_is_now_another_process_is_discarded_and_that_process_left_alone() {
     let root = Root::new();
-    let mut d = configured(&root, with_double());
+    let mut d = configured(&root, DaemonOpts::double());
     let p = ports(&d);
     d.signal(Signal::SIGTERM);
     d.wait_exit(WAIT);
@@ -527,7 +520,7 @@ fn a_record_whose_pid_is_now_another_process_is_discarded_and_that_process_left_
     std::fs::create_dir_all(&children).expect("children dir");
     std::fs::write(children.join("livekit-server.json"), record.to_string()).expect("write record");
 
-    let d2 = Daemon::start(&root, with_double());
+    let d2 = Daemon::start(&root, DaemonOpts::double());
     assert!(
         d2.stderr().contains("was reused"),
         "discarded for its start time: {}",
@@ -578,7 +571,7 @@ fn stop_children_on_exit_makes_sigterm_stop_both_children() {
 #[test]
 fn a_foreign_listener_on_the_livekit_port_is_a_port_conflict_naming_port_and_pid() {
     let root = Root::new();
-    let d = configured(&root, with_double());
+    let d = configured(&root, DaemonOpts::double());
     let p = ports(&d);
     let squatter = Squatter::listen(p.livekit);
 
@@ -612,7 +605,7 @@ fn a_foreign_listener_on_the_livekit_port_is_a_port_conflict_naming_port_and_pid
 #[test]
 fn an_exit_during_startup_fails_start_even_with_exit_code_0() {
     let root = Root::new();
-    let d = configured(&root, with_double());
+    let d = configured(&root, DaemonOpts::double());
     set_behaviour(&root, &json!({"exit_at_start": true, "exit_code": 0}));
     let e = error_of(&d.call("livekitservice.start", json!({"timeout_ms": 20000})));
     assert_eq!(e["code"], -32006, "{e}");
@@ -631,7 +624,7 @@ fn an_exit_during_startup_fails_start_even_with_exit_code_0() {
 #[test]
 fn a_crash_loop_backs_off_ends_in_failed_and_start_clears_it() {
     let root = Root::new();
-    let d = configured(&root, with_double());
+    let d = configured(&root, DaemonOpts::double());
     // Ready first, then a crash a second later, every run.
     set_behaviour(&root, &json!({"crash_after_ms": 1000}));
     let r = start(&d);
@@ -680,7 +673,7 @@ fn a_crash_loop_backs_off_ends_in_failed_and_start_clears_it() {
 #[test]
 fn configure_restarts_exactly_the_children_whose_file_changed() {
     let root = Root::new();
-    let d = configured(&root, with_double());
+    let d = configured(&root, DaemonOpts::double());
     start(&d);
     let (lk0, be0) = pids(&d.health());
 
@@ -723,7 +716,7 @@ fn configure_restarts_exactly_the_children_whose_file_changed() {
 #[test]
 fn restart_heals_a_drifted_file_first_and_its_reader_follows() {
     let root = Root::new();
-    let d = configured(&root, with_double().no_drift_check());
+    let d = configured(&root, DaemonOpts::double().no_drift_check());
     let p = ports(&d);
     start(&d);
     let (lk0, be0) = pids(&d.health());
@@ -801,7 +794,7 @@ fn restart_heals_a_drifted_file_first_and_its_reader_follows() {
 #[test]
 fn ready_for_tokens_is_false_while_livekit_server_runs_a_drifted_yaml_and_start_heals_it() {
     let root = Root::new();
-    let d = configured(&root, with_double().no_drift_check());
+    let d = configured(&root, DaemonOpts::double().no_drift_check());
     let p = ports(&d);
     start(&d);
     let yaml_path = root.file("livekit.yaml");

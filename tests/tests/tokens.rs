@@ -232,13 +232,7 @@ fn a_new_daemon_heals_a_stale_backend_env_at_boot() {
     let stale = stale_credential("boot");
     write_stale_env(&root, &stale);
 
-    let d = Daemon::start(
-        &root,
-        DaemonOpts {
-            with_double: true,
-            ..Default::default()
-        },
-    );
+    let d = Daemon::start(&root, DaemonOpts::double());
     // Healed before the socket answered: to runtime.json's credential.
     let h = d.health();
     assert_eq!(h["consistent"], true, "{h}");
@@ -279,13 +273,7 @@ fn a_new_daemon_does_not_leave_an_adopted_lk_backend_signing_with_a_stale_secret
     let (status, _) = rtc_validate(&livekit_url, token_of(&mint(&backend_url, "r", "dave")));
     assert_eq!(status, 401, "reproduced: the server refuses the stale token");
 
-    let d = Daemon::start(
-        &root,
-        DaemonOpts {
-            with_double: true,
-            ..Default::default()
-        },
-    );
+    let d = Daemon::start(&root, DaemonOpts::double());
     // Whenever health says tokens can be issued, they must be accepted.
     wait_for(DEADLINE, "ready_for_tokens after boot", || {
         (d.health()["ready_for_tokens"] == true).then_some(())

@@ -114,6 +114,16 @@ pub struct LivekitService {
     tasks: StdMutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
+/// A period in milliseconds from the environment (a knob for tests and
+/// operators, ARCHITECTURE.md), else `default`.
+fn period_from_env(var: &str, default: Duration) -> Duration {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(default)
+}
+
 fn write_error(e: config::WriteError) -> ServiceError {
     ServiceError::new(ErrorCode::WriteFailed, e.to_string())
 }
@@ -323,11 +333,7 @@ impl LivekitService {
     }
 
     fn start_drift_check(self: &Arc<Self>) {
-        let period = std::env::var("HERO_LIVEKIT_DRIFT_CHECK_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(Duration::from_millis)
-            .unwrap_or(DEFAULT_DRIFT_CHECK);
+        let period = period_from_env("HERO_LIVEKIT_DRIFT_CHECK_MS", DEFAULT_DRIFT_CHECK);
         let weak = Arc::downgrade(self);
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
@@ -348,11 +354,7 @@ impl LivekitService {
     /// configured Redis answers, so that `health` can say so without ever
     /// waiting on the network itself.
     fn start_redis_check(self: &Arc<Self>) {
-        let period = std::env::var("HERO_LIVEKIT_REDIS_CHECK_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(Duration::from_millis)
-            .unwrap_or(DEFAULT_REDIS_CHECK);
+        let period = period_from_env("HERO_LIVEKIT_REDIS_CHECK_MS", DEFAULT_REDIS_CHECK);
         let weak = Arc::downgrade(self);
         let wake = Arc::clone(&self.redis_wake);
         let task = tokio::spawn(async move {

@@ -117,13 +117,7 @@ fn us(d: Duration) -> f64 {
 
 fn main() {
     let root = Root::new();
-    let d = Daemon::start(
-        &root,
-        DaemonOpts {
-            with_double: true,
-            ..Default::default()
-        },
-    );
+    let d = Daemon::start(&root, DaemonOpts::double());
     configure_free_ports(&d);
     d.ok("livekitservice.start", json!({}));
     assert_eq!(
