@@ -6,7 +6,7 @@ mod supervise_common;
 use std::time::{Duration, Instant, SystemTime};
 
 use hero_livekit_proto::{ProcessName, ProcessState, StartOutcome};
-use hero_livekit_server::supervise::{Child, ChildRecord, StopOutcome, SuperviseError};
+use hero_livekit_server::supervise::{Child, ChildRecord, ChildSpec, StopOutcome, SuperviseError};
 use supervise_common::*;
 
 const READY: Duration = Duration::from_secs(20);
@@ -144,6 +144,36 @@ async fn restart_replaces_the_process_and_leaves_the_event_to_the_caller() {
     assert!(matches!(err, SuperviseError::BadSpec { .. }), "{err:?}");
     assert_eq!(child.health().pid, h.pid, "a bad spec changes nothing");
     child.stop(Duration::from_secs(5)).await.expect("stop");
+}
+
+/// A child whose leader thread exits during startup while another thread
+/// runs on (the state an exiting multi-threaded program passes through:
+/// livekit-server is a Go program, the test double a tokio one): its
+/// /proc/<pid>/exe is gone at once, but the process is not, and when the
+/// last thread ends it, the start fails as an exit during startup with the
+/// process's real status. Made deterministic: the leader exits alone (raw
+/// `exit`, not `exit_group`) and a second thread ends the process 300 ms
+/// later.
+#[tokio::test]
+async fn a_child_whose_leader_thread_exits_first_is_an_exit_during_startup() {
+    const SCRIPT: &str = "import ctypes, os, threading, time\n\
+SYS_EXIT = {'x86_64': 60, 'aarch64': 93}[os.uname().machine]\n\
+def finish():\n    time.sleep(0.3)\n    os._exit(0)\n\
+threading.Thread(target=finish).start()\n\
+ctypes.CDLL(None).syscall(SYS_EXIT, 0)\n";
+    let s = Scratch::new();
+    let events = Events::default();
+    let child = Child::new(ProcessName::LivekitServer, s.options(&events));
+    let spec = ChildSpec {
+        program: python(),
+        args: vec!["-c".into(), SCRIPT.into()],
+        ..s.spec(ProcessName::LivekitServer, free_port(), &[], "c")
+    };
+    match child.start(spec, READY).await {
+        Err(SuperviseError::ExitedDuringStartup { status, .. }) => assert_eq!(status, "exited with code 0"),
+        other => panic!("expected ExitedDuringStartup, got {other:?}"),
+    }
+    assert_eq!(child.health().state, ProcessState::Failed);
 }
 
 #[tokio::test]

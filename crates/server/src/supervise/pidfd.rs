@@ -109,14 +109,28 @@ impl PidFd {
 
 /// Whether the process behind `fd` has exited, without waiting.
 pub(crate) fn has_exited(fd: &OwnedFd) -> bool {
+    exits_within(fd, std::time::Duration::ZERO)
+}
+
+/// Whether the process behind `fd` has exited or exits within `timeout`,
+/// blocking up to that long (call it from a blocking section).
+pub(crate) fn exits_within(fd: &OwnedFd, timeout: std::time::Duration) -> bool {
     let mut pfd = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one valid pollfd, zero timeout.
-    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-    n > 0 && pfd.revents & libc::POLLIN != 0
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    loop {
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        // A signal cut the wait short: wait again (the rest of a short
+        // bound, at worst the whole of it once more).
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        return n > 0 && pfd.revents & libc::POLLIN != 0;
+    }
 }
 
 /// Reaps our own exited child, blocking until it exits. Only for a child
@@ -206,6 +220,54 @@ mod tests {
             ChildExit::Unknown.to_string(),
             "exited (status unknown: adopted process)"
         );
+    }
+
+    /// The state `spawn` must not mistake for an I/O error: the leader
+    /// thread has exited (its memory, hence /proc/<pid>/exe, is gone, so a
+    /// record cannot be captured) while another thread still runs, and the
+    /// pidfd reports the exit only when the last thread is gone. Produced
+    /// here on purpose: the leader exits alone (raw `exit`), a second thread
+    /// ends the process 300 ms later.
+    #[test]
+    fn a_pidfd_reports_the_exit_only_after_the_last_thread_and_exits_within_waits_for_it() {
+        use crate::supervise::record::ChildRecord;
+        use hero_livekit_proto::ProcessName;
+        const SCRIPT: &str = "import ctypes, os, threading, time\n\
+SYS_EXIT = {'x86_64': 60, 'aarch64': 93}[os.uname().machine]\n\
+def finish():\n    time.sleep(0.3)\n    os._exit(0)\n\
+threading.Thread(target=finish).start()\n\
+ctypes.CDLL(None).syscall(SYS_EXIT, 0)\n";
+        // Reaped through the pidfd below.
+        #[allow(clippy::zombie_processes)]
+        let child = Command::new("python3")
+            .args(["-c", SCRIPT])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn python3");
+        let pid = child.id();
+        let fd = open_raw(pid).expect("pidfd");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::read_link(format!("/proc/{pid}/exe")).is_ok() {
+            assert!(std::time::Instant::now() < deadline, "the leader thread never exited");
+            std::thread::yield_now();
+        }
+        assert!(
+            ChildRecord::capture(ProcessName::LivekitServer, pid, "c", 0).is_err(),
+            "no record can be captured"
+        );
+        assert!(!has_exited(&fd), "yet the pidfd does not report the exit yet");
+        assert!(
+            exits_within(&fd, Duration::from_secs(10)),
+            "it does once the process is gone"
+        );
+        assert_eq!(reap_blocking(&fd), ChildExit::Code(0));
+        // A live process does not pass for an exiting one.
+        #[allow(clippy::zombie_processes)]
+        let mut sleeper = Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+        let fd = open_raw(sleeper.id()).expect("pidfd");
+        assert!(!exits_within(&fd, Duration::from_millis(50)));
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
     }
 
     #[test]

@@ -140,7 +140,11 @@ pub(crate) fn spawn_recorded(spec: &ChildSpec, children_dir: &Path) -> Result<Sp
             program_ino: Some(program.ino()),
             ..record
         },
-        Err(_) if pidfd::has_exited(&fd) => {
+        // /proc/<pid> could not be read: the child is gone or going. An
+        // exiting process drops its memory, and with it /proc/<pid>/exe,
+        // before its pidfd reports the exit, so wait (bounded) for that
+        // report rather than call an exit at startup an I/O error.
+        Err(_) if pidfd::exits_within(&fd, EXITING_GRACE) => {
             return Ok(Spawned::ExitedAtOnce {
                 exit: pidfd::reap_blocking(&fd),
             });
@@ -164,6 +168,11 @@ pub(crate) fn spawn_recorded(spec: &ChildSpec, children_dir: &Path) -> Result<Sp
     }
     Ok(Spawned::Running { pidfd: fd, record })
 }
+
+/// How long a child whose /proc entry is already unreadable may take to
+/// report its exit through the pidfd (the kernel's exit path, microseconds
+/// normally; generous for a loaded machine).
+const EXITING_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Kills the whole group of our unreaped child, then reaps the leader. The
 /// unreaped leader keeps its pid, hence its group id, from being reused.
