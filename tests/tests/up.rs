@@ -608,11 +608,17 @@ fn protocol_0_health() -> Value {
             version: Some("1.8.0".into()),
             sha256: None,
         },
+        token_chain: Default::default(),
         redis: None,
         version: "0.0.1".into(),
         protocol: 0,
     };
-    serde_json::to_value(h).expect("encode health")
+    let mut v = serde_json::to_value(h).expect("encode health");
+    // An older daemon has no token-chain probe.
+    if let Some(o) = v.as_object_mut() {
+        o.remove("token_chain");
+    }
+    v
 }
 
 /// The upgrade advice: what to install and how to restart the daemon.

@@ -19,21 +19,37 @@ use crate::request::{parse_token_request, ErrorKind, InputError};
 /// Largest `POST /token` body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The credential in force. A reload replaces the `Arc` under a short write
-/// lock; each request clones the `Arc` once at its start and signs with that
-/// snapshot, so a request in flight during a reload finishes with the
-/// credential it started with and no request ever waits on file I/O.
+/// The credential in force, and the hash of the env file it came from.
+/// A reload replaces the `Arc` under a short write lock; each request
+/// clones the `Arc` once at its start and signs with that snapshot, so a
+/// request in flight during a reload finishes with the credential it
+/// started with and no request ever waits on file I/O.
 #[derive(Debug)]
-pub struct SharedCredential(RwLock<Arc<Credential>>);
+pub struct SharedCredential(RwLock<Arc<InForce>>);
+
+/// What a request signs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InForce {
+    /// Key, secret and URL.
+    pub credential: Credential,
+    /// sha256 of the env file whose every setting is in force, as `GET
+    /// /health` reports it; `None` when the settings came from the
+    /// environment or a reload could not apply all of the file (a new
+    /// listen address needs a restart).
+    pub config_sha256: Option<String>,
+}
 
 impl SharedCredential {
-    /// Starts with `credential`.
-    pub fn new(credential: Credential) -> SharedCredential {
-        SharedCredential(RwLock::new(Arc::new(credential)))
+    /// Starts with `credential`, read from a file hashing to `config_sha256`.
+    pub fn new(credential: Credential, config_sha256: Option<String>) -> SharedCredential {
+        SharedCredential(RwLock::new(Arc::new(InForce {
+            credential,
+            config_sha256,
+        })))
     }
 
-    /// The credential in force now.
-    pub fn current(&self) -> Arc<Credential> {
+    /// What is in force now.
+    pub fn current(&self) -> Arc<InForce> {
         // A poisoned lock only means a writer panicked between two complete
         // `Arc`s; the value inside is still a whole credential.
         match self.0.read() {
@@ -43,8 +59,11 @@ impl SharedCredential {
     }
 
     /// Puts a new credential in force for the requests that start from now on.
-    pub fn replace(&self, credential: Credential) {
-        let new = Arc::new(credential);
+    pub fn replace(&self, credential: Credential, config_sha256: Option<String>) {
+        let new = Arc::new(InForce {
+            credential,
+            config_sha256,
+        });
         match self.0.write() {
             Ok(mut guard) => *guard = new,
             Err(poisoned) => *poisoned.into_inner() = new,
@@ -100,8 +119,8 @@ async fn issue_token(
     check_json_content_type(&headers)?;
     let bytes = read_limited(&headers, body).await?;
     let req = parse_token_request(&bytes)?;
-    let credential = shared.current();
-    match mint(&credential, &req) {
+    let in_force = shared.current();
+    match mint(&in_force.credential, &req) {
         Ok(issued) => {
             tracing::debug!(room = %req.room, identity = %req.identity, "token issued");
             Ok(Json(issued).into_response())
@@ -163,8 +182,13 @@ async fn read_limited(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, I
 }
 
 async fn health(State(shared): State<Arc<SharedCredential>>) -> Response {
-    let credential = shared.current();
-    Json(json!({"status": "ok", "api_key": credential.api_key})).into_response()
+    let in_force = shared.current();
+    Json(json!({
+        "status": "ok",
+        "api_key": in_force.credential.api_key,
+        "config_sha256": in_force.config_sha256,
+    }))
+    .into_response()
 }
 
 async fn not_found(method: Method, uri: Uri) -> InputError {

@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use hero_livekit_proto::envfile::{self, EnvFileError};
+use sha2::{Digest, Sha256};
 
 /// Port used when `PORT` is absent, the supervisor's default `backend_port`.
 pub const DEFAULT_PORT: u16 = 7890;
@@ -66,6 +67,11 @@ pub struct Settings {
     pub credential: Credential,
     /// Where the HTTP server listens.
     pub listen: SocketAddr,
+    /// sha256 (hex) of the env file's bytes these settings were read from;
+    /// `None` when they came from the environment. `GET /health` reports it
+    /// so the supervisor can tell which file a running lk-backend really
+    /// uses (it re-reads the file on SIGHUP).
+    pub source_sha256: Option<String>,
 }
 
 /// Where the variables come from.
@@ -176,6 +182,7 @@ pub fn settings_from(lookup: impl Fn(&str) -> Option<String>, overrides: Overrid
             url,
         },
         listen: SocketAddr::new(bind, port),
+        source_sha256: None,
     })
 }
 
@@ -204,7 +211,9 @@ pub fn load(source: &Source, overrides: Overrides) -> Result<Settings, ConfigErr
                 path: path.clone(),
                 source,
             })?;
-            settings_from_env_text(path, &text, overrides)
+            let mut settings = settings_from_env_text(path, &text, overrides)?;
+            settings.source_sha256 = Some(hex::encode(Sha256::digest(text.as_bytes())));
+            Ok(settings)
         }
     }
 }

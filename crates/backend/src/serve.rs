@@ -53,7 +53,10 @@ pub async fn run(settings: Settings, source: Source, overrides: Overrides) -> Re
             source,
         })?;
     let local = listener.local_addr()?;
-    let shared = Arc::new(SharedCredential::new(settings.credential.clone()));
+    let shared = Arc::new(SharedCredential::new(
+        settings.credential.clone(),
+        settings.source_sha256.clone(),
+    ));
 
     let mut term = signal(SignalKind::terminate()).map_err(|e| ServeError::Signal("SIGTERM", e))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| ServeError::Signal("SIGINT", e))?;
@@ -141,11 +144,19 @@ async fn reload_on_hup(
                 "SIGHUP: listen address changed; it takes effect only after a restart"
             );
         }
+        if plan.swap_credential && config::secret_is_short(&new.credential) {
+            tracing::warn!("secret is too short, should be at least 32 characters for security");
+        }
+        // The file's hash is reported only while all of the file is in
+        // force: a listen address that cannot move until a restart makes it
+        // unknown, so the supervisor restarts rather than trust it.
+        let sha = if plan.listen_changed {
+            None
+        } else {
+            new.source_sha256.clone()
+        };
+        shared.replace(new.credential.clone(), sha);
         if plan.swap_credential {
-            if config::secret_is_short(&new.credential) {
-                tracing::warn!("secret is too short, should be at least 32 characters for security");
-            }
-            shared.replace(new.credential.clone());
             tracing::info!(api_key = %new.credential.api_key, url = %new.credential.url, "SIGHUP: credential reloaded");
         } else {
             tracing::info!("SIGHUP: credential unchanged");

@@ -332,10 +332,19 @@ async fn unknown_routes_and_methods_answer_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_shows_the_key_and_never_the_secret() {
-    let b = Backend::start_with_file(&env_text(SECRET_A, 0));
+    let text = env_text(SECRET_A, 0);
+    let b = Backend::start_with_file(&text);
     let (status, body) = Conn::open(b.addr).await.send("GET", "/health", None, Vec::new()).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(parse_json(&body), json!({"status": "ok", "api_key": KEY}));
+    // The hash of the file it loaded, so its supervisor can tell which one it runs.
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    };
+    assert_eq!(
+        parse_json(&body),
+        json!({"status": "ok", "api_key": KEY, "config_sha256": sha})
+    );
     assert!(!String::from_utf8_lossy(&body).contains(SECRET_A));
     assert!(!b.stderr().contains(SECRET_A));
 }

@@ -322,6 +322,7 @@ impl Out {
                 None => format!("install {phase}: {bytes_done} bytes"),
             },
             Event::Installed { version, sha256 } => format!("installed livekit-server {version} ({})", short(sha256)),
+            Event::TokenChainFailed { error } => format!("token chain failed: {error}"),
         };
         println!("#{} {text}", m.seq);
     }

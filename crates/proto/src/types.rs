@@ -173,8 +173,18 @@ pub struct HealReport {
     pub written: Vec<String>,
     /// Whether a new credential was minted.
     pub minted: bool,
-    /// Children restarted because a file they read changed.
+    /// Children (re)started because they did not run the current
+    /// renderings (or were meant to run and did not).
     pub restarted: Vec<ProcessName>,
+    /// Files that could not be written yet, in write order. Once
+    /// `runtime.json` is in place the new config is the truth: the daemon
+    /// keeps retrying these (every reconcile tick) and `health` reports them
+    /// as drift until they are written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
+    /// Why the first pending file could not be written (never a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -347,6 +357,24 @@ pub struct BinaryHealth {
     pub sha256: Option<String>,
 }
 
+/// The last token-chain probe: a token obtained from the running lk-backend
+/// and accepted by the running livekit-server (`/rtc/validate`), the way a
+/// browser's join is validated. Run in the background after every change
+/// and every few seconds, never on the health path.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TokenChainHealth {
+    /// The last probe passed, and nothing it depends on changed since.
+    pub ok: bool,
+    /// Wall-clock time of the last probe (0: none yet).
+    pub checked_at_ms: u64,
+    /// How long the last probe took.
+    pub latency_ms: u64,
+    /// Why it failed: LiveKit's own text for a refused token (e.g.
+    /// `401 invalid authorization token: ...`), or which leg did not answer.
+    /// Never a secret.
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RedisHealth {
     /// The configured `redis_address` (`host:port`).
@@ -363,7 +391,9 @@ pub struct RedisHealth {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Health {
     pub status: OverallStatus,
-    /// Consistent, both children ready, and livekit-server runs the current livekit.yaml.
+    /// Proven, not inferred: the files are consistent, both children are
+    /// ready and run the current renderings, and the last token-chain probe
+    /// passed after the last change.
     pub ready_for_tokens: bool,
     pub consistent: bool,
     pub in_memory_hash: String,
@@ -376,6 +406,9 @@ pub struct Health {
     /// Keyed by process name: `livekit-server`, `lk-backend`.
     pub processes: BTreeMap<String, ProcessHealth>,
     pub binary: BinaryHealth,
+    /// The last token-chain probe (absent from daemons older than the probe).
+    #[serde(default)]
+    pub token_chain: TokenChainHealth,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisHealth>,
     pub version: String,
@@ -418,6 +451,10 @@ pub enum Event {
     },
     /// livekit-server was installed.
     Installed { version: String, sha256: String },
+    /// The token-chain probe failed: a token from lk-backend was not
+    /// accepted by livekit-server (or a leg did not answer). The reconcile
+    /// runs next and restarts the child that is wrong.
+    TokenChainFailed { error: String },
 }
 
 /// What subscribers receive: an event with a sequence number and a time.

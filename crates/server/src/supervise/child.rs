@@ -276,12 +276,18 @@ impl Child {
 
     /// The child's health, from the last published snapshot (no waiting).
     pub fn health(&self) -> ProcessHealth {
+        self.health_and_generation().0
+    }
+
+    /// [`Child::health`] with the [`Child::generation`] it was read at, from
+    /// one look at the snapshot.
+    pub fn health_and_generation(&self) -> (ProcessHealth, u64) {
         let s = self.status.borrow();
         let uptime = match (s.state, s.since) {
             (ProcessState::Running | ProcessState::Starting, Some(since)) => since.elapsed(),
             _ => Duration::ZERO,
         };
-        ProcessHealth {
+        let health = ProcessHealth {
             state: s.state,
             pid: s.pid,
             ready: s.state == ProcessState::Running,
@@ -292,7 +298,14 @@ impl Child {
             adopted: s.adopted,
             port_conflict: s.port_conflict.clone(),
             log_tail: s.log_tail.clone(),
-        }
+        };
+        (health, s.generation)
+    }
+
+    /// Resolves when the child's status changes; `false` once the
+    /// supervising task is gone.
+    pub async fn changed(&mut self) -> bool {
+        self.status.changed().await.is_ok()
     }
 
     async fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, SuperviseError> {

@@ -1,0 +1,1127 @@
+//! [`LivekitService`]: the single owner of the desired state (the config,
+//! which children should run, the installed binary) and of both children.
+//!
+//! - The method surface (this file): each mutating method runs its body in a
+//!   task of its own and the RPC only awaits the result, so a client that
+//!   disconnects never cuts a write sequence or a pair of restarts in half.
+//! - [`reconcile`]: one level-triggered reconcile, called from boot, every
+//!   mutation, the periodic tick and a failed token-chain probe alike. It
+//!   compares the desired state with what is observed (the three files, each
+//!   child's state and the config it really runs) through pure planners
+//!   ([`crate::config::plan`] for the files, [`plan::plan_children`] for the
+//!   children) and applies the plans.
+//! - [`health`]: the published [`health::View`] that `health` reads (one
+//!   `watch` value), the document and its memo.
+//! - [`specs`]: pure config-to-child-spec.
+//! - [`probe`]: the token-chain probe that proves `ready_for_tokens`.
+//!
+//! The ops lock *is* the desired state: `desired: Mutex<Desired>`, and only
+//! a holder of it writes files or starts, stops and restarts children.
+//! `health` never takes it.
+
+mod health;
+mod plan;
+mod probe;
+mod reconcile;
+mod specs;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hero_livekit_proto::{
+    self as proto, ConfigureParams, ConfigureResult, ErrorCode, Event, Health, InstallParams, InstallResult,
+    LogsParams, LogsResult, ProcessName, RedisHealth, RestartParams, RestartResult, StartOutcome, StartParams,
+    StartResult, StopParams, StopResult, TokenChainHealth,
+};
+use serde_json::Value;
+use tokio::sync::{watch, Notify, Semaphore};
+
+use crate::config::{self, Rendered, StateDir};
+use crate::error::ServiceError;
+use crate::events::EventBus;
+use crate::install;
+use crate::paths::Paths;
+use crate::supervise::{self, Child, SupervisorOptions};
+
+use self::health::{BackendReport, Chain, ChildrenNow, Fingerprint, Memo, MemoKey, View};
+use self::plan::Intent;
+use self::reconcile::{Desired, Step, Target};
+use self::specs::SpecPaths;
+
+/// What the daemon was started with that the service needs.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    pub paths: Paths,
+    pub livekit_bin: Option<PathBuf>,
+    pub backend_bin: Option<PathBuf>,
+}
+
+/// Default wait for children to become ready.
+const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default grace between SIGTERM and SIGKILL.
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bounds of every `timeout_ms` parameter: a zero wait would kill the child
+/// just spawned, an unbounded one would hold the ops lock forever.
+const MAX_TIMEOUT_MS: u64 = 600_000;
+/// Default period of the reconcile tick; `HERO_LIVEKIT_DRIFT_CHECK_MS` overrides.
+const DEFAULT_TICK: Duration = Duration::from_secs(5);
+/// Default period of the token-chain probe; `HERO_LIVEKIT_TOKEN_PROBE_MS` overrides.
+const DEFAULT_PROBE: Duration = Duration::from_secs(5);
+/// Bound on one probe (three loopback requests).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `start` waits, beyond its children's readiness, for the probe
+/// to prove the chain before it answers.
+const PROOF_WAIT: Duration = Duration::from_secs(5);
+/// How often the configured Redis is pinged (`HERO_LIVEKIT_REDIS_CHECK_MS`).
+const DEFAULT_REDIS_CHECK: Duration = Duration::from_secs(5);
+/// A Redis that does not answer `PING` within this is reported unreachable.
+const REDIS_PING_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_LOG_LINES: u32 = 100;
+const MAX_LOG_LINES: u32 = 10_000;
+/// Largest `logs` answer: the daemon keeps its RSS near 10 MiB.
+const MAX_LOG_ANSWER_BYTES: usize = 1 << 20;
+/// `logs` calls served at once; more wait their turn.
+const LOG_READERS: usize = 2;
+
+/// The supervisor: owner of the desired state and parent of both children.
+pub struct LivekitService {
+    paths: Paths,
+    spec_paths: SpecPaths,
+    store: StateDir,
+    events: EventBus,
+    /// The ops lock, holding the state it guards. Every mutation and every
+    /// reconcile runs with it held.
+    desired: tokio::sync::Mutex<Desired>,
+    /// What `health` reads besides the children and the files; written by
+    /// the holder of `desired`, the probe and the Redis check.
+    view: watch::Sender<View>,
+    /// The files as last seen by `health`, revalidated by `stat`.
+    cache: StdMutex<config::FileCache>,
+    livekit: Child,
+    backend: Child,
+    health_memo: StdMutex<Option<Memo>>,
+    /// Wakes the token-chain probe after a change.
+    probe_wake: Arc<Notify>,
+    /// Wakes the Redis check early, after `configure`.
+    redis_wake: Arc<Notify>,
+    log_readers: Semaphore,
+    openrpc: Arc<Value>,
+    openrpc_bytes: Bytes,
+    info_bytes: Bytes,
+    /// The background tasks, aborted at shutdown.
+    tasks: StdMutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// A period in milliseconds from the environment (a knob for tests and
+/// operators, ARCHITECTURE.md), else `default`.
+fn period_from_env(var: &str, default: Duration) -> Duration {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+        .unwrap_or(default)
+}
+
+fn internal(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::new(ErrorCode::Io, e.to_string())
+}
+
+/// A `timeout_ms` parameter, bounded.
+///
+/// # Errors
+/// -32602 naming `timeout_ms` outside 1..=600000.
+fn timeout_param(ms: Option<u64>, default: Duration) -> Result<Duration, ServiceError> {
+    match ms {
+        None => Ok(default),
+        Some(ms) if (1..=MAX_TIMEOUT_MS).contains(&ms) => Ok(Duration::from_millis(ms)),
+        Some(_) => Err(ServiceError::invalid(
+            "timeout_ms",
+            format!("must be 1-{MAX_TIMEOUT_MS} (milliseconds)"),
+        )),
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl LivekitService {
+    /// Boots the service: prepares the state directory, loads the config
+    /// (runtime.json, else a valid credential found in livekit.yaml, else in
+    /// backend.env, else a minted one), writes what is missing or differs,
+    /// re-adopts children recorded by a previous instance, then reconciles in
+    /// the background (children recorded but gone are started, outdated ones
+    /// restarted) and starts the periodic tick, the probe and the Redis check.
+    ///
+    /// # Errors
+    /// The state directory cannot be prepared.
+    pub async fn boot(opts: ServiceOptions) -> Result<Arc<Self>, ServiceError> {
+        let paths = opts.paths;
+        let store = StateDir::new(paths.state_dir.clone());
+        let (plan, store) = {
+            let store2 = store.clone();
+            tokio::task::spawn_blocking(move || -> Result<_, ServiceError> {
+                store2
+                    .ensure()
+                    .map_err(|e| internal(format!("preparing {}: {e}", store2.dir().display())))?;
+                // We hold the instance lock: any temp file is a dead writer's.
+                if let Err(e) = store2.sweep_temp_files() {
+                    tracing::warn!(error = %e, "could not sweep temporary files");
+                }
+                let observed = store2.observe();
+                let plan = config::plan(None, &observed, false).map_err(internal)?;
+                Ok((plan, store2))
+            })
+            .await
+            .map_err(internal)??
+        };
+        let events = EventBus::new(1024);
+        let livekit_bin = opts.livekit_bin.unwrap_or_else(|| paths.livekit_bin());
+        let backend_bin = opts.backend_bin.unwrap_or_else(|| default_backend_bin(&paths));
+        let sup = |name| {
+            let bus = events.clone();
+            Child::new(
+                name,
+                SupervisorOptions::new(
+                    paths.children_dir(),
+                    supervise::EventSink::new(move |ev| bus.publish(ev)),
+                ),
+            )
+        };
+        let installed = install::installed(&livekit_bin, &paths.install_record());
+        let openrpc = Arc::new(proto::openrpc::document());
+        let openrpc_bytes = Bytes::from(serde_json::to_vec(&*openrpc).map_err(internal)?);
+        let info = proto::ServiceInfo {
+            name: proto::SERVICE_NAME.into(),
+            version: proto::VERSION.into(),
+            protocol: "openrpc".into(),
+            socket: paths.socket.display().to_string(),
+        };
+        let info_bytes = Bytes::from(serde_json::to_vec(&info).map_err(internal)?);
+        let rendered = Arc::new(Rendered::new(plan.config.clone()));
+        let (view, _) = watch::channel(View {
+            version: 0,
+            rendered: Arc::clone(&rendered),
+            installed: installed.clone(),
+            redis: None,
+            chain: Chain::default(),
+        });
+        let svc = Arc::new(LivekitService {
+            livekit: sup(ProcessName::LivekitServer),
+            backend: sup(ProcessName::LkBackend),
+            cache: StdMutex::new(config::FileCache::new(&paths.state_dir)),
+            desired: tokio::sync::Mutex::new(Desired::new(rendered, installed)),
+            view,
+            health_memo: StdMutex::new(None),
+            probe_wake: Arc::new(Notify::new()),
+            redis_wake: Arc::new(Notify::new()),
+            log_readers: Semaphore::new(LOG_READERS),
+            tasks: StdMutex::new(Vec::new()),
+            spec_paths: SpecPaths {
+                livekit_bin,
+                backend_bin,
+                paths: paths.clone(),
+            },
+            paths,
+            store,
+            events,
+            openrpc,
+            openrpc_bytes,
+            info_bytes,
+        });
+        {
+            let mut d = svc.desired.lock().await;
+            // The boot plan was made without an in-memory config (it loaded
+            // one); its writes are applied like any other heal. A write that
+            // fails here is retried by every tick: the daemon serves and
+            // says so in health rather than refuse to start.
+            if let Err(e) = svc.apply_files(&mut d, plan, "boot").await {
+                tracing::warn!(error = %e, "boot could not write the config triple; the reconcile retries");
+            }
+            svc.adopt_children(&mut d).await;
+        }
+        svc.spawn_reconcile("boot", false);
+        svc.start_tick();
+        svc.start_probe();
+        svc.start_redis_check();
+        Ok(svc)
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+    pub fn openrpc(&self) -> Arc<Value> {
+        self.openrpc.clone()
+    }
+    pub fn openrpc_bytes(&self) -> Bytes {
+        self.openrpc_bytes.clone()
+    }
+    pub fn service_info_bytes(&self) -> Bytes {
+        self.info_bytes.clone()
+    }
+
+    fn child(&self, name: ProcessName) -> &Child {
+        match name {
+            ProcessName::LivekitServer => &self.livekit,
+            ProcessName::LkBackend => &self.backend,
+        }
+    }
+
+    /// Replaces the published view's parts that `f` changes; readers see a
+    /// new version only when something did change.
+    fn update_view(&self, f: impl FnOnce(&mut View) -> bool) {
+        self.view.send_if_modified(|v| {
+            let changed = f(v);
+            if changed {
+                v.version += 1;
+            }
+            changed
+        });
+    }
+
+    /// Publishes the desired config and the install record for `health`.
+    fn publish_desired(&self, d: &Desired) {
+        self.update_view(|v| {
+            let same = Arc::ptr_eq(&v.rendered, &d.rendered) && v.installed == d.installed;
+            if !same {
+                v.rendered = Arc::clone(&d.rendered);
+                v.installed = d.installed.clone();
+            }
+            !same
+        });
+    }
+
+    /// Reads a record of each child left by a previous instance: a verified
+    /// one is supervised again, and any record (verified or gone) means the
+    /// child was meant to run. Must hold `desired`.
+    async fn adopt_children(&self, d: &mut Desired) {
+        for name in ProcessName::ALL {
+            let spec = specs::child_spec(name, &d.rendered, &self.spec_paths);
+            match self.child(name).adopt(spec).await {
+                Ok(outcome) => {
+                    tracing::info!(process = %name, ?outcome, "adoption");
+                    let meant_to_run = !matches!(outcome, supervise::AdoptOutcome::NoRecord);
+                    d.want.insert(name, meant_to_run);
+                }
+                Err(e) => tracing::warn!(process = %name, error = %e, "adoption failed"),
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ background
+
+    /// Runs a reconcile in its own task (boot, a failed probe): nobody waits
+    /// for it, and it queues behind any mutation in progress.
+    fn spawn_reconcile(self: &Arc<Self>, trigger: &'static str, chain_failed: bool) {
+        let svc = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut d = svc.desired.lock().await;
+            svc.reconcile_background(&mut d, trigger, chain_failed).await;
+        });
+    }
+
+    /// A reconcile nobody waits for: its failures are logged (and shown by
+    /// `health`), and the next tick tries again.
+    async fn reconcile_background(&self, d: &mut Desired, trigger: &'static str, chain_failed: bool) {
+        let intent = Intent {
+            unexplained_chain_failure: chain_failed && d.may_restart_blindly(),
+            ..Intent::default()
+        };
+        let step = Step {
+            trigger,
+            target: Target::Current,
+            intent,
+            timeout: DEFAULT_READY_TIMEOUT,
+        };
+        match self.reconcile(d, step).await {
+            Ok(r) => {
+                if r.blind_restart {
+                    d.note_blind_restart();
+                }
+                for (name, e) in r.errors {
+                    tracing::warn!(process = %name, error = %e, trigger, "reconcile could not bring the child up");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, trigger, "reconcile failed; the next tick retries"),
+        }
+    }
+
+    fn push_task(&self, task: tokio::task::JoinHandle<()>) {
+        if let Ok(mut g) = self.tasks.lock() {
+            g.push(task);
+        }
+    }
+
+    /// The periodic level-triggered reconcile: files re-read in full (a
+    /// same-size in-place edit within one timestamp tick escapes the health
+    /// cache's stat check), children checked against the renderings.
+    fn start_tick(self: &Arc<Self>) {
+        let period = period_from_env("HERO_LIVEKIT_DRIFT_CHECK_MS", DEFAULT_TICK);
+        let weak = Arc::downgrade(self);
+        self.push_task(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(svc) = weak.upgrade() else { return };
+                let mut d = svc.desired.lock().await;
+                match svc.cache.lock() {
+                    Ok(mut c) => c.invalidate(),
+                    Err(poisoned) => poisoned.into_inner().invalidate(),
+                }
+                svc.reconcile_background(&mut d, "drift", false).await;
+            }
+        }));
+    }
+
+    /// The token-chain probe: after every change (the children's state, the
+    /// config, a wake from a mutation) and every few seconds.
+    fn start_probe(self: &Arc<Self>) {
+        let period = period_from_env("HERO_LIVEKIT_TOKEN_PROBE_MS", DEFAULT_PROBE);
+        let weak = Arc::downgrade(self);
+        let wake = Arc::clone(&self.probe_wake);
+        let (mut lk, mut be, mut view) = (self.livekit.clone(), self.backend.clone(), self.view.subscribe());
+        self.push_task(tokio::spawn(async move {
+            loop {
+                {
+                    // Upgraded only for one probe, so that the task never
+                    // keeps the service alive while it waits.
+                    let Some(svc) = weak.upgrade() else { return };
+                    svc.probe_once().await;
+                }
+                let sleep = tokio::time::sleep(period);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        () = &mut sleep => break,
+                        () = wake.notified() => break,
+                        alive = lk.changed() => if alive { break } else { return },
+                        alive = be.changed() => if alive { break } else { return },
+                        changed = view.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            // Only a new config needs a new proof; the
+                            // probe's own results change the view too.
+                            let v = view.borrow_and_update();
+                            if v.chain.probed.as_ref().is_some_and(|p| p.in_memory_hash != v.rendered.in_memory_hash()) {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }));
+    }
+
+    /// The children and the fingerprint of what a probe would prove, from
+    /// one look at each child's status.
+    fn children_now(&self, view: &View) -> ChildrenNow {
+        let (livekit, lk_gen) = self.livekit.health_and_generation();
+        let (backend, be_gen) = self.backend.health_and_generation();
+        ChildrenNow {
+            livekit,
+            backend,
+            fingerprint: Fingerprint {
+                in_memory_hash: view.rendered.in_memory_hash().to_string(),
+                livekit: lk_gen,
+                backend: be_gen,
+            },
+        }
+    }
+
+    /// One probe; a failure (or an lk-backend that loaded another file)
+    /// triggers the reconcile.
+    async fn probe_once(self: &Arc<Self>) {
+        let (now, ports, expected_backend) = {
+            let v = self.view.borrow();
+            let c = v.rendered.config();
+            (
+                self.children_now(&v),
+                (c.backend_port, c.port),
+                v.rendered.sha256(config::TripleFile::BackendEnv).to_string(),
+            )
+        };
+        let not_ready = [
+            (&now.livekit, ProcessName::LivekitServer),
+            (&now.backend, ProcessName::LkBackend),
+        ]
+        .into_iter()
+        .find(|(h, _)| !h.ready)
+        .map(|(h, name)| format!("{name} is not ready ({})", h.state));
+        let checked_at_ms = unix_ms();
+        let (outcome, backend) = match not_ready {
+            Some(why) => (
+                probe::ProbeOutcome {
+                    accepted: false,
+                    refused: false,
+                    error: Some(why),
+                    backend_sha256: None,
+                    latency: Duration::ZERO,
+                },
+                None,
+            ),
+            None => {
+                let o = probe::probe(ports.0, ports.1, PROBE_TIMEOUT).await;
+                let report = now.backend.pid.map(|pid| BackendReport {
+                    pid,
+                    sha256: o.backend_sha256.clone(),
+                });
+                (o, report)
+            }
+        };
+        // A verdict about a state that changed while it ran proves nothing:
+        // probe again at once.
+        let after = self.children_now(&self.view.borrow()).fingerprint;
+        if after != now.fingerprint {
+            self.probe_wake.notify_one();
+            return;
+        }
+        let was_ok = self.view.borrow().chain.last.ok;
+        let last = TokenChainHealth {
+            ok: outcome.accepted,
+            checked_at_ms,
+            latency_ms: u64::try_from(outcome.latency.as_millis()).unwrap_or(u64::MAX),
+            error: outcome.error.clone(),
+        };
+        let backend_outdated = backend
+            .as_ref()
+            .is_some_and(|r| r.sha256.as_deref() != Some(expected_backend.as_str()));
+        self.update_view(|v| {
+            v.chain = Chain {
+                last,
+                probed: Some(now.fingerprint.clone()),
+                backend: backend.clone(),
+            };
+            true
+        });
+        let children_up = backend.is_some();
+        if children_up && !outcome.accepted {
+            let error = outcome.error.unwrap_or_default();
+            if was_ok {
+                tracing::warn!(%error, "token chain failed");
+            }
+            self.events.publish(Event::TokenChainFailed { error });
+            // Only a refusal says the credentials differ; a leg that did not
+            // answer is a crash its supervisor is already handling.
+            self.spawn_reconcile("token_chain", outcome.refused);
+        } else if backend_outdated {
+            self.spawn_reconcile("token_chain", false);
+        } else if outcome.accepted && !was_ok {
+            tracing::info!(latency_ms = outcome.latency.as_millis() as u64, "token chain proven");
+        }
+    }
+
+    /// Checks every few seconds (and at once after `configure`) whether the
+    /// configured Redis answers, so that `health` can say so without ever
+    /// waiting on the network itself.
+    fn start_redis_check(self: &Arc<Self>) {
+        let period = period_from_env("HERO_LIVEKIT_REDIS_CHECK_MS", DEFAULT_REDIS_CHECK);
+        let weak = Arc::downgrade(self);
+        let wake = Arc::clone(&self.redis_wake);
+        self.push_task(tokio::spawn(async move {
+            loop {
+                {
+                    let Some(svc) = weak.upgrade() else { return };
+                    let address = svc.view.borrow().rendered.config().redis_address.clone();
+                    let checked = match address {
+                        None => None,
+                        Some(address) => {
+                            let result = crate::redis::ping(&address, REDIS_PING_TIMEOUT).await;
+                            Some(RedisHealth {
+                                address,
+                                reachable: result.is_ok(),
+                                error: result.err(),
+                            })
+                        }
+                    };
+                    svc.set_redis(checked);
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(period) => {}
+                    () = wake.notified() => {}
+                }
+            }
+        }));
+    }
+
+    fn set_redis(&self, checked: Option<RedisHealth>) {
+        self.update_view(|v| {
+            if v.redis == checked {
+                return false;
+            }
+            match &checked {
+                Some(RedisHealth {
+                    address,
+                    reachable: true,
+                    ..
+                }) => tracing::info!(%address, "redis answers"),
+                Some(RedisHealth { error: Some(error), .. }) => tracing::warn!(%error, "redis check failed"),
+                _ => {}
+            }
+            v.redis = checked;
+            true
+        });
+    }
+
+    /// Waits (bounded) until the probe has proven the chain for the state as
+    /// it is now, so that a `start` that returns ready is a proven one.
+    async fn await_proof(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.view.subscribe();
+        self.probe_wake.notify_one();
+        loop {
+            // A probe ran against the state as it is now, whatever it found.
+            let settled = {
+                let v = rx.borrow_and_update();
+                let fp = self.children_now(&v).fingerprint;
+                v.chain.probed.as_ref() == Some(&fp)
+            };
+            if settled {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ methods
+
+    /// Runs `f` in a task of its own and awaits it: the caller's future may
+    /// be dropped (the client went away) without cutting the mutation short.
+    async fn run_to_completion<T, F>(self: &Arc<Self>, f: impl FnOnce(Arc<Self>) -> F) -> Result<T, ServiceError>
+    where
+        F: std::future::Future<Output = Result<T, ServiceError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        tokio::spawn(f(Arc::clone(self))).await.map_err(internal)?
+    }
+
+    /// `livekitservice.configure`.
+    ///
+    /// # Errors
+    /// -32602 for invalid input (nothing changes); `write_failed` when even
+    /// `runtime.json` cannot be written (nothing changes). Once `runtime.json`
+    /// is in place the new config is the truth: files that could not be
+    /// written follow at the next tick and the result names them as pending.
+    pub async fn configure(self: &Arc<Self>, p: ConfigureParams) -> Result<ConfigureResult, ServiceError> {
+        self.run_to_completion(|s| async move { s.configure_now(p).await })
+            .await
+    }
+
+    async fn configure_now(&self, p: ConfigureParams) -> Result<ConfigureResult, ServiceError> {
+        let mut d = self.desired.lock().await;
+        let update = config::apply_configure(Some(d.rendered.config()), &p).map_err(|e| match e {
+            config::ConfigureError::Invalid(v) => ServiceError::invalid(v.field, v.rule),
+            config::ConfigureError::Mint(m) => internal(m),
+        })?;
+        let step = Step {
+            trigger: "configure",
+            target: Target::Config(Box::new(update.config.clone())),
+            intent: Intent::default(),
+            timeout: DEFAULT_READY_TIMEOUT,
+        };
+        let r = self.reconcile(&mut d, step).await?;
+        if r.heal.pending.is_empty() {
+            self.verify_on_disk(&d.rendered).await?;
+        }
+        if let Some((_, e)) = r.errors.into_iter().next() {
+            return Err(supervise_error(e));
+        }
+        if !update.changed_fields.is_empty() {
+            // A new redis_address is checked now, not at the next period.
+            self.redis_wake.notify_one();
+            self.events.publish(Event::Configured {
+                in_memory_hash: d.rendered.in_memory_hash().to_string(),
+                changed_fields: update.changed_fields.clone(),
+            });
+        }
+        Ok(ConfigureResult {
+            changed_fields: update.changed_fields,
+            minted: update.minted || r.heal.minted,
+            heal: r.heal,
+            api_key: d.rendered.config().api_key.clone(),
+            in_memory_hash: d.rendered.in_memory_hash().to_string(),
+        })
+    }
+
+    /// Re-reads the triple and fails unless it is consistent: a write that
+    /// "succeeded" but does not read back is not trusted.
+    async fn verify_on_disk(&self, rendered: &Arc<Rendered>) -> Result<(), ServiceError> {
+        let store = self.store.clone();
+        let r = Arc::clone(rendered);
+        let check = tokio::task::spawn_blocking(move || config::check_rendered(&r, &store.observe()))
+            .await
+            .map_err(internal)?;
+        if check.consistent {
+            Ok(())
+        } else {
+            Err(ServiceError::new(
+                ErrorCode::WriteFailed,
+                format!(
+                    "the config triple does not read back as written: {}",
+                    check.drift.join("; ")
+                ),
+            ))
+        }
+    }
+
+    /// `livekitservice.install`.
+    ///
+    /// # Errors
+    /// Invalid source/sha256, download or verification failure (previous
+    /// binary intact), write failure.
+    pub async fn install(self: &Arc<Self>, p: InstallParams) -> Result<InstallResult, ServiceError> {
+        self.run_to_completion(|s| async move {
+            let mut d = s.desired.lock().await;
+            s.install_locked(&mut d, &p).await
+        })
+        .await
+    }
+
+    async fn install_locked(&self, d: &mut Desired, p: &InstallParams) -> Result<InstallResult, ServiceError> {
+        let req = install::InstallRequest::from(p);
+        let events = self.events.clone();
+        let livekit_bin = &self.spec_paths.livekit_bin;
+        let outcome = install::install(
+            &req,
+            livekit_bin,
+            &self.paths.install_record(),
+            move |pr: install::InstallProgress| {
+                events.publish(Event::InstallProgress {
+                    phase: pr.phase.to_string(),
+                    bytes_done: pr.bytes_done,
+                    bytes_total: pr.bytes_total,
+                })
+            },
+        )
+        .await
+        .map_err(install_error)?;
+        if outcome.changed {
+            self.events.publish(Event::Installed {
+                version: outcome.version.clone(),
+                sha256: outcome.sha256.clone(),
+            });
+        }
+        d.installed = install::installed(livekit_bin, &self.paths.install_record());
+        self.publish_desired(d);
+        let step = Step {
+            trigger: "install",
+            target: Target::Current,
+            intent: Intent::default(),
+            timeout: DEFAULT_READY_TIMEOUT,
+        };
+        let r = self.reconcile(d, step).await?;
+        if let Some((_, e)) = r.errors.into_iter().next() {
+            return Err(supervise_error(e));
+        }
+        Ok(InstallResult {
+            version: outcome.version,
+            path: outcome.path.display().to_string(),
+            sha256: outcome.sha256,
+            source: outcome.source,
+            changed: outcome.changed,
+            warnings: outcome.warnings,
+            heal: r.heal,
+        })
+    }
+
+    /// `livekitservice.start`.
+    ///
+    /// # Errors
+    /// A bad `timeout_ms`, not installed (with the install hint), a port held
+    /// by a foreign process, a child that exits during startup or is not
+    /// ready in time, a file that cannot be written.
+    pub async fn start(self: &Arc<Self>, p: StartParams) -> Result<StartResult, ServiceError> {
+        let timeout = timeout_param(p.timeout_ms, DEFAULT_READY_TIMEOUT)?;
+        self.run_to_completion(|s| async move { s.start_now(p, timeout).await })
+            .await
+    }
+
+    async fn start_now(&self, p: StartParams, timeout: Duration) -> Result<StartResult, ServiceError> {
+        let mut d = self.desired.lock().await;
+        let mut install_result = None;
+        if p.update == Some(true) {
+            let params = self.last_install_params();
+            install_result = Some(self.install_locked(&mut d, &params).await?);
+        }
+        let reset = p.reset == Some(true);
+        if !self.spec_paths.livekit_bin.is_file() {
+            match self.known_source() {
+                Some(params) => install_result = Some(self.install_locked(&mut d, &params).await?),
+                None => {
+                    return Err(ServiceError::new(
+                        ErrorCode::NotInstalled,
+                        format!(
+                            "livekit-server is not installed at {}",
+                            self.spec_paths.livekit_bin.display()
+                        ),
+                    ))
+                }
+            }
+        }
+        if !self.spec_paths.backend_bin.is_file() {
+            return Err(ServiceError::new(
+                ErrorCode::StartFailed,
+                format!("lk-backend not found at {}", self.spec_paths.backend_bin.display()),
+            )
+            .with_hint(
+                "install lk-backend next to hero_livekit_server or in <root>/bin, or pass --backend-bin to the daemon",
+            ));
+        }
+        for name in ProcessName::ALL {
+            d.want.insert(name, true);
+        }
+        let step = Step {
+            trigger: if reset { "reset" } else { "start" },
+            target: if reset { Target::Reset } else { Target::Current },
+            intent: Intent {
+                ensure_running: true,
+                ..Intent::default()
+            },
+            timeout,
+        };
+        let r = self.reconcile(&mut d, step).await?;
+        if let Some(e) = r.write_failure {
+            // A child must not be started onto a file that is not the
+            // rendering: the start cannot complete until the write does.
+            return Err(e);
+        }
+        if let Some((_, e)) = r.errors.into_iter().next() {
+            return Err(supervise_error(e));
+        }
+        let mut processes = BTreeMap::new();
+        for name in ProcessName::ALL {
+            let outcome = r.outcomes.get(&name).copied().unwrap_or(StartOutcome::AlreadyRunning);
+            processes.insert(name, outcome);
+        }
+        drop(d);
+        self.await_proof(PROOF_WAIT.min(timeout)).await;
+        let h = self.health();
+        Ok(StartResult {
+            heal: r.heal,
+            rotated: reset,
+            install: install_result,
+            processes,
+            ready_for_tokens: h.ready_for_tokens,
+            livekit_url: h.livekit_url,
+            backend_url: h.backend_url,
+        })
+    }
+
+    /// What `update` installs: the pinned release when the last install came
+    /// from the official releases (or there was none), else the same custom
+    /// source fetched again, checked by its own checksum files.
+    fn last_install_params(&self) -> InstallParams {
+        match self.known_source() {
+            Some(p)
+                if !p
+                    .source
+                    .as_deref()
+                    .is_some_and(|s| s.starts_with(install::RELEASE_BASE)) =>
+            {
+                // Fetched again and checked by its own checksum files; not
+                // forced, so the very same bytes are left in place (no
+                // rewrite, no restart of livekit-server) and keep their label.
+                InstallParams {
+                    version: None,
+                    sha256: None,
+                    force: None,
+                    ..p
+                }
+            }
+            _ => InstallParams::default(),
+        }
+    }
+
+    /// The source recorded by the last install, if any, pinned to the
+    /// artifact checksum it had then.
+    fn known_source(&self) -> Option<InstallParams> {
+        let r = install::read_record(&self.paths.install_record())?;
+        Some(InstallParams {
+            version: Some(r.version),
+            source: Some(r.source),
+            sha256: r.artifact_sha256,
+            force: Some(true),
+        })
+    }
+
+    /// `livekitservice.stop`.
+    ///
+    /// # Errors
+    /// A bad `timeout_ms`; signalling failed.
+    pub async fn stop(self: &Arc<Self>, p: StopParams) -> Result<StopResult, ServiceError> {
+        let timeout = timeout_param(p.timeout_ms, DEFAULT_STOP_TIMEOUT)?;
+        self.run_to_completion(|s| async move {
+            let mut d = s.desired.lock().await;
+            for name in ProcessName::ALL {
+                d.want.insert(name, false);
+            }
+            let (a, b) = tokio::join!(s.livekit.stop(timeout), s.backend.stop(timeout));
+            let mut result = StopResult {
+                stopped: Vec::new(),
+                killed: Vec::new(),
+            };
+            for (name, r) in [(ProcessName::LivekitServer, a), (ProcessName::LkBackend, b)] {
+                let o = r.map_err(supervise_error)?;
+                if o.was_running {
+                    result.stopped.push(name);
+                }
+                if o.killed {
+                    result.killed.push(name);
+                }
+            }
+            Ok(result)
+        })
+        .await
+    }
+
+    /// `livekitservice.restart`: the reconcile with the named children (or
+    /// both) restarted whatever they run. Drifted files are healed first, so
+    /// no child comes back on a credential the others do not hold.
+    ///
+    /// # Errors
+    /// A bad `timeout_ms`; as for `start`.
+    pub async fn restart(self: &Arc<Self>, p: RestartParams) -> Result<RestartResult, ServiceError> {
+        let timeout = timeout_param(p.timeout_ms, DEFAULT_READY_TIMEOUT)?;
+        self.run_to_completion(|s| async move {
+            let mut d = s.desired.lock().await;
+            let names: Vec<ProcessName> = match p.process {
+                Some(n) => vec![n],
+                None => ProcessName::ALL.to_vec(),
+            };
+            for name in &names {
+                d.want.insert(*name, true);
+            }
+            let step = Step {
+                trigger: "restart",
+                target: Target::Current,
+                intent: Intent {
+                    restart: names.clone(),
+                    ..Intent::default()
+                },
+                timeout,
+            };
+            let r = s.reconcile(&mut d, step).await?;
+            if let Some(e) = r.write_failure {
+                return Err(e);
+            }
+            if let Some((_, e)) = r.errors.into_iter().next() {
+                return Err(supervise_error(e));
+            }
+            drop(d);
+            s.await_proof(PROOF_WAIT.min(timeout)).await;
+            Ok(RestartResult {
+                heal: r.heal,
+                restarted: names,
+            })
+        })
+        .await
+    }
+
+    /// `livekitservice.logs`: at most [`LOG_READERS`] at a time, each answer
+    /// at most [`MAX_LOG_ANSWER_BYTES`] (the newest lines are kept).
+    ///
+    /// # Errors
+    /// The log cannot be read.
+    pub async fn logs(&self, p: LogsParams) -> Result<LogsResult, ServiceError> {
+        let lines = p.lines.unwrap_or(DEFAULT_LOG_LINES);
+        if lines == 0 || lines > MAX_LOG_LINES {
+            return Err(ServiceError::invalid("lines", format!("must be 1-{MAX_LOG_LINES}")));
+        }
+        let _permit = self.log_readers.acquire().await.map_err(internal)?;
+        let path = self.paths.logs_dir().join(format!("{}.log", p.process));
+        let path2 = path.clone();
+        let tail = tokio::task::spawn_blocking(move || supervise::logs::tail(&path2, lines as usize))
+            .await
+            .map_err(internal)?;
+        let mut lines = match tail {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(ServiceError::new(
+                    ErrorCode::Io,
+                    format!("reading {}: {e}", path.display()),
+                ))
+            }
+        };
+        let mut budget = MAX_LOG_ANSWER_BYTES;
+        let keep = lines
+            .iter()
+            .rev()
+            .take_while(|l| match budget.checked_sub(l.len() + 1) {
+                Some(left) => {
+                    budget = left;
+                    true
+                }
+                None => false,
+            })
+            .count();
+        lines.drain(..lines.len() - keep);
+        Ok(LogsResult {
+            process: p.process,
+            path: path.display().to_string(),
+            lines,
+        })
+    }
+
+    /// `livekitservice.health`: read-only, never writes, never blocks on a
+    /// mutation in progress, never waits on the network.
+    pub fn health(&self) -> Health {
+        let view = self.view.borrow();
+        let consistency = self.check_files(&view.rendered);
+        let now = self.children_now(&view);
+        health::build(
+            &view,
+            now,
+            &consistency,
+            &self.spec_paths.livekit_bin.display().to_string(),
+            self.spec_paths.livekit_bin.is_file(),
+        )
+    }
+
+    /// The files' consistency with `snap`, from the stat-validated cache.
+    fn check_files(&self, snap: &Rendered) -> Arc<config::Consistency> {
+        match self.cache.lock() {
+            Ok(mut c) => c.check(snap),
+            Err(poisoned) => poisoned.into_inner().check(snap),
+        }
+    }
+
+    /// The health document serialized, and whether it is ready for tokens;
+    /// what the RPC and `GET /health` send.
+    ///
+    /// `health` is called before every token. The three files are checked
+    /// on every call (inotify-gated `stat`s, re-read only when changed), so
+    /// a file edited by hand shows at once; but when neither they, the view
+    /// nor the children's state changed within the same millisecond (the
+    /// resolution of `uptime_ms`), the document built for that millisecond
+    /// is served again instead of being rebuilt and re-serialized. Whether
+    /// the binary is present is looked at once per millisecond.
+    ///
+    /// # Errors
+    /// Serializing the document failed (it holds only strings, numbers and
+    /// maps, so this is not expected).
+    pub fn health_json(&self) -> Result<(Box<serde_json::value::RawValue>, bool), ServiceError> {
+        let view = self.view.borrow();
+        let consistency = self.check_files(&view.rendered);
+        let key = MemoKey {
+            view: view.version,
+            consistency: Arc::clone(&consistency),
+            livekit: self.livekit.generation(),
+            backend: self.backend.generation(),
+            unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0),
+        };
+        let mut memo = match self.health_memo.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(m) = memo.as_ref().filter(|m| m.key == key) {
+            return Ok((m.json.clone(), m.ready_for_tokens));
+        }
+        let now = self.children_now(&view);
+        let h = health::build(
+            &view,
+            now,
+            &consistency,
+            &self.spec_paths.livekit_bin.display().to_string(),
+            self.spec_paths.livekit_bin.is_file(),
+        );
+        let json = serde_json::value::to_raw_value(&h).map_err(internal)?;
+        *memo = Some(Memo {
+            key,
+            json: json.clone(),
+            ready_for_tokens: h.ready_for_tokens,
+        });
+        Ok((json, h.ready_for_tokens))
+    }
+
+    /// Daemon exit: stop the background tasks, wait for a mutation in
+    /// progress to finish, then stop the children or leave them running
+    /// (recorded) for the next instance to adopt.
+    pub async fn shutdown(&self, stop_children: bool) {
+        if let Ok(mut g) = self.tasks.lock() {
+            for t in g.drain(..) {
+                t.abort();
+            }
+        }
+        let _d = self.desired.lock().await;
+        if stop_children {
+            let (a, b) = tokio::join!(
+                self.livekit.stop(DEFAULT_STOP_TIMEOUT),
+                self.backend.stop(DEFAULT_STOP_TIMEOUT)
+            );
+            for r in [a, b] {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "stopping a child at exit failed");
+                }
+            }
+        } else {
+            self.livekit.detach().await;
+            self.backend.detach().await;
+        }
+    }
+}
+
+fn default_backend_bin(paths: &Paths) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("lk-backend")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| paths.bin_dir.join("lk-backend"))
+}
+
+fn supervise_error(e: supervise::SuperviseError) -> ServiceError {
+    let code = e.code();
+    ServiceError::new(code, e.to_string())
+}
+
+fn install_error(e: install::InstallError) -> ServiceError {
+    match e.code() {
+        Some(code) => ServiceError::new(code, e.to_string()).with_hint(e.hint()),
+        None => ServiceError::invalid(e.field().unwrap_or("source"), e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_bounded_and_name_the_field() {
+        assert_eq!(
+            timeout_param(None, Duration::from_secs(3)).ok(),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            timeout_param(Some(1), Duration::ZERO).ok(),
+            Some(Duration::from_millis(1))
+        );
+        assert_eq!(
+            timeout_param(Some(600_000), Duration::ZERO).ok(),
+            Some(Duration::from_secs(600))
+        );
+        for bad in [0, 600_001, u64::MAX] {
+            let e = timeout_param(Some(bad), Duration::ZERO).expect_err("out of bounds");
+            assert_eq!(
+                e.kind,
+                crate::error::ErrorKind::InvalidParams {
+                    field: "timeout_ms".into()
+                },
+                "{bad}"
+            );
+        }
+    }
+}

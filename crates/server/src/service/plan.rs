@@ -1,0 +1,300 @@
+//! The reconcile's pure planner for the children: from what should run and
+//! what each child runs now, what to start and what to restart.
+//!
+//! The files have their own pure planner ([`crate::config::plan`]); this one
+//! runs after their writes, knowing which files are current on disk. A
+//! reader of the code finds "what makes a child restart" here and nowhere
+//! else.
+
+use std::collections::BTreeMap;
+
+use hero_livekit_proto::{ProcessName, ProcessState};
+
+use super::specs::config_file_of;
+use crate::config::{Rendered, TripleFile};
+
+/// One child as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChildObs {
+    pub state: ProcessState,
+    /// sha256 of the config file the running process really uses: for
+    /// livekit-server the file as read at its spawn (it reads it only
+    /// then), for lk-backend what it reports having loaded (it re-reads on
+    /// SIGHUP), else its spawn record. `None` when nothing runs or lk-backend
+    /// could not say.
+    pub running_sha256: Option<String>,
+}
+
+/// What the caller asks of this reconcile beyond convergence.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Intent {
+    /// `start`: every wanted child is made to run, `failed` and `backoff`
+    /// cleared, and one already running is waited for until ready.
+    pub ensure_running: bool,
+    /// `restart`: these are restarted whatever they run.
+    pub restart: Vec<ProcessName>,
+    /// The token chain failed while every observation agreed: lk-backend
+    /// (stateless, cheap to restart, unlike the media server) is restarted.
+    pub unexplained_chain_failure: bool,
+}
+
+/// What to do to one child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ChildAction {
+    /// Leave it as it is.
+    Keep,
+    /// Start it (or, with `ensure_running`, make sure it runs and is ready).
+    Start,
+    /// Stop it and start it again, for this reason.
+    Restart(String),
+}
+
+/// Decides, for each child, from the desired state and the observations.
+///
+/// - a child that should not run is kept as it is (only `stop` stops);
+/// - a child whose file is not current on disk (a write is pending) is not
+///   touched: starting it would run a stale file;
+/// - a running child whose running config differs from the rendering is
+///   restarted (the field failure: a child that read another secret);
+/// - a wanted child that is stopped is started; one in `backoff` is left to
+///   its own restart policy and one `failed` waits for `start`, unless the
+///   intent is `ensure_running`.
+pub(crate) fn plan_children(
+    rendered: &Rendered,
+    wanted: &BTreeMap<ProcessName, bool>,
+    observed: &BTreeMap<ProcessName, ChildObs>,
+    current_files: &[TripleFile],
+    intent: &Intent,
+) -> BTreeMap<ProcessName, ChildAction> {
+    ProcessName::ALL
+        .into_iter()
+        .map(|name| {
+            let action = plan_one(name, rendered, wanted, observed, current_files, intent);
+            (name, action)
+        })
+        .collect()
+}
+
+fn plan_one(
+    name: ProcessName,
+    rendered: &Rendered,
+    wanted: &BTreeMap<ProcessName, bool>,
+    observed: &BTreeMap<ProcessName, ChildObs>,
+    current_files: &[TripleFile],
+    intent: &Intent,
+) -> ChildAction {
+    if !wanted.get(&name).copied().unwrap_or(false) {
+        return ChildAction::Keep;
+    }
+    let file = config_file_of(name);
+    if !current_files.contains(&file) {
+        return ChildAction::Keep;
+    }
+    let Some(obs) = observed.get(&name) else {
+        return ChildAction::Keep;
+    };
+    match obs.state {
+        ProcessState::Running | ProcessState::Starting => {
+            if intent.restart.contains(&name) {
+                return ChildAction::Restart("restart requested".into());
+            }
+            let expected = rendered.sha256(file);
+            match obs.running_sha256.as_deref() {
+                Some(running) if running == expected => {}
+                Some(_) => return ChildAction::Restart(format!("it runs an outdated {file}")),
+                None => return ChildAction::Restart(format!("it cannot say which {file} it runs")),
+            }
+            if intent.unexplained_chain_failure && name == ProcessName::LkBackend {
+                return ChildAction::Restart("the token chain failed".into());
+            }
+            if intent.ensure_running {
+                ChildAction::Start
+            } else {
+                ChildAction::Keep
+            }
+        }
+        ProcessState::Stopped => ChildAction::Start,
+        ProcessState::Backoff | ProcessState::Failed => {
+            if intent.ensure_running || intent.restart.contains(&name) {
+                ChildAction::Start
+            } else {
+                ChildAction::Keep
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Credential, Secret};
+
+    const LK: ProcessName = ProcessName::LivekitServer;
+    const BE: ProcessName = ProcessName::LkBackend;
+
+    fn rendered() -> Rendered {
+        Rendered::new(Config::with_credential(Credential {
+            api_key: "APIabcdefghijkm".into(),
+            api_secret: Secret::new("s3cr3tValueThatMustNeverBePrinted0123456789"),
+        }))
+    }
+
+    fn both(v: bool) -> BTreeMap<ProcessName, bool> {
+        [(LK, v), (BE, v)].into_iter().collect()
+    }
+
+    fn obs(r: &Rendered, lk: (ProcessState, bool), be: (ProcessState, bool)) -> BTreeMap<ProcessName, ChildObs> {
+        let one = |name, (state, current): (ProcessState, bool)| {
+            let running = match state {
+                ProcessState::Running | ProcessState::Starting if current => {
+                    Some(r.sha256(config_file_of(name)).to_string())
+                }
+                ProcessState::Running | ProcessState::Starting => Some("0".repeat(64)),
+                _ => None,
+            };
+            ChildObs {
+                state,
+                running_sha256: running,
+            }
+        };
+        [(LK, one(LK, lk)), (BE, one(BE, be))].into_iter().collect()
+    }
+
+    const ALL_FILES: [TripleFile; 3] = TripleFile::ALL;
+    use ProcessState::*;
+
+    fn actions(m: &BTreeMap<ProcessName, ChildAction>) -> (ChildAction, ChildAction) {
+        (m[&LK].clone(), m[&BE].clone())
+    }
+
+    #[test]
+    fn current_children_are_kept_and_outdated_ones_restarted() {
+        let r = rendered();
+        let i = Intent::default();
+        let p = plan_children(
+            &r,
+            &both(true),
+            &obs(&r, (Running, true), (Running, true)),
+            &ALL_FILES,
+            &i,
+        );
+        assert_eq!(actions(&p), (ChildAction::Keep, ChildAction::Keep));
+        let p = plan_children(
+            &r,
+            &both(true),
+            &obs(&r, (Running, true), (Running, false)),
+            &ALL_FILES,
+            &i,
+        );
+        assert_eq!(
+            actions(&p),
+            (
+                ChildAction::Keep,
+                ChildAction::Restart("it runs an outdated backend.env".into())
+            )
+        );
+        let p = plan_children(
+            &r,
+            &both(true),
+            &obs(&r, (Starting, false), (Running, true)),
+            &ALL_FILES,
+            &i,
+        );
+        assert_eq!(p[&LK], ChildAction::Restart("it runs an outdated livekit.yaml".into()));
+    }
+
+    #[test]
+    fn a_child_whose_file_is_pending_is_not_touched() {
+        let r = rendered();
+        let i = Intent {
+            ensure_running: true,
+            ..Intent::default()
+        };
+        let files = [TripleFile::RuntimeJson, TripleFile::BackendEnv];
+        let p = plan_children(
+            &r,
+            &both(true),
+            &obs(&r, (Running, false), (Stopped, false)),
+            &files,
+            &i,
+        );
+        assert_eq!(actions(&p), (ChildAction::Keep, ChildAction::Start));
+    }
+
+    #[test]
+    fn stopped_wanted_children_start_unwanted_ones_stay() {
+        let r = rendered();
+        let o = obs(&r, (Stopped, false), (Stopped, false));
+        let p = plan_children(&r, &both(true), &o, &ALL_FILES, &Intent::default());
+        assert_eq!(actions(&p), (ChildAction::Start, ChildAction::Start));
+        let p = plan_children(&r, &both(false), &o, &ALL_FILES, &Intent::default());
+        assert_eq!(actions(&p), (ChildAction::Keep, ChildAction::Keep));
+        let running = obs(&r, (Running, false), (Running, false));
+        let p = plan_children(&r, &both(false), &running, &ALL_FILES, &Intent::default());
+        assert_eq!(actions(&p), (ChildAction::Keep, ChildAction::Keep), "only stop stops");
+    }
+
+    #[test]
+    fn failed_and_backoff_wait_unless_start_is_asked() {
+        let r = rendered();
+        let o = obs(&r, (Failed, false), (Backoff, false));
+        let p = plan_children(&r, &both(true), &o, &ALL_FILES, &Intent::default());
+        assert_eq!(actions(&p), (ChildAction::Keep, ChildAction::Keep));
+        let start = Intent {
+            ensure_running: true,
+            ..Intent::default()
+        };
+        let p = plan_children(&r, &both(true), &o, &ALL_FILES, &start);
+        assert_eq!(actions(&p), (ChildAction::Start, ChildAction::Start));
+    }
+
+    #[test]
+    fn a_requested_restart_restarts_and_start_ensures_the_rest() {
+        let r = rendered();
+        let o = obs(&r, (Running, true), (Running, true));
+        let i = Intent {
+            restart: vec![BE],
+            ..Intent::default()
+        };
+        let p = plan_children(&r, &both(true), &o, &ALL_FILES, &i);
+        assert_eq!(
+            actions(&p),
+            (ChildAction::Keep, ChildAction::Restart("restart requested".into()))
+        );
+        let i = Intent {
+            ensure_running: true,
+            ..Intent::default()
+        };
+        let p = plan_children(&r, &both(true), &o, &ALL_FILES, &i);
+        assert_eq!(actions(&p), (ChildAction::Start, ChildAction::Start));
+    }
+
+    #[test]
+    fn an_unexplained_chain_failure_restarts_only_lk_backend() {
+        let r = rendered();
+        let o = obs(&r, (Running, true), (Running, true));
+        let i = Intent {
+            unexplained_chain_failure: true,
+            ..Intent::default()
+        };
+        let p = plan_children(&r, &both(true), &o, &ALL_FILES, &i);
+        assert_eq!(
+            actions(&p),
+            (ChildAction::Keep, ChildAction::Restart("the token chain failed".into()))
+        );
+    }
+
+    #[test]
+    fn a_backend_that_cannot_say_what_it_runs_is_restarted() {
+        let r = rendered();
+        let mut o = obs(&r, (Running, true), (Running, true));
+        if let Some(b) = o.get_mut(&BE) {
+            b.running_sha256 = None;
+        }
+        let p = plan_children(&r, &both(true), &o, &ALL_FILES, &Intent::default());
+        assert_eq!(
+            p[&BE],
+            ChildAction::Restart("it cannot say which backend.env it runs".into())
+        );
+    }
+}

@@ -1,0 +1,288 @@
+//! The token-chain probe: the proof behind `ready_for_tokens`.
+//!
+//! A token is obtained from the running lk-backend (`POST /token`, as a
+//! service would) and handed to the running livekit-server's
+//! `/rtc/validate`, which runs LiveKit's own auth middleware and join
+//! checks, as a browser's join is validated; nothing joins. lk-backend's
+//! `GET /health` also says which `backend.env` it has loaded. Each leg is
+//! a fresh loopback connection bounded in time and in answer size, so a
+//! child that hangs or floods cannot stall the probe.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Room and identity of the probe's token: recognisable in LiveKit's logs.
+pub(crate) const PROBE_ROOM: &str = "hero_livekit-probe";
+const PROBE_IDENTITY: &str = "hero_livekit-probe";
+/// Largest answer body read from a child.
+const MAX_BODY: usize = 64 * 1024;
+/// Longest LiveKit error text kept (it is one short line in practice).
+const MAX_ERROR_TEXT: usize = 200;
+
+/// What one probe found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProbeOutcome {
+    /// livekit-server accepted lk-backend's token.
+    pub accepted: bool,
+    /// livekit-server answered and refused the token (401): the two
+    /// children hold different credentials. Other failures (a leg that does
+    /// not answer) are the children's supervisors' to handle.
+    pub refused: bool,
+    /// Why not: LiveKit's own status and text, or the leg that failed.
+    pub error: Option<String>,
+    /// What lk-backend says it has loaded (`None`: it could not say).
+    pub backend_sha256: Option<String>,
+    pub latency: Duration,
+}
+
+/// Runs the probe against lk-backend on `backend_port` and livekit-server
+/// on `livekit_port`, both on loopback, within `timeout`.
+pub(crate) async fn probe(backend_port: u16, livekit_port: u16, timeout: Duration) -> ProbeOutcome {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut backend_sha256 = None;
+    let mut refused = false;
+    let result = async {
+        backend_sha256 = backend_loaded(backend_port, deadline).await?;
+        let ask = serde_json::json!({"room": PROBE_ROOM, "identity": PROBE_IDENTITY, "ttl_seconds": 60});
+        let (status, body) = request(
+            backend_port,
+            http::Method::POST,
+            "/token",
+            Some(Bytes::from(ask.to_string())),
+            deadline,
+        )
+        .await
+        .map_err(|e| format!("lk-backend POST /token: {e}"))?;
+        if status != 200 {
+            return Err(format!(
+                "lk-backend POST /token answered {status}: {}",
+                printable(&body)
+            ));
+        }
+        let token = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("token")?.as_str().map(str::to_string))
+            .ok_or_else(|| "lk-backend POST /token answered without a token".to_string())?;
+        if !token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            return Err("lk-backend POST /token answered a token that is not a JWT".into());
+        }
+        let path = format!("/rtc/validate?access_token={token}");
+        let (status, body) = request(livekit_port, http::Method::GET, &path, None, deadline)
+            .await
+            .map_err(|e| format!("livekit-server GET /rtc/validate: {e}"))?;
+        if status == 200 {
+            Ok(())
+        } else {
+            refused = status == 401;
+            // LiveKit's own words, e.g. `401 invalid authorization token:
+            // token signature is invalid`; they never hold the secret.
+            Err(format!(
+                "livekit-server refused lk-backend's token: {status} {}",
+                printable(&body)
+            ))
+        }
+    }
+    .await;
+    ProbeOutcome {
+        accepted: result.is_ok(),
+        refused,
+        error: result.err(),
+        backend_sha256,
+        latency: started.elapsed(),
+    }
+}
+
+/// Which `backend.env` lk-backend says it has loaded (`GET /health`'s
+/// `config_sha256`; `None` when it cannot say).
+///
+/// # Errors
+/// It did not answer 200 before `deadline`.
+pub(crate) async fn backend_loaded(port: u16, deadline: Instant) -> Result<Option<String>, String> {
+    let (status, body) = request(port, http::Method::GET, "/health", None, deadline)
+        .await
+        .map_err(|e| format!("lk-backend GET /health: {e}"))?;
+    if status != 200 {
+        return Err(format!("lk-backend GET /health answered {status}"));
+    }
+    Ok(serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("config_sha256")?.as_str().map(str::to_string)))
+}
+
+/// The body as one line of printable ASCII, shortened.
+fn printable(body: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(body)
+        .chars()
+        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { ' ' })
+        .collect();
+    let text = text.trim();
+    match text.char_indices().nth(MAX_ERROR_TEXT) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// One HTTP/1.1 request to `127.0.0.1:port`, answered before `deadline`.
+async fn request(
+    port: u16,
+    method: http::Method,
+    path: &str,
+    body: Option<Bytes>,
+    deadline: Instant,
+) -> Result<(u16, Bytes), String> {
+    match tokio::time::timeout_at(deadline, request_inner(port, method, path, body)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("no answer in time".into()),
+    }
+}
+
+async fn request_inner(
+    port: u16,
+    method: http::Method,
+    path: &str,
+    body: Option<Bytes>,
+) -> Result<(u16, Bytes), Box<dyn std::error::Error + Send + Sync>> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.set_nodelay(true)?;
+    let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, format!("127.0.0.1:{port}"))
+        .header(http::header::USER_AGENT, "hero_livekit_server-token-probe");
+    if body.is_some() {
+        req = req.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    let req = req.body(Full::new(body.unwrap_or_default()))?;
+    // The connection is driven beside the exchange; it ends with it.
+    let conn = tokio::spawn(conn);
+    let exchange = async {
+        let resp = sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let body = Limited::new(resp.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e })?
+            .to_bytes();
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, body))
+    };
+    let result = exchange.await;
+    conn.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A server answering each connection with the next canned response.
+    async fn serve(listener: TcpListener, answers: Vec<&'static str>) {
+        for answer in answers {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = vec![0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            let _ = sock.write_all(answer.as_bytes()).await;
+        }
+    }
+
+    fn http(status: &str, body: &str) -> &'static str {
+        Box::leak(
+            format!(
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_boxed_str(),
+        )
+    }
+
+    async fn listener() -> (TcpListener, u16) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        (l, port)
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_carries_livekits_own_text() {
+        let (be, be_port) = listener().await;
+        let (lk, lk_port) = listener().await;
+        let be_task = tokio::spawn(serve(
+            be,
+            vec![
+                http("200 OK", r#"{"status":"ok","api_key":"APIx","config_sha256":"abc"}"#),
+                http("200 OK", r#"{"token":"aaa.bbb.ccc"}"#),
+            ],
+        ));
+        let lk_task = tokio::spawn(serve(
+            lk,
+            vec![http(
+                "401 Unauthorized",
+                "invalid authorization token: token signature is invalid\n",
+            )],
+        ));
+        let o = probe(be_port, lk_port, Duration::from_secs(5)).await;
+        assert!(!o.accepted);
+        assert!(o.refused);
+        assert_eq!(
+            o.error.as_deref(),
+            Some("livekit-server refused lk-backend's token: 401 invalid authorization token: token signature is invalid")
+        );
+        assert_eq!(o.backend_sha256.as_deref(), Some("abc"));
+        be_task.await.expect("backend");
+        lk_task.await.expect("livekit");
+    }
+
+    #[tokio::test]
+    async fn an_accepted_token_passes() {
+        let (be, be_port) = listener().await;
+        let (lk, lk_port) = listener().await;
+        let be_task = tokio::spawn(serve(
+            be,
+            vec![
+                http("200 OK", r#"{"status":"ok","api_key":"APIx","config_sha256":null}"#),
+                http("200 OK", r#"{"token":"aaa.bbb.ccc"}"#),
+            ],
+        ));
+        let lk_task = tokio::spawn(serve(lk, vec![http("200 OK", "success")]));
+        let o = probe(be_port, lk_port, Duration::from_secs(5)).await;
+        assert!(o.accepted, "{o:?}");
+        assert_eq!(o.error, None);
+        assert_eq!(o.backend_sha256, None, "a null hash is unknown");
+        be_task.await.expect("backend");
+        lk_task.await.expect("livekit");
+    }
+
+    #[tokio::test]
+    async fn a_silent_child_fails_the_probe_by_its_deadline() {
+        let (be, be_port) = listener().await;
+        // Accepts and never answers.
+        let hold = tokio::spawn(async move {
+            let _conn = be.accept().await;
+            std::future::pending::<()>().await;
+        });
+        let started = Instant::now();
+        let o = probe(be_port, 1, Duration::from_millis(200)).await;
+        assert!(!o.accepted);
+        assert!(!o.refused, "silence is not a refusal");
+        assert_eq!(o.error.as_deref(), Some("lk-backend GET /health: no answer in time"));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        hold.abort();
+    }
+
+    #[test]
+    fn error_text_is_printable_and_short() {
+        assert_eq!(printable(b"bad\r\nthing\x07"), "bad  thing");
+        let long = vec![b'x'; 500];
+        assert_eq!(printable(&long).len(), MAX_ERROR_TEXT + 3);
+    }
+}

@@ -1,0 +1,320 @@
+//! The one level-triggered reconcile: desired state against observed state,
+//! through pure planners, applied by the holder of the ops lock.
+//!
+//! Boot, every mutation, the periodic tick and a failed token-chain probe
+//! call [`LivekitService::reconcile`] alike; what differs is the [`Step`]:
+//! which config is wanted ([`Target`]) and what the caller asks beyond
+//! convergence ([`Intent`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hero_livekit_proto::{ErrorCode, Event, HealReport, ProcessName, ProcessState, StartOutcome};
+use tokio::time::Instant;
+
+use super::health::{backend_running_sha256, BackendReport};
+use super::plan::{plan_children, ChildAction, ChildObs, Intent};
+use super::probe;
+use super::specs::child_spec;
+use super::{internal, LivekitService};
+use crate::config::{self, Config, HealPlan, Rendered, TripleFile};
+use crate::error::ServiceError;
+use crate::install::InstalledInfo;
+use crate::supervise::SuperviseError;
+
+/// The least time between two restarts of lk-backend for a token-chain
+/// failure that no observation explains: a probe that keeps failing for a
+/// reason a restart does not cure must not turn into a restart loop.
+const BLIND_RESTART_GAP: Duration = Duration::from_secs(30);
+/// Bound on asking lk-backend which file it has loaded.
+const BACKEND_ASK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The desired state, held by the ops lock.
+#[derive(Debug)]
+pub(crate) struct Desired {
+    /// The in-memory config (the one source of truth) and its renderings.
+    pub rendered: Arc<Rendered>,
+    /// Which children should run: set by `start`, `restart` and `stop`, and
+    /// at boot from the records a previous instance left.
+    pub want: BTreeMap<ProcessName, bool>,
+    /// The installed livekit-server, as its record describes it.
+    pub installed: Option<InstalledInfo>,
+    last_blind_restart: Option<Instant>,
+}
+
+impl Desired {
+    pub fn new(rendered: Arc<Rendered>, installed: Option<InstalledInfo>) -> Desired {
+        Desired {
+            rendered,
+            want: ProcessName::ALL.into_iter().map(|n| (n, false)).collect(),
+            installed,
+            last_blind_restart: None,
+        }
+    }
+
+    pub fn may_restart_blindly(&self) -> bool {
+        self.last_blind_restart
+            .is_none_or(|at| at.elapsed() >= BLIND_RESTART_GAP)
+    }
+
+    pub fn note_blind_restart(&mut self) {
+        self.last_blind_restart = Some(Instant::now());
+    }
+}
+
+/// Which config the files must render.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// The in-memory config.
+    Current,
+    /// A new config (`configure`); it becomes the truth once `runtime.json`
+    /// holds it.
+    Config(Box<Config>),
+    /// The in-memory config with a freshly minted credential (`start {reset}`).
+    Reset,
+}
+
+/// One call of the reconcile.
+#[derive(Debug, Clone)]
+pub(crate) struct Step {
+    /// Names the heal in reports and events (`boot`, `configure`, `drift`, ...).
+    pub trigger: &'static str,
+    pub target: Target,
+    pub intent: Intent,
+    /// Bound on each child's wait for readiness.
+    pub timeout: Duration,
+}
+
+/// What a reconcile did.
+#[derive(Debug)]
+pub(crate) struct Reconciled {
+    pub heal: HealReport,
+    /// The write that failed, when a file is pending.
+    pub write_failure: Option<ServiceError>,
+    /// What each child action ended with.
+    pub outcomes: BTreeMap<ProcessName, StartOutcome>,
+    /// Children that could not be brought to the desired state.
+    pub errors: Vec<(ProcessName, SuperviseError)>,
+    /// lk-backend was restarted for an unexplained token-chain failure.
+    pub blind_restart: bool,
+}
+
+impl LivekitService {
+    /// Brings files and children to the desired state. Must hold `desired`.
+    ///
+    /// Files first: what differs from the rendering is rewritten
+    /// (`runtime.json` first). A new config becomes the truth as soon as
+    /// `runtime.json` holds it; if even that write fails nothing changed and
+    /// the error is returned. Then the children: each one that should run is
+    /// started when stopped, and restarted when the config it really runs
+    /// differs from the rendering now on disk (see [`plan_children`]).
+    ///
+    /// # Errors
+    /// The new config cannot be written at all, or the OS fails the
+    /// observation; child failures are in [`Reconciled::errors`].
+    pub(super) async fn reconcile(&self, d: &mut Desired, step: Step) -> Result<Reconciled, ServiceError> {
+        let store = self.store.clone();
+        let rendered = Arc::clone(&d.rendered);
+        let target = step.target.clone();
+        let plan = tokio::task::spawn_blocking(move || {
+            let observed = store.observe();
+            match target {
+                // The common case (start, install, the tick): compare with
+                // the renderings already made, rendering nothing.
+                Target::Current => Ok(config::plan_rendered(&rendered, &observed)),
+                Target::Config(c) if *c == *rendered.config() => Ok(config::plan_rendered(&rendered, &observed)),
+                Target::Config(c) => config::plan(Some(&c), &observed, false),
+                Target::Reset => config::plan(Some(rendered.config()), &observed, true),
+            }
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        let (mut heal, write_failure) = self.apply_files(d, plan, step.trigger).await?;
+        let current_files: Vec<TripleFile> = TripleFile::ALL
+            .into_iter()
+            .filter(|f| !heal.pending.iter().any(|p| p == f.name()))
+            .collect();
+
+        let observed = self.observe_children(&d.rendered).await;
+        let actions = plan_children(&d.rendered, &d.want, &observed, &current_files, &step.intent);
+        let rendered = Arc::clone(&d.rendered);
+        let act = |name: ProcessName| {
+            let action = actions.get(&name).cloned().unwrap_or(ChildAction::Keep);
+            let spec = child_spec(name, &rendered, &self.spec_paths);
+            let child = self.child(name);
+            let timeout = step.timeout;
+            async move {
+                let result = match &action {
+                    ChildAction::Keep => return (name, action, None),
+                    ChildAction::Start => child.start(spec, timeout).await,
+                    ChildAction::Restart(_) => child.restart(spec, timeout).await,
+                };
+                (name, action, Some(result))
+            }
+        };
+        // Both at once: the window in which one child runs the new
+        // credential and the other the old is as short as either restart.
+        let (a, b) = tokio::join!(act(ProcessName::LivekitServer), act(ProcessName::LkBackend));
+        let mut r = Reconciled {
+            heal: HealReport::default(),
+            write_failure,
+            outcomes: BTreeMap::new(),
+            errors: Vec::new(),
+            blind_restart: false,
+        };
+        for (name, action, result) in [a, b] {
+            let Some(result) = result else { continue };
+            match result {
+                Ok(outcome) => {
+                    if let ChildAction::Restart(reason) = action {
+                        let requested = step.intent.restart.contains(&name);
+                        if !requested {
+                            heal.restarted.push(name);
+                            tracing::info!(process = %name, %reason, trigger = step.trigger, "restarted");
+                        }
+                        if reason == "the token chain failed" {
+                            r.blind_restart = true;
+                        }
+                        self.events.publish(Event::Restarted {
+                            process: name,
+                            reason: if requested { "requested".into() } else { reason },
+                        });
+                        r.outcomes.insert(name, StartOutcome::Restarted);
+                    } else {
+                        r.outcomes.insert(name, outcome);
+                    }
+                }
+                Err(e) => r.errors.push((name, e)),
+            }
+        }
+        r.heal = heal;
+        // Whatever happened, the chain must be proven again.
+        self.probe_wake.notify_one();
+        Ok(r)
+    }
+
+    /// What each child runs now: livekit-server the file it read at spawn
+    /// (it reads it only then); lk-backend what it says, asked now, it has
+    /// loaded (it re-reads its file on SIGHUP, so neither its record nor an
+    /// older answer can be trusted), else its record.
+    async fn observe_children(&self, rendered: &Rendered) -> BTreeMap<ProcessName, ChildObs> {
+        let lk = self.livekit.health();
+        let be = self.backend.health();
+        let mut be_running = {
+            let chain = self.view.borrow().chain.clone();
+            backend_running_sha256(&be, &chain)
+        };
+        if let (ProcessState::Running, Some(pid)) = (be.state, be.pid) {
+            let deadline = Instant::now() + BACKEND_ASK_TIMEOUT;
+            match probe::backend_loaded(rendered.config().backend_port, deadline).await {
+                Ok(sha256) => {
+                    be_running = sha256.clone();
+                    let report = BackendReport { pid, sha256 };
+                    self.update_view(|v| {
+                        let changed = v.chain.backend.as_ref() != Some(&report);
+                        v.chain.backend = Some(report);
+                        changed
+                    });
+                }
+                Err(e) => tracing::debug!(error = %e, "lk-backend did not say what it has loaded"),
+            }
+        }
+        [
+            (
+                ProcessName::LivekitServer,
+                ChildObs {
+                    state: lk.state,
+                    running_sha256: lk.config_sha256,
+                },
+            ),
+            (
+                ProcessName::LkBackend,
+                ChildObs {
+                    state: be.state,
+                    running_sha256: be_running,
+                },
+            ),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    /// Writes what `plan` says and makes the truth follow `runtime.json`.
+    /// Returns the heal report and, when a file could not be written, the
+    /// error (the file is then pending and the next reconcile retries it).
+    ///
+    /// # Errors
+    /// `write_failed` when the plan holds a new config and `runtime.json`
+    /// could not be written: nothing changed.
+    pub(super) async fn apply_files(
+        &self,
+        d: &mut Desired,
+        plan: HealPlan,
+        trigger: &str,
+    ) -> Result<(HealReport, Option<ServiceError>), ServiceError> {
+        let store = self.store.clone();
+        // Applied even when nothing is to be written: `apply` then writes and
+        // fsyncs nothing but restores mode 0600 on a file someone loosened.
+        let plan2 = plan.clone();
+        let applied = tokio::task::spawn_blocking(move || store.apply(&plan2))
+            .await
+            .map_err(internal)?;
+        let (written, failure) = match applied {
+            Ok(w) => (w, None),
+            Err(e) => (e.written.clone(), Some(e)),
+        };
+        let runtime_in_place =
+            !plan.writes.contains(&TripleFile::RuntimeJson) || written.contains(&TripleFile::RuntimeJson);
+        if plan.config != *d.rendered.config() {
+            if !runtime_in_place {
+                // runtime.json is written first: nothing else was touched.
+                let e = failure.map_or_else(
+                    || internal("runtime.json was not written"),
+                    |e| ServiceError::new(ErrorCode::WriteFailed, e.to_string()),
+                );
+                return Err(e);
+            }
+            // Once runtime.json holds the new config it is the truth, as the
+            // next boot would find it: the rest of the triple follows.
+            d.rendered = Arc::new(Rendered::new(plan.config.clone()));
+            self.publish_desired(d);
+        }
+        let pending: Vec<String> = plan
+            .writes
+            .iter()
+            .filter(|f| !written.contains(f))
+            .map(|f| f.name().to_string())
+            .collect();
+        let write_error = failure.as_ref().map(ToString::to_string);
+        let report = HealReport {
+            trigger: trigger.to_string(),
+            drift: plan.drift.clone(),
+            written: written.iter().map(|f| f.name().to_string()).collect(),
+            minted: plan.minted,
+            restarted: Vec::new(),
+            pending,
+            write_error: write_error.clone(),
+        };
+        if !report.written.is_empty() {
+            tracing::info!(trigger, written = ?report.written, drift = ?report.drift, minted = plan.minted, "healed config triple");
+            self.events.publish(Event::Healed {
+                trigger: trigger.to_string(),
+                written: report.written.clone(),
+                drift: report.drift.clone(),
+                minted: plan.minted,
+            });
+        }
+        if let Some(error) = &write_error {
+            tracing::warn!(trigger, pending = ?report.pending, %error, "config files pending; the reconcile retries");
+        }
+        Ok((
+            report,
+            failure.map(|e| {
+                ServiceError::new(ErrorCode::WriteFailed, e.to_string())
+                    .with_hint("free disk space or fix the state directory; the daemon retries the pending files every few seconds")
+            }),
+        ))
+    }
+}
