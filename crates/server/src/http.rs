@@ -66,7 +66,10 @@ impl Service<Request<Incoming>> for Router {
                 }
                 (Method::POST, "/" | "/rpc") => {
                     req.extensions_mut().insert(this.peer);
-                    this.post(req).await
+                    // hyper drops a request's future when its client hangs up
+                    // (read EOF closes the connection): in a task of its own,
+                    // a call whose request arrived whole runs to its end.
+                    tokio::spawn(this.post(req)).await?
                 }
                 (_, "/" | "/rpc" | "/health" | "/openrpc.json" | "/.well-known/heroservice.json") => Ok(json(
                     StatusCode::METHOD_NOT_ALLOWED,
