@@ -152,8 +152,7 @@ impl Child {
             rx,
             status: status_tx,
             spec: None,
-            proc: None,
-            idle: Idle::Stopped,
+            life: Life::Stopped,
             failures: VecDeque::new(),
             restarts: 0,
             last_exit: None,
@@ -357,15 +356,30 @@ struct Proc {
     /// Adopted from a previous daemon: not our child, status unknowable.
     adopted: bool,
     since: Instant,
-    ready: bool,
 }
 
-/// The state when no process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Idle {
+/// Where a child is in its life: the one state of the supervisor, from
+/// which the published [`ProcessState`] is read off.
+enum Life {
+    /// No process, and none due.
     Stopped,
+    /// A process runs and has not answered its readiness probe yet.
+    Starting(Proc),
+    /// A process runs and answered its readiness probe.
+    Running(Proc),
+    /// No process; the restart policy starts one at this instant.
     Backoff(Instant),
+    /// No process; a crash loop or a failed start gave up. `start` clears it.
     Failed,
+}
+
+/// The process of `life`, if one runs (a free function so that a caller
+/// borrows only the field, not the whole actor).
+fn proc_of(life: &Life) -> Option<&Proc> {
+    match life {
+        Life::Starting(p) | Life::Running(p) => Some(p),
+        Life::Stopped | Life::Backoff(_) | Life::Failed => None,
+    }
 }
 
 /// How a wait for readiness ended.
@@ -391,8 +405,7 @@ struct Actor {
     status: watch::Sender<Status>,
     /// The spec restarts use: the last one given to start/restart/adopt.
     spec: Option<ChildSpec>,
-    proc: Option<Proc>,
-    idle: Idle,
+    life: Life,
     failures: VecDeque<Failure>,
     restarts: u32,
     last_exit: Option<String>,
@@ -420,14 +433,14 @@ impl Actor {
                 self.handle(cmd).await;
                 continue;
             }
-            let backoff_until = match self.idle {
-                Idle::Backoff(until) if self.proc.is_none() => Some(until),
+            let backoff_until = match self.life {
+                Life::Backoff(until) => Some(until),
                 _ => None,
             };
             // Exits first: a request must never see a dead process as running.
             tokio::select! {
                 biased;
-                () = proc_exit(self.proc.as_ref()) => self.on_exit().await,
+                () = proc_exit(proc_of(&self.life)) => self.on_exit().await,
                 cmd = self.rx.recv() => match cmd {
                     Some(cmd) => self.handle(cmd).await,
                     // Every handle dropped: leave the child running, as detach.
@@ -441,7 +454,7 @@ impl Actor {
     }
 
     async fn handle(&mut self, cmd: Command) {
-        if self.proc.as_ref().is_some_and(|p| p.pidfd.has_exited()) {
+        if proc_of(&self.life).is_some_and(|p| p.pidfd.has_exited()) {
             self.on_exit().await;
         }
         match cmd {
@@ -484,18 +497,19 @@ impl Actor {
     async fn start(&mut self, spec: ChildSpec, timeout: Duration, force: bool) -> Result<StartOutcome, SuperviseError> {
         self.check_name(&spec)?;
         let deadline = Instant::now() + timeout;
-        if self.proc.is_none() {
+        if proc_of(&self.life).is_none() {
             self.attach_record().await?;
         }
         self.spec = Some(spec.clone());
-        if let Some(proc) = &self.proc {
+        let ready = matches!(self.life, Life::Running(_));
+        if let Some(proc) = proc_of(&self.life) {
             let reason = if force {
                 Some("restart requested".to_owned())
             } else {
                 restart_reason(proc, &spec)
             };
             let Some(reason) = reason else {
-                if proc.ready {
+                if ready {
                     return Ok(StartOutcome::AlreadyRunning);
                 }
                 return match self.await_ready(&spec, deadline, false).await {
@@ -530,10 +544,10 @@ impl Actor {
     }
 
     async fn stop(&mut self, timeout: Duration) -> Result<StopOutcome, SuperviseError> {
-        if self.proc.is_none() {
+        if proc_of(&self.life).is_none() {
             self.attach_record().await?;
         }
-        let was_running = self.proc.is_some();
+        let was_running = proc_of(&self.life).is_some();
         let killed = self.terminate(timeout, "stop").await?;
         self.clear_failures();
         self.port_conflict = None;
@@ -543,7 +557,7 @@ impl Actor {
 
     async fn adopt(&mut self, spec: ChildSpec) -> Result<AdoptOutcome, SuperviseError> {
         self.check_name(&spec)?;
-        if self.proc.is_some() {
+        if proc_of(&self.life).is_some() {
             return Ok(AdoptOutcome::AlreadySupervised);
         }
         self.spec = Some(spec.clone());
@@ -590,14 +604,12 @@ impl Actor {
                 return Err(LaunchError::Failed(self.abandon(record.pid, fd, source).await));
             }
         };
-        self.proc = Some(Proc {
+        self.life = Life::Starting(Proc {
             pidfd,
             record,
             adopted: false,
             since: Instant::now(),
-            ready: false,
         });
-        self.idle = Idle::Stopped;
         self.publish(None);
         self.await_ready(spec, deadline, interruptible).await
     }
@@ -641,7 +653,7 @@ impl Actor {
     /// Races readiness against the process's exit (and, for supervisor
     /// restarts, against incoming requests).
     async fn wait_ready(&mut self, probe: &ReadyProbe, deadline: Instant, interruptible: bool) -> Wait {
-        let Some(proc) = self.proc.as_ref() else {
+        let Some(proc) = proc_of(&self.life) else {
             return Wait::Exited;
         };
         let rx = &mut self.rx;
@@ -666,7 +678,7 @@ impl Actor {
     /// server): the next daemon verifies the record against the final image.
     /// A no-op without a write in the usual case.
     async fn refresh_record(&mut self) {
-        let Some(proc) = self.proc.as_ref().filter(|p| !p.adopted) else {
+        let Some(proc) = proc_of(&self.life).filter(|p| !p.adopted) else {
             return;
         };
         let (record, dir) = (proc.record.clone(), self.opts.children_dir.clone());
@@ -683,7 +695,7 @@ impl Actor {
         .and_then(|r| r);
         match refreshed {
             Ok(Some(fresh)) => {
-                if let Some(proc) = self.proc.as_mut() {
+                if let Life::Starting(proc) | Life::Running(proc) = &mut self.life {
                     proc.record = fresh;
                 }
             }
@@ -695,9 +707,10 @@ impl Actor {
     }
 
     fn mark_ready(&mut self) {
-        if let Some(proc) = self.proc.as_mut() {
-            proc.ready = true;
-        }
+        self.life = match std::mem::replace(&mut self.life, Life::Stopped) {
+            Life::Starting(proc) => Life::Running(proc),
+            other => other,
+        };
         self.port_conflict = None;
         self.publish(None);
     }
@@ -705,7 +718,7 @@ impl Actor {
     /// Stops the current process, if any: SIGTERM to the group, SIGKILL after
     /// `grace`. Returns whether SIGKILL was needed.
     async fn terminate(&mut self, grace: Duration, why: &str) -> Result<bool, SuperviseError> {
-        let Some(proc) = self.proc.as_ref() else {
+        let Some(proc) = proc_of(&self.life) else {
             return Ok(false);
         };
         signal_group(proc, libc::SIGTERM);
@@ -731,8 +744,12 @@ impl Actor {
     /// Takes the exited process out of supervision: sweeps what is left of
     /// its group (own children only), reaps it and removes its record.
     async fn reap(&mut self) -> ChildExit {
-        let Some(proc) = self.proc.take() else {
-            return ChildExit::Unknown;
+        let proc = match std::mem::replace(&mut self.life, Life::Stopped) {
+            Life::Starting(proc) | Life::Running(proc) => proc,
+            other => {
+                self.life = other;
+                return ChildExit::Unknown;
+            }
         };
         if !proc.adopted {
             // Members left in the group of a leader that is gone would keep
@@ -758,11 +775,11 @@ impl Actor {
     }
 
     async fn on_exit(&mut self) {
-        let Some(proc) = self.proc.as_ref() else {
+        let was_ready = matches!(self.life, Life::Running(_));
+        let Some(proc) = proc_of(&self.life) else {
             return;
         };
         let ran_for = proc.since.elapsed();
-        let was_ready = proc.ready;
         let exit = self.reap().await;
         self.last_exit = Some(exit.to_string());
         self.push_failure(ran_for);
@@ -775,7 +792,7 @@ impl Actor {
     }
 
     async fn backoff_elapsed(&mut self) {
-        self.idle = Idle::Stopped;
+        self.life = Life::Stopped;
         let reason = format!(
             "backoff elapsed after: {}",
             self.last_exit.as_deref().unwrap_or("an unexpected exit")
@@ -797,7 +814,7 @@ impl Actor {
             decide = true;
             match decision {
                 Decision::Fail => {
-                    self.idle = Idle::Failed;
+                    self.idle(Life::Failed);
                     self.log_tail = match &self.spec {
                         Some(spec) => read_tail(spec.log_path.clone()).await,
                         None => None,
@@ -806,13 +823,13 @@ impl Actor {
                     return;
                 }
                 Decision::RestartAfter(pause) => {
-                    self.idle = Idle::Backoff(Instant::now() + pause);
+                    self.idle(Life::Backoff(Instant::now() + pause));
                     self.publish(Some(format!("{reason}; restarting in {} ms", pause.as_millis())));
                     return;
                 }
                 Decision::RestartNow => {
                     let Some(spec) = self.spec.clone() else {
-                        self.idle = Idle::Failed;
+                        self.idle(Life::Failed);
                         self.publish(Some(format!("{reason}; no spec to restart from")));
                         return;
                     };
@@ -821,7 +838,7 @@ impl Actor {
                         process: self.name,
                         reason,
                     });
-                    self.idle = Idle::Stopped;
+                    self.idle(Life::Stopped);
                     let deadline = Instant::now() + self.opts.restart_ready_timeout;
                     match self.launch(&spec, deadline, true).await {
                         Ok(()) | Err(LaunchError::Interrupted) => return,
@@ -849,9 +866,7 @@ impl Actor {
         if let Ok(Err(e)) = rotated {
             tracing::warn!(process = %self.name, error = %e, "log rotation failed");
         }
-        if self.proc.as_ref().is_some_and(|p| !p.ready)
-            && ready::probe_once(&probe, Instant::now() + REPROBE_TIMEOUT).await
-        {
+        if matches!(self.life, Life::Starting(_)) && ready::probe_once(&probe, Instant::now() + REPROBE_TIMEOUT).await {
             self.refresh_record().await;
             self.mark_ready();
         }
@@ -890,14 +905,12 @@ impl Actor {
         })?;
         let age = Duration::from_millis(unix_ms_now().saturating_sub(record.started_unix_ms));
         let since = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-        self.proc = Some(Proc {
+        self.life = Life::Starting(Proc {
             pidfd,
             record,
             adopted: true,
             since,
-            ready: false,
         });
-        self.idle = Idle::Stopped;
         self.publish(Some("adopted from a previous daemon".to_owned()));
         Ok(AdoptOutcome::Adopted)
     }
@@ -955,9 +968,9 @@ impl Actor {
             LaunchError::Interrupted => SuperviseError::Closed { process: self.name },
         };
         if matches!(e, SuperviseError::PortConflict { .. }) {
-            self.idle = Idle::Stopped;
+            self.idle(Life::Stopped);
         } else {
-            self.idle = Idle::Failed;
+            self.idle(Life::Failed);
             self.last_exit = Some(summarize(&e));
             self.log_tail = match &e {
                 SuperviseError::ExitedDuringStartup { log_tail, .. } => Some(log_tail.clone()),
@@ -970,7 +983,7 @@ impl Actor {
 
     fn clear_failures(&mut self) {
         self.failures.clear();
-        self.idle = Idle::Stopped;
+        self.idle(Life::Stopped);
         self.log_tail = None;
     }
 
@@ -997,12 +1010,23 @@ impl Actor {
     }
 
     fn state(&self) -> ProcessState {
-        match (&self.proc, self.idle) {
-            (Some(p), _) if p.ready => ProcessState::Running,
-            (Some(_), _) => ProcessState::Starting,
-            (None, Idle::Stopped) => ProcessState::Stopped,
-            (None, Idle::Backoff(_)) => ProcessState::Backoff,
-            (None, Idle::Failed) => ProcessState::Failed,
+        match self.life {
+            Life::Stopped => ProcessState::Stopped,
+            Life::Starting(_) => ProcessState::Starting,
+            Life::Running(_) => ProcessState::Running,
+            Life::Backoff(_) => ProcessState::Backoff,
+            Life::Failed => ProcessState::Failed,
+        }
+    }
+
+    /// Enters a state without a process. Only ever called once the process
+    /// is reaped; a running one is never forgotten (it would be unwatched).
+    fn idle(&mut self, to: Life) {
+        match proc_of(&self.life) {
+            None => self.life = to,
+            Some(p) => {
+                tracing::warn!(process = %self.name, pid = p.record.pid, "a state change without a process was asked while one runs; kept")
+            }
         }
     }
 
@@ -1010,7 +1034,7 @@ impl Actor {
     /// `State` event.
     fn publish(&mut self, detail: Option<String>) {
         let state = self.state();
-        let proc = self.proc.as_ref();
+        let proc = proc_of(&self.life);
         let pid = proc.map(|p| p.record.pid);
         let generation = self.status.borrow().generation + 1;
         self.status.send_replace(Status {
