@@ -90,15 +90,24 @@ fn running(root: &Root, opts: DaemonOpts) -> Daemon {
 
 /// Waits until health is ready with `secret` in all three files.
 fn wait_converged_on(d: &Daemon, root: &Root, secret: &str) -> Value {
-    wait_for(WAIT, "the configured secret in all three files and ready", || {
+    let deadline = Instant::now() + WAIT;
+    loop {
         let h = d.health();
         let files = [
             json_credential(&root.file("runtime.json")).1,
             yaml_credential(&root.file("livekit.yaml")).1,
             env_credential(&root.file("backend.env")).1,
         ];
-        (h["ready_for_tokens"] == true && files.iter().all(|s| s == secret)).then_some(h)
-    })
+        if h["ready_for_tokens"] == true && files.iter().all(|s| s == secret) {
+            return h;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not converged on the configured secret within {WAIT:?}: {h}\n{}",
+            d.stderr()
+        );
+        std::thread::park_timeout(Duration::from_millis(10));
+    }
 }
 
 #[test]

@@ -127,6 +127,16 @@ impl Out {
             let names: Vec<&str> = h.restarted.iter().map(|p| p.as_str()).collect();
             println!("restarted: {}", names.join(", "));
         }
+        if !h.pending.is_empty() {
+            println!(
+                "{} {} (the daemon retries every few seconds)",
+                self.bad("pending:"),
+                h.pending.join(", ")
+            );
+            if let Some(e) = &h.write_error {
+                println!("  because: {e}");
+            }
+        }
     }
 
     pub fn configure(&self, r: &proto::ConfigureResult) {
@@ -206,6 +216,15 @@ impl Out {
         println!("status            {status}");
         println!("ready for tokens  {}", self.yes_no(h.ready_for_tokens));
         println!("consistent        {}", self.yes_no(h.consistent));
+        let chain = &h.token_chain;
+        if chain.ok {
+            println!("token chain       {} ({} ms)", self.good("proven"), chain.latency_ms);
+        } else {
+            println!(
+                "token chain       {}",
+                self.bad(chain.error.as_deref().unwrap_or("not proven yet"))
+            );
+        }
         println!("api key           {}", h.api_key);
         println!("livekit url       {}", h.livekit_url);
         println!("backend url       {}", h.backend_url);

@@ -47,6 +47,14 @@ impl Service<Request<Incoming>> for Router {
 
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
         let this = self.clone();
+        if req.method() == Method::POST && matches!(req.uri().path(), "/" | "/rpc") {
+            req.extensions_mut().insert(this.peer);
+            // hyper drops a request's future when its client hangs up (a read
+            // EOF closes the connection), even before polling it once. Spawned
+            // here, at once, a call whose request arrived runs to its end.
+            let task = tokio::spawn(this.post(req));
+            return Box::pin(async move { task.await? });
+        }
         Box::pin(async move {
             let path = req.uri().path().to_string();
             let is_upgrade = req
@@ -63,13 +71,6 @@ impl Service<Request<Incoming>> for Router {
                     req.extensions_mut().insert(this.peer);
                     let req = req.map(HttpBody::new);
                     this.rpc.oneshot(req).await
-                }
-                (Method::POST, "/" | "/rpc") => {
-                    req.extensions_mut().insert(this.peer);
-                    // hyper drops a request's future when its client hangs up
-                    // (read EOF closes the connection): in a task of its own,
-                    // a call whose request arrived whole runs to its end.
-                    tokio::spawn(this.post(req)).await?
                 }
                 (_, "/" | "/rpc" | "/health" | "/openrpc.json" | "/.well-known/heroservice.json") => Ok(json(
                     StatusCode::METHOD_NOT_ALLOWED,
