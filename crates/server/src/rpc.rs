@@ -56,9 +56,24 @@ fn parse_object<T: DeserializeOwned>(raw: &str) -> Result<T, ServiceError> {
         } else {
             path
         };
-        let rule = inner.split(" at line ").next().unwrap_or(&inner).to_string();
-        ServiceError::invalid(field, rule)
+        let rule = inner.split(" at line ").next().unwrap_or(&inner);
+        ServiceError::invalid(field, without_value(rule))
     })
+}
+
+/// serde's rule without the offending value: `invalid type: string "...",
+/// expected u32` would echo whatever was sent, a secret pasted into the
+/// wrong field included.
+fn without_value(rule: &str) -> String {
+    for kind in ["invalid type", "invalid value", "invalid length"] {
+        if let Some(rest) = rule.strip_prefix(kind) {
+            return match rest.split_once(", expected ") {
+                Some((_, expected)) => format!("{kind}: expected {expected}"),
+                None => kind.to_string(),
+            };
+        }
+    }
+    rule.to_string()
 }
 
 /// The first `` `name` `` in a serde message (the unknown/missing field).
@@ -191,6 +206,20 @@ mod tests {
     fn wrong_type_names_the_field() {
         let e = parse_params::<ConfigureParams>(&p(r#"{"port":"x"}"#)).expect_err("bad type");
         assert_eq!(e.kind, crate::error::ErrorKind::InvalidParams { field: "port".into() });
+    }
+
+    #[test]
+    fn a_wrong_type_is_refused_without_echoing_the_value() {
+        let secret = "s3cr3tValueThatMustNeverBePrinted0123456789";
+        for raw in [
+            format!(r#"{{"port":"{secret}"}}"#),
+            format!(r#"{{"api_key":["{secret}"]}}"#),
+            format!(r#"{{"rtc_tcp_port":{{"{secret}":1}}}}"#),
+        ] {
+            let e = parse_params::<ConfigureParams>(&Params::new(Some(&raw))).expect_err("bad type");
+            assert!(!e.message.contains(secret), "{}", e.message);
+            assert!(e.message.contains("expected"), "{}", e.message);
+        }
     }
 
     #[test]
