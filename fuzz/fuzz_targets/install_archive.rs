@@ -122,25 +122,36 @@ struct Fixture {
     root: PathBuf,
 }
 
+const DIR_PREFIX: &str = "hero-livekit-fuzz-install-";
+
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         // tmpfs when there is one: the installer fsyncs, which costs nothing
         // there and milliseconds per run on a disk.
-        let base = Path::new("/dev/shm");
-        let builder = tempfile::Builder::new()
-            .prefix("hero-livekit-fuzz-")
-            .tempdir_in(if base.is_dir() {
-                base.to_path_buf()
-            } else {
-                std::env::temp_dir()
-            });
-        let root = match builder {
-            Ok(d) => d.keep(),
-            Err(e) => panic!("no temp dir for the fuzz fixture: {e}"),
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
         };
-        if let Err(e) = fs::write(root.join("canary"), b"untouched") {
-            panic!("cannot write the canary: {e}");
+        // libFuzzer ends the process with exit(), so nothing is dropped: the
+        // directory is named after the pid, and those of processes that are
+        // gone are removed here instead.
+        if let Ok(rd) = fs::read_dir(&base) {
+            for e in rd.filter_map(Result::ok) {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name.strip_prefix(DIR_PREFIX) {
+                    if !Path::new("/proc").join(pid).exists() {
+                        let _ = fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+        let root = base.join(format!("{DIR_PREFIX}{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        if let Err(e) = fs::create_dir(&root).and_then(|()| fs::write(root.join("canary"), b"untouched")) {
+            panic!("cannot set up {}: {e}", root.display());
         }
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(r) => r,

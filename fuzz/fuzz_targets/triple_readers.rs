@@ -12,11 +12,18 @@
 //! - carrying the plan out and planning again is a no-op, both at boot and
 //!   against the in-memory config (the heal converges in one step);
 //! - a plan without writes means the observed triple really is consistent;
+//! - a valid credential is never thrown away: checked against oracles
+//!   independent of the readers (serde_json for runtime.json, the envfile
+//!   grammar for backend.env), one in runtime.json is the one loaded, and
+//!   no credential is minted while either file holds a valid one;
 //! - drift text never holds the secret it is compared against.
 #![no_main]
 
+use hero_livekit_proto::envfile;
+use hero_livekit_server::config::validate::validate_credential;
 use hero_livekit_server::config::{
-    check, plan_with, render, validate_config, Config, Credential, FileObs, MintError, Observed, Secret, TripleFile,
+    check, plan_with, render, validate_config, Config, ConfigSource, Credential, FileObs, MintError, Observed, Secret,
+    TripleFile,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -80,6 +87,31 @@ fn split(data: &[u8]) -> [Option<&[u8]>; 3] {
     parts
 }
 
+/// The credential of `runtime.json` as serde_json alone reads it.
+fn json_credential(obs: &FileObs) -> Option<Credential> {
+    let FileObs::Present(bytes) = obs else { return None };
+    let v: serde_json::Value = serde_json::from_str(std::str::from_utf8(bytes).ok()?).ok()?;
+    valid(v.get("api_key")?.as_str()?, v.get("api_secret")?.as_str()?)
+}
+
+/// The credential of `backend.env` as the envfile grammar alone reads it.
+fn env_credential(obs: &FileObs) -> Option<Credential> {
+    let FileObs::Present(bytes) = obs else { return None };
+    let vars = envfile::parse(std::str::from_utf8(bytes).ok()?).ok()?;
+    valid(
+        envfile::get(&vars, "LIVEKIT_API_KEY")?,
+        envfile::get(&vars, "LIVEKIT_API_SECRET")?,
+    )
+}
+
+fn valid(key: &str, secret: &str) -> Option<Credential> {
+    let c = Credential {
+        api_key: key.to_string(),
+        api_secret: Secret::new(secret),
+    };
+    validate_credential(&c).is_ok().then_some(c)
+}
+
 fn assert_no_secret(drift: &[String], secret: &str, what: &str) {
     for line in drift {
         assert!(!line.contains(secret), "{what}: drift holds the secret: {line:?}");
@@ -102,6 +134,20 @@ fuzz_target!(|data: &[u8]| {
         panic!("boot settled on an invalid config: {e}");
     }
     assert_no_secret(&boot.drift, boot.config.api_secret.expose(), "boot plan");
+
+    // A valid credential on disk is never replaced at boot.
+    let in_json = json_credential(&observed.runtime_json);
+    if let Some(c) = &in_json {
+        assert_eq!(
+            boot.source,
+            ConfigSource::RuntimeJson,
+            "runtime.json holds a valid credential"
+        );
+        assert_eq!(&boot.config.credential(), c, "not the credential of runtime.json");
+    }
+    if in_json.is_some() || env_credential(&observed.backend_env).is_some() {
+        assert!(!boot.minted, "minted although a file holds a valid credential");
+    }
 
     // A plan that writes nothing must mean the triple is the rendering.
     let consistency = check(&boot.config, &observed);
