@@ -6,7 +6,9 @@
 //! unwritable (CAP_DAC_OVERRIDE ignores them). They use what does stop
 //! root: a tiny tmpfs for a full disk, a tmpfs remounted read-only, and the
 //! immutable attribute (`chattr +i`). Each skips, saying why, only when the
-//! kernel refuses the mount or the attribute (an unprivileged container).
+//! kernel refuses the mount or the attribute (an unprivileged container),
+//! and never when `CI` is set: there a skipped test fails (see
+//! [`cannot_run`]).
 
 use std::ffi::{CString, OsString};
 use std::fs::{self, File, OpenOptions};
@@ -19,6 +21,17 @@ use hero_livekit_server::config::{
     check, mint_credential, plan, render, ConfigSource, FileObs, HealPlan, Observed, StateDir, TripleFile,
 };
 
+/// Reports that this machine refuses a test's privileged setup. A skipped
+/// test proves nothing, so under CI (`CI` set and non-empty, as CI systems
+/// do) it fails instead of returning green; elsewhere (a developer's
+/// unprivileged container) it says why and passes.
+fn cannot_run(why: &str) {
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("this test cannot run here and CI is set, so it may not pass without running: {why}");
+    }
+    println!("skipping: {why}");
+}
+
 /// A tmpfs mounted on a fresh temp directory, unmounted on drop.
 struct Tmpfs {
     target: PathBuf,
@@ -26,8 +39,8 @@ struct Tmpfs {
 }
 
 impl Tmpfs {
-    /// Mounts a tmpfs of `size`; `None` (after printing why) when mounting
-    /// is not permitted here.
+    /// Mounts a tmpfs of `size`; `None` (after [`cannot_run`]) when
+    /// mounting is not permitted here.
     fn mount(size: &str) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().expect("tempdir");
         let target = dir.path().join("mnt");
@@ -51,7 +64,7 @@ impl Tmpfs {
                 matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)),
                 "mount failed for another reason than permission: {e}"
             );
-            println!("skipping: mounting a tmpfs is not permitted here ({e})");
+            cannot_run(&format!("mounting a tmpfs is not permitted here ({e})"));
             return None;
         }
         Some(Tmpfs { target, _dir: dir })
@@ -259,14 +272,14 @@ fn an_immutable_state_directory_fails_the_write_and_keeps_the_old_triple() {
     match set {
         Ok(out) if out.status.success() => {}
         Ok(out) => {
-            println!(
-                "skipping: chattr +i refused here: {}",
+            cannot_run(&format!(
+                "chattr +i refused here: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
-            );
+            ));
             return;
         }
         Err(e) => {
-            println!("skipping: chattr unavailable: {e}");
+            cannot_run(&format!("chattr unavailable: {e}"));
             return;
         }
     }

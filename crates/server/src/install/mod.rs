@@ -64,6 +64,36 @@ pub use error::InstallError;
 pub use plan::{BINARY_NAME, CHECKSUMS_FILE, RELEASE_BASE};
 
 use disk::{parent_dir, CopyError};
+
+/// The archive reader for the fuzz targets in `fuzz/`, which link this crate
+/// from outside; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Whether `head` starts with gzip's magic bytes.
+    pub fn is_gzip(head: &[u8]) -> bool {
+        super::archive::is_gzip(head)
+    }
+
+    /// Whether `head` starts like something Linux can execute.
+    pub fn looks_executable(head: &[u8]) -> bool {
+        super::archive::looks_executable(head)
+    }
+
+    /// Extracts the `livekit-server` entry of the gzipped tarball `gz` into
+    /// `out`: its sha256 (hex) and length, or why it was refused.
+    ///
+    /// # Errors
+    /// The refusal, as text.
+    pub fn extract_binary(
+        gz: &[u8],
+        out: &mut Vec<u8>,
+        max_binary: u64,
+        max_expanded: u64,
+    ) -> Result<(String, u64), String> {
+        super::archive::extract_binary(gz, out, max_binary, max_expanded, &mut |_, _| {}).map_err(|e| format!("{e:?}"))
+    }
+}
+
 use plan::{Origin, Plan, Throttle, PROGRESS_INTERVAL};
 
 /// The livekit-server release installed when no `version` is asked for.

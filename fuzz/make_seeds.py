@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora under fuzz/seeds/<target>/ (committed).
+
+Run from anywhere: `python3 fuzz/make_seeds.py`. Deterministic: the same
+bytes every time (tarballs carry a fixed mtime, gzip a zero timestamp), so
+regenerating changes nothing unless this script changes.
+
+The renderings mirror crates/server/src/config/render.rs (its golden tests
+show the same bytes). A seed that drifted from the renderer would still be
+a useful seed; the targets check the real renderer, never these copies.
+"""
+
+import gzip
+import io
+import json
+import os
+import tarfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SEEDS = os.path.join(HERE, "seeds")
+HEADER = (
+    "# written by hero_livekit; edit with `hero_livekit configure`\n"
+    "# any other change is overwritten: hero_livekit keeps this file equal to its config\n"
+)
+SEP = b"\n\x1e\n"  # triple_readers: the file separator
+MISSING = b"\x18"  # triple_readers: a missing file
+UNREADABLE = b"\x15"  # triple_readers: an unreadable file
+
+A = dict(
+    api_key="APIaaaaaaaaaaaa",
+    api_secret="aaaaSecretaaaaSecretaaaaSecretaaaaSecret123",
+    domain="media.example.org",
+    redis_address="redis.internal:6380",
+    port=7980,
+    rtc_tcp_port=7981,
+    rtc_port_range_start=51000,
+    rtc_port_range_end=52000,
+    node_ip="192.0.2.10",
+    backend_port=7990,
+)
+B = dict(
+    api_key="APIbbbbbbbbbbbb",
+    api_secret="bbbbSecretbbbbSecretbbbbSecretbbbbSecret456",
+    domain="2001:db8::7",
+    redis_address=None,
+    port=8080,
+    rtc_tcp_port=8081,
+    rtc_port_range_start=40000,
+    rtc_port_range_end=40100,
+    node_ip=None,
+    backend_port=8090,
+)
+
+
+def q(s):
+    return json.dumps(s)
+
+
+def url(c):
+    host = "[%s]" % c["domain"] if ":" in c["domain"] else c["domain"]
+    return "ws://%s:%d" % (host, c["port"])
+
+
+def runtime_json(c):
+    lines = [
+        '  "api_key": %s,' % q(c["api_key"]),
+        '  "api_secret": %s,' % q(c["api_secret"]),
+        '  "domain": %s,' % q(c["domain"]),
+        '  "redis_address": %s,' % q(c["redis_address"] or ""),
+        '  "port": %d,' % c["port"],
+        '  "rtc_tcp_port": %d,' % c["rtc_tcp_port"],
+        '  "rtc_port_range_start": %d,' % c["rtc_port_range_start"],
+        '  "rtc_port_range_end": %d,' % c["rtc_port_range_end"],
+        '  "node_ip": %s,' % q(c["node_ip"] or ""),
+        '  "backend_port": %d,' % c["backend_port"],
+        '  "livekit_url": %s' % q(url(c)),
+    ]
+    return "{\n" + "\n".join(lines) + "\n}\n"
+
+
+def livekit_yaml(c):
+    out = HEADER + "port: %d\nrtc:\n  tcp_port: %d\n  port_range_start: %d\n  port_range_end: %d\n  use_external_ip: false\n" % (
+        c["port"], c["rtc_tcp_port"], c["rtc_port_range_start"], c["rtc_port_range_end"])
+    if c["node_ip"]:
+        out += "  node_ip: %s\n" % q(c["node_ip"])
+    if c["redis_address"]:
+        out += "redis:\n  address: %s\n" % q(c["redis_address"])
+    out += "keys:\n  %s: %s\nlogging:\n  level: info\n" % (q(c["api_key"]), q(c["api_secret"]))
+    return out
+
+
+def backend_env(c):
+    return HEADER + "".join('%s="%s"\n' % kv for kv in [
+        ("LIVEKIT_API_KEY", c["api_key"]),
+        ("LIVEKIT_API_SECRET", c["api_secret"]),
+        ("LIVEKIT_URL", url(c)),
+        ("PORT", str(c["backend_port"])),
+    ])
+
+
+def triple(*parts):
+    return SEP.join(p if isinstance(p, bytes) else p.encode() for p in parts)
+
+
+def write(target, name, data):
+    d = os.path.join(SEEDS, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode())
+
+
+def tarball(entries, wrap_gzip=True):
+    """entries: (name, bytes, tarfile type, linkname)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data, kind, link in entries:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.mode = 0o755
+            info.mtime = 1700000000
+            info.linkname = link
+            info.size = len(data) if kind == tarfile.REGTYPE else 0
+            tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+    if not wrap_gzip:
+        return raw.getvalue()
+    return gzip.compress(raw.getvalue(), compresslevel=9, mtime=0)
+
+
+def main():
+    a_hand = livekit_yaml(A).replace("port: 7980\n", "# moved by hand\nport: 7999   # was 7980\n")
+    yaml_flow = (
+        "port: 7980\nrtc: {tcp_port: 7981, port_range_start: 51000, port_range_end: 52000, use_external_ip: false}\n"
+        "keys: {APIaaaaaaaaaaaa: aaaaSecretaaaaSecretaaaaSecretaaaaSecret123}\nlogging: {level: debug}\nextra: 1\n"
+    )
+    yaml_two_keys = livekit_yaml(B).replace("keys:\n", "keys:\n  APIccccccccccc: cccccccccccccccccccccccccccccccccccccc\n")
+    yaml_anchors = "port: &p 7880\nrtc:\n  tcp_port: *p\n  port_range_start: 0x10000\nkeys: !!map {? a : b}\n"
+    env_hand = "# edited\r\nexport LIVEKIT_API_KEY=APIaaaaaaaaaaaa\r\nLIVEKIT_API_SECRET='aaaaSecretaaaaSecretaaaaSecretaaaaSecret123'\r\nPORT=7990 # lk-backend\r\n"
+    t = "triple_readers"
+    write(t, "a_consistent", triple(runtime_json(A), livekit_yaml(A), backend_env(A)))
+    write(t, "b_consistent", triple(runtime_json(B), livekit_yaml(B), backend_env(B)))
+    write(t, "a_yaml_hand_edited", triple(runtime_json(A), a_hand, backend_env(A)))
+    write(t, "yaml_only_flow_style", triple(MISSING, yaml_flow, MISSING))
+    write(t, "env_only_hand_edited", triple(MISSING, MISSING, env_hand))
+    write(t, "mixed_credentials", triple(runtime_json(B).replace('"api_secret"', '"api_secrets"'), yaml_two_keys, backend_env(A)))
+    write(t, "runtime_unreadable_yaml_anchors", triple(UNREADABLE, yaml_anchors, backend_env(B)))
+    write(t, "runtime_json_wrong_types", triple('{"api_key": 5, "port": "7880", "node_ip": null, "domain": ["x"]}', "", "PORT=\n"))
+    write(t, "garbage", triple(b"\xff\xfe{\x00", b"- [\n  ]: :", b"A=\"unterminated\n"))
+    write(t, "all_missing", MISSING)
+
+    t = "envfile"
+    write(t, "rendered_a", backend_env(A))
+    write(t, "rendered_b", backend_env(B))
+    write(t, "hand_edited_crlf", env_hand)
+    write(t, "escapes", 'K="a\\"b\\\\c\\$d\\`e\\nf"\nexport  J=\'x y\'   # c\n_=\n')
+    write(t, "bad_lines", "A=1\nA=2\n1B=3\nC=\"\\q\"\nD='open\nE=x\"y\n  # ok\n")
+    write(t, "garbage", b"\x00\xff=\r\n\r\r=\"")
+
+    t = "configure_params"
+    write(t, "empty_object", "{}")
+    write(t, "null", "null")
+    write(t, "full", json.dumps({
+        "api_key": "APIgivengivengi", "api_secret": "given/Secret+given/Secret+given/Secret+given==",
+        "domain": "media.example.org", "redis_address": "redis:6379", "port": 7880, "rtc_tcp_port": 7881,
+        "rtc_port_range_start": 50000, "rtc_port_range_end": 60000, "node_ip": "192.0.2.7", "backend_port": 7890}))
+    write(t, "unset_both", '{"unset": ["redis_address", "node_ip"], "domain": "2001:db8::1"}')
+    write(t, "port_clash", '{"port": 7990, "rtc_tcp_port": 7990}')
+    write(t, "wrong_types", '{"port": "7880", "api_secret": 12, "unset": "node_ip"}')
+    write(t, "unknown_field", '{"apiKey": "x", "api_key": "short"}')
+    write(t, "secret_with_space", '{"api_secret": "given Secret given Secret given Secret given"}')
+    write(t, "positional", '["APIkey", "secret"]')
+    write(t, "structured_random", bytes(range(1, 200, 3)))
+
+    t = "install_archive"
+    script = b"#!/bin/sh\necho livekit-server-test\n"
+    elf = b"\x7fELF\x02\x01\x01\x00" + bytes(56)
+    reg = tarfile.REGTYPE
+    write(t, "release_tarball", tarball([("LICENSE", b"Apache-2.0\n", reg, ""), ("README.md", b"# LiveKit\n", reg, ""), ("livekit-server", script, reg, "")]))
+    write(t, "wrapped_tarball", tarball([("livekit_1.13.5_linux_amd64/", b"", tarfile.DIRTYPE, ""), ("livekit_1.13.5_linux_amd64/livekit-server", elf, reg, "")]))
+    write(t, "escaping_entry", tarball([("../livekit-server", script, reg, "")]))
+    write(t, "symlink_entry", tarball([("livekit-server", b"", tarfile.SYMTYPE, "/bin/sh")]))
+    write(t, "two_binaries", tarball([("livekit-server", script, reg, ""), ("a/livekit-server", script, reg, "")]))
+    write(t, "no_binary", tarball([("LICENSE", b"x", reg, "")]))
+    write(t, "plain_tar_not_gzip", tarball([("livekit-server", script, reg, "")], wrap_gzip=False))
+    write(t, "bare_script", script)
+    write(t, "bare_elf", elf)
+    write(t, "html_error_page", b"<html><body>404 Not Found</body></html>\n")
+    write(t, "truncated_gzip", tarball([("livekit-server", script * 50, reg, "")])[:60])
+    write(t, "structured_random", b"\x00T" + bytes((i * 37) % 251 for i in range(300)))
+
+
+if __name__ == "__main__":
+    main()
