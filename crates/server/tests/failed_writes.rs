@@ -6,7 +6,9 @@
 //! unwritable (CAP_DAC_OVERRIDE ignores them). They use what does stop
 //! root: a tiny tmpfs for a full disk, a tmpfs remounted read-only, and the
 //! immutable attribute (`chattr +i`). Each skips, saying why, only when the
-//! kernel refuses the mount or the attribute (an unprivileged container).
+//! kernel refuses the mount or the attribute (an unprivileged container);
+//! with `CI` set a refused setup fails the test instead, so that a CI
+//! runner that cannot run them never reports them green.
 
 use std::ffi::{CString, OsString};
 use std::fs::{self, File, OpenOptions};
@@ -18,6 +20,17 @@ use std::process::Command;
 use hero_livekit_server::config::{
     check, mint_credential, plan, render, ConfigSource, FileObs, HealPlan, Observed, StateDir, TripleFile,
 };
+
+/// Gives up on a test whose privileged setup was refused: a note outside
+/// CI, a failure when `CI` is set (a test that cannot run there proves
+/// nothing, and must not say it passed).
+fn skip(why: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set and this test's privileged setup was refused: {why}"
+    );
+    println!("skipping: {why}");
+}
 
 /// A tmpfs mounted on a fresh temp directory, unmounted on drop.
 struct Tmpfs {
@@ -51,7 +64,7 @@ impl Tmpfs {
                 matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)),
                 "mount failed for another reason than permission: {e}"
             );
-            println!("skipping: mounting a tmpfs is not permitted here ({e})");
+            skip(&format!("mounting a tmpfs is not permitted here ({e})"));
             return None;
         }
         Some(Tmpfs { target, _dir: dir })
@@ -259,14 +272,14 @@ fn an_immutable_state_directory_fails_the_write_and_keeps_the_old_triple() {
     match set {
         Ok(out) if out.status.success() => {}
         Ok(out) => {
-            println!(
-                "skipping: chattr +i refused here: {}",
+            skip(&format!(
+                "chattr +i refused here: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
-            );
+            ));
             return;
         }
         Err(e) => {
-            println!("skipping: chattr unavailable: {e}");
+            skip(&format!("chattr unavailable: {e}"));
             return;
         }
     }
