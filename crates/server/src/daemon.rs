@@ -42,7 +42,12 @@ const MAX_CONNECTIONS: usize = 512;
 /// path) or the state directory could not be prepared.
 pub async fn run(opts: DaemonOptions) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // The lock first: only one instance may heal the state directory.
-    let lock = crate::socket::InstanceLock::acquire(&opts.paths.socket, &opts.paths.lock_file(), opts.socket_group)?;
+    let lock = crate::socket::InstanceLock::acquire(
+        &opts.paths.state_dir,
+        &opts.paths.lock_file(),
+        &opts.paths.socket,
+        opts.socket_group,
+    )?;
     let policy = AccessPolicy::current(opts.socket_group);
 
     let service = LivekitService::boot(ServiceOptions {

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod dirs;
 pub mod error;
 pub mod events;
 pub mod http;

@@ -7,11 +7,10 @@
 //! non-blocking inotify read (three `stat` calls without inotify) when
 //! nothing changed and may run inline (see its docs).
 
-use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
+use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::check::{check_hashed, Consistency};
@@ -71,18 +70,27 @@ impl StateDir {
         &self.files[file.index()]
     }
 
-    /// Creates the directory (mode 0700, also fixing the mode of an
-    /// existing one) and its `data/`, `logs/` and `children/` subdirectories.
+    /// Creates the directory (mode 0700, also narrowing the mode of an
+    /// existing one of ours) and its `data/`, `logs/` and `children/`
+    /// subdirectories, after checking that the daemon can trust it (see
+    /// [`crate::dirs::state_dir`]: owned by the daemon's uid, not writable
+    /// by anyone else, no ancestor writable by another uid, not a symlink).
+    /// A symlink in place of a subdirectory is replaced by a directory,
+    /// never followed.
     ///
     /// # Errors
-    /// The OS error of the first directory that cannot be created or chmod-ed.
+    /// A refusal (`PermissionDenied`, naming the directory and the fix), or
+    /// the OS error of the first directory that cannot be created or chmod-ed.
     pub fn ensure(&self) -> io::Result<()> {
-        if let Some(parent) = self.dir.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        ensure_dir(&self.dir)?;
+        let refused = |e: crate::dirs::DirError| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string());
+        crate::dirs::state_dir(&self.dir).map_err(refused)?;
         for sub in SUBDIRS {
-            ensure_dir(&self.dir.join(sub))?;
+            let path = self.dir.join(sub);
+            if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                tracing::warn!(dir = %path.display(), "replacing a symlink in place of a state subdirectory");
+                fs::remove_file(&path)?;
+            }
+            crate::dirs::private_dir(&path, "state", DIR_MODE).map_err(refused)?;
         }
         Ok(())
     }
@@ -149,7 +157,7 @@ impl StateDir {
         fs::rename(&guard.path, self.path(file)).map_err(fail)?;
         guard.armed = false;
         fault::point(fault::name(i, Step::AfterRename));
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(fail)?;
+        open_dir(&self.dir).and_then(|d| d.sync_all()).map_err(fail)?;
         fault::point(fault::name(i, Step::AfterDirsync));
         Ok(())
     }
@@ -179,12 +187,17 @@ impl StateDir {
     fn fix_modes(&self, written: &[TripleFile]) {
         for file in TripleFile::ALL.into_iter().filter(|f| !written.contains(f)) {
             let path = self.path(file);
-            let Ok(meta) = fs::metadata(path) else {
+            // Through a descriptor opened without following a symlink: a
+            // link in the file's place must not make us chmod its target.
+            let Ok(f) = open_nofollow(path) else {
+                continue;
+            };
+            let Ok(meta) = f.metadata() else {
                 continue;
             };
             let mode = meta.permissions().mode() & 0o7777;
             if meta.is_file() && mode != FILE_MODE {
-                match fs::set_permissions(path, Permissions::from_mode(FILE_MODE)) {
+                match f.set_permissions(Permissions::from_mode(FILE_MODE)) {
                     Ok(()) => tracing::warn!(file = file.name(), old_mode = format!("{mode:o}"), "restored mode 0600"),
                     Err(e) => {
                         tracing::warn!(file = file.name(), error = %e, "cannot restore mode 0600")
@@ -195,25 +208,21 @@ impl StateDir {
     }
 }
 
-fn ensure_dir(dir: &Path) -> io::Result<()> {
-    match DirBuilder::new().mode(DIR_MODE).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
-    // The umask may have narrowed the new directory's mode, and an existing
-    // directory may be wider than it should be: set it exactly.
-    let meta = fs::metadata(dir)?;
-    if !meta.is_dir() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("{} exists and is not a directory", dir.display()),
-        ));
-    }
-    if meta.permissions().mode() & 0o7777 != DIR_MODE {
-        fs::set_permissions(dir, Permissions::from_mode(DIR_MODE))?;
-    }
-    Ok(())
+/// Opens `path` for reading without following a symlink in its place
+/// (`ELOOP` then) and without blocking on a FIFO.
+fn open_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// The directory itself, for fsync, never a symlink in its place.
+fn open_dir(dir: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)
 }
 
 /// Whether `name` is one of our temp files: `.<triple file>.<pid>.<n>.tmp`.
@@ -228,18 +237,19 @@ fn is_temp_name(name: &str) -> bool {
 }
 
 fn create_temp(dir: &Path, file: TripleFile) -> io::Result<(PathBuf, File)> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let pid = std::process::id();
     let mut last_err = None;
-    // A name can only be taken by a temp file of a dead process that had
-    // the same pid; a few attempts always find a free one.
+    // A random name that nobody can predict, created with O_EXCL and
+    // O_NOFOLLOW: a file or symlink planted under a guessed name makes the
+    // attempt fail (and the next name is tried), it is never written through.
     for _ in 0..16 {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!(".{}.{pid}.{n}{TEMP_SUFFIX}", file.name()));
+        let n: u64 = rand::random();
+        let path = dir.join(format!(".{}.{pid}.{n:016x}{TEMP_SUFFIX}", file.name()));
         match OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
         {
             Ok(f) => {
@@ -273,16 +283,26 @@ impl Drop for TempGuard {
 }
 
 /// Reads one file of the triple. Opens non-blocking so that a FIFO put in
-/// a file's place cannot hang the daemon, and refuses anything that is not
-/// a regular file or is larger than [`MAX_FILE_SIZE`].
+/// a file's place cannot hang the daemon, never follows a symlink in its
+/// place, and refuses anything that is not a regular file owned by the
+/// daemon's uid or is larger than [`MAX_FILE_SIZE`]. Each refusal is
+/// `Unreadable`, so the planner rewrites the file (by rename, replacing a
+/// symlink rather than writing through it) and never salvages a
+/// credential that another uid could have planted.
 fn observe_file(path: &Path) -> FileObs {
-    let file = match OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path) {
+    let file = match open_nofollow(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return FileObs::Missing,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return FileObs::Unreadable("a symlink, not followed".into())
+        }
         Err(e) => return FileObs::Unreadable(e.to_string()),
     };
     let size = match file.metadata() {
         Ok(m) if !m.is_file() => return FileObs::Unreadable("not a regular file".into()),
+        Ok(m) if m.uid() != nix::unistd::Uid::effective().as_raw() => {
+            return FileObs::Unreadable(format!("owned by uid {}, not the daemon's", m.uid()))
+        }
         Ok(m) if m.len() > MAX_FILE_SIZE => return FileObs::Unreadable("larger than 1 MiB".into()),
         Ok(m) => m.len(),
         Err(e) => return FileObs::Unreadable(e.to_string()),
@@ -313,7 +333,9 @@ enum Stamp {
 }
 
 fn stamp(path: &Path) -> Stamp {
-    match fs::metadata(path) {
+    // The link itself, not its target: a symlink in a file's place is
+    // what observe_file sees too.
+    match fs::symlink_metadata(path) {
         Ok(m) => Stamp::File {
             dev: m.dev(),
             ino: m.ino(),
@@ -678,10 +700,49 @@ mod tests {
     }
 
     #[test]
+    fn a_symlink_in_place_of_a_file_is_replaced_and_its_target_untouched() {
+        let (_lock, tmp, sd) = state();
+        let victim = tmp.path().join("victim");
+        fs::write(&victim, b"precious").expect("victim");
+        fs::set_permissions(&victim, Permissions::from_mode(0o644)).expect("chmod");
+        for f in TripleFile::ALL {
+            std::os::unix::fs::symlink(&victim, sd.path(f)).expect("symlink");
+        }
+        let o = sd.observe();
+        assert_eq!(o.runtime_json, FileObs::Unreadable("a symlink, not followed".into()));
+        let a = config_a();
+        assert_eq!(write_config(&sd, &a), TripleFile::ALL);
+        for f in TripleFile::ALL {
+            let meta = fs::symlink_metadata(sd.path(f)).expect("stat");
+            assert!(meta.is_file(), "{f} is a regular file again");
+        }
+        assert!(check(&a, &sd.observe()).consistent);
+        assert_eq!(fs::read(&victim).expect("victim"), b"precious");
+        assert_eq!(mode(&victim), 0o644, "the target's mode is not fixed through the link");
+    }
+
+    #[test]
+    fn a_file_owned_by_another_uid_is_not_read() {
+        if !nix::unistd::Uid::effective().is_root() {
+            // Only root can give a file away; the rule is the same for all.
+            return;
+        }
+        let (_lock, _tmp, sd) = state();
+        let a = config_a();
+        write_config(&sd, &a);
+        let path = sd.path(TripleFile::RuntimeJson);
+        nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(65534)), None).expect("chown");
+        assert_eq!(
+            sd.observe().runtime_json,
+            FileObs::Unreadable("owned by uid 65534, not the daemon's".into())
+        );
+    }
+
+    #[test]
     fn sweep_removes_only_our_temp_files() {
         let (_lock, _tmp, sd) = state();
         for n in [
-            ".livekit.yaml.123.0.tmp",
+            ".livekit.yaml.123.00ab00ab00ab00ab.tmp",
             ".runtime.json.9.77.tmp",
             ".backend.env.1.2.tmp",
             "notes.tmp",
