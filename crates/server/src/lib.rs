@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod install;
+pub mod limits;
 pub mod notify;
 pub mod paths;
 pub mod peer;
