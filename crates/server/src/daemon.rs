@@ -283,42 +283,67 @@ fn refuse(budgets: &Budgets, mut stream: UnixStream, status: StatusCode, kind: &
 }
 
 /// The accept loop's pause after errors, as mini-redis does it: 5 ms
-/// doubling up to a cap, reset by the next successful accept. A burst is
-/// logged twice (its first error, and its end with the count), never once
-/// per error.
+/// doubling up to a cap, back to 5 ms after a successful accept. A burst
+/// (errors with less than [`BURST_QUIET`] between them, even when an accept
+/// succeeds in between, as one does each time a descriptor frees up under
+/// EMFILE) is logged twice: its first error, and its end with the count.
 struct AcceptBackoff {
     max: Duration,
     next: Option<Duration>,
-    errors: u64,
+    burst: Option<Burst>,
 }
+
+struct Burst {
+    errors: u64,
+    last_error: std::time::Instant,
+}
+
+/// How long accepts must succeed without an error for a burst to end.
+const BURST_QUIET: Duration = Duration::from_secs(1);
 
 impl AcceptBackoff {
     fn new(max: Duration) -> AcceptBackoff {
         AcceptBackoff {
             max,
             next: None,
-            errors: 0,
+            burst: None,
         }
     }
 
     /// Counts an error; returns how long to pause before the next accept.
     fn failed(&mut self, e: &std::io::Error) -> Duration {
-        self.errors += 1;
         let pause = self.next.unwrap_or(ACCEPT_BACKOFF_MIN).min(self.max);
-        if self.next.is_none() {
-            tracing::warn!(error = %e, "accept failed; pausing the accept loop (from 5 ms, doubling up to {:?}) until it succeeds again", self.max);
-        }
         self.next = Some((pause * 2).min(self.max));
+        let now = std::time::Instant::now();
+        match &mut self.burst {
+            Some(b) => {
+                b.errors += 1;
+                b.last_error = now;
+            }
+            None => {
+                tracing::warn!(error = %e, "accept failed; pausing the accept loop (from 5 ms, doubling up to {:?}) while it fails", self.max);
+                self.burst = Some(Burst {
+                    errors: 1,
+                    last_error: now,
+                });
+            }
+        }
         pause
     }
 
     fn succeeded(&mut self) {
-        if self.next.take().is_some() {
-            tracing::info!(
-                errors = self.errors,
-                "accepting connections again after a burst of accept errors"
-            );
-            self.errors = 0;
+        self.next = None;
+        if self
+            .burst
+            .as_ref()
+            .is_some_and(|b| b.last_error.elapsed() >= BURST_QUIET)
+        {
+            if let Some(b) = self.burst.take() {
+                tracing::info!(
+                    errors = b.errors,
+                    "accepting connections again after a burst of accept errors"
+                );
+            }
         }
     }
 }
@@ -334,7 +359,7 @@ mod tests {
         let pauses: Vec<u128> = (0..6).map(|_| b.failed(&e).as_millis()).collect();
         assert_eq!(pauses, [5, 10, 20, 40, 40, 40]);
         b.succeeded();
-        assert_eq!(b.errors, 0);
-        assert_eq!(b.failed(&e), ACCEPT_BACKOFF_MIN);
+        assert_eq!(b.failed(&e), ACCEPT_BACKOFF_MIN, "a success resets the pause");
+        assert_eq!(b.burst.as_ref().map(|b| b.errors), Some(7), "but not the burst");
     }
 }

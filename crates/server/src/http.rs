@@ -179,11 +179,13 @@ impl Router {
     async fn upgrade(self, req: Request<Incoming>) -> Result<HttpResponse, BoxError> {
         let Ok(slot) = self.front.websockets(self.peer.access).clone().try_acquire_owned() else {
             let (n, name) = self.front.limits.websockets(self.peer.access);
-            return Ok(limit_response(
+            // The client came to upgrade: nothing else will follow on this
+            // connection, so it is closed rather than kept idle.
+            return Ok(closing(limit_response(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_websockets",
                 &format!("{n} WebSocket connections of this access class are open, the limit (limits.{name}); close one or use plain HTTP for calls"),
-            ));
+            )));
         };
         let mut ws = self
             .front
@@ -270,12 +272,21 @@ impl Router {
     }
 }
 
+/// The connection closes after this response (`Connection: close`).
+fn closing(mut resp: HttpResponse) -> HttpResponse {
+    resp.headers_mut()
+        .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    resp
+}
+
+/// 413. The body is left unread, so the connection cannot carry another
+/// request: it is closed.
 fn body_too_large(max: usize) -> HttpResponse {
-    limit_response(
+    closing(limit_response(
         StatusCode::PAYLOAD_TOO_LARGE,
         "body_too_large",
         &format!("request body exceeds the {max}-byte limit (limits.max_body_bytes)"),
-    )
+    ))
 }
 
 /// An HTTP answer `{"error": <kind>, "message": <message>}`.
