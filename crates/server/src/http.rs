@@ -279,7 +279,7 @@ fn closing(mut resp: HttpResponse) -> HttpResponse {
     resp
 }
 
-/// 413. The body is left unread, so the connection cannot carry another
+/// Status 413. The body is left unread, so the connection cannot carry another
 /// request: it is closed.
 fn body_too_large(max: usize) -> HttpResponse {
     closing(limit_response(
