@@ -96,11 +96,26 @@ impl StateDir {
     }
 
     /// Reads the three files as they are now.
+    /// Reads the three files as they are now, relative to the directory
+    /// opened once (see [`observe_file`] for what is refused).
     pub fn observe(&self) -> Observed {
+        let dir = match open_dir(&self.dir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Observed::missing(),
+            Err(e) => {
+                let why = || FileObs::Unreadable(format!("the state directory: {e}"));
+                return Observed {
+                    runtime_json: why(),
+                    livekit_yaml: why(),
+                    backend_env: why(),
+                };
+            }
+        };
+        let at = |f: TripleFile| read_obs(open_at(&dir, f.name()));
         Observed {
-            runtime_json: observe_file(self.path(TripleFile::RuntimeJson)),
-            livekit_yaml: observe_file(self.path(TripleFile::LivekitYaml)),
-            backend_env: observe_file(self.path(TripleFile::BackendEnv)),
+            runtime_json: at(TripleFile::RuntimeJson),
+            livekit_yaml: at(TripleFile::LivekitYaml),
+            backend_env: at(TripleFile::BackendEnv),
         }
     }
 
@@ -139,10 +154,15 @@ impl StateDir {
             source,
             written: Vec::new(),
         };
+        // Every step is relative to the directory opened once (never
+        // through a symlink in its place): the temp file, the rename and
+        // the fsync all land in the directory that was checked.
+        let dir = open_dir(&self.dir).map_err(fail)?;
         fault::point(fault::name(i, Step::BeforeCreate));
-        let (temp_path, mut temp) = create_temp(&self.dir, file).map_err(fail)?;
+        let (temp_name, mut temp) = create_temp(&dir, file).map_err(fail)?;
         let mut guard = TempGuard {
-            path: temp_path,
+            dir: &dir,
+            name: temp_name,
             armed: true,
         };
         fault::point(fault::name(i, Step::AfterCreate));
@@ -154,10 +174,10 @@ impl StateDir {
         temp.sync_all().map_err(fail)?;
         fault::point(fault::name(i, Step::AfterFsync));
         drop(temp);
-        fs::rename(&guard.path, self.path(file)).map_err(fail)?;
+        nix::fcntl::renameat(&dir, guard.name.as_str(), &dir, file.name()).map_err(|e| fail(e.into()))?;
         guard.armed = false;
         fault::point(fault::name(i, Step::AfterRename));
-        open_dir(&self.dir).and_then(|d| d.sync_all()).map_err(fail)?;
+        dir.sync_all().map_err(fail)?;
         fault::point(fault::name(i, Step::AfterDirsync));
         Ok(())
     }
@@ -169,12 +189,13 @@ impl StateDir {
     /// # Errors
     /// The directory cannot be listed, or a temp file cannot be removed.
     pub fn sweep_temp_files(&self) -> io::Result<usize> {
+        let dir = open_dir(&self.dir)?;
         let mut removed = 0;
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
             let name = entry.file_name();
             if name.to_str().is_some_and(is_temp_name) {
-                fs::remove_file(entry.path())?;
+                nix::unistd::unlinkat(&dir, name.as_os_str(), nix::unistd::UnlinkatFlags::NoRemoveDir)?;
                 removed += 1;
             }
         }
@@ -185,11 +206,13 @@ impl StateDir {
     /// are created 0600). A failure is logged, not returned: the content
     /// is right and the next heal retries.
     fn fix_modes(&self, written: &[TripleFile]) {
+        let Ok(dir) = open_dir(&self.dir) else {
+            return;
+        };
         for file in TripleFile::ALL.into_iter().filter(|f| !written.contains(f)) {
-            let path = self.path(file);
             // Through a descriptor opened without following a symlink: a
             // link in the file's place must not make us chmod its target.
-            let Ok(f) = open_nofollow(path) else {
+            let Ok(f) = open_at(&dir, file.name()) else {
                 continue;
             };
             let Ok(meta) = f.metadata() else {
@@ -217,7 +240,19 @@ fn open_nofollow(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// The directory itself, for fsync, never a symlink in its place.
+/// `name` in `dir`, opened for reading as [`open_nofollow`] does.
+fn open_at(dir: &File, name: &str) -> io::Result<File> {
+    use nix::fcntl::OFlag;
+    let fd = nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    Ok(File::from(fd))
+}
+
+/// The directory itself, never a symlink in its place.
 fn open_dir(dir: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
@@ -236,7 +271,8 @@ fn is_temp_name(name: &str) -> bool {
         })
 }
 
-fn create_temp(dir: &Path, file: TripleFile) -> io::Result<(PathBuf, File)> {
+fn create_temp(dir: &File, file: TripleFile) -> io::Result<(String, File)> {
+    use nix::fcntl::OFlag;
     let pid = std::process::id();
     let mut last_err = None;
     // A random name that nobody can predict, created with O_EXCL and
@@ -244,40 +280,42 @@ fn create_temp(dir: &Path, file: TripleFile) -> io::Result<(PathBuf, File)> {
     // attempt fail (and the next name is tried), it is never written through.
     for _ in 0..16 {
         let n: u64 = rand::random();
-        let path = dir.join(format!(".{}.{pid}.{n:016x}{TEMP_SUFFIX}", file.name()));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-        {
-            Ok(f) => {
+        let name = format!(".{}.{pid}.{n:016x}{TEMP_SUFFIX}", file.name());
+        let opened = nix::fcntl::openat(
+            dir,
+            name.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(FILE_MODE),
+        );
+        match opened {
+            Ok(fd) => {
+                let f = File::from(fd);
                 // The umask may have narrowed the mode; the file must be
                 // readable by its owner and nobody else, exactly.
                 if let Err(e) = f.set_permissions(Permissions::from_mode(FILE_MODE)) {
-                    let _ = fs::remove_file(&path);
+                    let _ = nix::unistd::unlinkat(dir, name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
                     return Err(e);
                 }
-                return Ok((path, f));
+                return Ok((name, f));
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
-            Err(e) => return Err(e),
+            Err(nix::errno::Errno::EEXIST) => last_err = Some(io::Error::from(nix::errno::Errno::EEXIST)),
+            Err(e) => return Err(e.into()),
         }
     }
     Err(last_err.unwrap_or_else(|| io::Error::other("no free temp file name")))
 }
 
 /// Removes the temp file on drop unless the rename consumed it.
-struct TempGuard {
-    path: PathBuf,
+struct TempGuard<'a> {
+    dir: &'a File,
+    name: String,
     armed: bool,
 }
 
-impl Drop for TempGuard {
+impl Drop for TempGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = fs::remove_file(&self.path);
+            let _ = nix::unistd::unlinkat(self.dir, self.name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
         }
     }
 }
@@ -290,7 +328,12 @@ impl Drop for TempGuard {
 /// symlink rather than writing through it) and never salvages a
 /// credential that another uid could have planted.
 fn observe_file(path: &Path) -> FileObs {
-    let file = match open_nofollow(path) {
+    read_obs(open_nofollow(path))
+}
+
+/// What an opened (or failed to open) file of the triple holds.
+fn read_obs(opened: io::Result<File>) -> FileObs {
+    let file = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return FileObs::Missing,
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
