@@ -57,14 +57,15 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// a foreign file at the path, an untrusted directory), the limits in the
 /// environment are invalid, or the state directory could not be prepared.
 pub async fn run(opts: DaemonOptions) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    // The lock first: only one instance may heal the state directory.
+    // A bad limit in the environment is refused before anything is touched.
+    let limits = Arc::new(Limits::from_env()?);
+    // Then the lock: only one instance may heal the state directory.
     let lock = crate::socket::InstanceLock::acquire(
         &opts.paths.state_dir,
         &opts.paths.lock_file(),
         &opts.paths.socket,
         opts.socket_group,
     )?;
-    let limits = Arc::new(Limits::from_env()?);
     let policy = AccessPolicy::current(opts.socket_group);
 
     let service = LivekitService::boot(ServiceOptions {
