@@ -630,3 +630,48 @@ fn a_symlink_in_place_of_the_state_directory_is_refused() {
         .collect();
     assert_eq!(names, ["runtime.json"], "nothing created in the target");
 }
+
+#[test]
+fn an_oversized_head_and_a_trickling_body_are_refused() {
+    let root = Root::new();
+    let d = Daemon::start(
+        &root,
+        DaemonOpts::default().env_var("HERO_LIVEKIT_BODY_TIMEOUT_MS", 300),
+    );
+    let big = format!(
+        "GET /health HTTP/1.1\r\nHost: l\r\nX-Padding: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(20 * 1024)
+    );
+    let r = parse_http(&hero_livekit_tests::raw(&d.socket, big.as_bytes()));
+    assert_eq!(r.status, 431, "a head over limits.max_header_bytes");
+
+    let mut s = UnixStream::connect(&d.socket).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    s.write_all(
+        b"POST /rpc HTTP/1.1\r\nHost: l\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\"",
+    )
+    .expect("partial body");
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).expect("answered and closed");
+    let r = parse_http(&answer);
+    assert_eq!(r.status, 408);
+    assert_eq!(r.json()["error"], "body_timeout");
+    assert!(r.json()["message"]
+        .as_str()
+        .expect("message")
+        .contains("limits.body_timeout"));
+    assert_health_answers(&d.socket);
+}
+
+#[test]
+fn an_invalid_limit_in_the_environment_stops_the_daemon_before_it_touches_the_root() {
+    let root = Root::new();
+    let err = Daemon::try_start(
+        &root,
+        DaemonOpts::default().env_var("HERO_LIVEKIT_MAX_BODY_BYTES", "lots"),
+    )
+    .err()
+    .expect("refused");
+    assert!(err.contains("HERO_LIVEKIT_MAX_BODY_BYTES"), "{err}");
+    assert!(!root.state().exists(), "nothing created under the root");
+}

@@ -219,15 +219,17 @@ impl Router {
             return Ok(body_too_large(max));
         }
         let body = match tokio::time::timeout(limits.body_timeout, Limited::new(body, max).collect()).await {
+            // The rest of the body may still come: the connection cannot
+            // carry another request, so it is closed.
             Err(_) => {
-                return Ok(limit_response(
+                return Ok(closing(limit_response(
                     StatusCode::REQUEST_TIMEOUT,
                     "body_timeout",
                     &format!(
                         "the request body did not arrive within {} ms (limits.body_timeout)",
                         limits.body_timeout.as_millis()
                     ),
-                ))
+                )))
             }
             Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Ok(body_too_large(max)),
             Ok(Err(e)) => return Err(e),
