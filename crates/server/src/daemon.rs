@@ -14,7 +14,11 @@
 //! the children, and the socket is removed by its guard.
 
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
+
+use bytes::{Buf, Bytes};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -23,7 +27,7 @@ use hyper_util::service::TowerToHyperService;
 use jsonrpsee::server::{stop_channel, Server};
 use jsonrpsee::Methods;
 use nix::unistd::Gid;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
@@ -179,16 +183,31 @@ pub async fn run(opts: DaemonOptions) -> Result<(), Box<dyn std::error::Error + 
             front: front.clone(),
             peer,
         };
-        let conn = http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
+        let http1 = http1.clone();
         let stop = stop_handle.clone();
+        let (header_timeout, max_head) = (limits.header_timeout, limits.max_header_bytes);
         tokio::spawn(async move {
+            let stopped = stop.shutdown();
+            tokio::pin!(stopped);
+            // The first request head is read here, into a buffer sized by
+            // what arrives, before hyper allocates its own (two 8 KiB
+            // buffers per connection): a connection that never completes
+            // its head costs a few hundred bytes until the header timeout.
+            let head = tokio::select! {
+                head = tokio::time::timeout(header_timeout, first_head(stream, max_head)) => head,
+                () = &mut stopped => return,
+            };
+            let Ok(Ok(Some(io))) = head else {
+                // Closed, failed or timed out before a whole request head.
+                return;
+            };
             // with_upgrades: an upgraded connection ends here once hyper
             // hands the stream to the WebSocket task, which frees this
             // connection's slot; the WebSocket holds a slot of its own.
-            let conn = conn.with_upgrades();
+            let conn = http1
+                .serve_connection(TokioIo::new(io), TowerToHyperService::new(router))
+                .with_upgrades();
             tokio::pin!(conn);
-            let stopped = stop.shutdown();
-            tokio::pin!(stopped);
             let result = tokio::select! {
                 r = &mut conn => r,
                 () = &mut stopped => {
@@ -218,6 +237,81 @@ pub async fn run(opts: DaemonOptions) -> Result<(), Box<dyn std::error::Error + 
     drop(guard);
     tracing::info!("hero_livekit_server stopped");
     Ok(())
+}
+
+/// Reads from `stream` until the end of the first request head (or more
+/// than `max` bytes, which hyper then answers 431). `None`: the peer closed
+/// first.
+async fn first_head(mut stream: UnixStream, max: usize) -> std::io::Result<Option<Prefixed>> {
+    let mut buf = Vec::new();
+    loop {
+        let n = stream.read_buf(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        // Only the new bytes and the three before them can complete the
+        // end-of-head marker.
+        let from = buf.len().saturating_sub(n + 3);
+        if buf.len() > max || buf[from..].windows(4).any(|w| w == b"\r\n\r\n") {
+            return Ok(Some(Prefixed {
+                prefix: Bytes::from(buf),
+                inner: stream,
+            }));
+        }
+    }
+}
+
+/// A stream whose first bytes were already read: they are replayed to
+/// hyper before the rest.
+struct Prefixed {
+    prefix: Bytes,
+    inner: UnixStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// The HTTP connection budgets of the three access classes. Separate
