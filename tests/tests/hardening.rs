@@ -274,9 +274,17 @@ def connect(req):
 out=[]
 for i in range(ws):
     out.append("ws "+status(answer(connect(UP), False)))
+HALF=b"GET /health HTTP/1.1\r\nHost: l\r\n"
 for i in range(half):
-    connect(b"GET /health HTTP/1.1\r\nHost: l\r\n")
-d=answer(connect(b"GET /health HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n"), True)
+    connect(HALF)
+# A WebSocket's HTTP slot is freed once the daemon has handed the stream
+# over, which may be after its 101 arrived: while a probe is still served,
+# the budget had room, and one more half-open connection takes it.
+for attempt in range(50):
+    d=answer(connect(b"GET /health HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n"), True)
+    if half == 0 or b"too_many_connections" in d or b" 403 " in d.split(b"\r\n")[0] or not d:
+        break
+    connect(HALF)
 out.append("extra "+status(d)+" "+d.split(b"\r\n\r\n",1)[-1].decode())
 print("\n".join(out)); sys.stdout.flush()
 sys.stdin.read()
@@ -414,9 +422,9 @@ fn accept_errors_back_off_and_the_daemon_answers_once_descriptors_free_up() {
         let head = read_head(&mut s);
         (head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.1 503")).then_some(())
     });
-    // The end of a burst is logged by the first accept a quiet second
-    // after its last error.
-    wait_for(Duration::from_secs(10), "the end of the burst logged", || {
+    // The end of a burst is logged by the first accept that comes 5 s
+    // (the daemon's quiet period) after its last error.
+    wait_for(Duration::from_secs(30), "the end of the burst logged", || {
         assert_health_answers(&d.socket);
         d.stderr().contains("accepting connections again").then_some(())
     });
@@ -603,10 +611,14 @@ fn symlinks_in_the_state_directory_are_replaced_never_followed() {
     wait_for(Duration::from_secs(20), "the drift heal", || {
         (d.health()["consistent"] == true).then_some(())
     });
-    for link in links {
-        let meta = std::fs::symlink_metadata(state.join(link)).expect(link);
-        assert!(meta.is_file(), "{link} is a regular file now");
-    }
+    // The heal restarts livekit-server, whose record is rewritten once it
+    // runs again: wait for every file, then check that none is a link.
+    wait_for(Duration::from_secs(20), "every replaced file in place", || {
+        links
+            .iter()
+            .all(|l| std::fs::symlink_metadata(state.join(l)).is_ok_and(|m| m.is_file()))
+            .then_some(())
+    });
     for v in &victims {
         v.assert_untouched();
     }

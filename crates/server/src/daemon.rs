@@ -393,8 +393,10 @@ struct Burst {
     last_error: std::time::Instant,
 }
 
-/// How long accepts must succeed without an error for a burst to end.
-const BURST_QUIET: Duration = Duration::from_secs(1);
+/// How long accepts must succeed without an error for a burst to end:
+/// well above the longest pause, so one accept that succeeds after a full
+/// pause (a descriptor freed for a moment) does not split a burst in two.
+const BURST_QUIET: Duration = Duration::from_secs(5);
 
 impl AcceptBackoff {
     fn new(max: Duration) -> AcceptBackoff {
