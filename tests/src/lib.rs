@@ -147,6 +147,12 @@ pub struct DaemonOpts {
     pub with_double: bool,
 }
 
+/// Set in [`DaemonOpts::env`] by [`DaemonOpts::max_open_files`]: the
+/// daemon's `RLIMIT_NOFILE`, applied by [`Daemon::try_start`] before the
+/// exec. (An entry of `env` rather than a field, so that tests spelling the
+/// struct out keep compiling.)
+const NOFILE_VAR: &str = "HERO_LIVEKIT_TEST_RLIMIT_NOFILE";
+
 impl DaemonOpts {
     /// With the livekit-server test double as the livekit binary.
     pub fn double() -> DaemonOpts {
@@ -166,6 +172,24 @@ impl DaemonOpts {
     /// back, so that the call under test is what heals.
     pub fn no_drift_check(self) -> DaemonOpts {
         self.drift_check_ms(600_000)
+    }
+
+    /// One more environment variable for the daemon (a limit override...).
+    pub fn env_var(mut self, key: &str, value: impl ToString) -> DaemonOpts {
+        self.env.push((key.into(), value.to_string()));
+        self
+    }
+
+    /// One more command-line argument.
+    pub fn arg(mut self, a: impl Into<String>) -> DaemonOpts {
+        self.extra_args.push(a.into());
+        self
+    }
+
+    /// The daemon runs with at most `n` open descriptors (soft and hard
+    /// limit, so it cannot raise them).
+    pub fn max_open_files(self, n: u64) -> DaemonOpts {
+        self.env_var(NOFILE_VAR, n)
     }
 }
 
@@ -199,6 +223,28 @@ impl Daemon {
             cmd.env(k, v);
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        let nofile = opts
+            .env
+            .iter()
+            .find(|(k, _)| k == NOFILE_VAR)
+            .and_then(|(_, v)| v.parse::<u64>().ok());
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches only the
+            // forked child's own limits.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = cmd.spawn().map_err(|e| e.to_string())?;
         let socket = opts
             .extra_args
@@ -414,4 +460,74 @@ pub fn configure_free_ports(d: &Daemon) -> Value {
 pub fn sha256_file(p: &Path) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(std::fs::read(p).expect("read file")))
+}
+
+/// The request that opens a WebSocket on the socket (RFC 6455 handshake).
+pub const WEBSOCKET_UPGRADE: &str = "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// Reads from `s` until the end of an HTTP response head (or EOF) and
+/// returns what was read.
+pub fn read_head(s: &mut UnixStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    out
+}
+
+/// Opens a WebSocket on `socket` and returns the open stream with the
+/// status of the handshake's answer (101 when it was accepted) and the
+/// whole answer (head, and body when it was refused).
+pub fn websocket(socket: &Path) -> (UnixStream, u16, Vec<u8>) {
+    let mut s = UnixStream::connect(socket).expect("connect to daemon socket");
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    s.write_all(WEBSOCKET_UPGRADE.as_bytes()).expect("write upgrade");
+    let mut head = read_head(&mut s);
+    // Only the status line: a WebSocket frame (a ping) may follow the head
+    // in the same read.
+    let line_end = head.windows(2).position(|w| w == b"\r\n").unwrap_or(head.len());
+    let status = std::str::from_utf8(&head[..line_end])
+        .ok()
+        .and_then(|h| h.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    if status != 101 {
+        // A refusal closes the connection: its body follows the head.
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        head.extend_from_slice(&rest);
+    }
+    (s, status, head)
+}
+
+/// Resident set size of `pid` in KiB (`VmRSS` of /proc/<pid>/status).
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("VmRSS line")
+}
+
+/// CPU time of `pid` so far (user + system), in clock ticks.
+pub fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    // Fields after the command (which may hold spaces) start after ')'.
+    let rest = &stat[stat.rfind(')').expect("comm end") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the full line: 12 and 13 here.
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// Number of open descriptors of `pid`.
+pub fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }

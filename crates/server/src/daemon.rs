@@ -1,23 +1,41 @@
 //! The daemon's life: take the socket, boot the service, serve connections,
 //! and shut down gracefully on SIGTERM/SIGINT.
 //!
+//! Connections are served with hyper's HTTP/1 server directly (not
+//! jsonrpsee's `serve`), so that the header timeout and size limits apply,
+//! every connection is counted in the budget of its peer's access class
+//! before any byte is read, and an upgraded connection leaves that budget
+//! for the WebSocket budget (see [`crate::limits`]).
+//!
 //! Shutdown is designed in: the accept loop stops, every connection is told
-//! to finish its in-flight requests (jsonrpsee's stop handle), the daemon
+//! to finish its in-flight requests (hyper's graceful shutdown, driven by
+//! jsonrpsee's stop handle, which also ends WebSocket sessions), the daemon
 //! waits for them to drain (bounded), then the service detaches or stops
 //! the children, and the socket is removed by its guard.
 
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
+
+use bytes::{Buf, Bytes};
 use std::time::Duration;
 
+use http::StatusCode;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use jsonrpsee::server::{stop_channel, Server};
+use jsonrpsee::Methods;
 use nix::unistd::Gid;
-use tokio::net::UnixListener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Semaphore;
 
-use crate::http::Router;
+use crate::http::{Front, Router};
+use crate::limits::{Limits, ACCEPT_BACKOFF_MIN};
 use crate::paths::Paths;
-use crate::peer::{AccessPolicy, Peer};
+use crate::peer::{AccessPolicy, Peer, PeerAccess};
 use crate::service::{LivekitService, ServiceOptions};
 
 /// Everything the daemon is started with.
@@ -32,17 +50,26 @@ pub struct DaemonOptions {
 
 /// How long in-flight requests get to finish after a stop signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Cap on concurrent connections; a misbehaving client cannot exhaust fds.
-const MAX_CONNECTIONS: usize = 512;
+/// How long a refused connection may take to send its request head and
+/// read its one-line answer before it is closed.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Runs the daemon until SIGTERM or SIGINT.
 ///
 /// # Errors
-/// The socket could not be taken (another instance, a foreign file at the
-/// path) or the state directory could not be prepared.
+/// The instance lock or the socket could not be taken (another instance,
+/// a foreign file at the path, an untrusted directory), the limits in the
+/// environment are invalid, or the state directory could not be prepared.
 pub async fn run(opts: DaemonOptions) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    // The lock first: only one instance may heal the state directory.
-    let lock = crate::socket::InstanceLock::acquire(&opts.paths.socket, &opts.paths.lock_file(), opts.socket_group)?;
+    // A bad limit in the environment is refused before anything is touched.
+    let limits = Arc::new(Limits::from_env()?);
+    // Then the lock: only one instance may heal the state directory.
+    let lock = crate::socket::InstanceLock::acquire(
+        &opts.paths.state_dir,
+        &opts.paths.lock_file(),
+        &opts.paths.socket,
+        opts.socket_group,
+    )?;
     let policy = AccessPolicy::current(opts.socket_group);
 
     let service = LivekitService::boot(ServiceOptions {
@@ -51,9 +78,33 @@ pub async fn run(opts: DaemonOptions) -> Result<(), Box<dyn std::error::Error + 
         backend_bin: opts.backend_bin.clone(),
     })
     .await?;
-    let methods = crate::rpc::module(service.clone())?;
+    let methods: Methods = crate::rpc::module(service.clone())?.into();
     let (stop_handle, server_handle) = stop_channel();
-    let builder = Server::builder().to_service_builder();
+    // One builder for calls, one for WebSockets: jsonrpsee's connection
+    // guard is set out of the way in both (see Limits::jsonrpsee_config);
+    // the per-class budgets below are what bounds them.
+    let calls_builder = Server::builder()
+        .set_config(limits.jsonrpsee_config())
+        .to_service_builder();
+    let ws_builder = Server::builder()
+        .set_config(limits.jsonrpsee_config())
+        .to_service_builder();
+    let front = Arc::new(Front::new(
+        service.clone(),
+        methods.clone(),
+        limits.clone(),
+        ws_builder,
+        stop_handle.clone(),
+    ));
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(limits.max_header_bytes)
+        // hyper's floor is 8 KiB; reads of a body go through this buffer.
+        .max_buf_size(limits.max_header_bytes.max(64 * 1024));
+    let budgets = Budgets::new(&limits);
+
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     // The socket appears only now that the service has booted: a client
@@ -66,50 +117,114 @@ pub async fn run(opts: DaemonOptions) -> Result<(), Box<dyn std::error::Error + 
     }
     tracing::info!(socket = %guard.path().display(), version = hero_livekit_proto::VERSION, "hero_livekit_server ready");
 
-    let conns = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = AcceptBackoff::new(limits.accept_backoff_max);
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // EMFILE and friends are transient: keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        continue;
-                    }
-                };
-                let Ok(permit) = conns.clone().try_acquire_owned() else {
-                    tracing::warn!("connection limit reached; dropping a connection");
-                    continue;
-                };
-                let peer = match stream.peer_cred() {
-                    Ok(c) => Peer { uid: c.uid(), gid: c.gid(), pid: c.pid(), access: policy.classify(c.uid(), c.gid(), c.pid()) },
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not read peer credentials; dropping connection");
-                        continue;
-                    }
-                };
-                let rpc = builder.clone().build(methods.clone(), stop_handle.clone());
-                let router = Router {
-                    rpc: crate::http::RpcService::new(rpc),
-                    service: service.clone(),
-                    peer,
-                };
-                let stop = stop_handle.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = jsonrpsee::server::serve_with_graceful_shutdown(stream, router, stop.shutdown()).await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                    drop(permit);
-                });
-            }
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                backoff.succeeded();
+                stream
+            }
+            Err(e) => {
+                // EMFILE and friends are transient, but the listener stays
+                // readable while they last: retrying at once would spin.
+                let pause = backoff.failed(&e);
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => continue,
+                    _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+                    _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+                }
+            }
+        };
+        let peer = match stream.peer_cred() {
+            Ok(c) => Peer {
+                uid: c.uid(),
+                gid: c.gid(),
+                pid: c.pid(),
+                access: policy.classify(c.uid(), c.gid(), c.pid()),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read peer credentials; dropping connection");
+                continue;
+            }
+        };
+        if peer.access == PeerAccess::None {
+            refuse(
+                &budgets,
+                stream,
+                StatusCode::FORBIDDEN,
+                "unauthorized",
+                format!(
+                "uid {} may not use this daemon: only its own uid, root and members of its --socket-group may connect",
+                peer.uid
+            ),
+            );
+            continue;
         }
+        let Ok(permit) = budgets.class(peer.access).clone().try_acquire_owned() else {
+            let (n, name) = limits.connections(peer.access);
+            refuse(
+                &budgets,
+                stream,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                format!(
+                "{n} connections of this access class are open, the limit (limits.{name}); close idle ones and retry"
+            ),
+            );
+            continue;
+        };
+        let router = Router {
+            rpc: crate::http::RpcService::new(calls_builder.clone().build(methods.clone(), stop_handle.clone())),
+            front: front.clone(),
+            peer,
+        };
+        let http1 = http1.clone();
+        let stop = stop_handle.clone();
+        let (header_timeout, max_head) = (limits.header_timeout, limits.max_header_bytes);
+        tokio::spawn(async move {
+            let stopped = stop.shutdown();
+            tokio::pin!(stopped);
+            // The first request head is read here, into a buffer sized by
+            // what arrives, before hyper allocates its own (two 8 KiB
+            // buffers per connection): a connection that never completes
+            // its head costs a few hundred bytes until the header timeout.
+            let head = tokio::select! {
+                head = tokio::time::timeout(header_timeout, first_head(stream, max_head)) => head,
+                () = &mut stopped => return,
+            };
+            let Ok(Ok(Some(io))) = head else {
+                // Closed, failed or timed out before a whole request head.
+                return;
+            };
+            // with_upgrades: an upgraded connection ends here once hyper
+            // hands the stream to the WebSocket task, which frees this
+            // connection's slot; the WebSocket holds a slot of its own.
+            let conn = http1
+                .serve_connection(TokioIo::new(io), TowerToHyperService::new(router))
+                .with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = &mut conn => r,
+                () = &mut stopped => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
     }
 
     // Stop accepting first so no new connection races the drain.
     drop(listener);
+    drop(front);
     drop(stop_handle);
     let _ = server_handle.stop();
     if tokio::time::timeout(DRAIN_TIMEOUT, server_handle.stopped())
@@ -122,4 +237,226 @@ pub async fn run(opts: DaemonOptions) -> Result<(), Box<dyn std::error::Error + 
     drop(guard);
     tracing::info!("hero_livekit_server stopped");
     Ok(())
+}
+
+/// Reads from `stream` until the end of the first request head (or more
+/// than `max` bytes, which hyper then answers 431). `None`: the peer closed
+/// first.
+async fn first_head(mut stream: UnixStream, max: usize) -> std::io::Result<Option<Prefixed>> {
+    let mut buf = Vec::new();
+    loop {
+        let n = stream.read_buf(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        // Only the new bytes and the three before them can complete the
+        // end-of-head marker.
+        let from = buf.len().saturating_sub(n + 3);
+        if buf.len() > max || buf[from..].windows(4).any(|w| w == b"\r\n\r\n") {
+            return Ok(Some(Prefixed {
+                prefix: Bytes::from(buf),
+                inner: stream,
+            }));
+        }
+    }
+}
+
+/// A stream whose first bytes were already read: they are replayed to
+/// hyper before the rest.
+struct Prefixed {
+    prefix: Bytes,
+    inner: UnixStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The HTTP connection budgets of the three access classes. Separate
+/// semaphores: a class that fills its own cannot take another's.
+struct Budgets {
+    full: Arc<Semaphore>,
+    read_only: Arc<Semaphore>,
+    refused: Arc<Semaphore>,
+}
+
+impl Budgets {
+    fn new(l: &Limits) -> Budgets {
+        Budgets {
+            full: Arc::new(Semaphore::new(l.max_connections_full)),
+            read_only: Arc::new(Semaphore::new(l.max_connections_read_only)),
+            refused: Arc::new(Semaphore::new(l.max_connections_refused)),
+        }
+    }
+
+    fn class(&self, access: PeerAccess) -> &Arc<Semaphore> {
+        match access {
+            PeerAccess::Full => &self.full,
+            PeerAccess::ReadOnly => &self.read_only,
+            PeerAccess::None => &self.refused,
+        }
+    }
+}
+
+/// Answers a connection that will not be served with one JSON error and
+/// closes it, from the small refused budget (beyond it the connection is
+/// closed unanswered: a flood of refusals costs a bounded amount). The
+/// request head is read first (bounded in size and time) so the client
+/// is not writing into a closed socket when the answer arrives.
+fn refuse(budgets: &Budgets, mut stream: UnixStream, status: StatusCode, kind: &'static str, message: String) {
+    let Ok(permit) = budgets.refused.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let body = serde_json::json!({"error": kind, "message": message}).to_string();
+        let answer = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        );
+        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
+            let mut head = [0u8; 8192];
+            let mut n = 0;
+            while n < head.len() {
+                match stream.read(&mut head[n..]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => n += k,
+                }
+                if head[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let _ = stream.write_all(answer.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+        drop(permit);
+    });
+}
+
+/// The accept loop's pause after errors, as mini-redis does it: 5 ms
+/// doubling up to a cap, back to 5 ms after a successful accept. A burst
+/// (errors with less than [`BURST_QUIET`] between them, even when an accept
+/// succeeds in between, as one does each time a descriptor frees up under
+/// EMFILE) is logged twice: its first error, and its end with the count.
+struct AcceptBackoff {
+    max: Duration,
+    next: Option<Duration>,
+    burst: Option<Burst>,
+}
+
+struct Burst {
+    errors: u64,
+    last_error: std::time::Instant,
+}
+
+/// How long accepts must succeed without an error for a burst to end:
+/// well above the longest pause, so one accept that succeeds after a full
+/// pause (a descriptor freed for a moment) does not split a burst in two.
+const BURST_QUIET: Duration = Duration::from_secs(5);
+
+impl AcceptBackoff {
+    fn new(max: Duration) -> AcceptBackoff {
+        AcceptBackoff {
+            max,
+            next: None,
+            burst: None,
+        }
+    }
+
+    /// Counts an error; returns how long to pause before the next accept.
+    fn failed(&mut self, e: &std::io::Error) -> Duration {
+        let pause = self.next.unwrap_or(ACCEPT_BACKOFF_MIN).min(self.max);
+        self.next = Some((pause * 2).min(self.max));
+        let now = std::time::Instant::now();
+        match &mut self.burst {
+            Some(b) => {
+                b.errors += 1;
+                b.last_error = now;
+            }
+            None => {
+                tracing::warn!(error = %e, "accept failed; pausing the accept loop (from 5 ms, doubling up to {:?}) while it fails", self.max);
+                self.burst = Some(Burst {
+                    errors: 1,
+                    last_error: now,
+                });
+            }
+        }
+        pause
+    }
+
+    fn succeeded(&mut self) {
+        self.next = None;
+        if self
+            .burst
+            .as_ref()
+            .is_some_and(|b| b.last_error.elapsed() >= BURST_QUIET)
+        {
+            if let Some(b) = self.burst.take() {
+                tracing::info!(
+                    errors = b.errors,
+                    "accepting connections again after a burst of accept errors"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_backoff_doubles_to_its_cap_and_resets() {
+        let mut b = AcceptBackoff::new(Duration::from_millis(40));
+        let e = std::io::Error::from_raw_os_error(libc::EMFILE);
+        let pauses: Vec<u128> = (0..6).map(|_| b.failed(&e).as_millis()).collect();
+        assert_eq!(pauses, [5, 10, 20, 40, 40, 40]);
+        b.succeeded();
+        assert_eq!(b.failed(&e), ACCEPT_BACKOFF_MIN, "a success resets the pause");
+        assert_eq!(b.burst.as_ref().map(|b| b.errors), Some(7), "but not the burst");
+    }
 }

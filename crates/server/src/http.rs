@@ -1,10 +1,18 @@
-//! The HTTP face of the socket: plain GET routes in front of jsonrpsee.
+//! The HTTP face of the socket: plain GET routes and the request limits in
+//! front of jsonrpsee.
 //!
 //! jsonrpsee answers JSON-RPC over POST and upgrades WebSocket; this router
 //! adds `GET /health`, `GET /openrpc.json` and
 //! `GET /.well-known/heroservice.json`, refuses everything else with a
 //! JSON 404/405, and stamps the connection's [`Peer`] into every request so
 //! the methods can authorize the caller.
+//!
+//! Before jsonrpsee sees a POST body, the router applies [`Limits`]:
+//! `Content-Length` against `max_body_bytes` (413 before a byte is read),
+//! then the body read through a counting limit and a deadline, then one
+//! scan of the bytes read for nesting depth and batch length. A WebSocket
+//! upgrade takes a slot of its class's WebSocket budget, held until the
+//! session ends, and never a slot of the calls' connection budget.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,13 +22,17 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hero_livekit_proto::{method, ErrorCode};
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use jsonrpsee::server::{HttpBody, HttpResponse};
+use jsonrpsee::server::{HttpBody, HttpResponse, StopHandle, TowerServiceBuilder};
+use jsonrpsee::Methods;
+use tokio::sync::Semaphore;
+use tower::layer::util::Identity;
 use tower::util::BoxCloneService;
 use tower::{Service, ServiceExt};
 
 use crate::error::ServiceError;
+use crate::limits::{scan, Limits, Shape};
 use crate::peer::{Peer, PeerAccess};
 use crate::service::LivekitService;
 
@@ -28,11 +40,56 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The per-connection jsonrpsee service, type-erased.
 pub type RpcService = BoxCloneService<Request<HttpBody>, HttpResponse, BoxError>;
 
+/// What every connection's router shares: the service, the method table,
+/// the limits and the WebSocket budgets.
+pub struct Front {
+    pub service: Arc<LivekitService>,
+    pub methods: Methods,
+    pub limits: Arc<Limits>,
+    /// Builds the per-connection jsonrpsee service for an upgrade.
+    pub ws_builder: TowerServiceBuilder<Identity, Identity>,
+    pub stop: StopHandle,
+    /// WebSocket budget of owners (`limits.max_websockets_full`).
+    pub websockets_full: Arc<Semaphore>,
+    /// WebSocket budget of read-only peers (`limits.max_websockets_read_only`).
+    pub websockets_read_only: Arc<Semaphore>,
+}
+
+impl Front {
+    /// A front with its WebSocket budgets taken from `limits`.
+    pub fn new(
+        service: Arc<LivekitService>,
+        methods: Methods,
+        limits: Arc<Limits>,
+        ws_builder: TowerServiceBuilder<Identity, Identity>,
+        stop: StopHandle,
+    ) -> Front {
+        Front {
+            websockets_full: Arc::new(Semaphore::new(limits.max_websockets_full)),
+            websockets_read_only: Arc::new(Semaphore::new(limits.max_websockets_read_only)),
+            service,
+            methods,
+            limits,
+            ws_builder,
+            stop,
+        }
+    }
+
+    fn websockets(&self, access: PeerAccess) -> &Arc<Semaphore> {
+        match access {
+            PeerAccess::Full => &self.websockets_full,
+            PeerAccess::ReadOnly | PeerAccess::None => &self.websockets_read_only,
+        }
+    }
+}
+
 /// Routes one connection's requests.
 #[derive(Clone)]
 pub struct Router {
+    /// This connection's jsonrpsee service for calls (built once per
+    /// connection, so its requests share a connection id).
     pub rpc: RpcService,
-    pub service: Arc<LivekitService>,
+    pub front: Arc<Front>,
     pub peer: Peer,
 }
 
@@ -63,14 +120,15 @@ impl Service<Request<Incoming>> for Router {
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
             match (req.method().clone(), path.as_str()) {
                 (Method::GET, "/health") => Ok(this.get_health()),
-                (Method::GET, "/openrpc.json") => Ok(this.readable(|s| json(StatusCode::OK, s.openrpc_bytes()))),
+                (Method::GET, "/openrpc.json") => {
+                    Ok(this.readable(|s| json(StatusCode::OK, s.openrpc_bytes())))
+                }
                 (Method::GET, "/.well-known/heroservice.json") => {
                     Ok(this.readable(|s| json(StatusCode::OK, s.service_info_bytes())))
                 }
                 (Method::GET, "/" | "/rpc") if is_upgrade => {
                     req.extensions_mut().insert(this.peer);
-                    let req = req.map(HttpBody::new);
-                    this.rpc.oneshot(req).await
+                    this.upgrade(req).await
                 }
                 (_, "/" | "/rpc" | "/health" | "/openrpc.json" | "/.well-known/heroservice.json") => Ok(json(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -88,6 +146,8 @@ impl Service<Request<Incoming>> for Router {
 impl Router {
     fn readable(&self, f: impl FnOnce(&LivekitService) -> HttpResponse) -> HttpResponse {
         if self.peer.access == PeerAccess::None {
+            // The accept loop answers such peers before any request; this
+            // is the second line.
             return json(
                 StatusCode::FORBIDDEN,
                 Bytes::from(format!(
@@ -96,7 +156,7 @@ impl Router {
                 )),
             );
         }
-        f(&self.service)
+        f(&self.front.service)
     }
 
     fn get_health(&self) -> HttpResponse {
@@ -116,12 +176,90 @@ impl Router {
         })
     }
 
-    /// JSON-RPC over POST. A subscription cannot work over plain HTTP;
-    /// jsonrpsee would answer a bare internal error, so a single call to the
-    /// subscribe method gets a clear one instead.
+    /// A WebSocket upgrade: takes a slot of the peer's class WebSocket
+    /// budget and holds it until the session ends (jsonrpsee tells when);
+    /// over budget, 429 naming the limit. The HTTP connection it came on
+    /// ends with the upgrade, which frees its slot of the calls' budget.
+    async fn upgrade(self, req: Request<Incoming>) -> Result<HttpResponse, BoxError> {
+        let Ok(slot) = self.front.websockets(self.peer.access).clone().try_acquire_owned() else {
+            let (n, name) = self.front.limits.websockets(self.peer.access);
+            // The client came to upgrade: nothing else will follow on this
+            // connection, so it is closed rather than kept idle.
+            return Ok(closing(limit_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_websockets",
+                &format!("{n} WebSocket connections of this access class are open, the limit (limits.{name}); close one or use plain HTTP for calls"),
+            )));
+        };
+        let mut ws = self
+            .front
+            .ws_builder
+            .clone()
+            .build(self.front.methods.clone(), self.front.stop.clone());
+        let closed = ws.on_session_closed();
+        let resp = ws.oneshot(req).await?;
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            tokio::spawn(async move {
+                closed.await;
+                drop(slot);
+            });
+        }
+        Ok(resp)
+    }
+
+    /// JSON-RPC over POST, within the limits. A subscription cannot work
+    /// over plain HTTP; jsonrpsee would answer a bare internal error, so a
+    /// single call to the subscribe method gets a clear one instead.
     async fn post(self, req: Request<Incoming>) -> Result<HttpResponse, BoxError> {
+        let limits = &self.front.limits;
         let (parts, body) = req.into_parts();
-        let body = body.collect().await?.to_bytes();
+        let max = limits.max_body_bytes;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max as u64) {
+            return Ok(body_too_large(max));
+        }
+        let body = match tokio::time::timeout(limits.body_timeout, Limited::new(body, max).collect()).await {
+            // The rest of the body may still come: the connection cannot
+            // carry another request, so it is closed.
+            Err(_) => {
+                return Ok(closing(limit_response(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    &format!(
+                        "the request body did not arrive within {} ms (limits.body_timeout)",
+                        limits.body_timeout.as_millis()
+                    ),
+                )))
+            }
+            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return Ok(body_too_large(max)),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(collected)) => collected.to_bytes(),
+        };
+        match scan(&body, limits.max_json_depth, limits.max_batch_len) {
+            Shape::Fine => {}
+            Shape::TooDeep => {
+                return Ok(rpc_limit_error(
+                    "max_json_depth",
+                    &format!(
+                        "the request nests arrays and objects deeper than the {}-level limit (limits.max_json_depth)",
+                        limits.max_json_depth
+                    ),
+                ))
+            }
+            Shape::BatchTooLong => {
+                return Ok(rpc_limit_error(
+                    "max_batch_len",
+                    &format!(
+                        "the batch holds more than the {}-call limit (limits.max_batch_len); split it",
+                        limits.max_batch_len
+                    ),
+                ))
+            }
+        }
         if memmem(&body, method::SUBSCRIBE_EVENTS.as_bytes()) {
             if let Ok(call) = serde_json::from_slice::<serde_json::Value>(&body) {
                 if call.get("method").and_then(|m| m.as_str()) == Some(method::SUBSCRIBE_EVENTS) {
@@ -138,6 +276,45 @@ impl Router {
         let req = Request::from_parts(parts, HttpBody::new(http_body_util::Full::new(body)));
         self.rpc.oneshot(req).await
     }
+}
+
+/// The connection closes after this response (`Connection: close`).
+fn closing(mut resp: HttpResponse) -> HttpResponse {
+    resp.headers_mut()
+        .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    resp
+}
+
+/// Status 413. The body is left unread, so the connection cannot carry another
+/// request: it is closed.
+fn body_too_large(max: usize) -> HttpResponse {
+    closing(limit_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        &format!("request body exceeds the {max}-byte limit (limits.max_body_bytes)"),
+    ))
+}
+
+/// An HTTP answer `{"error": <kind>, "message": <message>}`.
+pub fn limit_response(status: StatusCode, kind: &str, message: &str) -> HttpResponse {
+    let body = serde_json::json!({"error": kind, "message": message}).to_string();
+    json(status, Bytes::from(body))
+}
+
+/// A JSON-RPC error for a request refused by a limit before it is parsed
+/// (so its id is unknown): `-32600 Invalid Request`, the limit named in the
+/// message and in `data.limit`.
+fn rpc_limit_error(limit: &str, message: &str) -> HttpResponse {
+    let resp = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {
+            "code": -32600,
+            "message": message,
+            "data": {"kind": "limit", "limit": limit, "hint": "see the limits table in docs/operations.md", "retryable": false},
+        },
+    });
+    json(StatusCode::OK, Bytes::from(resp.to_string()))
 }
 
 fn memmem(hay: &[u8], needle: &[u8]) -> bool {

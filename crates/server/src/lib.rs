@@ -5,10 +5,12 @@
 
 pub mod config;
 pub mod daemon;
+pub mod dirs;
 pub mod error;
 pub mod events;
 pub mod http;
 pub mod install;
+pub mod limits;
 pub mod notify;
 pub mod paths;
 pub mod peer;

@@ -57,6 +57,7 @@ fn main() -> ExitCode {
         backend_bin: args.backend_bin,
         stop_children_on_exit: args.stop_children_on_exit,
     };
+    raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -86,5 +87,31 @@ fn resolve_group(name: &str) -> Result<nix::unistd::Gid, String> {
         Ok(Some(g)) => Ok(g.gid),
         Ok(None) => Err(format!("--socket-group: no group named `{name}`")),
         Err(e) => Err(format!("--socket-group: looking up `{name}`: {e}")),
+    }
+}
+
+/// Raises the soft limit on open descriptors to the hard one: the
+/// connection budgets (see `limits`) add up to more than the usual soft
+/// default of 1024. Where the hard limit is lower, the accept loop backs
+/// off on EMFILE instead; failing here is logged, not fatal.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let old = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            tracing::warn!(
+                soft = old,
+                error = %std::io::Error::last_os_error(),
+                "could not raise the open-file limit"
+            );
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! socket directory is `$HERO_SOCKET_DIR` when set, else `<root>/var/sockets`;
 //! `--socket PATH` overrides both.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Every path the daemon uses, resolved once at startup.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,10 +57,11 @@ impl Paths {
     pub fn children_dir(&self) -> PathBuf {
         self.state_dir.join("children")
     }
-    /// Exclusive lock held by the live daemon instance.
+    /// Exclusive lock held by the live daemon instance: in the state
+    /// directory, so that one root has one daemon whatever socket each was
+    /// given. Holds the holder's pid and socket.
     pub fn lock_file(&self) -> PathBuf {
-        let dir = self.socket.parent().unwrap_or(Path::new("."));
-        dir.join("rpc.lock")
+        self.state_dir.join("daemon.lock")
     }
     /// Default location of the installed livekit-server.
     pub fn livekit_bin(&self) -> PathBuf {
@@ -81,7 +82,7 @@ mod tests {
         let p = Paths::resolve(Some("/r".into()), Some("/s/x.sock".into()));
         assert_eq!(p.state_dir, PathBuf::from("/r/var/hero_livekit"));
         assert_eq!(p.socket, PathBuf::from("/s/x.sock"));
-        assert_eq!(p.lock_file(), PathBuf::from("/s/rpc.lock"));
+        assert_eq!(p.lock_file(), PathBuf::from("/r/var/hero_livekit/daemon.lock"));
     }
 
     #[test]

@@ -1,31 +1,57 @@
 //! Socket hygiene: one live instance per socket, no stale socket left in the
 //! way, and no moment where the socket is reachable with umask permissions.
 //!
-//! Order matters: the lock is taken before the socket path is looked at, so
-//! two daemons started at once cannot both decide the socket is stale.
+//! Order matters: the lock (in the state directory, one per root) is taken
+//! before the socket path is looked at, so two daemons started at once
+//! cannot both decide the socket is stale, and two daemons given different
+//! sockets for the same root cannot both run.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{chown, Gid};
 
+use crate::dirs::{self, DirError};
+
 /// Why the daemon cannot take its socket.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
-    #[error("another hero_livekit_server holds {lock}; stop it first (`hero_livekit health` talks to it)")]
-    Locked { lock: PathBuf },
+    #[error(
+        "another hero_livekit_server (pid {}, socket {}) holds the instance lock {lock} of this root; \
+         stop it first, or talk to it on its socket (`hero_livekit --socket {} health`)",
+        holder_pid(pid),
+        holder_socket(socket),
+        holder_socket(socket)
+    )]
+    Locked {
+        lock: PathBuf,
+        pid: Option<i32>,
+        socket: Option<PathBuf>,
+    },
     #[error("{path} exists and is not a socket; refusing to remove it. Move it away or pass --socket")]
     NotASocket { path: PathBuf },
     #[error("a live daemon answers on {path}; stop it first")]
     Live { path: PathBuf },
+    #[error(transparent)]
+    Dir(#[from] DirError),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
         path: PathBuf,
         source: io::Error,
     },
+}
+
+fn holder_pid(pid: &Option<i32>) -> String {
+    pid.map_or_else(|| "unknown".to_string(), |p| p.to_string())
+}
+
+fn holder_socket(socket: &Option<PathBuf>) -> String {
+    socket
+        .as_ref()
+        .map_or_else(|| "unknown".to_string(), |s| s.display().to_string())
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BindError + 'a {
@@ -62,10 +88,37 @@ impl Drop for SocketGuard {
 /// at once must not fail on that.
 const DYING_HOLDER_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Takes the exclusive lock. A holder that answers on the socket is a live
-/// instance: refused at once. A holder that does not answer is dying (or
-/// still booting): waited for, up to [`DYING_HOLDER_GRACE`].
-fn take_lock(file: &File, lock: &Path, socket: &Path) -> Result<(), BindError> {
+/// What the lock's holder wrote into it: its pid and its socket.
+fn read_holder(lock: &Path) -> (Option<i32>, Option<PathBuf>) {
+    let Ok(mut f) = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(lock)
+    else {
+        return (None, None);
+    };
+    let mut text = String::new();
+    // A lock file is two short lines; anything longer is not ours.
+    if (&mut f).take(8192).read_to_string(&mut text).is_err() {
+        return (None, None);
+    }
+    let mut pid = None;
+    let mut socket = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("pid=") {
+            pid = v.trim().parse().ok();
+        } else if let Some(v) = line.strip_prefix("socket=") {
+            socket = Some(PathBuf::from(v));
+        }
+    }
+    (pid, socket)
+}
+
+/// Takes the exclusive lock. A holder that answers on its socket (read
+/// from the lock file, so a holder serving another socket is found too) is
+/// a live instance: refused at once. A holder that does not answer is
+/// dying (or still booting): waited for, up to [`DYING_HOLDER_GRACE`].
+fn take_lock(file: &File, lock: &Path) -> Result<(), BindError> {
     let deadline = std::time::Instant::now() + DYING_HOLDER_GRACE;
     let mut delay = std::time::Duration::from_millis(1);
     loop {
@@ -79,9 +132,16 @@ fn take_lock(file: &File, lock: &Path, socket: &Path) -> Result<(), BindError> {
                 })
             }
             Err(TryLockError::WouldBlock) => {
-                let live = std::os::unix::net::UnixStream::connect(socket).is_ok();
+                let (pid, socket) = read_holder(lock);
+                let live = socket
+                    .as_deref()
+                    .is_some_and(|s| std::os::unix::net::UnixStream::connect(s).is_ok());
                 if live || std::time::Instant::now() >= deadline {
-                    return Err(BindError::Locked { lock: lock.into() });
+                    return Err(BindError::Locked {
+                        lock: lock.into(),
+                        pid,
+                        socket,
+                    });
                 }
                 std::thread::park_timeout(delay);
                 delay = (delay * 2).min(std::time::Duration::from_millis(50));
@@ -100,33 +160,42 @@ pub struct InstanceLock {
 }
 
 impl InstanceLock {
-    /// Takes the lock beside `socket`, refuses a live instance or a foreign
-    /// file at the socket path, and clears a stale socket. The socket
-    /// directory gets mode 0700 (0750 and group `group` when given).
+    /// Verifies the state directory (`state_dir`, see [`dirs::state_dir`])
+    /// and takes the lock `lock` inside it, so a second daemon on the same
+    /// root is refused whatever socket it was given; then writes this
+    /// instance's pid and `socket` into the lock file for the refusal
+    /// message of the next one. Then prepares the socket directory (see
+    /// [`dirs::socket_dir`]), refuses a live instance or a foreign file at
+    /// the socket path, and clears a stale socket.
     ///
     /// # Errors
     /// [`BindError`] says which of the refusals applies, or which I/O step failed.
-    pub fn acquire(socket: &Path, lock: &Path, group: Option<Gid>) -> Result<InstanceLock, BindError> {
-        let dir = socket.parent().unwrap_or(Path::new("."));
-        let dir_mode = if group.is_some() { 0o750 } else { 0o700 };
-        fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(dir_mode)).map_err(io_err("chmod", dir))?;
-        if let Some(g) = group {
-            chown(dir, None, Some(g)).map_err(|e| BindError::Io {
-                what: "chown",
-                path: dir.into(),
-                source: e.into(),
-            })?;
-        }
-
-        let lock_file = OpenOptions::new()
+    pub fn acquire(
+        state_dir: &Path,
+        lock: &Path,
+        socket: &Path,
+        group: Option<Gid>,
+    ) -> Result<InstanceLock, BindError> {
+        dirs::state_dir(state_dir)?;
+        let mut lock_file = OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(lock)
             .map_err(io_err("opening lock", lock))?;
-        take_lock(&lock_file, lock, socket)?;
+        take_lock(&lock_file, lock)?;
+        let holder = format!("pid={}\nsocket={}\n", std::process::id(), socket.display());
+        lock_file
+            .set_len(0)
+            .and_then(|()| lock_file.seek(SeekFrom::Start(0)))
+            .and_then(|_| lock_file.write_all(holder.as_bytes()))
+            .map_err(io_err("writing lock", lock))?;
+
+        let dir = socket.parent().unwrap_or(Path::new("."));
+        dirs::socket_dir(dir, group)?;
 
         match fs::symlink_metadata(socket) {
             Ok(meta) if !meta.file_type().is_socket() => return Err(BindError::NotASocket { path: socket.into() }),

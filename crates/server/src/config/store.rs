@@ -7,11 +7,10 @@
 //! non-blocking inotify read (three `stat` calls without inotify) when
 //! nothing changed and may run inline (see its docs).
 
-use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
+use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::check::{check_hashed, Consistency};
@@ -71,28 +70,52 @@ impl StateDir {
         &self.files[file.index()]
     }
 
-    /// Creates the directory (mode 0700, also fixing the mode of an
-    /// existing one) and its `data/`, `logs/` and `children/` subdirectories.
+    /// Creates the directory (mode 0700, also narrowing the mode of an
+    /// existing one of ours) and its `data/`, `logs/` and `children/`
+    /// subdirectories, after checking that the daemon can trust it (see
+    /// [`crate::dirs::state_dir`]: owned by the daemon's uid, not writable
+    /// by anyone else, no ancestor writable by another uid, not a symlink).
+    /// A symlink in place of a subdirectory is replaced by a directory,
+    /// never followed.
     ///
     /// # Errors
-    /// The OS error of the first directory that cannot be created or chmod-ed.
+    /// A refusal (`PermissionDenied`, naming the directory and the fix), or
+    /// the OS error of the first directory that cannot be created or chmod-ed.
     pub fn ensure(&self) -> io::Result<()> {
-        if let Some(parent) = self.dir.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        ensure_dir(&self.dir)?;
+        let refused = |e: crate::dirs::DirError| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string());
+        crate::dirs::state_dir(&self.dir).map_err(refused)?;
         for sub in SUBDIRS {
-            ensure_dir(&self.dir.join(sub))?;
+            let path = self.dir.join(sub);
+            if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                tracing::warn!(dir = %path.display(), "replacing a symlink in place of a state subdirectory");
+                fs::remove_file(&path)?;
+            }
+            crate::dirs::private_dir(&path, "state", DIR_MODE).map_err(refused)?;
         }
         Ok(())
     }
 
     /// Reads the three files as they are now.
+    /// Reads the three files as they are now, relative to the directory
+    /// opened once (see [`observe_file`] for what is refused).
     pub fn observe(&self) -> Observed {
+        let dir = match open_dir(&self.dir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Observed::missing(),
+            Err(e) => {
+                let why = || FileObs::Unreadable(format!("the state directory: {e}"));
+                return Observed {
+                    runtime_json: why(),
+                    livekit_yaml: why(),
+                    backend_env: why(),
+                };
+            }
+        };
+        let at = |f: TripleFile| read_obs(open_at(&dir, f.name()));
         Observed {
-            runtime_json: observe_file(self.path(TripleFile::RuntimeJson)),
-            livekit_yaml: observe_file(self.path(TripleFile::LivekitYaml)),
-            backend_env: observe_file(self.path(TripleFile::BackendEnv)),
+            runtime_json: at(TripleFile::RuntimeJson),
+            livekit_yaml: at(TripleFile::LivekitYaml),
+            backend_env: at(TripleFile::BackendEnv),
         }
     }
 
@@ -131,10 +154,15 @@ impl StateDir {
             source,
             written: Vec::new(),
         };
+        // Every step is relative to the directory opened once (never
+        // through a symlink in its place): the temp file, the rename and
+        // the fsync all land in the directory that was checked.
+        let dir = open_dir(&self.dir).map_err(fail)?;
         fault::point(fault::name(i, Step::BeforeCreate));
-        let (temp_path, mut temp) = create_temp(&self.dir, file).map_err(fail)?;
+        let (temp_name, mut temp) = create_temp(&dir, file).map_err(fail)?;
         let mut guard = TempGuard {
-            path: temp_path,
+            dir: &dir,
+            name: temp_name,
             armed: true,
         };
         fault::point(fault::name(i, Step::AfterCreate));
@@ -146,10 +174,10 @@ impl StateDir {
         temp.sync_all().map_err(fail)?;
         fault::point(fault::name(i, Step::AfterFsync));
         drop(temp);
-        fs::rename(&guard.path, self.path(file)).map_err(fail)?;
+        nix::fcntl::renameat(&dir, guard.name.as_str(), &dir, file.name()).map_err(|e| fail(e.into()))?;
         guard.armed = false;
         fault::point(fault::name(i, Step::AfterRename));
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(fail)?;
+        dir.sync_all().map_err(fail)?;
         fault::point(fault::name(i, Step::AfterDirsync));
         Ok(())
     }
@@ -161,12 +189,13 @@ impl StateDir {
     /// # Errors
     /// The directory cannot be listed, or a temp file cannot be removed.
     pub fn sweep_temp_files(&self) -> io::Result<usize> {
+        let dir = open_dir(&self.dir)?;
         let mut removed = 0;
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
             let name = entry.file_name();
             if name.to_str().is_some_and(is_temp_name) {
-                fs::remove_file(entry.path())?;
+                nix::unistd::unlinkat(&dir, name.as_os_str(), nix::unistd::UnlinkatFlags::NoRemoveDir)?;
                 removed += 1;
             }
         }
@@ -177,14 +206,21 @@ impl StateDir {
     /// are created 0600). A failure is logged, not returned: the content
     /// is right and the next heal retries.
     fn fix_modes(&self, written: &[TripleFile]) {
+        let Ok(dir) = open_dir(&self.dir) else {
+            return;
+        };
         for file in TripleFile::ALL.into_iter().filter(|f| !written.contains(f)) {
-            let path = self.path(file);
-            let Ok(meta) = fs::metadata(path) else {
+            // Through a descriptor opened without following a symlink: a
+            // link in the file's place must not make us chmod its target.
+            let Ok(f) = open_at(&dir, file.name()) else {
+                continue;
+            };
+            let Ok(meta) = f.metadata() else {
                 continue;
             };
             let mode = meta.permissions().mode() & 0o7777;
             if meta.is_file() && mode != FILE_MODE {
-                match fs::set_permissions(path, Permissions::from_mode(FILE_MODE)) {
+                match f.set_permissions(Permissions::from_mode(FILE_MODE)) {
                     Ok(()) => tracing::warn!(file = file.name(), old_mode = format!("{mode:o}"), "restored mode 0600"),
                     Err(e) => {
                         tracing::warn!(file = file.name(), error = %e, "cannot restore mode 0600")
@@ -195,25 +231,33 @@ impl StateDir {
     }
 }
 
-fn ensure_dir(dir: &Path) -> io::Result<()> {
-    match DirBuilder::new().mode(DIR_MODE).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
-    // The umask may have narrowed the new directory's mode, and an existing
-    // directory may be wider than it should be: set it exactly.
-    let meta = fs::metadata(dir)?;
-    if !meta.is_dir() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("{} exists and is not a directory", dir.display()),
-        ));
-    }
-    if meta.permissions().mode() & 0o7777 != DIR_MODE {
-        fs::set_permissions(dir, Permissions::from_mode(DIR_MODE))?;
-    }
-    Ok(())
+/// Opens `path` for reading without following a symlink in its place
+/// (`ELOOP` then) and without blocking on a FIFO.
+fn open_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// `name` in `dir`, opened for reading as [`open_nofollow`] does.
+fn open_at(dir: &File, name: &str) -> io::Result<File> {
+    use nix::fcntl::OFlag;
+    let fd = nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    Ok(File::from(fd))
+}
+
+/// The directory itself, never a symlink in its place.
+fn open_dir(dir: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)
 }
 
 /// Whether `name` is one of our temp files: `.<triple file>.<pid>.<n>.tmp`.
@@ -227,62 +271,81 @@ fn is_temp_name(name: &str) -> bool {
         })
 }
 
-fn create_temp(dir: &Path, file: TripleFile) -> io::Result<(PathBuf, File)> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
+fn create_temp(dir: &File, file: TripleFile) -> io::Result<(String, File)> {
+    use nix::fcntl::OFlag;
     let pid = std::process::id();
     let mut last_err = None;
-    // A name can only be taken by a temp file of a dead process that had
-    // the same pid; a few attempts always find a free one.
+    // A random name that nobody can predict, created with O_EXCL and
+    // O_NOFOLLOW: a file or symlink planted under a guessed name makes the
+    // attempt fail (and the next name is tried), it is never written through.
     for _ in 0..16 {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!(".{}.{pid}.{n}{TEMP_SUFFIX}", file.name()));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .open(&path)
-        {
-            Ok(f) => {
+        let n: u64 = rand::random();
+        let name = format!(".{}.{pid}.{n:016x}{TEMP_SUFFIX}", file.name());
+        let opened = nix::fcntl::openat(
+            dir,
+            name.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(FILE_MODE),
+        );
+        match opened {
+            Ok(fd) => {
+                let f = File::from(fd);
                 // The umask may have narrowed the mode; the file must be
                 // readable by its owner and nobody else, exactly.
                 if let Err(e) = f.set_permissions(Permissions::from_mode(FILE_MODE)) {
-                    let _ = fs::remove_file(&path);
+                    let _ = nix::unistd::unlinkat(dir, name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
                     return Err(e);
                 }
-                return Ok((path, f));
+                return Ok((name, f));
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
-            Err(e) => return Err(e),
+            Err(nix::errno::Errno::EEXIST) => last_err = Some(io::Error::from(nix::errno::Errno::EEXIST)),
+            Err(e) => return Err(e.into()),
         }
     }
     Err(last_err.unwrap_or_else(|| io::Error::other("no free temp file name")))
 }
 
 /// Removes the temp file on drop unless the rename consumed it.
-struct TempGuard {
-    path: PathBuf,
+struct TempGuard<'a> {
+    dir: &'a File,
+    name: String,
     armed: bool,
 }
 
-impl Drop for TempGuard {
+impl Drop for TempGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = fs::remove_file(&self.path);
+            let _ = nix::unistd::unlinkat(self.dir, self.name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
         }
     }
 }
 
 /// Reads one file of the triple. Opens non-blocking so that a FIFO put in
-/// a file's place cannot hang the daemon, and refuses anything that is not
-/// a regular file or is larger than [`MAX_FILE_SIZE`].
+/// a file's place cannot hang the daemon, never follows a symlink in its
+/// place, and refuses anything that is not a regular file owned by the
+/// daemon's uid or is larger than [`MAX_FILE_SIZE`]. Each refusal is
+/// `Unreadable`, so the planner rewrites the file (by rename, replacing a
+/// symlink rather than writing through it) and never salvages a
+/// credential that another uid could have planted.
 fn observe_file(path: &Path) -> FileObs {
-    let file = match OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path) {
+    read_obs(open_nofollow(path))
+}
+
+/// What an opened (or failed to open) file of the triple holds.
+fn read_obs(opened: io::Result<File>) -> FileObs {
+    let file = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return FileObs::Missing,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return FileObs::Unreadable("a symlink, not followed".into())
+        }
         Err(e) => return FileObs::Unreadable(e.to_string()),
     };
     let size = match file.metadata() {
         Ok(m) if !m.is_file() => return FileObs::Unreadable("not a regular file".into()),
+        Ok(m) if m.uid() != nix::unistd::Uid::effective().as_raw() => {
+            return FileObs::Unreadable(format!("owned by uid {}, not the daemon's", m.uid()))
+        }
         Ok(m) if m.len() > MAX_FILE_SIZE => return FileObs::Unreadable("larger than 1 MiB".into()),
         Ok(m) => m.len(),
         Err(e) => return FileObs::Unreadable(e.to_string()),
@@ -313,7 +376,9 @@ enum Stamp {
 }
 
 fn stamp(path: &Path) -> Stamp {
-    match fs::metadata(path) {
+    // The link itself, not its target: a symlink in a file's place is
+    // what observe_file sees too.
+    match fs::symlink_metadata(path) {
         Ok(m) => Stamp::File {
             dev: m.dev(),
             ino: m.ino(),
@@ -678,10 +743,49 @@ mod tests {
     }
 
     #[test]
+    fn a_symlink_in_place_of_a_file_is_replaced_and_its_target_untouched() {
+        let (_lock, tmp, sd) = state();
+        let victim = tmp.path().join("victim");
+        fs::write(&victim, b"precious").expect("victim");
+        fs::set_permissions(&victim, Permissions::from_mode(0o644)).expect("chmod");
+        for f in TripleFile::ALL {
+            std::os::unix::fs::symlink(&victim, sd.path(f)).expect("symlink");
+        }
+        let o = sd.observe();
+        assert_eq!(o.runtime_json, FileObs::Unreadable("a symlink, not followed".into()));
+        let a = config_a();
+        assert_eq!(write_config(&sd, &a), TripleFile::ALL);
+        for f in TripleFile::ALL {
+            let meta = fs::symlink_metadata(sd.path(f)).expect("stat");
+            assert!(meta.is_file(), "{f} is a regular file again");
+        }
+        assert!(check(&a, &sd.observe()).consistent);
+        assert_eq!(fs::read(&victim).expect("victim"), b"precious");
+        assert_eq!(mode(&victim), 0o644, "the target's mode is not fixed through the link");
+    }
+
+    #[test]
+    fn a_file_owned_by_another_uid_is_not_read() {
+        if !nix::unistd::Uid::effective().is_root() {
+            // Only root can give a file away; the rule is the same for all.
+            return;
+        }
+        let (_lock, _tmp, sd) = state();
+        let a = config_a();
+        write_config(&sd, &a);
+        let path = sd.path(TripleFile::RuntimeJson);
+        nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(65534)), None).expect("chown");
+        assert_eq!(
+            sd.observe().runtime_json,
+            FileObs::Unreadable("owned by uid 65534, not the daemon's".into())
+        );
+    }
+
+    #[test]
     fn sweep_removes_only_our_temp_files() {
         let (_lock, _tmp, sd) = state();
         for n in [
-            ".livekit.yaml.123.0.tmp",
+            ".livekit.yaml.123.00ab00ab00ab00ab.tmp",
             ".runtime.json.9.77.tmp",
             ".backend.env.1.2.tmp",
             "notes.tmp",

@@ -21,7 +21,10 @@ pub const DEFAULT_KEEP: usize = 5;
 /// make a `logs` call read a whole file.
 const TAIL_MAX_BYTES: u64 = 4 * 1024 * 1024;
 
-/// Opens `path` for appending (created 0600; parent created 0700).
+/// Opens `path` for appending (created 0600; parent created 0700), with
+/// `O_NOFOLLOW`: a symlink (or anything but a regular file) in the log's
+/// place is first replaced by a fresh empty log through a rename, so a
+/// child's output never lands in the link's target.
 ///
 /// # Errors
 /// The directory or file cannot be created or opened.
@@ -29,7 +32,73 @@ pub fn open_append(path: &Path) -> io::Result<File> {
     if let Some(dir) = path.parent() {
         DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
-    OpenOptions::new().append(true).create(true).mode(0o600).open(path)
+    let open = || {
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+    };
+    let file = match open() {
+        Ok(f) if f.metadata()?.is_file() => f,
+        Ok(_) => {
+            replace_with_empty(path)?;
+            open()?
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            replace_with_empty(path)?;
+            open()?
+        }
+        Err(e) => return Err(e),
+    };
+    // O_NONBLOCK kept a FIFO from hanging the open; a regular file's
+    // writes never block anyway, and children expect blocking descriptors.
+    clear_nonblock(&file)?;
+    Ok(file)
+}
+
+fn clear_nonblock(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own, with integer arguments only.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Puts an empty 0600 file in `path`'s place by renaming a new one over
+/// whatever is there (a symlink is replaced, its target untouched).
+fn replace_with_empty(path: &Path) -> io::Result<()> {
+    tracing::warn!(log = %path.display(), "replacing what is not a regular file in a log's place");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{:016x}.tmp", rand::random::<u64>()));
+    let tmp = PathBuf::from(tmp);
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)?;
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
+/// Opens an existing log for reading or truncation without following a
+/// symlink in its place.
+fn open_nofollow(path: &Path, write: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
 }
 
 /// `<path>.<n>`, e.g. `logs/lk-backend.log.1`.
@@ -45,8 +114,8 @@ pub fn rotated_path(path: &Path, n: usize) -> PathBuf {
 /// # Errors
 /// The log exists but cannot be copied or truncated.
 pub fn rotate_if_needed(path: &Path, max_bytes: u64, keep: usize) -> io::Result<bool> {
-    match fs::metadata(path) {
-        Ok(meta) if meta.len() > max_bytes => rotate(path, keep).map(|()| true),
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() && meta.len() > max_bytes => rotate(path, keep).map(|()| true),
         Ok(_) => Ok(false),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
@@ -71,10 +140,18 @@ pub fn rotate(path: &Path, keep: usize) -> io::Result<()> {
         let mut tmp = rotated_path(path, 1).into_os_string();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
-        fs::copy(path, &tmp)?;
+        let mut from = open_nofollow(path, false)?;
+        let mut to = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)?;
+        io::copy(&mut from, &mut to)?;
         fs::rename(&tmp, rotated_path(path, 1))?;
     }
-    OpenOptions::new().write(true).open(path)?.set_len(0)
+    open_nofollow(path, true)?.set_len(0)
 }
 
 /// The last `lines` lines of `path` (lossy UTF-8), read backwards from the
@@ -86,7 +163,7 @@ pub fn tail(path: &Path, lines: usize) -> io::Result<Vec<String>> {
     if lines == 0 {
         return Ok(Vec::new());
     }
-    let mut file = File::open(path)?;
+    let mut file = open_nofollow(path, false)?;
     let len = file.metadata()?.len();
     let mut pos = len;
     let mut chunks: Vec<Vec<u8>> = Vec::new();
@@ -147,6 +224,26 @@ mod tests {
         fs::write(&path, "").expect("write");
         assert!(tail(&path, 5).expect("tail").is_empty());
         assert!(tail(&dir.path().join("missing.log"), 5).is_err());
+    }
+
+    #[test]
+    fn a_symlink_in_place_of_a_log_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").expect("victim");
+        let logs = dir.path().join("logs");
+        fs::create_dir(&logs).expect("mkdir");
+        let path = logs.join("c.log");
+        std::os::unix::fs::symlink(&victim, &path).expect("symlink");
+        let mut f = open_append(&path).expect("open");
+        writeln!(f, "child output").expect("write");
+        assert!(fs::symlink_metadata(&path).expect("stat").is_file());
+        assert_eq!(fs::read(&path).expect("log"), b"child output\n");
+        assert_eq!(fs::read(&victim).expect("victim"), b"precious");
+        let mode = fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::os::unix::fs::symlink(&victim, logs.join("d.log")).expect("symlink");
+        assert!(tail(&logs.join("d.log"), 5).is_err(), "tail does not follow it either");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! executable it runs; only a process matching all three is ever signalled.
 
 use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -120,8 +120,11 @@ impl ChildRecord {
         children_dir.join(format!("{}.json", name.as_str()))
     }
 
-    /// Writes the record atomically (temp file 0600, fsync, rename, fsync of
-    /// the directory), creating `children_dir` (0700) when needed. Blocking.
+    /// Writes the record atomically (temp file 0600 under a random name,
+    /// created with `O_EXCL|O_NOFOLLOW`, fsync, rename, fsync of the
+    /// directory), creating `children_dir` (0700) when needed. A symlink in
+    /// the record's place is replaced by the rename, never written through.
+    /// Blocking.
     ///
     /// # Errors
     /// The directory cannot be created or written (permissions, disk full);
@@ -130,18 +133,16 @@ impl ChildRecord {
         let bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
         DirBuilder::new().recursive(true).mode(0o700).create(children_dir)?;
         let path = ChildRecord::path(children_dir, self.name);
-        let tmp = children_dir.join(format!(".{}.json.tmp", self.name.as_str()));
+        let (tmp, mut file) = create_temp(children_dir, self.name)?;
         let result = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
             file.write_all(&bytes)?;
             file.sync_all()?;
             fs::rename(&tmp, &path)?;
-            fs::File::open(children_dir)?.sync_all()
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(children_dir)?
+                .sync_all()
         })();
         if result.is_err() {
             // Nothing half-written may survive under any name.
@@ -151,16 +152,44 @@ impl ChildRecord {
     }
 
     /// Reads the record of `name`; `Ok(None)` when there is none. Blocking.
+    /// A symlink in the record's place is not followed (`InvalidData`: the
+    /// record is discarded, its pid never signalled).
     ///
     /// # Errors
     /// The file exists but cannot be read, or is not a valid record
     /// (`InvalidData`).
     pub fn load(children_dir: &Path, name: ProcessName) -> io::Result<Option<ChildRecord>> {
-        let bytes = match fs::read(ChildRecord::path(children_dir, name)) {
-            Ok(bytes) => bytes,
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(ChildRecord::path(children_dir, name));
+        let file = match opened {
+            Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the record is a symlink; not followed",
+                ))
+            }
             Err(e) => return Err(e),
         };
+        let meta = file.metadata()?;
+        if !meta.is_file() || meta.uid() != nix::unistd::Uid::effective().as_raw() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("not a regular file owned by the daemon's uid (uid {})", meta.uid()),
+            ));
+        }
+        let mut bytes = Vec::new();
+        // A record is a few hundred bytes; a huge file is not one.
+        file.take(MAX_RECORD_BYTES + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > MAX_RECORD_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "larger than a record can be",
+            ));
+        }
         serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
@@ -210,6 +239,31 @@ pub fn verify(record: &ChildRecord) -> Verification {
     }
 }
 
+/// Upper bound on a record file's size.
+const MAX_RECORD_BYTES: u64 = 64 * 1024;
+
+/// A new temp file for `name`'s record: a random name nobody can
+/// predict, `O_EXCL|O_NOFOLLOW` so that nothing planted is written through.
+fn create_temp(dir: &Path, name: ProcessName) -> io::Result<(PathBuf, fs::File)> {
+    let mut last = None;
+    for _ in 0..16 {
+        let n: u64 = rand::random();
+        let tmp = dir.join(format!(".{}.json.{n:016x}.tmp", name.as_str()));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no free temp file name")))
+}
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn unix_ms_now() -> u64 {
     SystemTime::now()
@@ -245,6 +299,29 @@ mod tests {
         assert_eq!(
             ChildRecord::load(&children, ProcessName::LkBackend).expect("load"),
             None
+        );
+    }
+
+    #[test]
+    fn a_symlink_in_place_of_a_record_is_not_followed_and_is_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").expect("victim");
+        let children = dir.path().join("children");
+        fs::create_dir(&children).expect("mkdir");
+        let path = ChildRecord::path(&children, ProcessName::LkBackend);
+        std::os::unix::fs::symlink(&victim, &path).expect("symlink");
+        let err = ChildRecord::load(&children, ProcessName::LkBackend).expect_err("symlink");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        // A planted file under the old fixed temp name is not written through either.
+        std::os::unix::fs::symlink(&victim, children.join(".lk-backend.json.tmp")).expect("symlink");
+        let rec = ChildRecord::capture(ProcessName::LkBackend, std::process::id(), "abc", 1).expect("capture self");
+        rec.write(&children).expect("write");
+        assert!(fs::symlink_metadata(&path).expect("stat").is_file());
+        assert_eq!(fs::read(&victim).expect("victim"), b"precious");
+        assert_eq!(
+            ChildRecord::load(&children, ProcessName::LkBackend).expect("load"),
+            Some(rec)
         );
     }
 
