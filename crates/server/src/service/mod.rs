@@ -941,9 +941,11 @@ impl LivekitService {
         let _permit = self.log_readers.acquire().await.map_err(internal)?;
         let path = self.paths.logs_dir().join(format!("{}.log", p.process));
         let path2 = path.clone();
-        let tail = tokio::task::spawn_blocking(move || supervise::logs::tail(&path2, lines as usize))
-            .await
-            .map_err(internal)?;
+        let tail = tokio::task::spawn_blocking(move || {
+            supervise::logs::tail_bounded(&path2, lines as usize, MAX_LOG_ANSWER_BYTES as u64)
+        })
+        .await
+        .map_err(internal)?;
         let mut lines = match tail {
             Ok(l) => l,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),

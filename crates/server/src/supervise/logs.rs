@@ -154,43 +154,58 @@ pub fn rotate(path: &Path, keep: usize) -> io::Result<()> {
     open_nofollow(path, true)?.set_len(0)
 }
 
-/// The last `lines` lines of `path` (lossy UTF-8), read backwards from the
-/// end in chunks so a large log is not loaded whole.
+/// The last `lines` lines of `path` (fewer if the file has fewer), read
+/// backwards at most [`TAIL_MAX_BYTES`]; see [`tail_bounded`].
 ///
 /// # Errors
 /// The file cannot be opened or read.
 pub fn tail(path: &Path, lines: usize) -> io::Result<Vec<String>> {
+    tail_bounded(path, lines, TAIL_MAX_BYTES)
+}
+
+/// The last `lines` lines of `path`, reading at most `max_bytes` from its
+/// end: a `logs` call costs one buffer of at most that size (suffixes of
+/// growing length are read into the same buffer, so the bytes are never
+/// copied between buffers) plus the lines it answers with. A first line cut
+/// by the limit is left out.
+///
+/// # Errors
+/// The file cannot be opened or read.
+pub fn tail_bounded(path: &Path, lines: usize, max_bytes: u64) -> io::Result<Vec<String>> {
     if lines == 0 {
         return Ok(Vec::new());
     }
     let mut file = open_nofollow(path, false)?;
     let len = file.metadata()?.len();
-    let mut pos = len;
-    let mut chunks: Vec<Vec<u8>> = Vec::new();
-    let mut newlines = 0usize;
-    let mut chunk_len: u64 = 8 * 1024;
-    // More than `lines` newlines guarantee `lines` complete lines even when
-    // the first one read is cut and the file ends with a newline.
-    while pos > 0 && newlines <= lines && len - pos < TAIL_MAX_BYTES {
-        let start = pos.saturating_sub(chunk_len);
-        let mut chunk = vec![0; usize::try_from(pos - start).map_err(io::Error::other)?];
+    let mut want: u64 = 8 * 1024;
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let take = want.min(len).min(max_bytes);
+        let start = len - take;
+        buf.clear();
+        buf.resize(usize::try_from(take).map_err(io::Error::other)?, 0);
         file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut chunk)?;
-        newlines += chunk.iter().filter(|b| **b == b'\n').count();
-        chunks.push(chunk);
-        pos = start;
-        chunk_len = (chunk_len * 2).min(TAIL_MAX_BYTES);
+        file.read_exact(&mut buf)?;
+        // More than `lines` newlines guarantee `lines` complete lines even
+        // when the first one read is cut and the file ends with a newline.
+        let enough = bytecount(&buf, b'\n') > lines;
+        if start == 0 || enough || take >= max_bytes {
+            let from = if start > 0 {
+                buf.iter().position(|b| *b == b'\n').map_or(buf.len(), |i| i + 1)
+            } else {
+                0
+            };
+            let text = String::from_utf8_lossy(&buf[from..]);
+            let all: Vec<&str> = text.lines().collect();
+            let skip = all.len().saturating_sub(lines);
+            return Ok(all[skip..].iter().map(|s| (*s).to_owned()).collect());
+        }
+        want = want.saturating_mul(8);
     }
-    let mut bytes: Vec<u8> = chunks.into_iter().rev().flatten().collect();
-    if pos > 0 {
-        // The first line read starts before `pos`: it is incomplete.
-        let cut = bytes.iter().position(|b| *b == b'\n').map_or(bytes.len(), |i| i + 1);
-        bytes.drain(..cut);
-    }
-    let text = String::from_utf8_lossy(&bytes);
-    let all: Vec<&str> = text.lines().collect();
-    let skip = all.len().saturating_sub(lines);
-    Ok(all[skip..].iter().map(|s| (*s).to_owned()).collect())
+}
+
+fn bytecount(hay: &[u8], needle: u8) -> usize {
+    hay.iter().filter(|b| **b == needle).count()
 }
 
 #[cfg(test)]
@@ -198,6 +213,19 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn tail_bounded_reads_at_most_its_limit_and_drops_a_cut_first_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.log");
+        let body: String = (0..5000).map(|i| format!("line number {i:05}\n")).collect();
+        fs::write(&path, &body).expect("write");
+        // 18 bytes a line: 100 bytes hold 5 whole lines and a cut one.
+        let got = tail_bounded(&path, 1000, 100).expect("tail");
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert_eq!(got.last().map(String::as_str), Some("line number 04999"));
+        assert_eq!(got.first().map(String::as_str), Some("line number 04995"));
+    }
 
     #[test]
     fn tail_returns_the_last_lines_across_chunk_boundaries() {
