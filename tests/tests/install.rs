@@ -786,3 +786,62 @@ fn install_progress_arrives_on_a_websocket_subscription() {
     // Sequence numbers order the stream.
     assert!(evs.windows(2).all(|w| w[0].seq < w[1].seq));
 }
+
+#[test]
+fn a_trickling_mirror_holds_up_nothing_and_ends_at_the_install_deadline_with_the_old_binary_intact() {
+    let root = Root::new();
+    let server = ReleaseServer::start();
+    let mut opts = DaemonOpts::default().drift_check_ms(200);
+    opts.env
+        .push(("HERO_LIVEKIT_INSTALL_DEADLINE_MS".into(), "5000".into()));
+    let d = Daemon::start(&root, opts);
+    install_double(&d, &server);
+    configure_free_ports(&d);
+    let before = sha256_file(&installed_path(&root));
+
+    // A newer release that arrives at one byte per second.
+    let other = Bytes::from(tarball_of(&other_binary("trickle")));
+    let url = server.publish(
+        "1.9.9",
+        other.clone(),
+        &sha(&other),
+        Mode::Slow {
+            chunk: 1,
+            gap: Duration::from_secs(1),
+        },
+    );
+    let socket = d.socket.clone();
+    let installing = std::thread::spawn(move || {
+        rpc(
+            &socket,
+            "livekitservice.install",
+            json!({"source": url, "version": "1.9.9"}),
+        )
+    });
+    wait_for(DEADLINE, "the download under way", || {
+        (server.hits(&ReleaseServer::asset_path("1.9.9")) > 0).then_some(())
+    });
+
+    // Meanwhile the daemon serves, configures and heals: each completes
+    // while the install is still under way.
+    let r = d.ok("livekitservice.configure", json!({"domain": "media.example.org"}));
+    assert_eq!(r["changed_fields"], json!(["domain"]), "{r}");
+    assert!(!installing.is_finished(), "configure did not wait for the download");
+    std::fs::remove_file(root.file("backend.env")).expect("drift");
+    wait_for(DEADLINE, "the drift healed during the download", || {
+        (d.health()["consistent"] == true).then_some(())
+    });
+    assert!(!installing.is_finished(), "the heal did not wait for the download");
+
+    let r = installing.join().expect("install thread");
+    let e = error_of(&r);
+    assert_eq!(e["code"], -32002, "install_failed: {r}");
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not complete within 5000 ms")),
+        "{r}"
+    );
+    assert_eq!(sha256_file(&installed_path(&root)), before, "the old binary is intact");
+    assert_eq!(d.health()["binary"]["version"], VERSION);
+}

@@ -276,7 +276,20 @@ pub async fn install(
     install_with(req, &InstallSettings::default(), target, record, progress).await
 }
 
-/// [`install`] with explicit settings.
+/// [`stage_with`] with the production [`InstallSettings`].
+///
+/// # Errors
+/// See [`InstallError`]; nothing in place is changed.
+pub async fn stage(
+    req: &InstallRequest,
+    target: &Path,
+    record: &Path,
+    progress: &mut (dyn FnMut(InstallProgress) + Send),
+) -> Result<Staged, InstallError> {
+    stage_with(req, &InstallSettings::default(), target, record, progress).await
+}
+
+/// [`install`] with explicit settings: [`stage_with`], then [`commit`].
 ///
 /// # Errors
 /// See [`InstallError`]; on any error the previous binary and record are intact.
@@ -287,11 +300,54 @@ pub async fn install_with(
     record: &Path,
     mut progress: impl FnMut(InstallProgress) + Send,
 ) -> Result<InstallOutcome, InstallError> {
-    let progress: &mut (dyn FnMut(InstallProgress) + Send) = &mut progress;
+    match stage_with(req, settings, target, record, &mut progress).await? {
+        Staged::Done(outcome) => Ok(outcome),
+        Staged::Ready(ready) => commit(*ready, target, record, &mut progress).await,
+    }
+}
+
+/// What [`stage_with`] leaves: nothing to do, or a verified binary in a
+/// temporary file beside the target, waiting for [`commit`].
+#[derive(Debug)]
+pub enum Staged {
+    /// The same version is installed and verifies: nothing was fetched.
+    Done(InstallOutcome),
+    /// Fetched, verified, extracted and found executable.
+    Ready(Box<ReadyBinary>),
+}
+
+/// A verified binary not yet in place. Dropping it removes its file.
+#[derive(Debug)]
+pub struct ReadyBinary {
+    file: NamedTempFile,
+    sha256: String,
+    size: u64,
+    artifact_sha256: String,
+    plan: Plan,
+    force: bool,
+    warnings: Vec<String>,
+}
+
+/// The slow half of an install, which touches nothing in place: resolves
+/// the source, fetches or copies it into a temporary file beside `target`,
+/// verifies its checksum, extracts the binary and checks it is executable.
+/// The caller may run it without any lock and bound it by a deadline;
+/// dropping its future leaves only a temporary file, swept by the next
+/// install.
+///
+/// # Errors
+/// See [`InstallError`]; nothing in place is changed.
+pub async fn stage_with(
+    req: &InstallRequest,
+    settings: &InstallSettings,
+    target: &Path,
+    record: &Path,
+    progress: &mut (dyn FnMut(InstallProgress) + Send),
+) -> Result<Staged, InstallError> {
     let plan = plan::resolve(req, &settings.release_base, &settings.arch)?;
     if !req.force {
         if let Some(outcome) = already_installed(&plan, target, record, progress).await? {
-            return Ok(outcome);
+            return Ok(Staged::Done(outcome));
         }
     }
     let dir = parent_dir(target);
@@ -359,17 +415,48 @@ pub async fn install_with(
     }
 
     let artifact_sha256 = artifact.sha256.clone();
-    let binary = {
-        let (target, what, limits, force) = (
-            target.to_path_buf(),
-            plan.source_label.clone(),
-            settings.clone(),
-            req.force,
-        );
+    let (file, sha256, size) = {
+        let (what, limits) = (plan.source_label.clone(), settings.clone());
+        let target = target.to_path_buf();
         blocking(progress, move |send| {
-            install_artifact(artifact, &target, &what, &limits, force, send)
+            prepare_binary(artifact, &target, &what, &limits, send)
         })
         .await??
+    };
+    Ok(Staged::Ready(Box::new(ReadyBinary {
+        file,
+        sha256,
+        size,
+        artifact_sha256,
+        plan,
+        force: req.force,
+        warnings,
+    })))
+}
+
+/// The quick half: renames the staged binary into place (unless, without
+/// `force`, the same bytes are already there) and writes the record.
+///
+/// # Errors
+/// See [`InstallError`]; on any error the previous binary and record are intact.
+pub async fn commit(
+    ready: ReadyBinary,
+    target: &Path,
+    record: &Path,
+    progress: &mut (dyn FnMut(InstallProgress) + Send),
+) -> Result<InstallOutcome, InstallError> {
+    let ReadyBinary {
+        file,
+        sha256,
+        size,
+        artifact_sha256,
+        plan,
+        force,
+        warnings,
+    } = ready;
+    let binary = {
+        let target = target.to_path_buf();
+        blocking(progress, move |_| place_binary(file, sha256, size, &target, force)).await??
     };
 
     let record_now = InstallRecord {
@@ -671,17 +758,16 @@ async fn copy_local(
     .await?
 }
 
-/// Turns a verified artifact into the installed binary: extracts it when it
-/// is a tarball, checks that it is executable, and renames it into place
-/// unless (without `force`) the same bytes are already there.
-fn install_artifact(
+/// Turns a verified artifact into a binary ready to install: extracts it
+/// when it is a tarball and checks that it is executable. Returns the file
+/// (beside `target`), its sha256 and size.
+fn prepare_binary(
     artifact: Artifact,
     target: &Path,
     what: &str,
     limits: &InstallSettings,
-    force: bool,
     send: &mut dyn FnMut(InstallProgress),
-) -> Result<Binary, InstallError> {
+) -> Result<(NamedTempFile, String, u64), InstallError> {
     let temp_error = |path: &Path| {
         let path = path.to_path_buf();
         move |cause| write_error(&path, cause)
@@ -725,20 +811,23 @@ fn install_artifact(
     if !archive::looks_executable(&binary_head) {
         return Err(InstallError::NotExecutable { what: what.to_string() });
     }
-    let same_bytes = !force && disk::hash_file(target).ok().flatten().as_deref() == Some(sha256.as_str());
-    if !same_bytes || disk::executable_size(target).is_none() {
-        disk::install_executable(file, target).map_err(temp_error(target))?;
-        reporter.finish(size);
-        return Ok(Binary {
-            sha256,
-            size,
-            changed: true,
-        });
-    }
     reporter.finish(size);
-    Ok(Binary {
-        sha256,
-        size,
-        changed: false,
-    })
+    Ok((file, sha256, size))
+}
+
+/// Renames a prepared binary into place, unless (without `force`) the same
+/// bytes are already there.
+fn place_binary(
+    file: NamedTempFile,
+    sha256: String,
+    size: u64,
+    target: &Path,
+    force: bool,
+) -> Result<Binary, InstallError> {
+    let same_bytes = !force && disk::hash_file(target).ok().flatten().as_deref() == Some(sha256.as_str());
+    let changed = !same_bytes || disk::executable_size(target).is_none();
+    if changed {
+        disk::install_executable(file, target).map_err(|cause| write_error(target, cause))?;
+    }
+    Ok(Binary { sha256, size, changed })
 }

@@ -72,6 +72,10 @@ const DEFAULT_TICK: Duration = Duration::from_secs(5);
 const DEFAULT_PROBE: Duration = Duration::from_secs(5);
 /// Bound on one probe (three loopback requests).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Overall bound on fetching and verifying a binary
+/// (`HERO_LIVEKIT_INSTALL_DEADLINE_MS` overrides): a mirror that trickles
+/// cannot keep an install going for hours.
+const DEFAULT_INSTALL_DEADLINE: Duration = Duration::from_secs(600);
 /// How long `start` waits, beyond its children's readiness, for the probe
 /// to prove the chain before it answers.
 const PROOF_WAIT: Duration = Duration::from_secs(5);
@@ -95,6 +99,11 @@ pub struct LivekitService {
     /// The ops lock, holding the state it guards. Every mutation and every
     /// reconcile runs with it held.
     desired: tokio::sync::Mutex<Desired>,
+    /// Held by an install from before its download until its binary is in
+    /// place, and by `start`, which needs that binary: so `start` waits for
+    /// an install under way while nothing else does. Always taken before
+    /// `desired`, never while holding it.
+    installing: tokio::sync::Mutex<()>,
     /// What `health` reads besides the children and the files; written by
     /// the holder of `desired`, the probe and the Redis check.
     view: watch::Sender<View>,
@@ -218,6 +227,7 @@ impl LivekitService {
             backend: sup(ProcessName::LkBackend),
             cache: StdMutex::new(config::FileCache::new(&paths.state_dir)),
             desired: tokio::sync::Mutex::new(Desired::new(rendered, installed)),
+            installing: tokio::sync::Mutex::new(()),
             view,
             health_memo: StdMutex::new(None),
             probe_wake: Arc::new(Notify::new()),
@@ -675,37 +685,73 @@ impl LivekitService {
         }
     }
 
-    /// `livekitservice.install`.
+    /// `livekitservice.install`: the download and its verification run
+    /// outside the ops lock, bounded by an overall deadline, so a slow mirror
+    /// never holds up a heal; only the swap into place and the reconcile
+    /// that follows take the lock.
     ///
     /// # Errors
-    /// Invalid source/sha256, download or verification failure (previous
-    /// binary intact), write failure.
+    /// Invalid source/sha256, download or verification failure or the
+    /// deadline (previous binary intact), write failure.
     pub async fn install(self: &Arc<Self>, p: InstallParams) -> Result<InstallResult, ServiceError> {
         self.run_to_completion(|s| async move {
+            let _installing = s.installing.lock().await;
+            let staged = s.stage_binary(&p).await?;
             let mut d = s.desired.lock().await;
-            s.install_locked(&mut d, &p).await
+            s.commit_binary(&mut d, staged).await
         })
         .await
     }
 
-    async fn install_locked(&self, d: &mut Desired, p: &InstallParams) -> Result<InstallResult, ServiceError> {
+    /// Fetches and verifies a binary without touching anything in place,
+    /// within the install deadline (`HERO_LIVEKIT_INSTALL_DEADLINE_MS`).
+    async fn stage_binary(&self, p: &InstallParams) -> Result<install::Staged, ServiceError> {
         let req = install::InstallRequest::from(p);
         let events = self.events.clone();
+        let mut progress = move |pr: install::InstallProgress| {
+            events.publish(Event::InstallProgress {
+                phase: pr.phase.to_string(),
+                bytes_done: pr.bytes_done,
+                bytes_total: pr.bytes_total,
+            })
+        };
+        let deadline = period_from_env("HERO_LIVEKIT_INSTALL_DEADLINE_MS", DEFAULT_INSTALL_DEADLINE);
+        let record = self.paths.install_record();
+        let staging = install::stage(&req, &self.spec_paths.livekit_bin, &record, &mut progress);
+        match tokio::time::timeout(deadline, staging).await {
+            Ok(staged) => staged.map_err(install_error),
+            Err(_) => Err(ServiceError::new(
+                ErrorCode::InstallFailed,
+                format!(
+                    "the install did not complete within {} ms; the previous binary is intact",
+                    deadline.as_millis()
+                ),
+            )
+            .with_hint(
+                "check the source and the network, or install from a local file with `hero_livekit install --source PATH`",
+            )),
+        }
+    }
+
+    /// Puts a staged binary in place and reconciles. Must hold `desired`.
+    async fn commit_binary(&self, d: &mut Desired, staged: install::Staged) -> Result<InstallResult, ServiceError> {
         let livekit_bin = &self.spec_paths.livekit_bin;
-        let outcome = install::install(
-            &req,
-            livekit_bin,
-            &self.paths.install_record(),
-            move |pr: install::InstallProgress| {
-                events.publish(Event::InstallProgress {
-                    phase: pr.phase.to_string(),
-                    bytes_done: pr.bytes_done,
-                    bytes_total: pr.bytes_total,
-                })
-            },
-        )
-        .await
-        .map_err(install_error)?;
+        let outcome = match staged {
+            install::Staged::Done(outcome) => outcome,
+            install::Staged::Ready(ready) => {
+                let events = self.events.clone();
+                let mut progress = move |pr: install::InstallProgress| {
+                    events.publish(Event::InstallProgress {
+                        phase: pr.phase.to_string(),
+                        bytes_done: pr.bytes_done,
+                        bytes_total: pr.bytes_total,
+                    })
+                };
+                install::commit(*ready, livekit_bin, &self.paths.install_record(), &mut progress)
+                    .await
+                    .map_err(install_error)?
+            }
+        };
         if outcome.changed {
             self.events.publish(Event::Installed {
                 version: outcome.version.clone(),
@@ -735,6 +781,14 @@ impl LivekitService {
         })
     }
 
+    /// An install by `start` (`update`, or a binary gone with a source
+    /// known): `start` needs the binary before it can go on, so it fetches
+    /// with the lock held, within the same deadline. Must hold `desired`.
+    async fn install_locked(&self, d: &mut Desired, p: &InstallParams) -> Result<InstallResult, ServiceError> {
+        let staged = self.stage_binary(p).await?;
+        self.commit_binary(d, staged).await
+    }
+
     /// `livekitservice.start`.
     ///
     /// # Errors
@@ -748,6 +802,8 @@ impl LivekitService {
     }
 
     async fn start_now(&self, p: StartParams, timeout: Duration) -> Result<StartResult, ServiceError> {
+        // An install under way is waited for: start needs its binary.
+        let _installing = self.installing.lock().await;
         let mut d = self.desired.lock().await;
         let mut install_result = None;
         if p.update == Some(true) {
