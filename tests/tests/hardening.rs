@@ -76,10 +76,13 @@ fn idle_websockets_and_half_open_connections_leave_health_answering() {
     );
     assert_health_answers(&d.socket);
     let rss_before = rss_kib(d.pid());
+    // The first 64 (the owner's WebSocket budget) are upgraded; the rest
+    // are refused at once, naming the limit, and cost nothing.
     let mut sockets = Vec::new();
     for i in 0..200 {
         let (s, status, head) = websocket(&d.socket);
-        assert_eq!(status, 101, "websocket {i}: {}", String::from_utf8_lossy(&head));
+        let want = if i < 64 { 101 } else { 429 };
+        assert_eq!(status, want, "websocket {i}: {}", String::from_utf8_lossy(&head));
         sockets.push(s);
     }
     let mut half: Vec<UnixStream> = (0..600).map(|_| half_open(&d.socket)).collect();
@@ -686,4 +689,73 @@ fn an_invalid_limit_in_the_environment_stops_the_daemon_before_it_touches_the_ro
     .expect("refused");
     assert!(err.contains("HERO_LIVEKIT_MAX_BODY_BYTES"), "{err}");
     assert!(!root.state().exists(), "nothing created under the root");
+}
+
+#[test]
+fn a_timeout_outside_its_bounds_is_refused_naming_the_field_and_nothing_is_done() {
+    let root = Root::new();
+    let d = Daemon::start(&root, DaemonOpts::default());
+    for (method, ms) in [
+        ("livekitservice.stop", 0u64),
+        ("livekitservice.stop", u64::MAX),
+        ("livekitservice.start", 0),
+        ("livekitservice.restart", 600_001),
+    ] {
+        let r = d.call(method, serde_json::json!({"timeout_ms": ms}));
+        assert_eq!(r["error"]["code"], -32602, "{method} {ms}: {r}");
+        assert_eq!(r["error"]["data"]["field"], "timeout_ms", "{method} {ms}: {r}");
+        assert!(
+            r["error"]["message"].as_str().is_some_and(|m| m.contains("1-600000")),
+            "{method} {ms}: {r}"
+        );
+    }
+    let h = d.health();
+    assert_eq!(h["processes"]["livekit-server"]["state"], "stopped", "{h}");
+}
+
+#[test]
+fn event_subscriptions_have_a_total_limit_named_when_reached_and_calls_go_on() {
+    let root = Root::new();
+    let d = Daemon::start(
+        &root,
+        DaemonOpts::default().env_var("HERO_LIVEKIT_MAX_SUBSCRIPTIONS_TOTAL", 3),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = hero_livekit_client::Client::new(&d.socket);
+        let mut held = Vec::new();
+        for i in 0..3 {
+            held.push(
+                client
+                    .subscribe_events()
+                    .await
+                    .unwrap_or_else(|e| panic!("subscription {i}: {e}")),
+            );
+        }
+        let refused = client
+            .subscribe_events()
+            .await
+            .err()
+            .expect("a fourth subscription is refused");
+        let text = refused.to_string();
+        assert!(text.contains("limits.max_subscriptions_total"), "{text}");
+        assert_health_answers(&d.socket);
+        // A place freed (the daemon sees the connection close) is a place
+        // to take again: polled until a deadline.
+        drop(held.pop());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if client.subscribe_events().await.is_ok() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the freed place was never given again"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
 }

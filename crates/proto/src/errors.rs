@@ -38,6 +38,8 @@ pub enum ErrorCode {
     CrashLoop,
     /// The daemon is shutting down and takes no new work.
     ShuttingDown,
+    /// A limit of the daemon's (named in the message) refused the request.
+    LimitReached,
 }
 
 impl ErrorCode {
@@ -55,6 +57,7 @@ impl ErrorCode {
         ErrorCode::Io,
         ErrorCode::CrashLoop,
         ErrorCode::ShuttingDown,
+        ErrorCode::LimitReached,
     ];
 
     /// The JSON-RPC error code.
@@ -72,6 +75,7 @@ impl ErrorCode {
             ErrorCode::Io => -32010,
             ErrorCode::CrashLoop => -32011,
             ErrorCode::ShuttingDown => -32012,
+            ErrorCode::LimitReached => -32013,
         }
     }
 
@@ -90,6 +94,7 @@ impl ErrorCode {
             ErrorCode::Io => "io",
             ErrorCode::CrashLoop => "crash_loop",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::LimitReached => "limit_reached",
         }
     }
 
@@ -102,6 +107,7 @@ impl ErrorCode {
                 | ErrorCode::Io
                 | ErrorCode::ShuttingDown
                 | ErrorCode::StartFailed
+                | ErrorCode::LimitReached
         )
     }
 
@@ -127,6 +133,7 @@ impl ErrorCode {
             ErrorCode::Io => "check the state directory and its permissions",
             ErrorCode::CrashLoop => "read `hero_livekit logs <process>`, fix the cause, then run `hero_livekit start`",
             ErrorCode::ShuttingDown => "wait for the daemon to restart, then retry",
+            ErrorCode::LimitReached => "close idle connections or subscriptions, then retry",
         }
     }
 
@@ -150,6 +157,7 @@ impl ErrorCode {
             ErrorCode::Io => "I/O error",
             ErrorCode::CrashLoop => "a child is in a crash loop",
             ErrorCode::ShuttingDown => "daemon shutting down",
+            ErrorCode::LimitReached => "a limit was reached",
         }
     }
 }

@@ -129,7 +129,7 @@ pub const METHODS: &[MethodSpec] = &[
         name: method::SUBSCRIBE_EVENTS,
         summary: "WebSocket subscription to state changes, heals, restarts and install progress.",
         access: Access::ReadOnly,
-        errors: &[E::WebSocketRequired],
+        errors: &[E::WebSocketRequired, E::LimitReached],
         subscription: true,
     },
     MethodSpec {

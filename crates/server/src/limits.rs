@@ -81,8 +81,11 @@ impl Default for Limits {
             max_connections_full: 1024,
             max_connections_read_only: 128,
             max_connections_refused: 16,
-            max_websockets_full: 256,
-            max_websockets_read_only: 64,
+            // Sized so that every budget full of idle WebSockets (about 22
+            // KiB each inside jsonrpsee) stays within the 2 MiB the daemon
+            // may grow under abuse; a handful of event watchers is the use.
+            max_websockets_full: 64,
+            max_websockets_read_only: 16,
             max_subscriptions_per_connection: 16,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),

@@ -160,6 +160,13 @@ pub fn module(service: Arc<LivekitService>) -> Result<RpcModule<LivekitService>,
                 pending.reject(e.to_rpc()).await;
                 return Ok(());
             }
+            let _slot = match ctx.subscription_slot() {
+                Ok(slot) => slot,
+                Err(e) => {
+                    pending.reject(e.to_rpc()).await;
+                    return Ok(());
+                }
+            };
             // Subscribe before accepting so no event between the two is lost.
             let mut rx = ctx.events().subscribe();
             let sink = pending.accept().await?;

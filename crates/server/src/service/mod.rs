@@ -89,6 +89,10 @@ const MAX_LOG_LINES: u32 = 10_000;
 const MAX_LOG_ANSWER_BYTES: usize = 1 << 20;
 /// `logs` calls served at once; more wait their turn.
 const LOG_READERS: usize = 2;
+/// Event subscriptions served at once, over every connection: each holds a
+/// task and a place in the event bus (`HERO_LIVEKIT_MAX_SUBSCRIPTIONS_TOTAL`
+/// overrides).
+pub const MAX_SUBSCRIPTIONS_TOTAL: usize = 256;
 
 /// The supervisor: owner of the desired state and parent of both children.
 pub struct LivekitService {
@@ -117,6 +121,8 @@ pub struct LivekitService {
     /// Wakes the Redis check early, after `configure`.
     redis_wake: Arc<Notify>,
     log_readers: Semaphore,
+    subscriptions: Arc<Semaphore>,
+    max_subscriptions: usize,
     openrpc: Arc<Value>,
     openrpc_bytes: Bytes,
     info_bytes: Bytes,
@@ -214,6 +220,11 @@ impl LivekitService {
             socket: paths.socket.display().to_string(),
         };
         let info_bytes = Bytes::from(serde_json::to_vec(&info).map_err(internal)?);
+        let max_subscriptions = std::env::var("HERO_LIVEKIT_MAX_SUBSCRIPTIONS_TOTAL")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(MAX_SUBSCRIPTIONS_TOTAL);
         let rendered = Arc::new(Rendered::new(plan.config.clone()));
         let (view, _) = watch::channel(View {
             version: 0,
@@ -233,6 +244,8 @@ impl LivekitService {
             probe_wake: Arc::new(Notify::new()),
             redis_wake: Arc::new(Notify::new()),
             log_readers: Semaphore::new(LOG_READERS),
+            subscriptions: Arc::new(Semaphore::new(max_subscriptions)),
+            max_subscriptions,
             tasks: StdMutex::new(Vec::new()),
             spec_paths: SpecPaths {
                 livekit_bin,
@@ -266,6 +279,23 @@ impl LivekitService {
 
     pub fn events(&self) -> &EventBus {
         &self.events
+    }
+
+    /// A place among the [`MAX_SUBSCRIPTIONS_TOTAL`] event subscriptions,
+    /// held for the subscription's life.
+    ///
+    /// # Errors
+    /// `limit_reached` naming the limit when every place is taken.
+    pub fn subscription_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ServiceError> {
+        Arc::clone(&self.subscriptions).try_acquire_owned().map_err(|_| {
+            ServiceError::new(
+                ErrorCode::LimitReached,
+                format!(
+                    "the daemon serves at most {} event subscriptions at once (limits.max_subscriptions_total)",
+                    self.max_subscriptions
+                ),
+            )
+        })
     }
     pub fn openrpc(&self) -> Arc<Value> {
         self.openrpc.clone()
