@@ -11,6 +11,7 @@ pub mod events;
 pub mod http;
 pub mod install;
 pub mod limits;
+mod loopback;
 pub mod notify;
 pub mod paths;
 pub mod peer;

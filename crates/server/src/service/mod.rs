@@ -670,12 +670,12 @@ impl LivekitService {
             intent: Intent::default(),
             timeout: DEFAULT_READY_TIMEOUT,
         };
-        let r = self.reconcile(&mut d, step).await?;
+        let mut r = self.reconcile(&mut d, step).await?;
         if r.heal.pending.is_empty() {
             self.verify_on_disk(&d.rendered).await?;
         }
-        if let Some((_, e)) = r.errors.into_iter().next() {
-            return Err(supervise_error(e));
+        if let Some(e) = r.failure(false) {
+            return Err(e);
         }
         if !update.changed_fields.is_empty() {
             // A new redis_address is checked now, not at the next period.
@@ -796,9 +796,9 @@ impl LivekitService {
             intent: Intent::default(),
             timeout: DEFAULT_READY_TIMEOUT,
         };
-        let r = self.reconcile(d, step).await?;
-        if let Some((_, e)) = r.errors.into_iter().next() {
-            return Err(supervise_error(e));
+        let mut r = self.reconcile(d, step).await?;
+        if let Some(e) = r.failure(false) {
+            return Err(e);
         }
         Ok(InstallResult {
             version: outcome.version,
@@ -876,14 +876,11 @@ impl LivekitService {
             },
             timeout,
         };
-        let r = self.reconcile(&mut d, step).await?;
-        if let Some(e) = r.write_failure {
-            // A child must not be started onto a file that is not the
-            // rendering: the start cannot complete until the write does.
+        let mut r = self.reconcile(&mut d, step).await?;
+        // A child must not be started onto a file that is not the
+        // rendering: the start cannot complete until the write does.
+        if let Some(e) = r.failure(true) {
             return Err(e);
-        }
-        if let Some((_, e)) = r.errors.into_iter().next() {
-            return Err(supervise_error(e));
         }
         let mut processes = BTreeMap::new();
         for name in ProcessName::ALL {
@@ -997,12 +994,9 @@ impl LivekitService {
                 },
                 timeout,
             };
-            let r = s.reconcile(&mut d, step).await?;
-            if let Some(e) = r.write_failure {
+            let mut r = s.reconcile(&mut d, step).await?;
+            if let Some(e) = r.failure(true) {
                 return Err(e);
-            }
-            if let Some((_, e)) = r.errors.into_iter().next() {
-                return Err(supervise_error(e));
             }
             drop(d);
             s.await_proof(PROOF_WAIT.min(timeout)).await;

@@ -100,6 +100,25 @@ pub(crate) struct Reconciled {
     pub blind_restart: bool,
 }
 
+impl Reconciled {
+    /// What a caller reports when this reconcile did not complete: a
+    /// pending write when the caller cannot go on without it (`start`,
+    /// `restart`: no child is started onto a stale file), else the first
+    /// child that could not be brought to the desired state.
+    pub fn failure(&mut self, writes_needed: bool) -> Option<ServiceError> {
+        if writes_needed {
+            if let Some(e) = self.write_failure.take() {
+                return Some(e);
+            }
+        }
+        if self.errors.is_empty() {
+            return None;
+        }
+        let (_, e) = self.errors.remove(0);
+        Some(ServiceError::new(e.code(), e.to_string()))
+    }
+}
+
 impl LivekitService {
     /// Brings files and children to the desired state. Must hold `desired`.
     ///

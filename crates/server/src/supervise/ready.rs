@@ -4,11 +4,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::spec::ReadyProbe;
@@ -29,34 +24,9 @@ pub(crate) async fn probe_once(probe: &ReadyProbe, deadline: Instant) -> bool {
     let ReadyProbe::Http { port, path } = probe;
     let limit = deadline.min(Instant::now() + ATTEMPT_TIMEOUT);
     matches!(
-        tokio::time::timeout_at(limit, get_status(*port, path)).await,
-        Ok(Ok(200))
+        crate::loopback::request(*port, http::Method::GET, path, None, limit).await,
+        Ok((200, _))
     )
-}
-
-async fn get_status(port: u16, path: &str) -> Result<u16, Box<dyn std::error::Error + Send + Sync>> {
-    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
-    stream.set_nodelay(true)?;
-    let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
-    let request = http::Request::get(path)
-        .header(http::header::HOST, format!("127.0.0.1:{port}"))
-        .header(http::header::USER_AGENT, "hero_livekit_server-probe")
-        .body(Empty::<Bytes>::new())?;
-    let mut conn = std::pin::pin!(conn);
-    let mut response = std::pin::pin!(sender.send_request(request));
-    // The connection future must be driven while the request is in flight;
-    // once the response head is in, both are dropped and the socket closed.
-    let response = tokio::select! {
-        biased;
-        response = &mut response => response?,
-        closed = &mut conn => {
-            closed?;
-            // The server may answer and close at once: the connection then
-            // ends after handing the response over.
-            response.await?
-        }
-    };
-    Ok(response.status().as_u16())
 }
 
 /// Polls until the child answers 200 (`true`) or `deadline` passes
