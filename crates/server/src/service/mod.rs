@@ -525,7 +525,10 @@ impl LivekitService {
             self.probe_wake.notify_one();
             return;
         }
-        let was_ok = self.view.borrow().chain.last.ok;
+        let (was_ok, was_error) = {
+            let v = self.view.borrow();
+            (v.chain.last.ok, v.chain.last.error.clone())
+        };
         let last = TokenChainHealth {
             ok: outcome.accepted,
             checked_at_ms,
@@ -546,10 +549,11 @@ impl LivekitService {
         let children_up = backend.is_some();
         if children_up && !outcome.accepted {
             let error = outcome.error.unwrap_or_default();
-            if was_ok {
+            // Once per failure, not once per probe while it lasts.
+            if was_ok || was_error.as_deref() != Some(error.as_str()) {
                 tracing::warn!(%error, "token chain failed");
+                self.events.publish(Event::TokenChainFailed { error });
             }
-            self.events.publish(Event::TokenChainFailed { error });
             // Only a refusal says the credentials differ; a leg that did not
             // answer is a crash its supervisor is already handling.
             self.spawn_reconcile("token_chain", outcome.refused);
