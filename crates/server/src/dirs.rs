@@ -89,6 +89,116 @@ fn open_dir_nofollow(dir: &Path) -> io::Result<File> {
         .open(dir)
 }
 
+/// A directory opened once (`O_DIRECTORY|O_NOFOLLOW`), and the files in it
+/// reached relative to that descriptor, never through a symlink: whatever
+/// is renamed in place of the directory's path afterwards, the operations
+/// stay inside the directory that was opened.
+#[derive(Debug)]
+pub struct At(File);
+
+impl At {
+    /// Opens `dir`, refusing a symlink in its place.
+    ///
+    /// # Errors
+    /// The directory cannot be opened (`NotFound` when missing, `ELOOP`
+    /// when a symlink stands there).
+    pub fn open(dir: &Path) -> io::Result<At> {
+        open_dir_nofollow(dir).map(At)
+    }
+
+    /// `name` in this directory, opened with `flags` (plus `O_NOFOLLOW` and
+    /// `O_CLOEXEC`) and, when created, `mode` exactly.
+    ///
+    /// # Errors
+    /// The OS error; `ELOOP` for a symlink in `name`'s place.
+    pub fn file(&self, name: &std::ffi::OsStr, flags: nix::fcntl::OFlag, mode: u32) -> io::Result<File> {
+        use nix::fcntl::OFlag;
+        let fd = nix::fcntl::openat(
+            &self.0,
+            name,
+            flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(mode),
+        )?;
+        let file = File::from(fd);
+        if flags.contains(OFlag::O_CREAT) {
+            // The umask may have narrowed the mode of a new file.
+            let current = file.metadata()?.mode() & 0o7777;
+            if current != mode && file.metadata()?.uid() == euid() {
+                file.set_permissions(Permissions::from_mode(mode))?;
+            }
+        }
+        Ok(file)
+    }
+
+    /// A new file under an unpredictable name (`O_EXCL`: a planted file or
+    /// symlink makes the attempt fail and another name is tried), mode
+    /// `mode`, opened for writing; `prefix` names what it is for.
+    ///
+    /// # Errors
+    /// The OS error, or no free name after a few attempts.
+    pub fn temp(&self, prefix: &str, mode: u32) -> io::Result<(std::ffi::OsString, File)> {
+        use nix::fcntl::OFlag;
+        let mut last = None;
+        for _ in 0..16 {
+            let name = std::ffi::OsString::from(format!("{prefix}.{:016x}.tmp", rand::random::<u64>()));
+            match self.file(&name, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL, mode) {
+                Ok(f) => return Ok((name, f)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("no free temporary file name")))
+    }
+
+    /// Renames `from` over `to`, both in this directory (a symlink at `to`
+    /// is replaced, not followed).
+    ///
+    /// # Errors
+    /// The OS error.
+    pub fn rename(&self, from: &std::ffi::OsStr, to: &std::ffi::OsStr) -> io::Result<()> {
+        nix::fcntl::renameat(&self.0, from, &self.0, to).map_err(io::Error::from)
+    }
+
+    /// Removes the file `name` (a symlink itself, never its target).
+    ///
+    /// # Errors
+    /// The OS error (`NotFound` when there is none).
+    pub fn remove(&self, name: &std::ffi::OsStr) -> io::Result<()> {
+        nix::unistd::unlinkat(&self.0, name, nix::unistd::UnlinkatFlags::NoRemoveDir).map_err(io::Error::from)
+    }
+
+    /// What `name` is, without following a symlink.
+    ///
+    /// # Errors
+    /// The OS error (`NotFound` when there is none).
+    pub fn stat(&self, name: &std::ffi::OsStr) -> io::Result<nix::sys::stat::FileStat> {
+        nix::sys::stat::fstatat(&self.0, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).map_err(io::Error::from)
+    }
+
+    /// Makes renames and removals in this directory durable.
+    ///
+    /// # Errors
+    /// The OS error.
+    pub fn sync(&self) -> io::Result<()> {
+        self.0.sync_all()
+    }
+}
+
+/// The directory holding `path`, opened, and `path`'s name in it.
+///
+/// # Errors
+/// The directory cannot be opened, or `path` has no file name.
+pub fn at_parent(path: &Path) -> io::Result<(At, std::ffi::OsString)> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} names no file", path.display())))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Ok((At::open(dir)?, name.to_os_string()))
+}
+
 /// Checks that no ancestor of `dir` lets another uid replace what lies
 /// beneath it: each must be owned by root or the daemon's uid, and be
 /// writable by group or others only with the sticky bit (as `/tmp` is).

@@ -7,10 +7,15 @@
 //! append land at offset 0 of the same inode. Lines written between the copy
 //! and the truncation are lost; that window is one file copy long.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::{DirBuilder, File};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+
+use crate::dirs::{at_parent, At};
 
 /// Default size above which a log is rotated.
 pub const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024;
@@ -32,22 +37,22 @@ pub fn open_append(path: &Path) -> io::Result<File> {
     if let Some(dir) = path.parent() {
         DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
+    let (at, name) = at_parent(path)?;
     let open = || {
-        OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(path)
+        at.file(
+            &name,
+            OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT | OFlag::O_NONBLOCK,
+            0o600,
+        )
     };
     let file = match open() {
         Ok(f) if f.metadata()?.is_file() => f,
         Ok(_) => {
-            replace_with_empty(path)?;
+            replace_with_empty(&at, &name, path)?;
             open()?
         }
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            replace_with_empty(path)?;
+            replace_with_empty(&at, &name, path)?;
             open()?
         }
         Err(e) => return Err(e),
@@ -75,30 +80,20 @@ fn clear_nonblock(file: &File) -> io::Result<()> {
 
 /// Puts an empty 0600 file in `path`'s place by renaming a new one over
 /// whatever is there (a symlink is replaced, its target untouched).
-fn replace_with_empty(path: &Path) -> io::Result<()> {
+fn replace_with_empty(at: &At, name: &OsStr, path: &Path) -> io::Result<()> {
     tracing::warn!(log = %path.display(), "replacing what is not a regular file in a log's place");
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".{:016x}.tmp", rand::random::<u64>()));
-    let tmp = PathBuf::from(tmp);
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&tmp)?;
-    fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
+    let (tmp, _) = at.temp(&format!(".{}", name.to_string_lossy()), 0o600)?;
+    at.rename(&tmp, name).inspect_err(|_| {
+        let _ = at.remove(&tmp);
     })
 }
 
 /// Opens an existing log for reading or truncation without following a
 /// symlink in its place.
 fn open_nofollow(path: &Path, write: bool) -> io::Result<File> {
-    OpenOptions::new()
-        .read(!write)
-        .write(write)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
+    let (at, name) = at_parent(path)?;
+    let access = if write { OFlag::O_WRONLY } else { OFlag::O_RDONLY };
+    at.file(&name, access | OFlag::O_NONBLOCK, 0)
 }
 
 /// `<path>.<n>`, e.g. `logs/lk-backend.log.1`.
@@ -114,8 +109,15 @@ pub fn rotated_path(path: &Path, n: usize) -> PathBuf {
 /// # Errors
 /// The log exists but cannot be copied or truncated.
 pub fn rotate_if_needed(path: &Path, max_bytes: u64, keep: usize) -> io::Result<bool> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_file() && meta.len() > max_bytes => rotate(path, keep).map(|()| true),
+    let (at, name) = match at_parent(path) {
+        Ok(found) => found,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    match at.stat(&name) {
+        Ok(st) if (st.st_mode & libc::S_IFMT) == libc::S_IFREG && st.st_size as u64 > max_bytes => {
+            rotate(path, keep).map(|()| true)
+        }
         Ok(_) => Ok(false),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
@@ -129,29 +131,29 @@ pub fn rotate_if_needed(path: &Path, max_bytes: u64, keep: usize) -> io::Result<
 /// A copy, rename or the truncation failed; the live log is only truncated
 /// after its copy is complete under `.1`.
 pub fn rotate(path: &Path, keep: usize) -> io::Result<()> {
+    let (at, name) = at_parent(path)?;
+    let rotated = |n: usize| {
+        let mut r = name.clone();
+        r.push(format!(".{n}"));
+        r
+    };
     if keep > 0 {
         for n in (1..keep).rev() {
-            match fs::rename(rotated_path(path, n), rotated_path(path, n + 1)) {
+            match at.rename(&rotated(n), &rotated(n + 1)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
         }
         // Copy under a temporary name so `.1` is never a partial copy.
-        let mut tmp = rotated_path(path, 1).into_os_string();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let mut from = open_nofollow(path, false)?;
-        let mut to = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)?;
-        io::copy(&mut from, &mut to)?;
-        fs::rename(&tmp, rotated_path(path, 1))?;
+        let mut from = at.file(&name, OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0)?;
+        let (tmp, mut to) = at.temp(&format!(".{}", rotated(1).to_string_lossy()), 0o600)?;
+        let copied = io::copy(&mut from, &mut to).and_then(|_| at.rename(&tmp, &rotated(1)));
+        if let Err(e) = copied {
+            let _ = at.remove(&tmp);
+            return Err(e);
+        }
     }
-    open_nofollow(path, true)?.set_len(0)
+    at.file(&name, OFlag::O_WRONLY | OFlag::O_NONBLOCK, 0)?.set_len(0)
 }
 
 /// The last `lines` lines of `path` (fewer if the file has fewer), read
@@ -211,6 +213,7 @@ fn bytecount(hay: &[u8], needle: u8) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
 

@@ -5,9 +5,9 @@
 //! also holds the process start time and the identity (device, inode) of the
 //! executable it runs; only a process matching all three is ever signalled.
 
-use std::fs::{self, DirBuilder, OpenOptions};
+use std::fs::{self, DirBuilder};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,6 +15,7 @@ use hero_livekit_proto::ProcessName;
 use serde::{Deserialize, Serialize};
 
 use super::procfs;
+use crate::dirs::At;
 
 /// What the supervisor knows about a child it started, kept as
 /// `<children_dir>/<name>.json` while the child runs.
@@ -132,21 +133,20 @@ impl ChildRecord {
     pub fn write(&self, children_dir: &Path) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
         DirBuilder::new().recursive(true).mode(0o700).create(children_dir)?;
-        let path = ChildRecord::path(children_dir, self.name);
-        let (tmp, mut file) = create_temp(children_dir, self.name)?;
+        // Every step relative to the directory opened once: a symlink put
+        // in place of the record (or of the directory) is never followed.
+        let at = At::open(children_dir)?;
+        let name = record_name(self.name);
+        let (tmp, mut file) = at.temp(&format!(".{}", name.to_string_lossy()), 0o600)?;
         let result = (|| {
             file.write_all(&bytes)?;
             file.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(children_dir)?
-                .sync_all()
+            at.rename(&tmp, &name)?;
+            at.sync()
         })();
         if result.is_err() {
             // Nothing half-written may survive under any name.
-            let _ = fs::remove_file(&tmp);
+            let _ = at.remove(&tmp);
         }
         result
     }
@@ -159,10 +159,16 @@ impl ChildRecord {
     /// The file exists but cannot be read, or is not a valid record
     /// (`InvalidData`).
     pub fn load(children_dir: &Path, name: ProcessName) -> io::Result<Option<ChildRecord>> {
-        let opened = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(ChildRecord::path(children_dir, name));
+        let at = match At::open(children_dir) {
+            Ok(at) => at,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let opened = at.file(
+            &record_name(name),
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK,
+            0,
+        );
         let file = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -200,7 +206,8 @@ impl ChildRecord {
     /// # Errors
     /// The file exists and cannot be removed.
     pub fn remove(children_dir: &Path, name: ProcessName) -> io::Result<()> {
-        match fs::remove_file(ChildRecord::path(children_dir, name)) {
+        let removed = At::open(children_dir).and_then(|at| at.remove(&record_name(name)));
+        match removed {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
@@ -242,26 +249,9 @@ pub fn verify(record: &ChildRecord) -> Verification {
 /// Upper bound on a record file's size.
 const MAX_RECORD_BYTES: u64 = 64 * 1024;
 
-/// A new temp file for `name`'s record: a random name nobody can
-/// predict, `O_EXCL|O_NOFOLLOW` so that nothing planted is written through.
-fn create_temp(dir: &Path, name: ProcessName) -> io::Result<(PathBuf, fs::File)> {
-    let mut last = None;
-    for _ in 0..16 {
-        let n: u64 = rand::random();
-        let tmp = dir.join(format!(".{}.json.{n:016x}.tmp", name.as_str()));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
-        {
-            Ok(f) => return Ok((tmp, f)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| io::Error::other("no free temp file name")))
+/// `<name>.json`, the record's file name.
+fn record_name(name: ProcessName) -> std::ffi::OsString {
+    std::ffi::OsString::from(format!("{}.json", name.as_str()))
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
