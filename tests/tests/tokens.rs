@@ -143,9 +143,17 @@ fn a_backend_token_is_accepted_by_livekit_server_and_verifies_with_the_yaml_cred
 #[test]
 fn stale_mismatched_files_make_livekit_refuse_tokens_until_start_heals_them() {
     let root = Root::new();
-    // The periodic drift check would heal the hand-written files on its own
-    // within seconds; pushed out so that `start` is what heals here.
-    let d = running_service(&root, &[("HERO_LIVEKIT_DRIFT_CHECK_MS", "600000")]);
+    // The periodic drift check and the periodic token-chain probe would
+    // heal the hand-written files on their own within seconds; pushed out
+    // so that `start` is what heals here (the probe still runs after every
+    // change the daemon sees, which a SIGHUP is not).
+    let d = running_service(
+        &root,
+        &[
+            ("HERO_LIVEKIT_DRIFT_CHECK_MS", "600000"),
+            ("HERO_LIVEKIT_TOKEN_PROBE_MS", "600000"),
+        ],
+    );
     let (backend_url, livekit_url) = urls(&d);
     let original = yaml_credential(&root.file("livekit.yaml"));
     let server_pid = pid_of(&d, "livekit-server");

@@ -37,6 +37,8 @@ pub(crate) struct Chain {
     pub probed: Option<Fingerprint>,
     /// What lk-backend said it has loaded, and which process said it.
     pub backend: Option<BackendReport>,
+    /// The last probe's token was refused by livekit-server (401).
+    pub refused: bool,
 }
 
 /// lk-backend's own word on the `backend.env` it has loaded.
@@ -245,6 +247,7 @@ mod tests {
                 pid: 11,
                 sha256: backend_sha,
             }),
+            refused: false,
         };
     }
 

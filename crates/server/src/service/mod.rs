@@ -370,8 +370,15 @@ impl LivekitService {
     /// A reconcile nobody waits for: its failures are logged (and shown by
     /// `health`), and the next tick tries again.
     async fn reconcile_background(&self, d: &mut Desired, trigger: &'static str, chain_failed: bool) {
+        // A refusal is acted on only while it is about the state as it is
+        // now: one found in the middle of a mutation (one child restarted,
+        // the other not yet) is stale once the mutation is done.
+        let still_refused = chain_failed && {
+            let v = self.view.borrow();
+            v.chain.refused && !v.chain.last.ok && v.chain.probed.as_ref() == Some(&self.children_now(&v).fingerprint)
+        };
         let intent = Intent {
-            unexplained_chain_failure: chain_failed && d.may_restart_blindly(),
+            unexplained_chain_failure: still_refused && d.may_restart_blindly(),
             ..Intent::default()
         };
         let step = Step {
@@ -543,6 +550,7 @@ impl LivekitService {
                 last,
                 probed: Some(now.fingerprint.clone()),
                 backend: backend.clone(),
+                refused: outcome.refused,
             };
             true
         });
