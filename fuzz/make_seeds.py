@@ -188,5 +188,40 @@ def main():
     write(t, "structured_random", b"\x00T" + bytes((i * 37) % 251 for i in range(300)))
 
 
+    t = "http_front"
+    # Request bytes of a peer with full access; a first byte \x01 or \x02
+    # makes the rest a read-only or a refused peer's (see the target).
+    health_call = b'{"jsonrpc":"2.0","id":1,"method":"livekitservice.health","params":{}}'
+    batch = b'[{"jsonrpc":"2.0","id":1,"method":"livekitservice.health"},{"jsonrpc":"2.0","id":2,"method":"rpc.discover"},{"jsonrpc":"2.0","method":"livekitservice.health"}]'
+
+    def post(body, path=b"/rpc", extra=b""):
+        return b"POST " + path + b" HTTP/1.1\r\nHost: hero\r\nContent-Type: application/json\r\n" + extra + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+    def chunked(body, size=16):
+        parts = [body[i:i + size] for i in range(0, len(body), size)]
+        return b"".join(b"%x\r\n" % len(p) + p + b"\r\n" for p in parts) + b"0\r\n\r\n"
+
+    write(t, "get_health", b"GET /health HTTP/1.1\r\nHost: hero\r\n\r\n")
+    write(t, "get_openrpc", b"GET /openrpc.json HTTP/1.1\r\nHost: hero\r\nAccept: application/json\r\n\r\n")
+    write(t, "get_service_info_http10", b"GET /.well-known/heroservice.json HTTP/1.0\r\n\r\n")
+    write(t, "post_health", post(health_call))
+    write(t, "post_batch", post(batch, path=b"/"))
+    write(t, "post_subscribe_over_http", post(b'{"jsonrpc":"2.0","id":"s","method":"livekitservice.subscribe_events","params":[]}'))
+    write(t, "post_configure_bad_port", post(b'{"jsonrpc":"2.0","id":3,"method":"livekitservice.configure","params":{"port":1}}'))
+    write(t, "post_start_not_installed", post(b'{"jsonrpc":"2.0","id":4,"method":"livekitservice.start","params":{"timeout_ms":1000}}'))
+    write(t, "post_deep", post(b"[" * 70 + b"]" * 70))
+    write(t, "post_chunked", b"POST /rpc HTTP/1.1\r\nHost: hero\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(health_call))
+    write(t, "post_huge_content_length", b"POST /rpc HTTP/1.1\r\nHost: hero\r\nContent-Type: application/json\r\nContent-Length: 52428800\r\n\r\n" + health_call)
+    write(t, "post_short_body", post(health_call)[:-10])
+    write(t, "websocket_upgrade", b"GET / HTTP/1.1\r\nHost: hero\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    mask = b"\x11\x22\x33\x44"
+    frame = b"\x81" + bytes([0x80 | len(health_call)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(health_call))
+    write(t, "websocket_upgrade_then_call", b"GET /rpc HTTP/1.1\r\nHost: hero\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n" + frame)
+    write(t, "pipelined_pair", b"GET /health HTTP/1.1\r\nHost: hero\r\n\r\n" + post(health_call))
+    write(t, "wrong_method_and_route", b"PUT /health HTTP/1.1\r\nHost: hero\r\nContent-Length: 0\r\n\r\nGET /nope HTTP/1.1\r\nHost: hero\r\n\r\n")
+    write(t, "read_only_configure", b"\x01" + post(b'{"jsonrpc":"2.0","id":5,"method":"livekitservice.configure","params":{}}'))
+    write(t, "refused_get_health", b"\x02GET /health HTTP/1.1\r\nHost: hero\r\n\r\n")
+    write(t, "garbage", b"\x00\xffGET\r\n\r\n / HTTP/9.9\r\n\r\n")
+
 if __name__ == "__main__":
     main()

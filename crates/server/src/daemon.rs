@@ -22,15 +22,17 @@ use bytes::{Buf, Bytes};
 use std::time::Duration;
 
 use http::StatusCode;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use jsonrpsee::server::{stop_channel, Server};
+use jsonrpsee::server::{stop_channel, Server, StopHandle, TowerServiceBuilder};
 use jsonrpsee::Methods;
 use nix::unistd::Gid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
+use tower::layer::util::Identity;
 
 use crate::http::{Front, Router};
 use crate::limits::{Limits, ACCEPT_BACKOFF_MIN};
@@ -80,29 +82,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), Box<dyn std::error::Error + 
     .await?;
     let methods: Methods = crate::rpc::module(service.clone())?.into();
     let (stop_handle, server_handle) = stop_channel();
-    // One builder for calls, one for WebSockets: jsonrpsee's connection
-    // guard is set out of the way in both (see Limits::jsonrpsee_config);
-    // the per-class budgets below are what bounds them.
-    let calls_builder = Server::builder()
-        .set_config(limits.jsonrpsee_config())
-        .to_service_builder();
-    let ws_builder = Server::builder()
-        .set_config(limits.jsonrpsee_config())
-        .to_service_builder();
-    let front = Arc::new(Front::new(
-        service.clone(),
-        methods.clone(),
-        limits.clone(),
-        ws_builder,
-        stop_handle.clone(),
-    ));
-    let mut http1 = hyper::server::conn::http1::Builder::new();
-    http1
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .max_header_size(limits.max_header_bytes)
-        // hyper's floor is 8 KiB; reads of a body go through this buffer.
-        .max_buf_size(limits.max_header_bytes.max(64 * 1024));
+    let connections = Connections::new(service.clone(), methods, limits.clone(), stop_handle);
     let budgets = Budgets::new(&limits);
 
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -178,15 +158,103 @@ pub async fn run(opts: DaemonOptions) -> Result<(), Box<dyn std::error::Error + 
             );
             continue;
         };
+        let serve = connections.serve(stream, peer);
+        tokio::spawn(async move {
+            serve.await;
+            drop(permit);
+        });
+    }
+
+    // Stop accepting first so no new connection races the drain.
+    drop(listener);
+    // The stop handles it holds keep `stopped()` below from resolving.
+    drop(connections);
+    let _ = server_handle.stop();
+    if tokio::time::timeout(DRAIN_TIMEOUT, server_handle.stopped())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections did not drain within {DRAIN_TIMEOUT:?}; closing them");
+    }
+    service.shutdown(opts.stop_children_on_exit).await;
+    drop(guard);
+    tracing::info!("hero_livekit_server stopped");
+    Ok(())
+}
+
+/// The HTTP side of the daemon, socket aside: what the accept loop hands
+/// each accepted connection of a served peer to. Public so the `http_front`
+/// fuzz target drives connections through exactly this code.
+pub struct Connections {
+    front: Arc<Front>,
+    methods: Methods,
+    /// Builds each connection's jsonrpsee service for calls.
+    calls_builder: TowerServiceBuilder<Identity, Identity>,
+    http1: http1::Builder,
+    stop: StopHandle,
+    limits: Arc<Limits>,
+}
+
+impl Connections {
+    /// `stop` is the stop handle of the channel whose server handle ends
+    /// every connection and WebSocket session at shutdown.
+    pub fn new(service: Arc<LivekitService>, methods: Methods, limits: Arc<Limits>, stop: StopHandle) -> Connections {
+        // One builder for calls, one for WebSockets: jsonrpsee's connection
+        // guard is set out of the way in both (see Limits::jsonrpsee_config);
+        // the per-class budgets of the accept loop and the front are what
+        // bounds them.
+        let calls_builder = Server::builder()
+            .set_config(limits.jsonrpsee_config())
+            .to_service_builder();
+        let ws_builder = Server::builder()
+            .set_config(limits.jsonrpsee_config())
+            .to_service_builder();
+        let front = Arc::new(Front::new(
+            service,
+            methods.clone(),
+            limits.clone(),
+            ws_builder,
+            stop.clone(),
+        ));
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_header_size(limits.max_header_bytes)
+            // hyper's floor is 8 KiB; reads of a body go through this buffer.
+            .max_buf_size(limits.max_header_bytes.max(64 * 1024));
+        Connections {
+            front,
+            methods,
+            calls_builder,
+            http1: builder,
+            stop,
+            limits,
+        }
+    }
+
+    /// Serves one accepted connection of `peer` until it ends (closed,
+    /// timed out, upgraded, or drained at shutdown). The peer's connection
+    /// budget is the caller's: the accept loop holds its slot while this
+    /// runs. The returned future owns everything it needs, so the caller
+    /// may spawn it.
+    pub fn serve<S>(&self, stream: S, peer: Peer) -> impl std::future::Future<Output = ()> + Send + 'static
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let router = Router {
-            rpc: crate::http::RpcService::new(calls_builder.clone().build(methods.clone(), stop_handle.clone())),
-            front: front.clone(),
+            rpc: crate::http::RpcService::new(
+                self.calls_builder
+                    .clone()
+                    .build(self.methods.clone(), self.stop.clone()),
+            ),
+            front: self.front.clone(),
             peer,
         };
-        let http1 = http1.clone();
-        let stop = stop_handle.clone();
-        let (header_timeout, max_head) = (limits.header_timeout, limits.max_header_bytes);
-        tokio::spawn(async move {
+        let builder = self.http1.clone();
+        let stop = self.stop.clone();
+        let (header_timeout, max_head) = (self.limits.header_timeout, self.limits.max_header_bytes);
+        async move {
             let stopped = stop.shutdown();
             tokio::pin!(stopped);
             // The first request head is read here, into a buffer sized by
@@ -204,7 +272,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), Box<dyn std::error::Error + 
             // with_upgrades: an upgraded connection ends here once hyper
             // hands the stream to the WebSocket task, which frees this
             // connection's slot; the WebSocket holds a slot of its own.
-            let conn = http1
+            let conn = builder
                 .serve_connection(TokioIo::new(io), TowerToHyperService::new(router))
                 .with_upgrades();
             tokio::pin!(conn);
@@ -218,31 +286,14 @@ pub async fn run(opts: DaemonOptions) -> Result<(), Box<dyn std::error::Error + 
             if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
-            drop(permit);
-        });
+        }
     }
-
-    // Stop accepting first so no new connection races the drain.
-    drop(listener);
-    drop(front);
-    drop(stop_handle);
-    let _ = server_handle.stop();
-    if tokio::time::timeout(DRAIN_TIMEOUT, server_handle.stopped())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections did not drain within {DRAIN_TIMEOUT:?}; closing them");
-    }
-    service.shutdown(opts.stop_children_on_exit).await;
-    drop(guard);
-    tracing::info!("hero_livekit_server stopped");
-    Ok(())
 }
 
 /// Reads from `stream` until the end of the first request head (or more
 /// than `max` bytes, which hyper then answers 431). `None`: the peer closed
 /// first.
-async fn first_head(mut stream: UnixStream, max: usize) -> std::io::Result<Option<Prefixed>> {
+async fn first_head<S: AsyncRead + Unpin>(mut stream: S, max: usize) -> std::io::Result<Option<Prefixed<S>>> {
     let mut buf = Vec::new();
     loop {
         let n = stream.read_buf(&mut buf).await?;
@@ -263,12 +314,12 @@ async fn first_head(mut stream: UnixStream, max: usize) -> std::io::Result<Optio
 
 /// A stream whose first bytes were already read: they are replayed to
 /// hyper before the rest.
-struct Prefixed {
+struct Prefixed<S> {
     prefix: Bytes,
-    inner: UnixStream,
+    inner: S,
 }
 
-impl AsyncRead for Prefixed {
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -284,7 +335,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
