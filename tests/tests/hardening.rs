@@ -659,6 +659,10 @@ fn an_oversized_head_and_a_trickling_body_are_refused() {
     );
     let r = parse_http(&hero_livekit_tests::raw(&d.socket, big.as_bytes()));
     assert_eq!(r.status, 431, "a head over limits.max_header_bytes");
+    assert_eq!(r.json()["error"], "header_too_large");
+    assert!(r.json()["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("limits.max_header_bytes")));
 
     let mut s = UnixStream::connect(&d.socket).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
@@ -758,4 +762,24 @@ fn event_subscriptions_have_a_total_limit_named_when_reached_and_calls_go_on() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
+}
+
+#[test]
+fn a_head_that_never_completes_is_answered_408_naming_the_limit_then_closed() {
+    let root = Root::new();
+    let d = Daemon::start(
+        &root,
+        DaemonOpts::default().env_var("HERO_LIVEKIT_HEADER_TIMEOUT_MS", 300),
+    );
+    let mut s = half_open(&d.socket);
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).expect("answered and closed");
+    let r = parse_http(&answer);
+    assert_eq!(r.status, 408);
+    assert_eq!(r.json()["error"], "header_timeout");
+    assert!(r.json()["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("limits.header_timeout")));
+    assert_health_answers(&d.socket);
 }

@@ -261,13 +261,39 @@ impl Connections {
             // what arrives, before hyper allocates its own (two 8 KiB
             // buffers per connection): a connection that never completes
             // its head costs a few hundred bytes until the header timeout.
+            let mut stream = stream;
             let head = tokio::select! {
-                head = tokio::time::timeout(header_timeout, first_head(stream, max_head)) => head,
+                head = tokio::time::timeout(header_timeout, first_head(&mut stream, max_head)) => head,
                 () = &mut stopped => return,
             };
-            let Ok(Ok(Some(io))) = head else {
-                // Closed, failed or timed out before a whole request head.
-                return;
+            let prefix = match head {
+                Ok(Ok(FirstHead::Complete(prefix))) => prefix,
+                Ok(Ok(FirstHead::TooLarge)) => {
+                    let message =
+                        format!("the request head exceeds the {max_head}-byte limit (limits.max_header_bytes)");
+                    answer_and_close(
+                        &mut stream,
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "header_too_large",
+                        &message,
+                    )
+                    .await;
+                    return;
+                }
+                Err(_) => {
+                    let message = format!(
+                        "no whole request head arrived within {} ms (limits.header_timeout)",
+                        header_timeout.as_millis()
+                    );
+                    answer_and_close(&mut stream, StatusCode::REQUEST_TIMEOUT, "header_timeout", &message).await;
+                    return;
+                }
+                // Closed or failed before a whole request head.
+                Ok(Ok(FirstHead::Closed) | Err(_)) => return,
+            };
+            let io = Prefixed {
+                prefix: Bytes::from(prefix),
+                inner: stream,
             };
             // with_upgrades: an upgraded connection ends here once hyper
             // hands the stream to the WebSocket task, which frees this
@@ -290,26 +316,59 @@ impl Connections {
     }
 }
 
-/// Reads from `stream` until the end of the first request head (or more
-/// than `max` bytes, which hyper then answers 431). `None`: the peer closed
-/// first.
-async fn first_head<S: AsyncRead + Unpin>(mut stream: S, max: usize) -> std::io::Result<Option<Prefixed<S>>> {
+/// How the first request head of a connection arrived.
+enum FirstHead {
+    /// Whole: these bytes, the head and whatever followed it.
+    Complete(Vec<u8>),
+    /// More than the limit without the end of the head.
+    TooLarge,
+    /// The peer closed first.
+    Closed,
+}
+
+/// Reads from `stream` until the end of the first request head, or more
+/// than `max` bytes.
+async fn first_head<S: AsyncRead + Unpin>(stream: &mut S, max: usize) -> std::io::Result<FirstHead> {
     let mut buf = Vec::new();
     loop {
         let n = stream.read_buf(&mut buf).await?;
         if n == 0 {
-            return Ok(None);
+            return Ok(FirstHead::Closed);
         }
         // Only the new bytes and the three before them can complete the
         // end-of-head marker.
         let from = buf.len().saturating_sub(n + 3);
-        if buf.len() > max || buf[from..].windows(4).any(|w| w == b"\r\n\r\n") {
-            return Ok(Some(Prefixed {
-                prefix: Bytes::from(buf),
-                inner: stream,
-            }));
+        match buf[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+            Some(at) if from + at + 4 > max => return Ok(FirstHead::TooLarge),
+            Some(_) => return Ok(FirstHead::Complete(buf)),
+            None if buf.len() > max => return Ok(FirstHead::TooLarge),
+            None => {}
         }
     }
+}
+
+/// A whole HTTP/1.1 answer with a JSON `{error, message}` body, announcing
+/// that the connection closes after it.
+fn closing_answer(status: StatusCode, kind: &str, message: &str) -> String {
+    let body = serde_json::json!({"error": kind, "message": message}).to_string();
+    format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    )
+}
+
+/// Answers a connection whose first head broke a limit with a JSON body
+/// naming it, then closes it. Bounded, so a peer that reads nothing cannot
+/// hold the task.
+async fn answer_and_close<S: AsyncWrite + Unpin>(stream: &mut S, status: StatusCode, kind: &str, message: &str) {
+    let answer = closing_answer(status, kind, message);
+    let write = async {
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(200), write).await;
 }
 
 /// A stream whose first bytes were already read: they are replayed to
@@ -401,13 +460,7 @@ fn refuse(budgets: &Budgets, mut stream: UnixStream, status: StatusCode, kind: &
         return;
     };
     tokio::spawn(async move {
-        let body = serde_json::json!({"error": kind, "message": message}).to_string();
-        let answer = format!(
-            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or(""),
-            body.len()
-        );
+        let answer = closing_answer(status, kind, &message);
         let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
             let mut head = [0u8; 8192];
             let mut n = 0;
