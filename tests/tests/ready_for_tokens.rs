@@ -91,16 +91,26 @@ fn running(root: &Root, opts: DaemonOpts) -> Daemon {
 /// Waits until health is ready with `secret` in all three files.
 fn wait_converged_on(d: &Daemon, root: &Root, secret: &str) -> Value {
     let deadline = Instant::now() + WAIT;
-    loop {
-        let h = d.health();
-        let files = [
+    let files_hold_it = || {
+        [
             json_credential(&root.file("runtime.json")).1,
             yaml_credential(&root.file("livekit.yaml")).1,
             env_credential(&root.file("backend.env")).1,
-        ];
-        if h["ready_for_tokens"] == true && files.iter().all(|s| s == secret) {
-            return h;
+        ]
+        .iter()
+        .all(|s| s == secret)
+    };
+    loop {
+        // Files first, then health: a health read before the cut-off call
+        // even began (ready on the old secret) must not pass for one read
+        // after it wrote the files.
+        if files_hold_it() {
+            let h = d.health();
+            if h["ready_for_tokens"] == true && files_hold_it() {
+                return h;
+            }
         }
+        let h = d.health();
         assert!(
             Instant::now() < deadline,
             "not converged on the configured secret within {WAIT:?}: {h}\n{}",
@@ -129,7 +139,12 @@ fn a_client_that_hangs_up_mid_configure_never_leaves_a_ready_health_whose_tokens
         // secret and livekit-server accepts it, every time health says so.
         for sample in 0..5 {
             let h = d.health();
-            assert_eq!(h["ready_for_tokens"], true, "round {round}, sample {sample}: {h}");
+            assert_eq!(
+                h["ready_for_tokens"],
+                true,
+                "round {round}, sample {sample}: {h}\n{}",
+                d.stderr()
+            );
             let token = backend_token(p.backend);
             assert!(
                 TokenVerifier::with_api_key(&key, &secret).verify(&token).is_ok(),
