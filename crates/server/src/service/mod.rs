@@ -745,18 +745,23 @@ impl LivekitService {
         .await
     }
 
-    /// Fetches and verifies a binary without touching anything in place,
-    /// within the install deadline (`HERO_LIVEKIT_INSTALL_DEADLINE_MS`).
-    async fn stage_binary(&self, p: &InstallParams) -> Result<install::Staged, ServiceError> {
-        let req = install::InstallRequest::from(p);
+    /// Where install progress goes: the event bus.
+    fn install_progress(&self) -> impl FnMut(install::InstallProgress) + Send {
         let events = self.events.clone();
-        let mut progress = move |pr: install::InstallProgress| {
+        move |pr: install::InstallProgress| {
             events.publish(Event::InstallProgress {
                 phase: pr.phase.to_string(),
                 bytes_done: pr.bytes_done,
                 bytes_total: pr.bytes_total,
             })
-        };
+        }
+    }
+
+    /// Fetches and verifies a binary without touching anything in place,
+    /// within the install deadline (`HERO_LIVEKIT_INSTALL_DEADLINE_MS`).
+    async fn stage_binary(&self, p: &InstallParams) -> Result<install::Staged, ServiceError> {
+        let req = install::InstallRequest::from(p);
+        let mut progress = self.install_progress();
         let deadline = period_from_env("HERO_LIVEKIT_INSTALL_DEADLINE_MS", DEFAULT_INSTALL_DEADLINE);
         let record = self.paths.install_record();
         let staging = install::stage(&req, &self.spec_paths.livekit_bin, &record, &mut progress);
@@ -781,14 +786,7 @@ impl LivekitService {
         let outcome = match staged {
             install::Staged::Done(outcome) => outcome,
             install::Staged::Ready(ready) => {
-                let events = self.events.clone();
-                let mut progress = move |pr: install::InstallProgress| {
-                    events.publish(Event::InstallProgress {
-                        phase: pr.phase.to_string(),
-                        bytes_done: pr.bytes_done,
-                        bytes_total: pr.bytes_total,
-                    })
-                };
+                let mut progress = self.install_progress();
                 install::commit(*ready, livekit_bin, &self.paths.install_record(), &mut progress)
                     .await
                     .map_err(install_error)?
