@@ -132,7 +132,9 @@ macro_rules! method {
 /// # Errors
 /// A method registered twice (a programming error caught by tests).
 pub fn module(service: Arc<LivekitService>) -> Result<RpcModule<LivekitService>, String> {
-    let doc = service.openrpc();
+    // Serialized once: a call answers with these bytes as they are, instead
+    // of cloning the document's tree and serializing it again each time.
+    let doc = serde_json::value::to_raw_value(&*service.openrpc()).map_err(|e| e.to_string())?;
     let mut m = RpcModule::from_arc(service);
     method!(m, method::INSTALL, parse_params, |s, p| s.install(p));
     method!(m, method::CONFIGURE, parse_params, |s, p| s.configure(p));
@@ -148,7 +150,7 @@ pub fn module(service: Arc<LivekitService>) -> Result<RpcModule<LivekitService>,
     })
     .map_err(|e| e.to_string())?;
     m.register_method(method::DISCOVER, move |_params, _ctx, ext| {
-        to_rpc(authorize(ext, method::DISCOVER).map(|()| (*doc).clone()))
+        to_rpc(authorize(ext, method::DISCOVER).map(|()| doc.clone()))
     })
     .map_err(|e| e.to_string())?;
     m.register_subscription(
