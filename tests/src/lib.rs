@@ -531,3 +531,33 @@ pub fn open_fds(pid: i32) -> usize {
         .map(|d| d.count())
         .unwrap_or(0)
 }
+
+/// A daemon on `root` supervising both children (the livekit-server test
+/// double and lk-backend) on free ports, ready for tokens: what the
+/// benchmarks measure against.
+pub fn supervising_daemon(root: &Root) -> Daemon {
+    let d = Daemon::start(root, DaemonOpts::double());
+    configure_free_ports(&d);
+    d.ok("livekitservice.start", json!({}));
+    assert_eq!(
+        d.health()["ready_for_tokens"],
+        true,
+        "bench a healthy, supervising daemon"
+    );
+    d
+}
+
+/// One keep-alive HTTP/1.1 connection on a Unix socket, as the benchmarks'
+/// clients hold it.
+pub type SocketSender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+/// Opens a [`SocketSender`] on `socket`; its connection is driven by a task
+/// of the current runtime.
+pub async fn connect_keep_alive(socket: &Path) -> SocketSender {
+    let stream = tokio::net::UnixStream::connect(socket).await.expect("connect");
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    send
+}

@@ -27,7 +27,7 @@ const CALLS: usize = 5_000;
 const WARMUP: usize = 500;
 const ROUNDS: usize = 5;
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+type Sender = SocketSender;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -85,14 +85,7 @@ fn floor(socket: &Path) {
 
 fn bench() {
     let root = Root::new();
-    let d = Daemon::start(&root, DaemonOpts::double());
-    configure_free_ports(&d);
-    d.ok("livekitservice.start", json!({}));
-    assert_eq!(
-        d.health()["ready_for_tokens"],
-        true,
-        "bench a healthy, supervising daemon"
-    );
+    let d = supervising_daemon(&root);
 
     let floor_socket = root.path().join("floor.sock");
     let mut floor = Command::new(std::env::current_exe().expect("own path"))
@@ -186,7 +179,7 @@ enum Req {
 
 /// CPU µs and wall µs per call of `pid` serving `req` on `socket`.
 async fn measure(socket: &Path, pid: i32, req: &Req) -> (f64, f64) {
-    let mut send = connect(socket).await;
+    let mut send = connect_keep_alive(socket).await;
     for _ in 0..WARMUP {
         call(&mut send, req).await;
     }
@@ -198,15 +191,6 @@ async fn measure(socket: &Path, pid: i32, req: &Req) -> (f64, f64) {
     let wall = t.elapsed();
     let cpu = cpu_ns(pid).saturating_sub(cpu0);
     (cpu as f64 / 1e3 / CALLS as f64, wall.as_secs_f64() * 1e6 / CALLS as f64)
-}
-
-async fn connect(socket: &Path) -> Sender {
-    let stream = tokio::net::UnixStream::connect(socket).await.expect("connect");
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    send
 }
 
 async fn call(send: &mut Sender, req: &Req) {

@@ -17,8 +17,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hero_livekit_tests::*;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use serde_json::json;
 
 const SINGLE_CALLS: usize = 20_000;
 const CONCURRENT_CALLERS: usize = 32;
@@ -30,16 +28,7 @@ const CLI_RUNS: usize = 100;
 /// median of pairs taken side by side does not.
 const THROUGHPUT_ROUNDS: usize = 7;
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(socket: &Path) -> Sender {
-    let stream = tokio::net::UnixStream::connect(socket).await.expect("connect");
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    send
-}
+type Sender = SocketSender;
 
 async fn call(send: &mut Sender, body: &Bytes) -> Duration {
     let req = http::Request::post("/rpc")
@@ -61,7 +50,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 async fn latency(socket: &Path, body: &Bytes) -> (Duration, Duration) {
-    let mut send = connect(socket).await;
+    let mut send = connect_keep_alive(socket).await;
     for _ in 0..1000 {
         call(&mut send, body).await;
     }
@@ -81,7 +70,7 @@ async fn throughput(socket: &Path, body: &Bytes) -> f64 {
         let socket = socket.clone();
         let body = body.clone();
         tasks.push(tokio::spawn(async move {
-            let mut send = connect(&socket).await;
+            let mut send = connect_keep_alive(&socket).await;
             for _ in 0..CONCURRENT_CALLS_EACH {
                 call(&mut send, &body).await;
             }
@@ -117,14 +106,7 @@ fn us(d: Duration) -> f64 {
 
 fn main() {
     let root = Root::new();
-    let d = Daemon::start(&root, DaemonOpts::double());
-    configure_free_ports(&d);
-    d.ok("livekitservice.start", json!({}));
-    assert_eq!(
-        d.health()["ready_for_tokens"],
-        true,
-        "bench a healthy, supervising daemon"
-    );
+    let d = supervising_daemon(&root);
 
     let empty = Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"method":"bench.empty","params":{}}"#);
     let health = Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"method":"livekitservice.health","params":{}}"#);
