@@ -110,6 +110,7 @@ fn method_entry(spec: &crate::MethodSpec) -> Value {
         method::RESTART => (params_of::<RestartParams>(), "RestartResult", schema::<RestartResult>()),
         method::HEALTH => (Vec::new(), "Health", schema::<Health>()),
         method::LOGS => (params_of::<LogsParams>(), "LogsResult", schema::<LogsResult>()),
+        method::CONFIG_SHOW => (Vec::new(), "ConfigShowResult", schema::<ConfigShowResult>()),
         method::SUBSCRIBE_EVENTS => (Vec::new(), "EventMessage", schema::<EventMessage>()),
         method::DISCOVER => (
             Vec::new(),

@@ -11,6 +11,7 @@ use super::credential::{mint_credential, MintError};
 use super::model::{Config, Credential};
 use super::parse::{read, Partial};
 use super::render::{Rendered, TripleFile};
+use super::settings::{self, Settings};
 use super::validate::{
     validate_config, validate_credential, validate_domain, validate_node_ip, validate_redis_address,
 };
@@ -289,6 +290,17 @@ fn salvage(credential: Credential, readings: &[Option<Partial>; 3], same: Option
         backend_port: first_port(|p| p.backend_port, defaults.backend_port),
         ..defaults.clone()
     };
+    // The production settings come from runtime.json alone (the only file
+    // holding all of them); an old one without them gives the defaults.
+    config.settings = sources
+        .iter()
+        .find(|p| !p.settings_json.0.is_empty())
+        .map(|p| settings::from_json(&p.settings_json.0))
+        .unwrap_or_default();
+    if validate_config(&config).is_err() {
+        // Settings that clash with the salvaged ports are the lesser loss.
+        config.settings = Settings::default();
+    }
     if validate_config(&config).is_err() {
         config.port = defaults.port;
         config.rtc_tcp_port = defaults.rtc_tcp_port;

@@ -8,6 +8,7 @@ use super::credential::is_placeholder;
 use super::heal::{FileObs, Observed};
 use super::model::{Config, Credential, Secret};
 use super::render::{render, TripleFile};
+use super::settings::Settings;
 use super::validate::validate_config;
 
 /// A config with every field away from its default, so a test notices a
@@ -24,6 +25,8 @@ pub fn config_a() -> Config {
         rtc_port_range_end: 52000,
         node_ip: Some("192.0.2.10".into()),
         backend_port: 7990,
+        settings: Settings::default(),
+        livekit_version: None,
     }
 }
 
@@ -40,6 +43,8 @@ pub fn config_b() -> Config {
         rtc_port_range_end: 40100,
         node_ip: None,
         backend_port: 8090,
+        settings: Settings::default(),
+        livekit_version: None,
     }
 }
 
@@ -126,6 +131,8 @@ prop_compose! {
             rtc_port_range_end: range.1,
             node_ip,
             backend_port: tcp[2],
+            settings: Settings::default(),
+            livekit_version: None,
         };
         assert!(validate_config(&c).is_ok(), "generator yields only valid configs: {:?}", validate_config(&c));
         c

@@ -10,6 +10,7 @@ use hero_livekit_proto::ConfigureParams;
 
 use super::credential::{is_placeholder, mint_credential, MintError};
 use super::model::{Config, Credential, Secret};
+use super::settings::{self, Files};
 
 /// The config fields, in `runtime.json` order; the names of `changed_fields`
 /// and of [`ValidationError::field`].
@@ -38,7 +39,7 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
-    fn new(field: &'static str, rule: impl Into<String>) -> ValidationError {
+    pub(crate) fn new(field: &'static str, rule: impl Into<String>) -> ValidationError {
         ValidationError {
             field,
             rule: rule.into(),
@@ -138,7 +139,7 @@ pub fn validate_credential(c: &Credential) -> Result<(), ValidationError> {
 /// Whether `host` is an RFC 1123 hostname: labels of 1-63 `[A-Za-z0-9-]`
 /// not starting or ending with `-`, at most 253 characters, and not an
 /// all-numeric dotted name that is no valid IPv4 address (`1.2.3`).
-fn is_hostname(host: &str) -> bool {
+pub(crate) fn is_hostname(host: &str) -> bool {
     if host.is_empty() || host.len() > 253 {
         return false;
     }
@@ -285,7 +286,9 @@ pub fn validate_config(c: &Config) -> Result<(), ValidationError> {
         validate_node_ip(ip)?;
     }
     validate_port("backend_port", u32::from(c.backend_port))?;
-    validate_cross(c, &[])
+    validate_cross(c, &[])?;
+    settings::validate_fields(&c.settings)?;
+    settings::validate_cross(c, &[])
 }
 
 /// The outcome of `configure`: the new config and what changed.
@@ -367,7 +370,16 @@ pub fn apply_configure_with(
         validate_node_ip(ip)?;
     }
     let p_backend = port("backend_port", params.backend_port)?;
-    let (unset_redis, unset_node_ip) = unset_fields(params.unset.as_deref().unwrap_or_default(), redis, node_ip)?;
+    let unset = params.unset.as_deref().unwrap_or_default();
+    let (unset_redis, unset_node_ip) = unset_fields(unset, redis, node_ip)?;
+    let target = current.and_then(|c| c.livekit_version);
+    settings::validate_target(params, target)?;
+    let new_settings = settings::apply_params(
+        &current.map(|c| c.settings.clone()).unwrap_or_default(),
+        params,
+        unset,
+        Files::Check,
+    )?;
 
     let held_key = key.map(str::to_string).or_else(|| current.map(|c| c.api_key.clone()));
     let held_secret = secret
@@ -406,13 +418,16 @@ pub fn apply_configure_with(
             node_ip.map(str::to_string).or(base.node_ip)
         },
         backend_port: p_backend.unwrap_or(base.backend_port),
+        settings: new_settings,
+        livekit_version: base.livekit_version,
     };
     let changed_fields: Vec<String> = match current {
-        None => FIELDS.iter().map(|f| f.to_string()).collect(),
+        None => FIELDS.iter().chain(&settings::FIELDS).map(|f| f.to_string()).collect(),
         Some(old) => changed(old, &config),
     };
     let prefer: Vec<&str> = changed_fields.iter().map(String::as_str).collect();
     validate_cross(&config, &prefer)?;
+    settings::validate_cross(&config, &prefer)?;
     Ok(ConfigUpdate {
         config,
         changed_fields,
@@ -432,10 +447,16 @@ fn unset_fields(unset: &[String], redis: Option<&str>, node_ip: Option<&str>) ->
         let (field, flag, given) = match name.as_str() {
             "redis_address" => ("redis_address", &mut out.0, redis.is_some()),
             "node_ip" => ("node_ip", &mut out.1, node_ip.is_some()),
+            // The production settings' own merge removes them.
+            other if settings::FIELDS.contains(&other) => continue,
             _ => {
                 return Err(ValidationError::new(
                     "unset",
-                    format!("each entry must be one of {}", UNSETTABLE.join(", ")),
+                    format!(
+                        "each entry must be one of {} or a production setting ({})",
+                        UNSETTABLE.join(", "),
+                        settings::FIELDS.join(", ")
+                    ),
                 ))
             }
         };
@@ -466,6 +487,7 @@ pub fn changed(old: &Config, new: &Config) -> Vec<String> {
         .zip(diffs)
         .filter(|(_, d)| *d)
         .map(|(f, _)| f.to_string())
+        .chain(settings::changed(&old.settings, &new.settings))
         .collect()
 }
 
@@ -903,7 +925,11 @@ mod tests {
         assert_eq!(u.config.port, 7880);
         assert_eq!(
             u.changed_fields,
-            FIELDS.iter().map(|f| f.to_string()).collect::<Vec<_>>()
+            FIELDS
+                .iter()
+                .chain(&settings::FIELDS)
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
         );
     }
 
@@ -996,7 +1022,7 @@ mod tests {
         let e = invalid(unset(&["api_secret"]));
         assert_eq!(
             (e.field, e.rule.as_str()),
-            ("unset", "each entry must be one of redis_address, node_ip")
+            ("unset", "each entry must be one of redis_address, node_ip or a production setting (bind_addresses, use_external_ip, rtc_udp_port, stun_servers, turn_servers, turn_enabled, turn_domain, turn_tls_port, turn_udp_port, turn_external_tls, turn_cert_file, turn_key_file, webhook_urls, room_auto_create, room_empty_timeout, room_departure_timeout, room_max_participants, room_enabled_codecs, log_level, log_json, prometheus_port, prometheus_username, prometheus_password, region)")
         );
         let e = invalid(ConfigureParams {
             redis_address: Some("10.0.0.6:6379".into()),

@@ -24,6 +24,7 @@ mod plan;
 mod probe;
 mod reconcile;
 mod specs;
+mod target;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -160,6 +161,30 @@ fn timeout_param(ms: Option<u64>, default: Duration) -> Result<Duration, Service
     }
 }
 
+/// The boot plan for the binary in place: the config loaded from disk
+/// carries the version its `runtime.json` was rendered for, and when the
+/// installed binary is another one the plan is made again for it (the
+/// credential and every setting kept; only the renderings change).
+async fn retarget_boot_plan(
+    plan: config::HealPlan,
+    version: Option<config::LivekitVersion>,
+    store: &StateDir,
+) -> Result<config::HealPlan, ServiceError> {
+    if plan.config.livekit_version == version {
+        return Ok(plan);
+    }
+    let mut c = plan.config.clone();
+    c.livekit_version = version;
+    let store = store.clone();
+    let mut again = tokio::task::spawn_blocking(move || config::plan(Some(&c), &store.observe(), false))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    again.source = plan.source;
+    again.minted = plan.minted;
+    Ok(again)
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -211,6 +236,7 @@ impl LivekitService {
             )
         };
         let installed = install::installed(&livekit_bin, &paths.install_record());
+        let plan = retarget_boot_plan(plan, target::detect(&livekit_bin, installed.as_ref()).await, &store).await?;
         let openrpc = Arc::new(proto::openrpc::document());
         let openrpc_bytes = Bytes::from(serde_json::to_vec(&*openrpc).map_err(internal)?);
         let info = proto::ServiceInfo {
@@ -727,6 +753,12 @@ impl LivekitService {
         }
     }
 
+    /// `livekitservice.config_show`: the effective settings, read from the
+    /// published view (never the lock, never a secret).
+    pub fn config_show(&self) -> proto::ConfigShowResult {
+        config::settings::show(self.view.borrow().rendered.config())
+    }
+
     /// `livekitservice.install`: the download and its verification run
     /// outside the ops lock, bounded by an overall deadline, so a slow mirror
     /// never holds up a heal; only the swap into place and the reconcile
@@ -800,9 +832,20 @@ impl LivekitService {
         }
         d.installed = install::installed(livekit_bin, &self.paths.install_record());
         self.publish_desired(d);
+        // Another version may read other keys: livekit.yaml is rendered for
+        // the binary now in place, and the reconcile restarts livekit-server
+        // onto it like after any change of its file.
+        let version = target::detect(livekit_bin, d.installed.as_ref()).await;
+        let target = if version == d.rendered.config().livekit_version {
+            Target::Current
+        } else {
+            let mut c = d.rendered.config().clone();
+            c.livekit_version = version;
+            Target::Config(Box::new(c))
+        };
         let step = Step {
             trigger: "install",
-            target: Target::Current,
+            target,
             intent: Intent::default(),
             timeout: DEFAULT_READY_TIMEOUT,
         };
