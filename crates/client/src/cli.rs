@@ -47,6 +47,9 @@ pub enum Command {
     Health(HealthArgs),
     /// Show the tail of a child's log.
     Logs(LogsArgs),
+    /// The effective configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print events (state changes, heals, restarts, install progress) as they happen.
     Events,
     /// Mint a LiveKit access token through lk-backend.
@@ -116,10 +119,12 @@ pub struct ConfigureArgs {
     /// lk-backend HTTP port (default 7890).
     #[arg(long)]
     pub backend_port: Option<u32>,
-    /// Remove an optional setting (an empty value keeps it): redis-address
-    /// or node-ip. Repeatable.
-    #[arg(long, value_name = "FIELD", value_parser = ["redis-address", "node-ip", "redis_address", "node_ip"])]
+    /// Remove an optional setting (an empty value keeps it): redis-address,
+    /// node-ip or a production setting (it returns to LiveKit's default). Repeatable.
+    #[arg(long, value_name = "FIELD", value_parser = crate::settings_args::parse_unset)]
     pub unset: Vec<String>,
+    #[command(flatten)]
+    pub settings: crate::settings_args::SettingsArgs,
 }
 
 impl ConfigureArgs {
@@ -137,6 +142,7 @@ impl ConfigureArgs {
             backend_port: self.backend_port,
             // Flags are kebab case, the method's names snake case.
             unset: (!self.unset.is_empty()).then(|| self.unset.iter().map(|f| f.replace('-', "_")).collect()),
+            ..self.settings.params()
         }
     }
 }
@@ -197,6 +203,13 @@ pub struct LogsArgs {
     /// Keep printing new lines as they are written.
     #[arg(long, short)]
     pub follow: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// The effective settings (secrets only as set/unset), marked where
+    /// they differ from LiveKit's defaults.
+    Show,
 }
 
 #[derive(Debug, Args)]
@@ -306,6 +319,7 @@ async fn dispatch(cli: &Cli, client: &Client, out: &Out) -> Result<ExitCode, Cli
                 })?;
             }
         }
+        Command::Config(ConfigCommand::Show) => out.config_show(&client.config_show().await?),
         Command::Events => {
             let mut events = client.subscribe_events().await?;
             while let Some(ev) = events.next().await {
