@@ -23,7 +23,7 @@ use hero_livekit_proto::envfile;
 use hero_livekit_server::config::validate::validate_credential;
 use hero_livekit_server::config::{
     check, plan_with, render, validate_config, Config, ConfigSource, Credential, FileObs, MintError, Observed, Secret,
-    TripleFile,
+    Settings, TripleFile,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -44,6 +44,13 @@ fn fixed() -> Config {
         rtc_port_range_end: 52000,
         node_ip: Some("192.0.2.10".into()),
         backend_port: 7990,
+        // A webhook section, so that a reader of livekit.yaml meets one.
+        settings: Settings {
+            webhook_urls: vec!["https://hooks.example.org/lk".into()],
+            log_json: true,
+            ..Settings::default()
+        },
+        livekit_version: None,
     }
 }
 

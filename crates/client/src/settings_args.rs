@@ -180,10 +180,11 @@ pub fn print_show(r: &proto::ConfigShowResult) {
             v => v.to_string(),
         };
         let mark = if s.differs { "*" } else { " " };
-        let note = match (&s.needs_version, &s.livekit_key) {
-            (Some(v), _) => format!("  (left out: needs livekit-server {v})"),
-            _ => String::new(),
-        };
+        let note = s
+            .needs_version
+            .as_ref()
+            .map(|v| format!("  (left out: needs livekit-server {v})"))
+            .unwrap_or_default();
         println!("{mark} {:width$}  {value}{note}", s.name);
     }
     println!("* differs from the default");
