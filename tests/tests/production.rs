@@ -201,9 +201,15 @@ fn webhook_api_key_is_the_active_key_through_rotation_and_hand_edits() {
     configure_free_ports(&d);
     d.ok(
         "livekitservice.configure",
-        json!({"webhook_urls": ["https://hooks.example.org/lk"]}),
+        json!({
+            "webhook_urls": ["https://hooks.example.org/lk"],
+            // TLS for TURN ended by a proxy: the other TURN/TLS choice.
+            "turn_enabled": true, "turn_domain": "turn.example.org", "turn_external_tls": true,
+            "turn_tls_port": free_port(), "turn_udp_port": free_port()
+        }),
     );
     let doc = yaml(&root);
+    assert_eq!(doc["turn"]["external_tls"], true);
     let first = only_key(&doc);
     assert_eq!(doc["webhook"]["api_key"].as_str(), Some(first.as_str()));
     d.ok("livekitservice.start", json!({}));
@@ -353,4 +359,81 @@ fn an_old_runtime_json_loads_with_the_defaults_and_keeps_its_credential() {
     assert_eq!(rt["domain"], "media.example.org");
     assert_eq!(rt["webhook_urls"], json!([]));
     assert_eq!(rt["log_level"], Value::Null);
+}
+
+fn cli(d: &Daemon, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(bin("hero_livekit"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(args)
+        .output()
+        .expect("run hero_livekit");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn the_cli_sets_lists_by_repeating_flags_and_config_show_hides_secrets() {
+    let root = Root::new();
+    let d = Daemon::start(&root, DaemonOpts::default());
+    configure_free_ports(&d);
+    let prom = free_port().to_string();
+    let (ok, text) = cli(
+        &d,
+        &[
+            "configure",
+            "--webhook-urls",
+            "https://a.example.org/wh",
+            "--webhook-urls",
+            "https://b.example.org/wh",
+            "--rtc-udp-port",
+            "7882-7892",
+            "--log-json",
+            "true",
+            "--prometheus-port",
+            &prom,
+            "--prometheus-username",
+            "scraper",
+            "--prometheus-password",
+            "cliPromPassword1",
+        ],
+    );
+    assert!(ok, "{text}");
+    let doc = yaml(&root);
+    assert_eq!(doc["webhook"]["urls"].as_sequence().map(Vec::len), Some(2));
+    assert_eq!(doc["rtc"]["udp_port"], "7882-7892");
+
+    let (ok, table) = cli(&d, &["config", "show"]);
+    assert!(ok, "{table}");
+    assert!(!table.contains("cliPromPassword1"), "{table}");
+    let line = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().any(|w| w == name))
+            .unwrap_or_else(|| panic!("{name} in {table}"))
+            .to_string()
+    };
+    assert!(line("prometheus_password").starts_with("* ") && line("prometheus_password").ends_with("set"));
+    assert!(line("log_level").starts_with("  ") && line("log_level").ends_with("info"));
+    let (ok, json_text) = cli(&d, &["--json", "config", "show"]);
+    assert!(ok, "{json_text}");
+    let shown: Value = serde_json::from_str(&json_text).expect("config show --json");
+    assert!(shown["settings"]
+        .as_array()
+        .expect("settings")
+        .iter()
+        .any(|s| s["name"] == "log_json" && s["differs"] == true));
+
+    let (ok, text) = cli(&d, &["configure", "--unset", "webhook-urls", "--unset", "log-json"]);
+    assert!(ok, "{text}");
+    let doc = yaml(&root);
+    assert!(doc.get("webhook").is_none() && doc["logging"].get("json").is_none());
+    let (ok, text) = cli(&d, &["configure", "--unset", "api-secret"]);
+    assert!(!ok && text.contains("must be one of"), "{text}");
 }
