@@ -40,7 +40,8 @@ pub fn parse_unset(s: &str) -> Result<String, String> {
     if UNSETTABLE.contains(&snake.as_str()) {
         Ok(snake)
     } else {
-        Err(format!("must be one of {}", UNSETTABLE.join(", ")))
+        let kebab: Vec<String> = UNSETTABLE.iter().map(|n| n.replace('_', "-")).collect();
+        Err(format!("must be one of {}", kebab.join(", ")))
     }
 }
 
