@@ -134,7 +134,15 @@ fn structured(u: &mut Unstructured<'_>) -> arbitrary::Result<Value> {
         for _ in 0..n {
             unset.push(json!(pick(
                 u,
-                &["redis_address", "node_ip", "port", "", "webhook_urls", "turn_key_file", "prometheus_password"]
+                &[
+                    "redis_address",
+                    "node_ip",
+                    "port",
+                    "",
+                    "webhook_urls",
+                    "turn_key_file",
+                    "prometheus_password"
+                ]
             )?));
         }
         m.insert("unset".into(), Value::Array(unset));
@@ -149,9 +157,23 @@ fn structured(u: &mut Unstructured<'_>) -> arbitrary::Result<Value> {
 fn settings(u: &mut Unstructured<'_>, m: &mut Map<String, Value>) -> arbitrary::Result<()> {
     let lists: [(&str, &[&str]); 5] = [
         ("bind_addresses", &["127.0.0.1", "::1", "10.0.0.1", "eth0", ""]),
-        ("stun_servers", &["stun.example.org:3478", "[::1]:19302", "stun", "::1:3478"]),
-        ("webhook_urls", &["https://hooks.example.org/lk", "http://10.0.0.1:8080/", "ftp://x", "https://"]),
-        ("room_enabled_codecs", &["audio/opus", "video/vp8", "video/h264", "video/mpeg2", ""]),
+        (
+            "stun_servers",
+            &["stun.example.org:3478", "[::1]:19302", "stun", "::1:3478"],
+        ),
+        (
+            "webhook_urls",
+            &[
+                "https://hooks.example.org/lk",
+                "http://10.0.0.1:8080/",
+                "ftp://x",
+                "https://",
+            ],
+        ),
+        (
+            "room_enabled_codecs",
+            &["audio/opus", "video/vp8", "video/h264", "video/mpeg2", ""],
+        ),
         ("unset", &[]),
     ];
     for (name, dict) in lists.into_iter().filter(|(_, d)| !d.is_empty()) {
@@ -185,7 +207,13 @@ fn settings(u: &mut Unstructured<'_>, m: &mut Map<String, Value>) -> arbitrary::
     if u.ratio(1, 8)? {
         m.insert("rtc_udp_port".into(), json!(pick(u, &["7882-7892", "9-1", "7882"])?));
     }
-    for name in ["use_external_ip", "turn_enabled", "turn_external_tls", "log_json", "room_auto_create"] {
+    for name in [
+        "use_external_ip",
+        "turn_enabled",
+        "turn_external_tls",
+        "log_json",
+        "room_auto_create",
+    ] {
         if u.ratio(1, 4)? {
             m.insert(name.into(), json!(bool::arbitrary(u)?));
         }
@@ -196,7 +224,10 @@ fn settings(u: &mut Unstructured<'_>, m: &mut Map<String, Value>) -> arbitrary::
         }
     }
     if u.ratio(1, 6)? {
-        m.insert("prometheus_password".into(), json!(pick(u, &["promPassword+promPassword+promPassword"])?));
+        m.insert(
+            "prometheus_password".into(),
+            json!(pick(u, &["promPassword+promPassword+promPassword"])?),
+        );
     }
     if u.ratio(1, 6)? {
         let auth = if u.arbitrary()? {

@@ -190,6 +190,20 @@ pub struct ConfigureParams {
     pub region: Option<String>,
 }
 
+impl fmt::Debug for TurnServerParam {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let given = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("TurnServerParam")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("protocol", &self.protocol)
+            .field("username", &self.username)
+            .field("credential", &given(&self.credential))
+            .field("secret", &given(&self.secret))
+            .finish()
+    }
+}
+
 /// `rtc_udp_port`: a port number, or a `start-end` range as a string.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
@@ -200,7 +214,8 @@ pub enum UdpPortParam {
 
 /// One external TURN server handed to clients: `username` and
 /// `credential` (long-term credentials), or `secret` (TURN REST API).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// `Debug` shows whether the secrets are given, never their value.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TurnServerParam {
     /// Hostname or IP address.
