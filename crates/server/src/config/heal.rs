@@ -290,17 +290,6 @@ fn salvage(credential: Credential, readings: &[Option<Partial>; 3], same: Option
         backend_port: first_port(|p| p.backend_port, defaults.backend_port),
         ..defaults.clone()
     };
-    // The production settings come from runtime.json alone (the only file
-    // holding all of them); an old one without them gives the defaults.
-    config.settings = sources
-        .iter()
-        .find(|p| !p.settings_json.0.is_empty())
-        .map(|p| settings::from_json(&p.settings_json.0))
-        .unwrap_or_default();
-    if validate_config(&config).is_err() {
-        // Settings that clash with the salvaged ports are the lesser loss.
-        config.settings = Settings::default();
-    }
     if validate_config(&config).is_err() {
         config.port = defaults.port;
         config.rtc_tcp_port = defaults.rtc_tcp_port;
@@ -312,6 +301,17 @@ fn salvage(credential: Credential, readings: &[Option<Partial>; 3], same: Option
         // Unreachable with a validated credential and individually
         // validated fields; the defaults are the safe answer regardless.
         return defaults;
+    }
+    // The production settings come from runtime.json alone (the only file
+    // holding all of them); an old one without them gives the defaults, and
+    // so do settings that clash with the ports kept above (the lesser loss).
+    config.settings = sources
+        .iter()
+        .find(|p| !p.settings_json.0.is_empty())
+        .map(|p| settings::from_json(&p.settings_json.0))
+        .unwrap_or_default();
+    if validate_config(&config).is_err() {
+        config.settings = Settings::default();
     }
     config
 }
