@@ -437,3 +437,36 @@ fn the_cli_sets_lists_by_repeating_flags_and_config_show_hides_secrets() {
     let (ok, text) = cli(&d, &["configure", "--unset", "api-secret"]);
     assert!(!ok && text.contains("must be one of"), "{text}");
 }
+
+#[test]
+fn a_binary_replaced_by_hand_is_seen_by_the_periodic_check() {
+    let root = Root::new();
+    let custom = root.path().join("custom/livekit-server");
+    double_claiming(&custom, "1.7.0");
+    let d = Daemon::start(
+        &root,
+        DaemonOpts::default()
+            .drift_check_ms(100)
+            .arg("--livekit-bin")
+            .arg(custom.display().to_string()),
+    );
+    configure_free_ports(&d);
+    let prom = free_port();
+    d.ok("livekitservice.configure", json!({"prometheus_port": prom}));
+    assert_eq!(yaml(&root)["prometheus_port"].as_u64(), Some(u64::from(prom)));
+
+    // Another build in its place (a new file, as a deploy tool writes it).
+    let staged = double_claiming(&root.path().join("stage/livekit-server"), "1.13.5");
+    std::fs::write(format!("{}.version", custom.display()), "1.13.5").expect("version file");
+    std::fs::rename(&staged, &custom).expect("replace the binary");
+    wait_for(WAIT, "livekit.yaml rendered for 1.13.5", || {
+        let doc = yaml(&root);
+        (doc["prometheus"]["port"].as_u64() == Some(u64::from(prom)) && doc.get("prometheus_port").is_none())
+            .then_some(())
+    });
+    let h = wait_for(WAIT, "health names the new target", || {
+        let h = d.health();
+        (h["binary"]["target_version"] == "1.13.5" && h["consistent"] == true).then_some(h)
+    });
+    assert_eq!(h["drift"], json!([]));
+}

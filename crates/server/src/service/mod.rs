@@ -235,6 +235,7 @@ impl LivekitService {
                 ),
             )
         };
+        let binary_stamp = target::stamp(&livekit_bin).await;
         let installed = install::installed(&livekit_bin, &paths.install_record());
         let plan = retarget_boot_plan(plan, target::detect(&livekit_bin, installed.as_ref()).await, &store).await?;
         let openrpc = Arc::new(proto::openrpc::document());
@@ -263,7 +264,7 @@ impl LivekitService {
             livekit: sup(ProcessName::LivekitServer),
             backend: sup(ProcessName::LkBackend),
             cache: StdMutex::new(config::FileCache::new(&paths.state_dir)),
-            desired: tokio::sync::Mutex::new(Desired::new(rendered, installed)),
+            desired: tokio::sync::Mutex::new(Desired::new(rendered, installed, binary_stamp)),
             installing: tokio::sync::Mutex::new(()),
             view,
             health_memo: StdMutex::new(None),
@@ -407,9 +408,10 @@ impl LivekitService {
             unexplained_chain_failure: still_refused && d.may_restart_blindly(),
             ..Intent::default()
         };
+        let target = self.retarget_if_replaced(d).await;
         let step = Step {
             trigger,
-            target: Target::Current,
+            target,
             intent,
             timeout: DEFAULT_READY_TIMEOUT,
         };
@@ -424,6 +426,36 @@ impl LivekitService {
             }
             Err(e) => tracing::warn!(error = %e, trigger, "reconcile failed; the next tick retries"),
         }
+    }
+
+    /// The reconcile's target when the livekit-server binary is another one
+    /// than the renderings' version was detected for (an install, or a
+    /// binary replaced by hand): the config rendered for the version the new
+    /// one is. One `stat` when nothing changed. Must hold `desired`.
+    async fn retarget_if_replaced(&self, d: &mut Desired) -> Target {
+        let bin = &self.spec_paths.livekit_bin;
+        let stamp = target::stamp(bin).await;
+        if stamp == d.binary_stamp {
+            return Target::Current;
+        }
+        d.binary_stamp = stamp;
+        let (bin2, record) = (bin.clone(), self.paths.install_record());
+        d.installed = tokio::task::spawn_blocking(move || install::installed(&bin2, &record))
+            .await
+            .unwrap_or(None);
+        self.publish_desired(d);
+        let version = target::detect(bin, d.installed.as_ref()).await;
+        if version == d.rendered.config().livekit_version {
+            return Target::Current;
+        }
+        tracing::info!(
+            from = ?d.rendered.config().livekit_version.map(|v| v.to_string()),
+            to = ?version.map(|v| v.to_string()),
+            "livekit-server binary changed; livekit.yaml is rendered for its version"
+        );
+        let mut c = d.rendered.config().clone();
+        c.livekit_version = version;
+        Target::Config(Box::new(c))
     }
 
     fn push_task(&self, task: tokio::task::JoinHandle<()>) {
@@ -830,19 +862,11 @@ impl LivekitService {
                 sha256: outcome.sha256.clone(),
             });
         }
-        d.installed = install::installed(livekit_bin, &self.paths.install_record());
-        self.publish_desired(d);
         // Another version may read other keys: livekit.yaml is rendered for
         // the binary now in place, and the reconcile restarts livekit-server
         // onto it like after any change of its file.
-        let version = target::detect(livekit_bin, d.installed.as_ref()).await;
-        let target = if version == d.rendered.config().livekit_version {
-            Target::Current
-        } else {
-            let mut c = d.rendered.config().clone();
-            c.livekit_version = version;
-            Target::Config(Box::new(c))
-        };
+        d.binary_stamp = None;
+        let target = self.retarget_if_replaced(d).await;
         let step = Step {
             trigger: "install",
             target,

@@ -18,6 +18,28 @@ const VERSION_TIMEOUT: Duration = Duration::from_secs(3);
 /// Most output read from it.
 const MAX_OUTPUT: usize = 4096;
 
+/// What identifies the binary a version was detected for: another one in
+/// its place (replaced by hand behind the daemon's back) is asked again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BinaryStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+/// The stamp of the file at `bin`, `None` when there is none.
+pub(crate) async fn stamp(bin: &Path) -> Option<BinaryStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = tokio::fs::metadata(bin).await.ok()?;
+    Some(BinaryStamp {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+    })
+}
+
 /// The version `livekit.yaml` is rendered for.
 pub(crate) async fn detect(bin: &Path, installed: Option<&InstalledInfo>) -> Option<LivekitVersion> {
     let installed = installed?;
