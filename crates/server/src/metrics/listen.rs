@@ -80,6 +80,10 @@ pub fn serve(listener: TcpListener, service: Arc<LivekitService>, limits: Arc<Li
         .max_header_size(limits.max_header_bytes)
         // hyper refuses a buffer below 8 KiB.
         .max_buf_size(limits.max_header_bytes.max(8 * 1024));
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!(%addr, "serving GET /metrics on TCP"),
+        Err(e) => tracing::warn!(error = %e, "serving GET /metrics on TCP (address unknown)"),
+    }
     let task = tokio::spawn(async move {
         let mut pause = ACCEPT_BACKOFF_MIN;
         loop {
