@@ -140,6 +140,13 @@ fn a_scripted_run_moves_each_counter_by_exactly_what_happened() {
             "boot minted and wrote {file}"
         );
     }
+    for file in ["runtime.json", "livekit.yaml", "backend.env"] {
+        assert_eq!(
+            at(&boot, &format!(r#"{DRIFT}{{file="{file}"}}"#)),
+            1.0,
+            "{file} was missing"
+        );
+    }
     assert!(moved(&Samples::new(), &boot, RESTARTS).is_empty(), "no restart yet");
 
     // configure (new ports: all three files change), then start.
@@ -167,6 +174,7 @@ fn a_scripted_run_moves_each_counter_by_exactly_what_happened() {
         ]),
         "configure rewrote each file once; start found the triple consistent"
     );
+    assert!(moved(&boot, &started, DRIFT).is_empty(), "a new config is no drift");
     assert!(
         moved(&boot, &started, RESTARTS).is_empty(),
         "the children were started, not restarted"
@@ -256,6 +264,50 @@ fn a_scripted_run_moves_each_counter_by_exactly_what_happened() {
         "lk-backend was left alone: {states:?}"
     );
 
+    // A restart asked for, then a new port while both run: livekit.yaml
+    // (the port) and backend.env (the URL) change, so both children restart.
+    d.ok("livekitservice.restart", json!({"process": "lk-backend"}));
+    d.ok("livekitservice.configure", json!({"port": free_port()}));
+    wait_ready_for_tokens(&d, WAIT);
+    let text = scrape(&d);
+    let changed = parse(&text, "prometheus");
+    texts.push(text);
+    assert_eq!(
+        moved(&crashed, &changed, RESTARTS),
+        deltas(&[
+            (
+                r#"hero_livekit_child_restarts_total{process="livekit-server",reason="config_changed"}"#,
+                1.0
+            ),
+            (
+                r#"hero_livekit_child_restarts_total{process="lk-backend",reason="config_changed"}"#,
+                1.0
+            ),
+            (
+                r#"hero_livekit_child_restarts_total{process="lk-backend",reason="requested"}"#,
+                1.0
+            ),
+        ])
+    );
+    assert_eq!(
+        moved(&crashed, &changed, HEALS),
+        deltas(&[
+            (
+                r#"hero_livekit_heals_total{file="backend.env",trigger="configure"}"#,
+                1.0
+            ),
+            (
+                r#"hero_livekit_heals_total{file="livekit.yaml",trigger="configure"}"#,
+                1.0
+            ),
+            (
+                r#"hero_livekit_heals_total{file="runtime.json",trigger="configure"}"#,
+                1.0
+            ),
+        ])
+    );
+    assert!(moved(&crashed, &changed, DRIFT).is_empty());
+
     // Health calls: exactly these, and a scrape is none of them. A failed
     // install: counted, and nothing else moves.
     for _ in 0..3 {
@@ -275,18 +327,18 @@ fn a_scripted_run_moves_each_counter_by_exactly_what_happened() {
     let last = parse(&text, "prometheus");
     texts.push(text);
     assert_eq!(
-        moved(&crashed, &last, HEALTH_CALLS),
+        moved(&changed, &last, HEALTH_CALLS),
         deltas(&[
             (r#"hero_livekit_health_calls_total{via="http"}"#, 2.0),
             (r#"hero_livekit_health_calls_total{via="rpc"}"#, 3.0),
         ])
     );
     assert_eq!(
-        moved(&crashed, &last, INSTALLS),
+        moved(&changed, &last, INSTALLS),
         deltas(&[(r#"hero_livekit_installs_total{outcome="failed"}"#, 1.0)])
     );
-    assert!(moved(&crashed, &last, HEALS).is_empty());
-    assert!(moved(&crashed, &last, RESTARTS).is_empty());
+    assert!(moved(&changed, &last, HEALS).is_empty());
+    assert!(moved(&changed, &last, RESTARTS).is_empty());
 
     // Every probe that ran has its latency in the histogram.
     let ran: f64 = ["accepted", "refused", "failed"]

@@ -3,9 +3,9 @@
 //!
 //! Counters move where the fact happens, once: [`Metrics::count_event`] is
 //! called synchronously by the event bus for every event it publishes
-//! (heals, drift, restarts, token-chain failures), so a subscriber that
+//! (heals, restarts, state changes, token-chain failures), so a subscriber that
 //! lags or drops never makes a counter wrong; the few facts that are no
-//! event (a health call, a probe verdict, an install outcome) are counted
+//! event (drift, a health call, a probe verdict, an install outcome) are counted
 //! where they are decided. Gauges (child state, readiness, Redis) are set
 //! from the health document at scrape time, so they can never disagree
 //! with `health`.
@@ -446,7 +446,7 @@ impl Metrics {
         );
         registry.register(
             "drift_detections",
-            "Heals that found a file differing from its rendering (missing, unreadable or other bytes), by file",
+            "Files rewritten because they had left the rendering of the config in force (missing, unreadable, other bytes), by file",
             drift.clone(),
         );
         registry.register(
@@ -542,21 +542,10 @@ impl Metrics {
     /// per event, before it is broadcast.
     pub fn count_event(&self, event: &Event) {
         match event {
-            Event::Healed {
-                trigger,
-                written,
-                drift,
-                ..
-            } => {
+            Event::Healed { trigger, written, .. } => {
                 let trigger = Trigger::of(trigger);
                 for file in written.iter().filter_map(|f| File::named(f)) {
                     self.heals.get_or_create(&HealLabels { trigger, file }).inc();
-                }
-                // Once per file and heal, however many lines describe it.
-                for file in TripleFile::ALL.map(File) {
-                    if drift.iter().any(|d| File::of_drift(d) == Some(file)) {
-                        self.drift.get_or_create(&FileLabels { file }).inc();
-                    }
                 }
             }
             Event::Restarted { process, reason } => {
@@ -577,6 +566,20 @@ impl Metrics {
                 self.token_chain_failures.inc();
             }
             Event::Configured { .. } | Event::InstallProgress { .. } | Event::Installed { .. } => {}
+        }
+    }
+
+    /// Files rewritten because they had left the rendering of the config
+    /// in force: `drift` as the heal plan names it, `written` what the heal
+    /// wrote. A heal that applies a new config (`configure`, a reset) is no
+    /// drift, though its plan lists every field it changes, so the caller
+    /// counts only heals that keep the config.
+    pub fn count_drift(&self, drift: &[String], written: &[TripleFile]) {
+        for file in written.iter().copied().map(File) {
+            // Once per file and heal, however many lines describe it.
+            if drift.iter().any(|d| File::of_drift(d) == Some(file)) {
+                self.drift.get_or_create(&FileLabels { file }).inc();
+            }
         }
     }
 
@@ -700,15 +703,19 @@ mod tests {
     #[test]
     fn a_heal_counts_each_written_file_and_each_drifted_file_once() {
         let m = Metrics::new();
+        let drift = vec![
+            "livekit.yaml: keys entry differs from api_key/api_secret".to_string(),
+            "livekit.yaml: port differs".to_string(),
+            "backend.env: missing".to_string(),
+        ];
         m.count_event(&Event::Healed {
             trigger: "drift".into(),
             written: vec!["livekit.yaml".into()],
-            drift: vec![
-                "livekit.yaml: keys entry differs from api_key/api_secret".into(),
-                "livekit.yaml: port differs".into(),
-            ],
+            drift: drift.clone(),
             minted: false,
         });
+        // backend.env drifted too, but its write is pending: not counted yet.
+        m.count_drift(&drift, &[TripleFile::LivekitYaml]);
         let text = m.scrape(&Snapshot::default(), Format::Prometheus).expect("encode");
         assert_eq!(
             value(
@@ -725,10 +732,10 @@ mod tests {
             value(&text, r#"hero_livekit_drift_detections_total{file="livekit.yaml"}"#),
             Some(1.0)
         );
-        assert_eq!(
-            value(&text, r#"hero_livekit_drift_detections_total{file="runtime.json"}"#),
-            Some(0.0)
-        );
+        for file in ["runtime.json", "backend.env"] {
+            let series = format!(r#"hero_livekit_drift_detections_total{{file="{file}"}}"#);
+            assert_eq!(value(&text, &series), Some(0.0), "{series}");
+        }
     }
 
     #[test]
@@ -741,6 +748,10 @@ mod tests {
             drift: vec![format!("backend.env: {secret}")],
             minted: false,
         });
+        m.count_drift(
+            &[format!("backend.env: {secret}"), secret.into()],
+            &[TripleFile::BackendEnv],
+        );
         m.count_event(&Event::Restarted {
             process: ProcessName::LkBackend,
             reason: secret.into(),
