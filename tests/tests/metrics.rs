@@ -486,25 +486,35 @@ fn the_metrics_listener_is_bounded_in_connections_and_header_time() {
             .env_var("HERO_LIVEKIT_HEADER_TIMEOUT_MS", 2000),
     );
     assert_eq!(try_scrape_tcp(port), Some(200), "a bare port is served on 127.0.0.1");
-    // Two connections that send nothing take the budget: once the accept
-    // loop has counted both, a third is closed unanswered.
-    let idle: Vec<TcpStream> = (0..2)
-        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
-        .collect();
+    // Connections that send nothing take the budget; once the accept loop
+    // holds two, a scrape is closed unanswered. One more is opened until
+    // then: the slot of the scrape above may not be free yet when the first
+    // ones arrive, and those are refused.
+    let mut idle = Vec::new();
+    let opened = std::time::Instant::now();
     wait_for(WAIT, "a connection over the budget closed unanswered", || {
+        idle.push(TcpStream::connect(("127.0.0.1", port)).ok()?);
         try_scrape_tcp(port).is_none().then_some(())
     });
-    // The header timeout closes the idle ones, which frees the budget.
+    // The header timeout closes the idle ones (the daemon ends them: a read
+    // that timed out on this side would be an error), which frees the budget.
     for mut s in idle {
         s.set_read_timeout(Some(WAIT)).expect("timeout");
         let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
+        let read = s.read_to_end(&mut out);
+        assert!(read.is_ok(), "an idle connection outlived the header timeout: {read:?}");
         assert!(
             out.is_empty() || out.starts_with(b"HTTP/1.1 408"),
             "{}",
             String::from_utf8_lossy(&out)
         );
     }
+    // 2 s asked for, against hyper's own default of 30 s.
+    assert!(
+        opened.elapsed() < Duration::from_secs(20),
+        "idle connections lasted {:?}",
+        opened.elapsed()
+    );
     wait_for(WAIT, "a scrape served again", || {
         (try_scrape_tcp(port) == Some(200)).then_some(())
     });
