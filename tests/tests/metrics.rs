@@ -576,3 +576,72 @@ fn a_read_only_peer_may_scrape() {
         1.0
     );
 }
+
+/// A real redis-server on 127.0.0.1:`port`, without persistence; killed
+/// and reaped on drop.
+struct Redis(std::process::Child);
+
+impl Redis {
+    fn start(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run redis-server (Debian package redis-server; the test command installs it)");
+        Redis(child)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until the scrape shows `series` at `value`.
+fn wait_series(d: &Daemon, series: &str, value: f64) {
+    let mut last = None;
+    poll(WAIT, || {
+        last = parse(&scrape(d), "prometheus").get(series).copied();
+        (last == Some(value)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{series} not {value} within {WAIT:?} (last {last:?})"));
+}
+
+#[test]
+fn redis_reachability_follows_a_real_redis_server() {
+    let root = Root::new();
+    let d = Daemon::start(&root, DaemonOpts::default().env_var("HERO_LIVEKIT_REDIS_CHECK_MS", 100));
+    let s = parse(&scrape(&d), "prometheus");
+    assert_eq!(at(&s, "hero_livekit_redis_configured{}"), 0.0);
+    assert_eq!(at(&s, "hero_livekit_redis_reachable{}"), 0.0);
+
+    let port = free_port();
+    let redis = Redis::start(port);
+    d.ok(
+        "livekitservice.configure",
+        json!({"redis_address": format!("127.0.0.1:{port}")}),
+    );
+    wait_series(&d, "hero_livekit_redis_reachable{}", 1.0);
+    assert_eq!(
+        at(&parse(&scrape(&d), "prometheus"), "hero_livekit_redis_configured{}"),
+        1.0
+    );
+    drop(redis);
+    wait_series(&d, "hero_livekit_redis_reachable{}", 0.0);
+    assert_eq!(
+        at(&parse(&scrape(&d), "prometheus"), "hero_livekit_redis_configured{}"),
+        1.0
+    );
+}
