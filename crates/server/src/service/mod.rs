@@ -101,6 +101,8 @@ pub struct LivekitService {
     spec_paths: SpecPaths,
     store: StateDir,
     events: EventBus,
+    /// What the event bus and the health, probe and install paths count.
+    metrics: Arc<Metrics>,
     /// The ops lock, holding the state it guards. Every mutation and every
     /// reconcile runs with it held.
     desired: tokio::sync::Mutex<Desired>,
@@ -129,7 +131,6 @@ pub struct LivekitService {
     info_bytes: Bytes,
     /// The background tasks, aborted at shutdown.
     tasks: StdMutex<Vec<tokio::task::JoinHandle<()>>>,
-    metrics: Arc<Metrics>,
 }
 
 /// A period in milliseconds from the environment (a knob for tests and
@@ -258,10 +259,10 @@ impl LivekitService {
             paths,
             store,
             events,
+            metrics,
             openrpc,
             openrpc_bytes,
             info_bytes,
-            metrics,
         });
         {
             let mut d = svc.desired.lock().await;
