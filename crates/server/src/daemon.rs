@@ -48,6 +48,8 @@ pub struct DaemonOptions {
     pub livekit_bin: Option<PathBuf>,
     pub backend_bin: Option<PathBuf>,
     pub stop_children_on_exit: bool,
+    /// `--metrics-listen`: also serve `GET /metrics` on this TCP address.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// How long in-flight requests get to finish after a stop signal.
@@ -73,6 +75,9 @@ pub async fn run(opts: DaemonOptions) -> Result<(), Box<dyn std::error::Error + 
         opts.socket_group,
     )?;
     let policy = AccessPolicy::current(opts.socket_group);
+    // Bound before the boot, so that a taken port stops the daemon before it
+    // touches the triple or the children.
+    let metrics_listener = opts.metrics_listen.map(crate::metrics::listen::bind).transpose()?;
 
     let service = LivekitService::boot(ServiceOptions {
         paths: opts.paths.clone(),
@@ -81,6 +86,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), Box<dyn std::error::Error + 
     })
     .await?;
     let methods: Methods = crate::rpc::module(service.clone())?.into();
+    let _metrics_listener = metrics_listener.map(|l| crate::metrics::listen::serve(l, service.clone(), limits.clone()));
     let (stop_handle, server_handle) = stop_channel();
     let connections = Connections::new(service.clone(), methods, limits.clone(), stop_handle);
     let budgets = Budgets::new(&limits);

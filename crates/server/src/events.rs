@@ -11,20 +11,27 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hero_livekit_proto::{Event, EventMessage};
 use tokio::sync::broadcast;
 
+use crate::metrics::Metrics;
+
 /// Cheap to clone; every clone publishes into the same stream.
 #[derive(Clone)]
 pub struct EventBus {
     tx: broadcast::Sender<EventMessage>,
     seq: Arc<AtomicU64>,
+    /// Counted here, as each event is published, so that counters are
+    /// exact whatever the subscribers do.
+    metrics: Arc<Metrics>,
 }
 
 impl EventBus {
-    /// `capacity` events are buffered per subscriber before the oldest drop.
-    pub fn new(capacity: usize) -> Self {
+    /// `capacity` events are buffered per subscriber before the oldest drop;
+    /// every event is counted in `metrics`.
+    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> Self {
         let (tx, _) = broadcast::channel(capacity);
         EventBus {
             tx,
             seq: Arc::new(AtomicU64::new(0)),
+            metrics,
         }
     }
 
@@ -36,6 +43,7 @@ impl EventBus {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         tracing::debug!(seq, ?event, "event");
+        self.metrics.count_event(&event);
         // An error only means there is no subscriber right now.
         let _ = self.tx.send(EventMessage { seq, unix_ms, event });
     }

@@ -120,6 +120,7 @@ impl Service<Request<Incoming>> for Router {
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
             match (req.method().clone(), path.as_str()) {
                 (Method::GET, "/health") => Ok(this.get_health()),
+                (Method::GET, "/metrics") => Ok(this.get_metrics(&req)),
                 (Method::GET, "/openrpc.json") => {
                     Ok(this.readable(|s| json(StatusCode::OK, s.openrpc_bytes())))
                 }
@@ -130,13 +131,13 @@ impl Service<Request<Incoming>> for Router {
                     req.extensions_mut().insert(this.peer);
                     this.upgrade(req).await
                 }
-                (_, "/" | "/rpc" | "/health" | "/openrpc.json" | "/.well-known/heroservice.json") => Ok(json(
+                (_, "/" | "/rpc" | "/health" | "/metrics" | "/openrpc.json" | "/.well-known/heroservice.json") => Ok(json(
                     StatusCode::METHOD_NOT_ALLOWED,
-                    Bytes::from_static(br#"{"error":"method_not_allowed","message":"use POST for JSON-RPC, GET for /health, /openrpc.json and /.well-known/heroservice.json"}"#),
+                    Bytes::from_static(br#"{"error":"method_not_allowed","message":"use POST for JSON-RPC, GET for /health, /metrics, /openrpc.json and /.well-known/heroservice.json"}"#),
                 )),
                 _ => Ok(json(
                     StatusCode::NOT_FOUND,
-                    Bytes::from_static(br#"{"error":"not_found","message":"routes: POST / or /rpc (JSON-RPC), GET /health, /openrpc.json, /.well-known/heroservice.json"}"#),
+                    Bytes::from_static(br#"{"error":"not_found","message":"routes: POST / or /rpc (JSON-RPC), GET /health, /metrics, /openrpc.json, /.well-known/heroservice.json"}"#),
                 )),
             }
         })
@@ -160,6 +161,12 @@ impl Router {
     }
 
     fn get_health(&self) -> HttpResponse {
+        // Peers that may not read never reach a router (the accept loop
+        // answers them), so this counts documents served.
+        self.front
+            .service
+            .metrics()
+            .count_health(crate::metrics::HealthVia::Http);
         self.readable(|s| match s.health_json() {
             Ok((body, ready)) => {
                 let status = if ready {
@@ -173,6 +180,24 @@ impl Router {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Bytes::from(serde_json::json!({"error": "internal", "message": e.to_string()}).to_string()),
             ),
+        })
+    }
+
+    /// The supervisor's metrics, in the format the scraper's `Accept` asks
+    /// for; readable by read-only peers like `health`.
+    fn get_metrics<B>(&self, req: &Request<B>) -> HttpResponse {
+        let accept = req.headers().get(header::ACCEPT).map(|v| v.as_bytes());
+        let format = crate::metrics::Format::from_accept(accept);
+        self.readable(|s| match s.scrape_metrics(format) {
+            Ok(text) => {
+                let mut resp = json(StatusCode::OK, Bytes::from(text));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static(format.content_type()),
+                );
+                resp
+            }
+            Err(e) => limit_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e.to_string()),
         })
     }
 

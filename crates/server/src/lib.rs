@@ -12,6 +12,7 @@ pub mod http;
 pub mod install;
 pub mod limits;
 mod loopback;
+pub mod metrics;
 pub mod notify;
 pub mod paths;
 pub mod peer;

@@ -30,6 +30,9 @@ struct Args {
     /// Stop the children when the daemon exits (default: leave them running for the next instance to adopt).
     #[arg(long)]
     stop_children_on_exit: bool,
+    /// Also serve GET /metrics (no secret, no authentication) on TCP: PORT for 127.0.0.1:PORT, or IP:PORT to name another interface.
+    #[arg(long, value_name = "ADDR", value_parser = hero_livekit_server::metrics::listen::parse_addr)]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         livekit_bin: args.livekit_bin,
         backend_bin: args.backend_bin,
         stop_children_on_exit: args.stop_children_on_exit,
+        metrics_listen: args.metrics_listen,
     };
     raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -145,6 +145,7 @@ pub fn module(service: Arc<LivekitService>) -> Result<RpcModule<LivekitService>,
     m.register_method(method::HEALTH, |params, ctx, ext| {
         to_rpc(authorize(ext, method::HEALTH).and_then(|()| {
             parse_params::<hero_livekit_proto::NoParams>(&params)?;
+            ctx.metrics().count_health(crate::metrics::HealthVia::Rpc);
             ctx.health_json().map(|(json, _)| json)
         }))
     })

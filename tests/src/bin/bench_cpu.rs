@@ -108,13 +108,14 @@ fn bench() {
         ))
     };
     let floor_pid = floor.id() as i32;
-    let rows: [(&str, Req, bool); 5] = [
+    let rows: [(&str, Req, bool); 6] = [
         (
             "GET /.well-known/heroservice.json",
             Req::Get("/.well-known/heroservice.json"),
             false,
         ),
         ("GET /health (memoized document)", Req::Get("/health"), false),
+        ("GET /metrics (whole scrape)", Req::Get("/metrics"), false),
         ("JSON-RPC to an unknown method", rpc("bench.empty"), true),
         ("JSON-RPC livekitservice.health", rpc("livekitservice.health"), true),
         ("JSON-RPC rpc.discover", rpc("rpc.discover"), true),

@@ -44,6 +44,7 @@ use crate::config::{self, Rendered, StateDir};
 use crate::error::ServiceError;
 use crate::events::EventBus;
 use crate::install;
+use crate::metrics::{self, InstallOutcome, Metrics, ProbeResult};
 use crate::paths::Paths;
 use crate::supervise::{self, Child, SupervisorOptions};
 
@@ -101,6 +102,8 @@ pub struct LivekitService {
     spec_paths: SpecPaths,
     store: StateDir,
     events: EventBus,
+    /// What the event bus and the health, probe and install paths count.
+    metrics: Arc<Metrics>,
     /// The ops lock, holding the state it guards. Every mutation and every
     /// reconcile runs with it held.
     desired: tokio::sync::Mutex<Desired>,
@@ -222,7 +225,8 @@ impl LivekitService {
             .await
             .map_err(internal)??
         };
-        let events = EventBus::new(1024);
+        let metrics = Arc::new(Metrics::new());
+        let events = EventBus::new(1024, Arc::clone(&metrics));
         let livekit_bin = opts.livekit_bin.unwrap_or_else(|| paths.livekit_bin());
         let backend_bin = opts.backend_bin.unwrap_or_else(|| default_backend_bin(&paths));
         let sup = |name| {
@@ -282,6 +286,7 @@ impl LivekitService {
             paths,
             store,
             events,
+            metrics,
             openrpc,
             openrpc_bytes,
             info_bytes,
@@ -332,6 +337,21 @@ impl LivekitService {
     }
     pub fn service_info_bytes(&self) -> Bytes {
         self.info_bytes.clone()
+    }
+
+    /// Where the health routes count the documents they serve.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Every metric, the gauges set from the health document as it is now
+    /// (built without counting as a health call).
+    ///
+    /// # Errors
+    /// Encoding failed (it cannot into a `String`; mapped for completeness).
+    pub fn scrape_metrics(&self, format: metrics::Format) -> Result<String, ServiceError> {
+        let now = metrics::Snapshot::from(&self.health());
+        self.metrics.scrape(&now, format).map_err(internal)
     }
 
     fn child(&self, name: ProcessName) -> &Child {
@@ -562,6 +582,7 @@ impl LivekitService {
         .into_iter()
         .find(|(h, _)| !h.ready)
         .map(|(h, name)| format!("{name} is not ready ({})", h.state));
+        let ran = not_ready.is_none();
         let checked_at_ms = unix_ms();
         let (outcome, backend) = match not_ready {
             Some(why) => (
@@ -590,6 +611,13 @@ impl LivekitService {
             self.probe_wake.notify_one();
             return;
         }
+        let result = match (ran, outcome.accepted, outcome.refused) {
+            (false, ..) => ProbeResult::NotReady,
+            (true, true, _) => ProbeResult::Accepted,
+            (true, false, true) => ProbeResult::Refused,
+            (true, false, false) => ProbeResult::Failed,
+        };
+        self.metrics.count_probe(result, outcome.latency);
         let (was_ok, was_error) = {
             let v = self.view.borrow();
             (v.chain.last.ok, v.chain.last.error.clone())
@@ -802,11 +830,24 @@ impl LivekitService {
     pub async fn install(self: &Arc<Self>, p: InstallParams) -> Result<InstallResult, ServiceError> {
         self.run_to_completion(|s| async move {
             let _installing = s.installing.lock().await;
-            let staged = s.stage_binary(&p).await?;
-            let mut d = s.desired.lock().await;
-            s.commit_binary(&mut d, staged).await
+            let installed = async {
+                let staged = s.stage_binary(&p).await?;
+                let mut d = s.desired.lock().await;
+                s.commit_binary(&mut d, staged).await
+            }
+            .await;
+            s.count_install(&installed);
+            installed
         })
         .await
+    }
+
+    fn count_install(&self, r: &Result<InstallResult, ServiceError>) {
+        self.metrics.count_install(match r {
+            Ok(r) if r.changed => InstallOutcome::Installed,
+            Ok(_) => InstallOutcome::Unchanged,
+            Err(_) => InstallOutcome::Failed,
+        });
     }
 
     /// Where install progress goes: the event bus.
@@ -892,8 +933,13 @@ impl LivekitService {
     /// known): `start` needs the binary before it can go on, so it fetches
     /// with the lock held, within the same deadline. Must hold `desired`.
     async fn install_locked(&self, d: &mut Desired, p: &InstallParams) -> Result<InstallResult, ServiceError> {
-        let staged = self.stage_binary(p).await?;
-        self.commit_binary(d, staged).await
+        let installed = async {
+            let staged = self.stage_binary(p).await?;
+            self.commit_binary(d, staged).await
+        }
+        .await;
+        self.count_install(&installed);
+        installed
     }
 
     /// `livekitservice.start`.

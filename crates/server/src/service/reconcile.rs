@@ -292,6 +292,9 @@ impl LivekitService {
             Ok(w) => (w, None),
             Err(e) => (e.written.clone(), Some(e)),
         };
+        if plan.config == *d.rendered.config() {
+            self.metrics().count_drift(&plan.drift, &written);
+        }
         let runtime_in_place =
             !plan.writes.contains(&TripleFile::RuntimeJson) || written.contains(&TripleFile::RuntimeJson);
         if plan.config != *d.rendered.config() {
