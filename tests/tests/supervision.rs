@@ -838,7 +838,12 @@ fn a_livekit_server_restarted_onto_a_drifted_yaml_is_caught_by_the_probe_and_rep
     let deadline = Instant::now() + WAIT;
     let h = loop {
         let h = d.health();
-        if h["ready_for_tokens"] == true && h["processes"][LK]["config_sha256"] == good_sha {
+        // Until the daemon has seen the kill, health still shows the old
+        // process, ready.
+        if h["ready_for_tokens"] == true
+            && h["processes"][LK]["config_sha256"] == good_sha
+            && pid_in(&h, LK) != Some(lk0)
+        {
             break h;
         }
         assert!(Instant::now() < deadline, "not repaired: {h}\n{}", d.stderr());

@@ -566,15 +566,22 @@ impl LivekitService {
     /// One probe; a failure (or an lk-backend that loaded another file)
     /// triggers the reconcile.
     async fn probe_once(self: &Arc<Self>) {
-        let (now, ports, expected_backend) = {
+        let (now, ports, expected_backend, expected_livekit) = {
             let v = self.view.borrow();
             let c = v.rendered.config();
             (
                 self.children_now(&v),
                 (c.backend_port, c.port),
                 v.rendered.sha256(config::TripleFile::BackendEnv).to_string(),
+                v.rendered.sha256(config::TripleFile::LivekitYaml).to_string(),
             )
         };
+        // livekit-server spawned onto a file that a heal replaced a moment
+        // later (a crash restart racing the repair of a drift) runs, as far
+        // as anyone can prove, an outdated rendering: nothing else would ask
+        // the reconcile to restart it before the next tick.
+        let livekit_outdated = now.livekit.ready
+            && now.livekit.config_sha256.as_deref().is_some_and(|sha| sha != expected_livekit);
         let not_ready = [
             (&now.livekit, ProcessName::LivekitServer),
             (&now.backend, ProcessName::LkBackend),
@@ -651,7 +658,7 @@ impl LivekitService {
             // Only a refusal says the credentials differ; a leg that did not
             // answer is a crash its supervisor is already handling.
             self.spawn_reconcile("token_chain", outcome.refused);
-        } else if backend_outdated {
+        } else if backend_outdated || livekit_outdated {
             self.spawn_reconcile("token_chain", false);
         } else if outcome.accepted && !was_ok {
             tracing::info!(latency_ms = outcome.latency.as_millis() as u64, "token chain proven");
