@@ -10,9 +10,11 @@ use hero_livekit_proto::ConfigureParams;
 
 use super::credential::{is_placeholder, mint_credential, MintError};
 use super::model::{Config, Credential, Secret};
+use super::redis;
 
-/// The config fields, in `runtime.json` order; the names of `changed_fields`
-/// and of [`ValidationError::field`].
+/// The config fields, in `runtime.json` order (the Redis settings of
+/// [`redis::FIELDS`] follow `redis_address` there); the names of
+/// `changed_fields` and of [`ValidationError::field`].
 pub const FIELDS: [&str; 10] = [
     "api_key",
     "api_secret",
@@ -38,7 +40,7 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
-    fn new(field: &'static str, rule: impl Into<String>) -> ValidationError {
+    pub(crate) fn new(field: &'static str, rule: impl Into<String>) -> ValidationError {
         ValidationError {
             field,
             rule: rule.into(),
@@ -138,7 +140,7 @@ pub fn validate_credential(c: &Credential) -> Result<(), ValidationError> {
 /// Whether `host` is an RFC 1123 hostname: labels of 1-63 `[A-Za-z0-9-]`
 /// not starting or ending with `-`, at most 253 characters, and not an
 /// all-numeric dotted name that is no valid IPv4 address (`1.2.3`).
-fn is_hostname(host: &str) -> bool {
+pub(crate) fn is_hostname(host: &str) -> bool {
     if host.is_empty() || host.len() > 253 {
         return false;
     }
@@ -176,12 +178,16 @@ pub fn validate_domain(domain: &str) -> Result<(), ValidationError> {
 /// # Errors
 /// The rule broken.
 pub fn validate_redis_address(address: &str) -> Result<(), ValidationError> {
-    let bad = || {
-        ValidationError::new(
-            "redis_address",
-            "must be host:port (IPv6 as [addr]:port) with port 1-65535",
-        )
-    };
+    check_address("redis_address", address)
+}
+
+/// A `host:port` Redis address given as `field` (the address, a sentinel's
+/// or a cluster node's).
+///
+/// # Errors
+/// The rule broken, naming `field`.
+pub(crate) fn check_address(field: &'static str, address: &str) -> Result<(), ValidationError> {
+    let bad = || ValidationError::new(field, "must be host:port (IPv6 as [addr]:port) with port 1-65535");
     let (host_ok, port) = if let Some(rest) = address.strip_prefix('[') {
         let (host, port) = rest.split_once("]:").ok_or_else(bad)?;
         (host.parse::<Ipv6Addr>().is_ok(), port)
@@ -273,6 +279,7 @@ pub fn validate_config(c: &Config) -> Result<(), ValidationError> {
     if let Some(r) = &c.redis_address {
         validate_redis_address(r)?;
     }
+    redis::validate(c.redis_address.as_deref(), &c.redis, &[])?;
     for (field, port) in [
         ("port", c.port),
         ("rtc_tcp_port", c.rtc_tcp_port),
@@ -367,7 +374,9 @@ pub fn apply_configure_with(
         validate_node_ip(ip)?;
     }
     let p_backend = port("backend_port", params.backend_port)?;
-    let (unset_redis, unset_node_ip) = unset_fields(params.unset.as_deref().unwrap_or_default(), redis, node_ip)?;
+    let unset = params.unset.as_deref().unwrap_or_default();
+    let (unset_redis, unset_node_ip) = unset_fields(unset, redis, node_ip)?;
+    let redis_settings = redis::merge(current.map(|c| &c.redis).unwrap_or(&Default::default()), params, unset)?;
 
     let held_key = key.map(str::to_string).or_else(|| current.map(|c| c.api_key.clone()));
     let held_secret = secret
@@ -396,6 +405,7 @@ pub fn apply_configure_with(
         } else {
             redis.map(str::to_string).or(base.redis_address)
         },
+        redis: redis_settings,
         port: p_port.unwrap_or(base.port),
         rtc_tcp_port: p_tcp.unwrap_or(base.rtc_tcp_port),
         rtc_port_range_start: p_start.unwrap_or(base.rtc_port_range_start),
@@ -412,6 +422,7 @@ pub fn apply_configure_with(
         Some(old) => changed(old, &config),
     };
     let prefer: Vec<&str> = changed_fields.iter().map(String::as_str).collect();
+    redis::validate(config.redis_address.as_deref(), &config.redis, &prefer)?;
     validate_cross(&config, &prefer)?;
     Ok(ConfigUpdate {
         config,
@@ -420,7 +431,8 @@ pub fn apply_configure_with(
     })
 }
 
-/// The optional fields `configure {unset}` may remove.
+/// The optional fields `configure {unset}` may remove, besides the Redis
+/// settings of [`redis::FIELDS`].
 pub const UNSETTABLE: [&str; 2] = ["redis_address", "node_ip"];
 
 /// Which optional fields `unset` removes: `(redis_address, node_ip)`. A
@@ -432,10 +444,16 @@ fn unset_fields(unset: &[String], redis: Option<&str>, node_ip: Option<&str>) ->
         let (field, flag, given) = match name.as_str() {
             "redis_address" => ("redis_address", &mut out.0, redis.is_some()),
             "node_ip" => ("node_ip", &mut out.1, node_ip.is_some()),
+            // `redis::merge` removes these.
+            other if redis::is_unsettable(other) => continue,
             _ => {
                 return Err(ValidationError::new(
                     "unset",
-                    format!("each entry must be one of {}", UNSETTABLE.join(", ")),
+                    format!(
+                        "each entry must be one of {}, {}",
+                        UNSETTABLE.join(", "),
+                        redis::FIELDS.join(", ")
+                    ),
                 ))
             }
         };
@@ -447,7 +465,8 @@ fn unset_fields(unset: &[String], redis: Option<&str>, node_ip: Option<&str>) ->
     Ok(out)
 }
 
-/// Names of the fields that differ between two configs, in [`FIELDS`] order.
+/// Names of the fields that differ between two configs, in [`FIELDS`] order
+/// with the Redis settings after `redis_address`.
 pub fn changed(old: &Config, new: &Config) -> Vec<String> {
     let diffs = [
         old.api_key != new.api_key,
@@ -461,12 +480,16 @@ pub fn changed(old: &Config, new: &Config) -> Vec<String> {
         old.node_ip != new.node_ip,
         old.backend_port != new.backend_port,
     ];
-    FIELDS
-        .iter()
-        .zip(diffs)
-        .filter(|(_, d)| *d)
-        .map(|(f, _)| f.to_string())
-        .collect()
+    let mut out: Vec<String> = Vec::new();
+    for (f, d) in FIELDS.iter().zip(diffs) {
+        if d {
+            out.push(f.to_string());
+        }
+        if *f == "redis_address" {
+            out.extend(old.redis.differing(&new.redis).into_iter().map(|(n, _)| n.to_string()));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -996,7 +1019,13 @@ mod tests {
         let e = invalid(unset(&["api_secret"]));
         assert_eq!(
             (e.field, e.rule.as_str()),
-            ("unset", "each entry must be one of redis_address, node_ip")
+            (
+                "unset",
+                "each entry must be one of redis_address, node_ip, redis_username, redis_password, redis_db, \
+                 redis_tls, redis_tls_ca_file, redis_tls_server_name, redis_tls_cert_file, redis_tls_key_file, \
+                 redis_sentinel_master, redis_sentinel_addresses, redis_sentinel_username, \
+                 redis_sentinel_password, redis_cluster_addresses"
+            )
         );
         let e = invalid(ConfigureParams {
             redis_address: Some("10.0.0.6:6379".into()),
