@@ -369,6 +369,10 @@ pub struct ProcessHealth {
     /// The log tail, when the child is `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_tail: Option<Vec<String>>,
+    /// Why the child waits (`backoff` until Redis answers) or runs without
+    /// being ready (406 while Redis is unreachable); never a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl ProcessHealth {
@@ -384,6 +388,7 @@ impl ProcessHealth {
             adopted: false,
             port_conflict: None,
             log_tail: None,
+            reason: None,
         }
     }
 }

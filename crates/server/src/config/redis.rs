@@ -836,7 +836,7 @@ mod tests {
                     unset: Some(vec!["redis_address".into()]),
                     ..Default::default()
                 },
-                "redis_cluster_addresses",
+                "redis_db",
                 "database 0",
             ),
             (

@@ -120,6 +120,9 @@ pub struct LivekitService {
     probe_wake: Arc<Notify>,
     /// Wakes the Redis check early, after `configure`.
     redis_wake: Arc<Notify>,
+    /// The Redis check's verdicts, for livekit-server's supervisor (it
+    /// waits for Redis instead of crash-looping).
+    redis_state: watch::Sender<supervise::DependencyState>,
     log_readers: Semaphore,
     subscriptions: Arc<Semaphore>,
     max_subscriptions: usize,
@@ -200,15 +203,26 @@ impl LivekitService {
         let events = EventBus::new(1024);
         let livekit_bin = opts.livekit_bin.unwrap_or_else(|| paths.livekit_bin());
         let backend_bin = opts.backend_bin.unwrap_or_else(|| default_backend_bin(&paths));
+        let redis_wake = Arc::new(Notify::new());
+        let (redis_state, redis_state_rx) = watch::channel(supervise::DependencyState {
+            configured: crate::redis::RedisTarget::from_config(&plan.config).is_some(),
+            ..Default::default()
+        });
         let sup = |name| {
             let bus = events.clone();
-            Child::new(
-                name,
-                SupervisorOptions::new(
-                    paths.children_dir(),
-                    supervise::EventSink::new(move |ev| bus.publish(ev)),
-                ),
-            )
+            let mut opts = SupervisorOptions::new(
+                paths.children_dir(),
+                supervise::EventSink::new(move |ev| bus.publish(ev)),
+            );
+            if name == ProcessName::LivekitServer {
+                opts.dependency = Some(supervise::Dependency {
+                    what: "Redis",
+                    exit_marker: "unable to connect to redis",
+                    state: redis_state_rx.clone(),
+                    recheck: Arc::clone(&redis_wake),
+                });
+            }
+            Child::new(name, opts)
         };
         let installed = install::installed(&livekit_bin, &paths.install_record());
         let openrpc = Arc::new(proto::openrpc::document());
@@ -242,7 +256,8 @@ impl LivekitService {
             view,
             health_memo: StdMutex::new(None),
             probe_wake: Arc::new(Notify::new()),
-            redis_wake: Arc::new(Notify::new()),
+            redis_wake,
+            redis_state,
             log_readers: Semaphore::new(LOG_READERS),
             subscriptions: Arc::new(Semaphore::new(max_subscriptions)),
             max_subscriptions,
@@ -583,18 +598,23 @@ impl LivekitService {
             loop {
                 {
                     let Some(svc) = weak.upgrade() else { return };
-                    let address = svc.view.borrow().rendered.config().redis_address.clone();
-                    let checked = match address {
+                    let target = crate::redis::RedisTarget::from_config(svc.view.borrow().rendered.config());
+                    let checked = match &target {
                         None => None,
-                        Some(address) => {
-                            let result = crate::redis::ping(&address, REDIS_PING_TIMEOUT).await;
+                        Some(target) => {
+                            let result = crate::redis::ping(target, REDIS_PING_TIMEOUT).await;
                             Some(RedisHealth {
-                                address,
+                                address: target.describe(),
                                 reachable: result.is_ok(),
-                                error: result.err(),
+                                error: result.err().map(|e| e.message),
                             })
                         }
                     };
+                    svc.redis_state.send_modify(|s| {
+                        s.checks += 1;
+                        s.configured = checked.is_some();
+                        s.down = checked.as_ref().and_then(|c| c.error.clone());
+                    });
                     svc.set_redis(checked);
                 }
                 tokio::select! {
