@@ -460,7 +460,7 @@ impl Actor {
                 _ => None,
             };
             let release = match (&self.life, &self.opts.dependency) {
-                (Life::Held(after), Some(dep)) => Some(hold::released(dep.state.clone(), *after)),
+                (Life::Held(after), Some(dep)) => Some(hold::next_verdict(dep.state.clone(), *after)),
                 _ => None,
             };
             // Exits first: a request must never see a dead process as running.
@@ -474,7 +474,12 @@ impl Actor {
                 },
                 () = tokio::time::sleep_until(backoff_until.unwrap_or_else(Instant::now)),
                     if backoff_until.is_some() => self.backoff_elapsed().await,
-                () = async { if let Some(r) = release { r.await } }, if matches!(self.life, Life::Held(_)) => self.dependency_back().await,
+                back = async {
+                    match release {
+                        Some(r) => r.await,
+                        None => std::future::pending().await,
+                    }
+                }, if matches!(self.life, Life::Held(_)) => self.dependency_verdict(back).await,
                 _ = tick.tick() => self.housekeeping().await,
             }
         }
@@ -851,9 +856,18 @@ impl Actor {
         true
     }
 
-    /// The dependency answers again: start the held child, as a restart
-    /// that costs nothing from the crash budget.
-    async fn dependency_back(&mut self) {
+    /// A check ran while held: when the dependency answers again, start the
+    /// child, as a restart that costs nothing from the crash budget; else
+    /// show the newest reason.
+    async fn dependency_verdict(&mut self, back: bool) {
+        if !back {
+            let reason = self.opts.dependency.as_ref().map(Dependency::reason);
+            if reason != self.reason {
+                self.reason = reason;
+                self.publish(self.reason.clone());
+            }
+            return;
+        }
         self.life = Life::Stopped;
         self.reason = None;
         self.recover(format!("{} answers again", self.dependency_name()), false)

@@ -92,20 +92,22 @@ impl Dependency {
     }
 }
 
-/// Resolves once a check newer than `after` says the dependency answers
-/// (or is no longer configured); never while the checker is gone.
-pub(crate) async fn released(mut state: watch::Receiver<DependencyState>, after: u64) {
-    loop {
-        {
-            let s = state.borrow_and_update();
-            if s.checks > after && (s.down.is_none() || !s.configured) {
-                return;
-            }
-        }
-        if state.changed().await.is_err() {
-            return std::future::pending().await;
-        }
+fn releases(s: &DependencyState, after: u64) -> bool {
+    s.checks > after && (s.down.is_none() || !s.configured)
+}
+
+/// Resolves with `true` once a check newer than `after` says the
+/// dependency answers (or is no longer configured), or with `false` at the
+/// next check that does not (so the reason shown can follow it); never
+/// while the checker is gone.
+pub(crate) async fn next_verdict(mut state: watch::Receiver<DependencyState>, after: u64) -> bool {
+    if releases(&state.borrow_and_update(), after) {
+        return true;
     }
+    if state.changed().await.is_err() {
+        return std::future::pending().await;
+    }
+    releases(&state.borrow_and_update(), after)
 }
 
 #[cfg(test)]
@@ -148,24 +150,29 @@ mod tests {
             configured: true,
             down: None,
         });
-        // The check that passed before the exit does not release it.
-        let wait = tokio::spawn(released(d.state.clone(), 5));
+        // The check that passed before the exit does not release it; a
+        // newer failing one is a verdict that keeps it held.
+        let wait = tokio::spawn(next_verdict(d.state.clone(), 5));
         tokio::task::yield_now().await;
+        assert!(!wait.is_finished());
         tx.send_replace(DependencyState {
             checks: 6,
             configured: true,
             down: Some("refused".into()),
         });
-        tokio::task::yield_now().await;
-        assert!(!wait.is_finished());
+        let held = tokio::time::timeout(std::time::Duration::from_secs(5), wait)
+            .await
+            .expect("a verdict")
+            .expect("task");
+        assert!(!held);
         tx.send_replace(DependencyState {
             checks: 7,
             configured: true,
             down: None,
         });
-        tokio::time::timeout(std::time::Duration::from_secs(5), wait)
+        let released = tokio::time::timeout(std::time::Duration::from_secs(5), next_verdict(d.state.clone(), 5))
             .await
-            .expect("released")
-            .expect("task");
+            .expect("a verdict");
+        assert!(released);
     }
 }
