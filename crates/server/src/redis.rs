@@ -656,4 +656,152 @@ mod tests {
         assert_eq!(e.kind, FailureKind::Tls, "{e}");
         assert!(e.message.contains("/nonexistent/ca.pem"), "{e}");
     }
+
+    /// A real redis-server on loopback, killed on drop.
+    struct Server {
+        child: std::process::Child,
+        port: u16,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn free_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    }
+
+    async fn server(extra: &[&str]) -> Server {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = std::process::Command::new("redis-server")
+            .current_dir(dir.path())
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run redis-server (Debian package redis-server)");
+        let s = Server { child, port, _dir: dir };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "redis-server did not listen");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        s
+    }
+
+    async fn next_message(messages: &mut Messages) -> String {
+        use futures_util::StreamExt;
+        let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("the stream is open");
+        msg.get_payload().expect("a string payload")
+    }
+
+    #[tokio::test]
+    async fn a_plain_connection_with_auth_and_db_runs_commands_and_pubsub() {
+        let s = server(&["--requirepass", "pw-of-the-test"]).await;
+        let mut c = config();
+        c.redis_address = Some(format!("127.0.0.1:{}", s.port));
+        c.redis.password = Some(Secret::new("pw-of-the-test"));
+        c.redis.db = 2;
+        let t = RedisTarget::from_config(&c).expect("target");
+        ping(&t, Duration::from_secs(5)).await.expect("PONG");
+        let mut conn = connect(&t, Duration::from_secs(5)).await.expect("connect");
+        assert_eq!(conn.get_db(), 2);
+        let _: () = redis::cmd("SET")
+            .arg("hero_livekit:{t}:k")
+            .arg("v")
+            .query_async(&mut conn)
+            .await
+            .expect("SET");
+        // Clones share the connection and see the same database.
+        let mut other = conn.clone();
+        let v: String = redis::cmd("GET")
+            .arg("hero_livekit:{t}:k")
+            .query_async(&mut other)
+            .await
+            .expect("GET");
+        assert_eq!(v, "v");
+
+        let mut messages = subscribe(&t, "hero_livekit:{t}:changes", Duration::from_secs(5))
+            .await
+            .expect("subscribe");
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("hero_livekit:{t}:changes")
+            .arg("generation 2")
+            .query_async(&mut conn)
+            .await
+            .expect("PUBLISH");
+        assert_eq!(next_message(&mut messages).await, "generation 2");
+
+        c.redis.password = Some(Secret::new("wrong-pw-of-the-test"));
+        let e = ping(&RedisTarget::from_config(&c).expect("target"), Duration::from_secs(5))
+            .await
+            .expect_err("wrong password");
+        assert_eq!(e.kind, FailureKind::AuthRefused, "{e}");
+        assert!(!e.message.contains("wrong-pw"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_cluster_routes_commands_and_one_node_hears_every_publish() {
+        let nodes = [
+            server(&["--cluster-enabled", "yes"]).await,
+            server(&["--cluster-enabled", "yes"]).await,
+            server(&["--cluster-enabled", "yes"]).await,
+        ];
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli (Debian package redis-tools)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        let mut c = config();
+        c.redis.cluster_addresses = addrs.clone();
+        let t = RedisTarget::from_config(&c).expect("target");
+        // The cluster needs a moment to agree that every slot is served.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut conn = loop {
+            if let Ok(mut conn) = connect(&t, Duration::from_secs(5)).await {
+                let info: Result<String, _> = redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn).await;
+                if info.is_ok_and(|i| i.contains("cluster_state:ok")) {
+                    break conn;
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the cluster did not come up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        ping(&t, Duration::from_secs(5)).await.expect("PONG");
+        // Keys in different slots, served by different nodes.
+        for k in ["a", "b", "c", "hero_livekit:{x}:record"] {
+            let _: () = redis::cmd("SET").arg(k).arg(k).query_async(&mut conn).await.expect("SET");
+            let v: String = redis::cmd("GET").arg(k).query_async(&mut conn).await.expect("GET");
+            assert_eq!(v, k);
+        }
+        let mut messages = subscribe(&t, "hero_livekit:{x}:changes", Duration::from_secs(5))
+            .await
+            .expect("subscribe");
+        // Published through the last node; heard on the first.
+        let mut last = single_target_conn(&addrs[2]).await;
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("hero_livekit:{x}:changes")
+            .arg("from another node")
+            .query_async(&mut last)
+            .await
+            .expect("PUBLISH");
+        assert_eq!(next_message(&mut messages).await, "from another node");
+    }
+
+    async fn single_target_conn(address: &str) -> Conn {
+        connect(&single(address), Duration::from_secs(5)).await.expect("connect")
+    }
 }
