@@ -586,7 +586,16 @@ struct RedisServer(Child);
 impl RedisServer {
     fn start(port: u16) -> RedisServer {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -627,7 +636,8 @@ fn an_unknown_key_under_redis_tls_names_livekits_type() {
     let yaml = config_yaml(
         port,
         rtc,
-        &(keys_section(KEY, SECRET) + "redis:\n  address: 127.0.0.1:6379\n  tls:\n    enabled: true\n    verify: true\n"),
+        &(keys_section(KEY, SECRET)
+            + "redis:\n  address: 127.0.0.1:6379\n  tls:\n    enabled: true\n    verify: true\n"),
     );
     let mut d = Double::spawn(&yaml, port, None);
     assert_eq!(d.wait_exit().code(), Some(0));

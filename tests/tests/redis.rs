@@ -41,7 +41,7 @@ impl Redis {
         let redis = Redis { child };
         wait_for(WAIT, "redis-server to accept connections", || {
             let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-            if args.iter().any(|a| *a == "--tls-port") {
+            if args.contains(&"--tls-port") {
                 return Some(());
             }
             s.write_all(b"PING\r\n").ok()?;
@@ -172,10 +172,7 @@ fn a_new_redis_address_is_checked_at_once_not_at_the_next_period() {
 /// A daemon supervising the livekit-server test double, checking Redis
 /// every 100 ms.
 fn double_daemon(root: &Root) -> Daemon {
-    let d = Daemon::start(
-        root,
-        DaemonOpts::double().env_var("HERO_LIVEKIT_REDIS_CHECK_MS", 100),
-    );
+    let d = Daemon::start(root, DaemonOpts::double().env_var("HERO_LIVEKIT_REDIS_CHECK_MS", 100));
     configure_free_ports(&d);
     d
 }
@@ -187,7 +184,10 @@ fn redis_cli(port: u16, auth: Option<(&str, &str)>, args: &[&str]) -> String {
     if let Some((user, pass)) = auth {
         cmd.args(["--user", user, "--pass", pass]);
     }
-    let out = cmd.args(args).output().expect("run redis-cli (Debian package redis-tools)");
+    let out = cmd
+        .args(args)
+        .output()
+        .expect("run redis-cli (Debian package redis-tools)");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -259,7 +259,11 @@ fn an_acl_user_with_a_password_and_a_db_is_rendered_checked_and_accepted_by_the_
     let refused = redis_cli(port, Some(("livekit", password)), &["SET", "elsewhere", "1"]);
     assert!(refused.contains("NOPERM"), "{refused}");
     assert_eq!(
-        redis_cli(port, Some(("livekit", password)), &["SET", "hero_livekit:{c}:probe", "1"]),
+        redis_cli(
+            port,
+            Some(("livekit", password)),
+            &["SET", "hero_livekit:{c}:probe", "1"]
+        ),
         "OK"
     );
 
@@ -277,7 +281,11 @@ fn an_acl_user_with_a_password_and_a_db_is_rendered_checked_and_accepted_by_the_
     let runtime: Value =
         serde_json::from_slice(&std::fs::read(root.file("runtime.json")).expect("runtime")).expect("json");
     assert_eq!(
-        (&runtime["redis_username"], &runtime["redis_password"], &runtime["redis_db"]),
+        (
+            &runtime["redis_username"],
+            &runtime["redis_password"],
+            &runtime["redis_db"]
+        ),
         (&json!("livekit"), &json!(password), &json!(3))
     );
     let r = wait_redis(&d, "the ACL user is accepted", |r| r["reachable"] == true);
@@ -287,17 +295,28 @@ fn an_acl_user_with_a_password_and_a_db_is_rendered_checked_and_accepted_by_the_
     let h = wait_health(&d, "ready for tokens over Redis", |h| h["ready_for_tokens"] == true);
     assert_eq!(livekit(&h)["state"], "running");
     let text = h.to_string() + &d.stderr();
-    assert!(!text.contains("user pw") && !text.contains(admin), "a Redis password leaked");
+    assert!(
+        !text.contains("user pw") && !text.contains(admin),
+        "a Redis password leaked"
+    );
 
     // A wrong password is refused in plain words, without the password;
     // the restarted livekit-server cannot connect and waits for Redis.
-    let r = d.call("livekitservice.configure", json!({"redis_password": "not-the-password"}));
+    let r = d.call(
+        "livekitservice.configure",
+        json!({"redis_password": "not-the-password"}),
+    );
     assert_eq!(r["error"]["data"]["kind"], "start_failed", "{r}");
     let r = wait_redis(&d, "the wrong password", |r| r["reachable"] == false);
     let error = r["error"].as_str().expect("error");
-    assert!(error.contains("auth refused") && !error.contains("not-the-password"), "{error}");
+    assert!(
+        error.contains("auth refused") && !error.contains("not-the-password"),
+        "{error}"
+    );
     let h = wait_health(&d, "livekit-server waiting for Redis", |h| {
-        livekit(h)["reason"].as_str().is_some_and(|r| r.contains("auth refused"))
+        livekit(h)["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("auth refused"))
     });
     assert_eq!(livekit(&h)["state"], "backoff", "{h}");
     assert!(!h.to_string().contains("not-the-password"));
@@ -322,9 +341,15 @@ fn bad_redis_values_are_refused_naming_the_field_and_nothing_is_written() {
             json!({"redis_tls": true, "redis_tls_cert_file": "/etc/hostname"}),
             "redis_tls_cert_file",
         ),
-        (json!({"redis_sentinel_addresses": ["10.0.0.1:26379"]}), "redis_sentinel_addresses"),
+        (
+            json!({"redis_sentinel_addresses": ["10.0.0.1:26379"]}),
+            "redis_sentinel_addresses",
+        ),
         (json!({"redis_cluster_addresses": ["nope"]}), "redis_cluster_addresses"),
-        (json!({"redis_cluster_addresses": "10.0.0.1:7000"}), "redis_cluster_addresses"),
+        (
+            json!({"redis_cluster_addresses": "10.0.0.1:7000"}),
+            "redis_cluster_addresses",
+        ),
         (json!({"unset": ["redis_address"], "redis_db": 2}), "redis_db"),
     ];
     for (params, field) in cases {
@@ -414,7 +439,11 @@ fn an_old_runtime_json_with_only_redis_address_loads_unchanged() {
     assert!(!runtime.contains("redis_username") && runtime.contains("\"redis_address\": \"10.0.0.5:6379\""));
     let mtimes: Vec<_> = ["runtime.json", "livekit.yaml", "backend.env"]
         .iter()
-        .map(|f| std::fs::metadata(root.file(f)).and_then(|m| m.modified()).expect("mtime"))
+        .map(|f| {
+            std::fs::metadata(root.file(f))
+                .and_then(|m| m.modified())
+                .expect("mtime")
+        })
         .collect();
     let d = Daemon::start(&root, DaemonOpts::default());
     let h = d.health();
@@ -423,7 +452,11 @@ fn an_old_runtime_json_with_only_redis_address_loads_unchanged() {
     assert_eq!(state_files(&root), before);
     let after: Vec<_> = ["runtime.json", "livekit.yaml", "backend.env"]
         .iter()
-        .map(|f| std::fs::metadata(root.file(f)).and_then(|m| m.modified()).expect("mtime"))
+        .map(|f| {
+            std::fs::metadata(root.file(f))
+                .and_then(|m| m.modified())
+                .expect("mtime")
+        })
         .collect();
     assert_eq!(mtimes, after, "an upgrade rewrote a consistent triple");
 }
@@ -439,11 +472,26 @@ fn make_certificates(dir: &std::path::Path) {
             .args(args)
             .output()
             .expect("run openssl (Debian package openssl)");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     run(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-        "-subj", "/CN=hero_livekit test CA",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=hero_livekit test CA",
     ]);
     std::fs::write(
         dir.join("server.ext"),
@@ -453,18 +501,50 @@ fn make_certificates(dir: &std::path::Path) {
     std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
     for (name, ext) in [("server", "server.ext"), ("client", "client.ext")] {
         run(&[
-            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &format!("{name}.key"), "-out",
-            &format!("{name}.csr"), "-subj", &format!("/CN={name}"),
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
         ]);
         run(&[
-            "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", &format!("{name}.pem"), "-days", "2", "-extfile", ext,
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            ext,
         ]);
     }
     // A second CA that signed nothing here: trusting it must fail.
     run(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.pem", "-days", "2",
-        "-subj", "/CN=another CA",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "other.key",
+        "-out",
+        "other.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=another CA",
     ]);
 }
 
@@ -480,8 +560,16 @@ fn redis_over_tls_with_a_client_certificate_and_a_server_name() {
     let _redis = Redis::spawn(
         port,
         &[
-            "--port", "0", "--tls-port", &tls_port, "--tls-cert-file", &server_pem, "--tls-key-file", &server_key,
-            "--tls-ca-cert-file", &ca_pem,
+            "--port",
+            "0",
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &server_pem,
+            "--tls-key-file",
+            &server_key,
+            "--tls-ca-cert-file",
+            &ca_pem,
         ],
     );
     let d = double_daemon(&root);
@@ -507,7 +595,10 @@ fn redis_over_tls_with_a_client_certificate_and_a_server_name() {
     wait_health(&d, "ready over TLS Redis", |h| h["ready_for_tokens"] == true);
 
     // The certificate is verified against the server name, not the address.
-    d.ok("livekitservice.configure", json!({"redis_tls_server_name": "redis.test"}));
+    d.ok(
+        "livekitservice.configure",
+        json!({"redis_tls_server_name": "redis.test"}),
+    );
     wait_redis(&d, "verified as redis.test", |r| r["reachable"] == true);
     wait_health(&d, "ready with the server name", |h| h["ready_for_tokens"] == true);
 
@@ -554,7 +645,10 @@ fn sentinels_name_the_master_with_their_own_credentials() {
     wait_health(&d, "ready through Sentinel", |h| h["ready_for_tokens"] == true);
 
     // A wrong sentinel password is the sentinels refusing, not the master.
-    let _ = d.call("livekitservice.configure", json!({"redis_sentinel_password": "wrong-pw"}));
+    let _ = d.call(
+        "livekitservice.configure",
+        json!({"redis_sentinel_password": "wrong-pw"}),
+    );
     let r = wait_redis(&d, "the sentinel refuses", |r| r["reachable"] == false);
     assert!(!r.to_string().contains("wrong-pw"), "{r}");
 }
@@ -566,13 +660,18 @@ fn livekit_server_waits_for_a_redis_that_starts_late_and_never_ends_failed() {
     let root = Root::new();
     let d = double_daemon(&root);
     let port = free_port();
-    d.ok("livekitservice.configure", json!({"redis_address": format!("127.0.0.1:{port}")}));
+    d.ok(
+        "livekitservice.configure",
+        json!({"redis_address": format!("127.0.0.1:{port}")}),
+    );
     wait_redis(&d, "nothing on the port yet", |r| r["reachable"] == false);
     // livekit-server exits 0 at startup (`unable to connect to redis`): it
     // waits for Redis, in backoff with the reason, instead of crash-looping.
     let _ = d.call("livekitservice.start", json!({"timeout_ms": 10000}));
     let h = wait_health(&d, "livekit-server waiting for Redis", |h| {
-        livekit(h)["reason"].as_str().is_some_and(|r| r.starts_with("waiting for Redis"))
+        livekit(h)["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("waiting for Redis"))
     });
     assert_eq!(livekit(&h)["state"], "backoff", "{h}");
     let log = std::fs::read_to_string(root.state().join("logs/livekit-server.log")).unwrap_or_default();
@@ -581,7 +680,10 @@ fn livekit_server_waits_for_a_redis_that_starts_late_and_never_ends_failed() {
     let until = std::time::Instant::now() + Duration::from_secs(3);
     while std::time::Instant::now() < until {
         let state = livekit(&d.health())["state"].clone();
-        assert_ne!(state, "failed", "livekit-server burnt its crash budget waiting for Redis");
+        assert_ne!(
+            state, "failed",
+            "livekit-server burnt its crash budget waiting for Redis"
+        );
         std::thread::park_timeout(Duration::from_millis(50));
     }
     let _redis = Redis::start(port, None);
@@ -596,7 +698,10 @@ fn a_running_livekit_server_is_degraded_not_restarted_while_redis_is_gone() {
     let d = double_daemon(&root);
     let port = free_port();
     let redis = Redis::start(port, None);
-    d.ok("livekitservice.configure", json!({"redis_address": format!("127.0.0.1:{port}")}));
+    d.ok(
+        "livekitservice.configure",
+        json!({"redis_address": format!("127.0.0.1:{port}")}),
+    );
     d.ok("livekitservice.start", json!({}));
     let h = wait_health(&d, "ready", |h| h["ready_for_tokens"] == true);
     let (pid, restarts) = (livekit(&h)["pid"].clone(), livekit(&h)["restarts"].clone());
@@ -608,11 +713,24 @@ fn a_running_livekit_server_is_degraded_not_restarted_while_redis_is_gone() {
     assert_eq!(h["status"], "degraded", "{h}");
     assert_eq!(h["ready_for_tokens"], false);
     let lk = livekit(&h);
-    assert_eq!((&lk["state"], &lk["ready"], &lk["pid"]), (&json!("running"), &json!(false), &pid), "{h}");
-    assert!(lk["reason"].as_str().is_some_and(|r| r.contains("Redis is unreachable")), "{lk}");
+    assert_eq!(
+        (&lk["state"], &lk["ready"], &lk["pid"]),
+        (&json!("running"), &json!(false), &pid),
+        "{h}"
+    );
+    assert!(
+        lk["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("Redis is unreachable")),
+        "{lk}"
+    );
 
     let _redis = Redis::start(port, None);
     let h = wait_health(&d, "ready again with Redis back", |h| h["ready_for_tokens"] == true);
     let lk = livekit(&h);
-    assert_eq!((&lk["pid"], &lk["restarts"]), (&pid, &restarts), "livekit-server was restarted: {h}");
+    assert_eq!(
+        (&lk["pid"], &lk["restarts"]),
+        (&pid, &restarts),
+        "livekit-server was restarted: {h}"
+    );
 }

@@ -400,7 +400,11 @@ pub struct RedisArgs {
     #[arg(long)]
     pub redis_sentinel_master: Option<String>,
     /// host:port of a sentinel; repeatable, replaces the list.
-    #[arg(long = "redis-sentinel-addresses", alias = "redis-sentinel-address", value_name = "HOST:PORT")]
+    #[arg(
+        long = "redis-sentinel-addresses",
+        alias = "redis-sentinel-address",
+        value_name = "HOST:PORT"
+    )]
     pub redis_sentinel_addresses: Vec<String>,
     /// User the sentinels are asked as (needs --redis-sentinel-password).
     #[arg(long)]
@@ -409,7 +413,11 @@ pub struct RedisArgs {
     #[arg(long)]
     pub redis_sentinel_password: Option<String>,
     /// host:port of a Redis Cluster node; repeatable, replaces the list.
-    #[arg(long = "redis-cluster-addresses", alias = "redis-cluster-address", value_name = "HOST:PORT")]
+    #[arg(
+        long = "redis-cluster-addresses",
+        alias = "redis-cluster-address",
+        value_name = "HOST:PORT"
+    )]
     pub redis_cluster_addresses: Vec<String>,
 }
 

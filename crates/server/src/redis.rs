@@ -216,7 +216,10 @@ fn failure(target: &RedisTarget, e: &RedisError) -> RedisFailure {
             format!("redis at {at}: no sentinel knows that master: {text}"),
         )
     } else {
-        (FailureKind::Refused, format!("redis at {at} answered with an error: {text}"))
+        (
+            FailureKind::Refused,
+            format!("redis at {at} answered with an error: {text}"),
+        )
     };
     RedisFailure { kind, message }
 }
@@ -225,9 +228,16 @@ fn failure(target: &RedisTarget, e: &RedisError) -> RedisFailure {
 /// `io::Error`s, so the words are all there is to go by).
 fn is_tls(e: &RedisError) -> bool {
     let t = e.to_string().to_ascii_lowercase();
-    ["tls", "certificate", "handshake", "invalidcertificate", "unknownissuer", "peer sent no certificates"]
-        .iter()
-        .any(|w| t.contains(w))
+    [
+        "tls",
+        "certificate",
+        "handshake",
+        "invalidcertificate",
+        "unknownissuer",
+        "peer sent no certificates",
+    ]
+    .iter()
+    .any(|w| t.contains(w))
 }
 
 fn config_failure(target: &RedisTarget, what: String) -> RedisFailure {
@@ -299,7 +309,10 @@ impl AsyncDNSResolver for ServerNameResolver {
 
 /// A client for one server (the address, a cluster node, or the master a
 /// sentinel named), with the target's credentials and TLS.
-async fn single_client(target: &RedisTarget, at: &Endpoint) -> Result<(Client, Option<ServerNameResolver>), RedisFailure> {
+async fn single_client(
+    target: &RedisTarget,
+    at: &Endpoint,
+) -> Result<(Client, Option<ServerNameResolver>), RedisFailure> {
     let Some(tls) = &target.tls else {
         let info = ConnectionAddr::Tcp(at.host.clone(), at.port)
             .into_connection_info()
@@ -460,7 +473,11 @@ fn timed_out(target: &RedisTarget, timeout: Duration) -> RedisFailure {
     }
 }
 
-async fn cluster(target: &RedisTarget, nodes: &[Endpoint], timeout: Duration) -> Result<ClusterConnection, RedisFailure> {
+async fn cluster(
+    target: &RedisTarget,
+    nodes: &[Endpoint],
+    timeout: Duration,
+) -> Result<ClusterConnection, RedisFailure> {
     let addrs: Vec<ConnectionAddr> = nodes
         .iter()
         .map(|n| match target.tls {
@@ -535,7 +552,11 @@ pub(crate) type Messages = redis::aio::PubSubStream;
 /// A [`RedisFailure`] when no server could be subscribed to.
 // For the cluster credential's change notifications.
 #[allow(dead_code)]
-pub(crate) async fn subscribe(target: &RedisTarget, channel: &str, timeout: Duration) -> Result<Messages, RedisFailure> {
+pub(crate) async fn subscribe(
+    target: &RedisTarget,
+    channel: &str,
+    timeout: Duration,
+) -> Result<Messages, RedisFailure> {
     let bounded = async {
         let clients: Vec<(Client, Option<ServerNameResolver>)> = match &target.topology {
             Topology::Single(at) => vec![single_client(target, at).await?],
@@ -681,7 +702,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let child = std::process::Command::new("redis-server")
             .current_dir(dir.path())
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -783,7 +813,12 @@ mod tests {
         ping(&t, Duration::from_secs(5)).await.expect("PONG");
         // Keys in different slots, served by different nodes.
         for k in ["a", "b", "c", "hero_livekit:{x}:record"] {
-            let _: () = redis::cmd("SET").arg(k).arg(k).query_async(&mut conn).await.expect("SET");
+            let _: () = redis::cmd("SET")
+                .arg(k)
+                .arg(k)
+                .query_async(&mut conn)
+                .await
+                .expect("SET");
             let v: String = redis::cmd("GET").arg(k).query_async(&mut conn).await.expect("GET");
             assert_eq!(v, k);
         }
@@ -802,6 +837,8 @@ mod tests {
     }
 
     async fn single_target_conn(address: &str) -> Conn {
-        connect(&single(address), Duration::from_secs(5)).await.expect("connect")
+        connect(&single(address), Duration::from_secs(5))
+            .await
+            .expect("connect")
     }
 }

@@ -162,7 +162,6 @@ struct RtcConfig {
     forward_stats: Option<Value>,
 }
 
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[expect(

@@ -86,9 +86,7 @@ fn split(address: &str) -> Result<(String, u16), String> {
         .rsplit_once(':')
         .ok_or_else(|| format!("address {address}: missing port in address"))?;
     let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    let port = port
-        .parse()
-        .map_err(|_| format!("address {address}: invalid port"))?;
+    let port = port.parse().map_err(|_| format!("address {address}: invalid port"))?;
     Ok((host.to_string(), port))
 }
 
@@ -208,7 +206,11 @@ async fn ping_inner(c: &RedisConfig, timeout: Duration) -> Result<(), String> {
             .get_multiplexed_async_connection_with_config(&cfg)
             .await
             .map_err(e)?;
-        return redis::cmd("PING").query_async::<String>(&mut conn).await.map(drop).map_err(e);
+        return redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(e);
     }
     if !cluster.is_empty() {
         let addrs = cluster
@@ -228,7 +230,11 @@ async fn ping_inner(c: &RedisConfig, timeout: Duration) -> Result<(), String> {
             b = b.tls(TlsMode::Secure).certs(certificates(c)?);
         }
         let mut conn = b.build().map_err(e)?.get_async_connection().await.map_err(e)?;
-        return redis::cmd("PING").query_async::<String>(&mut conn).await.map(drop).map_err(e);
+        return redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(e);
     }
     let address = c.address.clone().unwrap_or_default();
     let (host, port) = split(&address)?;
@@ -252,5 +258,9 @@ async fn ping_inner(c: &RedisConfig, timeout: Duration) -> Result<(), String> {
         .get_multiplexed_async_connection_with_config(&cfg)
         .await
         .map_err(e)?;
-    redis::cmd("PING").query_async::<String>(&mut conn).await.map(drop).map_err(e)
+    redis::cmd("PING")
+        .query_async::<String>(&mut conn)
+        .await
+        .map(drop)
+        .map_err(e)
 }

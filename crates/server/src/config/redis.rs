@@ -97,11 +97,26 @@ impl RedisSettings {
             (self.tls_server_name != other.tls_server_name, "redis.tls.server_name"),
             (self.tls_cert_file != other.tls_cert_file, "redis.tls.client_cert_file"),
             (self.tls_key_file != other.tls_key_file, "redis.tls.client_key_file"),
-            (self.sentinel_master != other.sentinel_master, "redis.sentinel_master_name"),
-            (self.sentinel_addresses != other.sentinel_addresses, "redis.sentinel_addresses"),
-            (self.sentinel_username != other.sentinel_username, "redis.sentinel_username"),
-            (self.sentinel_password != other.sentinel_password, "redis.sentinel_password"),
-            (self.cluster_addresses != other.cluster_addresses, "redis.cluster_addresses"),
+            (
+                self.sentinel_master != other.sentinel_master,
+                "redis.sentinel_master_name",
+            ),
+            (
+                self.sentinel_addresses != other.sentinel_addresses,
+                "redis.sentinel_addresses",
+            ),
+            (
+                self.sentinel_username != other.sentinel_username,
+                "redis.sentinel_username",
+            ),
+            (
+                self.sentinel_password != other.sentinel_password,
+                "redis.sentinel_password",
+            ),
+            (
+                self.cluster_addresses != other.cluster_addresses,
+                "redis.cluster_addresses",
+            ),
         ];
         FIELDS
             .iter()
@@ -161,7 +176,11 @@ pub(crate) fn render_json(s: &RedisSettings, out: &mut String) {
     string(out, "redis_sentinel_master", s.sentinel_master.as_deref());
     list(out, "redis_sentinel_addresses", &s.sentinel_addresses);
     string(out, "redis_sentinel_username", s.sentinel_username.as_deref());
-    string(out, "redis_sentinel_password", s.sentinel_password.as_ref().map(Secret::expose));
+    string(
+        out,
+        "redis_sentinel_password",
+        s.sentinel_password.as_ref().map(Secret::expose),
+    );
     list(out, "redis_cluster_addresses", &s.cluster_addresses);
 }
 
@@ -202,7 +221,11 @@ pub(crate) fn render_yaml(address: Option<&str>, s: &RedisSettings, out: &mut St
     }
     line(out, "sentinel_master_name", s.sentinel_master.as_deref());
     line(out, "sentinel_username", s.sentinel_username.as_deref());
-    line(out, "sentinel_password", s.sentinel_password.as_ref().map(Secret::expose));
+    line(
+        out,
+        "sentinel_password",
+        s.sentinel_password.as_ref().map(Secret::expose),
+    );
     if !s.sentinel_addresses.is_empty() {
         out.push_str("  sentinel_addresses: ");
         push_list(out, &s.sentinel_addresses);
@@ -367,10 +390,7 @@ fn check_name(field: &'static str, n: &str) -> Result<(), ValidationError> {
 
 fn check_path_shape(field: &'static str, p: &str) -> Result<(), ValidationError> {
     if !p.starts_with('/') || p.len() > 4096 || p.chars().any(char::is_control) {
-        return Err(bad(
-            field,
-            "must be an absolute path without control characters",
-        ));
+        return Err(bad(field, "must be an absolute path without control characters"));
     }
     Ok(())
 }
@@ -540,9 +560,15 @@ fn validate_together(address: Option<&str>, s: &RedisSettings, prefer: &[&str]) 
     }
     if s.tls_cert_file.is_some() != s.tls_key_file.is_some() {
         return Err(if s.tls_cert_file.is_some() {
-            bad("redis_tls_cert_file", "needs redis_tls_key_file (a certificate and its key go together)")
+            bad(
+                "redis_tls_cert_file",
+                "needs redis_tls_key_file (a certificate and its key go together)",
+            )
         } else {
-            bad("redis_tls_key_file", "needs redis_tls_cert_file (a certificate and its key go together)")
+            bad(
+                "redis_tls_key_file",
+                "needs redis_tls_cert_file (a certificate and its key go together)",
+            )
         });
     }
     Ok(())
@@ -611,9 +637,24 @@ pub fn merge(current: &RedisSettings, p: &ConfigureParams, unset: &[String]) -> 
             Err(bad(f, "must be a hostname (RFC 1123)"))
         }
     );
-    take_string!("redis_tls_cert_file", p.redis_tls_cert_file, s.tls_cert_file, check_pem_file);
-    take_string!("redis_tls_key_file", p.redis_tls_key_file, s.tls_key_file, check_pem_file);
-    take_string!("redis_sentinel_master", p.redis_sentinel_master, s.sentinel_master, check_name);
+    take_string!(
+        "redis_tls_cert_file",
+        p.redis_tls_cert_file,
+        s.tls_cert_file,
+        check_pem_file
+    );
+    take_string!(
+        "redis_tls_key_file",
+        p.redis_tls_key_file,
+        s.tls_key_file,
+        check_pem_file
+    );
+    take_string!(
+        "redis_sentinel_master",
+        p.redis_sentinel_master,
+        s.sentinel_master,
+        check_name
+    );
     if let Some(l) = given_list(&p.redis_sentinel_addresses) {
         check_list("redis_sentinel_addresses", l)?;
         s.sentinel_addresses = l.to_vec();
@@ -869,7 +910,11 @@ mod tests {
     #[test]
     fn every_setting_is_taken_kept_and_unset() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (ca, cert, key) = (pem(dir.path(), "ca.pem"), pem(dir.path(), "c.pem"), pem(dir.path(), "c.key"));
+        let (ca, cert, key) = (
+            pem(dir.path(), "ca.pem"),
+            pem(dir.path(), "c.pem"),
+            pem(dir.path(), "c.key"),
+        );
         let c = configure(
             &current(),
             ConfigureParams {
@@ -927,7 +972,11 @@ mod tests {
         assert_eq!(s.redis_address, None);
         assert_eq!(s.redis.sentinel_addresses.len(), 2);
         // Everything unset at once.
-        let all: Vec<String> = FIELDS.iter().map(|f| f.to_string()).chain(["redis_address".to_string()]).collect();
+        let all: Vec<String> = FIELDS
+            .iter()
+            .map(|f| f.to_string())
+            .chain(["redis_address".to_string()])
+            .collect();
         let none = configure(
             &s,
             ConfigureParams {

@@ -79,10 +79,12 @@ impl Dependency {
         if !state.configured {
             return None;
         }
-        state
-            .down
-            .as_ref()
-            .map(|why| format!("answers GET / with 406 Not Ready while {} is unreachable: {why}", self.what))
+        state.down.as_ref().map(|why| {
+            format!(
+                "answers GET / with 406 Not Ready while {} is unreachable: {why}",
+                self.what
+            )
+        })
     }
 
     /// Whether the dependency is configured and down now.
@@ -128,7 +130,10 @@ mod tests {
     #[test]
     fn only_a_configured_dependency_named_in_the_log_explains_an_exit() {
         let (tx, d) = dep();
-        let tail = vec!["starting".to_string(), "Unable to connect to Redis: refused".to_string()];
+        let tail = vec![
+            "starting".to_string(),
+            "Unable to connect to Redis: refused".to_string(),
+        ];
         assert_eq!(d.explains_exit(&tail), None, "not configured");
         tx.send_replace(DependencyState {
             checks: 3,

@@ -42,7 +42,7 @@ pub use backoff::{BackoffPolicy, Decision, Failure};
 pub use child::{AdoptOutcome, Child, StopOutcome, SupervisorOptions};
 pub use error::SuperviseError;
 pub use events::EventSink;
-pub use hold::{Dependency, DependencyState};
 pub use hero_livekit_proto::StartOutcome;
+pub use hold::{Dependency, DependencyState};
 pub use record::{verify, ChildRecord, Verification};
 pub use spec::{ChildSpec, ReadyProbe};
