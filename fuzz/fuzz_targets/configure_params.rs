@@ -20,7 +20,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use hero_livekit_proto::ConfigureParams;
 use hero_livekit_server::config::{
     apply_configure, check, plan_with, render, validate_config, Config, Credential, FileObs, MintError, Observed,
-    Secret, TripleFile,
+    RedisSettings, Secret, TripleFile,
 };
 use hero_livekit_server::rpc::parse_params;
 use jsonrpsee::types::Params;
@@ -35,6 +35,7 @@ fn base() -> Config {
         api_secret: Secret::new(BASE_SECRET),
         domain: "media.example.org".into(),
         redis_address: Some("redis.internal:6380".into()),
+        redis: RedisSettings::default(),
         port: 7980,
         rtc_tcp_port: 7981,
         rtc_port_range_start: 51000,
