@@ -696,10 +696,23 @@ impl LivekitService {
             config::ConfigureError::Invalid(v) => ServiceError::invalid(v.field, v.rule),
             config::ConfigureError::Mint(m) => internal(m),
         })?;
+        // A livekit-server waiting in backoff (for Redis, say) would restart
+        // from the file it last failed with: a new livekit.yaml, perhaps the
+        // fix for what it waits for, starts it now from the new rendering.
+        let livekit_waits = self.livekit.health().state == proto::ProcessState::Backoff
+            && Rendered::new(update.config.clone()).sha256(config::TripleFile::LivekitYaml)
+                != d.rendered.sha256(config::TripleFile::LivekitYaml);
         let step = Step {
             trigger: "configure",
             target: Target::Config(Box::new(update.config.clone())),
-            intent: Intent::default(),
+            intent: Intent {
+                restart: if livekit_waits {
+                    vec![ProcessName::LivekitServer]
+                } else {
+                    Vec::new()
+                },
+                ..Intent::default()
+            },
             timeout: DEFAULT_READY_TIMEOUT,
         };
         let mut r = self.reconcile(&mut d, step).await?;
