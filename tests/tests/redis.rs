@@ -674,6 +674,14 @@ fn livekit_server_waits_for_a_redis_that_starts_late_and_never_ends_failed() {
             .is_some_and(|r| r.starts_with("waiting for Redis"))
     });
     assert_eq!(livekit(&h)["state"], "backoff", "{h}");
+    let out = Command::new(bin("hero_livekit"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("health")
+        .output()
+        .expect("run hero_livekit health");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("reason: waiting for Redis"), "{text}");
     let log = std::fs::read_to_string(root.state().join("logs/livekit-server.log")).unwrap_or_default();
     assert!(log.contains("unable to connect to redis"), "{log}");
     // Long enough for a crash loop to reach `failed` several times over.
