@@ -320,6 +320,13 @@ fn an_acl_user_with_a_password_and_a_db_is_rendered_checked_and_accepted_by_the_
     });
     assert_eq!(livekit(&h)["state"], "backoff", "{h}");
     assert!(!h.to_string().contains("not-the-password"));
+
+    // The fix starts the waiting livekit-server from the new file at once.
+    d.ok("livekitservice.configure", json!({"redis_password": password}));
+    let h = wait_health(&d, "ready again with the right password", |h| {
+        h["ready_for_tokens"] == true
+    });
+    assert_eq!(livekit(&h)["state"], "running");
 }
 
 #[test]
