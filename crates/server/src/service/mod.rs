@@ -696,6 +696,11 @@ impl LivekitService {
             config::ConfigureError::Invalid(v) => ServiceError::invalid(v.field, v.rule),
             config::ConfigureError::Mint(m) => internal(m),
         })?;
+        // Known before the children restart onto the new file, so that an
+        // exit blamed on a just-configured Redis already waits for it.
+        let configured = crate::redis::RedisTarget::from_config(&update.config).is_some();
+        self.redis_state
+            .send_if_modified(|s| std::mem::replace(&mut s.configured, configured) != configured);
         // A livekit-server waiting in backoff (for Redis, say) would restart
         // from the file it last failed with: a new livekit.yaml, perhaps the
         // fix for what it waits for, starts it now from the new rendering.
