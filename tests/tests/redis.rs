@@ -749,3 +749,58 @@ fn a_running_livekit_server_is_degraded_not_restarted_while_redis_is_gone() {
         "livekit-server was restarted: {h}"
     );
 }
+
+// ------------------------------------------------------------ Cluster
+
+#[test]
+fn a_redis_cluster_is_checked_and_accepted_by_the_double() {
+    let ports = [free_port(), free_port(), free_port()];
+    let dirs: Vec<tempfile::TempDir> = ports.iter().map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let _nodes: Vec<Redis> = ports
+        .iter()
+        .zip(&dirs)
+        .map(|(port, dir)| {
+            let conf = dir.path().join("nodes.conf").to_string_lossy().into_owned();
+            let port = port.to_string();
+            Redis::spawn(
+                port.parse().expect("port"),
+                &[
+                    "--port",
+                    &port,
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &conf,
+                ],
+            )
+        })
+        .collect();
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("run redis-cli (Debian package redis-tools)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    wait_for(WAIT, "the cluster to serve every slot", || {
+        ports
+            .iter()
+            .all(|p| redis_cli(*p, None, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+            .then_some(())
+    });
+    let root = Root::new();
+    let d = double_daemon(&root);
+    d.ok("livekitservice.configure", json!({"redis_cluster_addresses": addrs}));
+    let yaml = std::fs::read_to_string(root.file("livekit.yaml")).expect("yaml");
+    assert!(yaml.contains("redis:\n  cluster_addresses: [\"127.0.0.1:"), "{yaml}");
+    let r = wait_redis(&d, "the cluster answers", |r| r["reachable"] == true);
+    assert!(
+        r["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("cluster 127.0.0.1:")),
+        "{r}"
+    );
+    d.ok("livekitservice.start", json!({}));
+    wait_health(&d, "ready on a Redis Cluster", |h| h["ready_for_tokens"] == true);
+}

@@ -82,6 +82,10 @@ pub(crate) enum Topology {
 
 /// The TLS settings of a target: file paths, read at each connection so a
 /// renewed certificate is picked up as livekit-server would on restart.
+/// `server_name` applies to a target at an address; with sentinels or a
+/// cluster each node's certificate is verified against the host it is
+/// reached at (the `redis` crate names nodes by what the sentinels or the
+/// cluster announce).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct TlsFiles {
     pub ca_file: Option<String>,
