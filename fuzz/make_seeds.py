@@ -162,6 +162,15 @@ def main():
         "api_key": "APIgivengivengi", "api_secret": "given/Secret+given/Secret+given/Secret+given==",
         "domain": "media.example.org", "redis_address": "redis:6379", "port": 7880, "rtc_tcp_port": 7881,
         "rtc_port_range_start": 50000, "rtc_port_range_end": 60000, "node_ip": "192.0.2.7", "backend_port": 7890}))
+    write(t, "production", json.dumps({
+        "bind_addresses": ["127.0.0.1"], "use_external_ip": True, "rtc_udp_port": "7882-7892",
+        "stun_servers": ["stun.example.org:3478"],
+        "turn_servers": [{"host": "turn.example.org", "port": 443, "protocol": "tls", "username": "u", "credential": "c"}],
+        "turn_enabled": True, "turn_domain": "turn.example.org", "turn_external_tls": True,
+        "webhook_urls": ["https://hooks.example.org/lk"], "room_auto_create": False, "room_empty_timeout": 600,
+        "room_enabled_codecs": ["audio/opus", "video/vp8"], "log_level": "warn", "log_json": True,
+        "prometheus_port": 6789, "prometheus_username": "scraper", "prometheus_password": "pw", "region": "eu-west-1"}))
+    write(t, "production_bad", '{"turn_enabled": true, "turn_domain": "t.example.org", "webhook_urls": ["ftp://x"], "unset": ["webhook_urls"]}')
     write(t, "unset_both", '{"unset": ["redis_address", "node_ip"], "domain": "2001:db8::1"}')
     write(t, "port_clash", '{"port": 7990, "rtc_tcp_port": 7990}')
     write(t, "wrong_types", '{"port": "7880", "api_secret": 12, "unset": "node_ip"}')

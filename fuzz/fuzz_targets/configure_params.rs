@@ -7,7 +7,8 @@
 //! the parser into the validators more often).
 //!
 //! Properties:
-//! - neither step panics;
+//! - neither step panics (the production settings included: TURN, webhooks,
+//!   rooms, logging, Prometheus);
 //! - an accepted config is valid, renders to files `check` finds consistent,
 //!   and booting from those files loads exactly that config back (the
 //!   renderers and the lenient readers agree on every accepted value);
@@ -20,7 +21,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use hero_livekit_proto::ConfigureParams;
 use hero_livekit_server::config::{
     apply_configure, check, plan_with, render, validate_config, Config, Credential, FileObs, MintError, Observed,
-    RedisSettings, Secret, TripleFile,
+    RedisSettings, Secret, Settings, TripleFile,
 };
 use hero_livekit_server::rpc::parse_params;
 use jsonrpsee::types::Params;
@@ -42,6 +43,8 @@ fn base() -> Config {
         rtc_port_range_end: 52000,
         node_ip: Some("192.0.2.10".into()),
         backend_port: 7990,
+        settings: Settings::default(),
+        livekit_version: None,
     }
 }
 
@@ -125,11 +128,23 @@ fn structured(u: &mut Unstructured<'_>) -> arbitrary::Result<Value> {
             m.insert(name.into(), port(u)?);
         }
     }
+    settings(u, &mut m)?;
     if u.arbitrary()? {
         let n = u.int_in_range(0..=3)?;
         let mut unset = Vec::new();
         for _ in 0..n {
-            unset.push(json!(pick(u, &["redis_address", "node_ip", "port", ""])?));
+            unset.push(json!(pick(
+                u,
+                &[
+                    "redis_address",
+                    "node_ip",
+                    "port",
+                    "",
+                    "webhook_urls",
+                    "turn_key_file",
+                    "prometheus_password"
+                ]
+            )?));
         }
         m.insert("unset".into(), Value::Array(unset));
     }
@@ -137,6 +152,97 @@ fn structured(u: &mut Unstructured<'_>) -> arbitrary::Result<Value> {
         m.insert(pick(u, &["extra", "apiKey", "api_key "])?, json!(1));
     }
     Ok(Value::Object(m))
+}
+
+/// The production settings, each present or not, mostly plausible.
+fn settings(u: &mut Unstructured<'_>, m: &mut Map<String, Value>) -> arbitrary::Result<()> {
+    let lists: [(&str, &[&str]); 5] = [
+        ("bind_addresses", &["127.0.0.1", "::1", "10.0.0.1", "eth0", ""]),
+        (
+            "stun_servers",
+            &["stun.example.org:3478", "[::1]:19302", "stun", "::1:3478"],
+        ),
+        (
+            "webhook_urls",
+            &[
+                "https://hooks.example.org/lk",
+                "http://10.0.0.1:8080/",
+                "ftp://x",
+                "https://",
+            ],
+        ),
+        (
+            "room_enabled_codecs",
+            &["audio/opus", "video/vp8", "video/h264", "video/mpeg2", ""],
+        ),
+        ("unset", &[]),
+    ];
+    for (name, dict) in lists.into_iter().filter(|(_, d)| !d.is_empty()) {
+        if u.ratio(1, 4)? {
+            let n = u.int_in_range(0..=3)?;
+            let mut items = Vec::new();
+            for _ in 0..n {
+                items.push(json!(pick(u, dict)?));
+            }
+            m.insert(name.into(), Value::Array(items));
+        }
+    }
+    let strings: [(&str, &[&str]); 6] = [
+        ("turn_domain", &["turn.example.org", "10.0.0.1", "bad domain"]),
+        ("turn_cert_file", &["/etc/hostname", "/nonexistent.pem", "relative.pem"]),
+        ("turn_key_file", &["/etc/hostname", "/nonexistent.key"]),
+        ("log_level", &["debug", "info", "warn", "error", "trace"]),
+        ("prometheus_username", &["scraper", "a b"]),
+        ("region", &["eu-west-1", "eu/west"]),
+    ];
+    for (name, dict) in strings {
+        if u.ratio(1, 4)? {
+            m.insert(name.into(), json!(pick(u, dict)?));
+        }
+    }
+    for name in ["turn_tls_port", "turn_udp_port", "prometheus_port", "rtc_udp_port"] {
+        if u.ratio(1, 4)? {
+            m.insert(name.into(), port(u)?);
+        }
+    }
+    if u.ratio(1, 8)? {
+        m.insert("rtc_udp_port".into(), json!(pick(u, &["7882-7892", "9-1", "7882"])?));
+    }
+    for name in [
+        "use_external_ip",
+        "turn_enabled",
+        "turn_external_tls",
+        "log_json",
+        "room_auto_create",
+    ] {
+        if u.ratio(1, 4)? {
+            m.insert(name.into(), json!(bool::arbitrary(u)?));
+        }
+    }
+    for name in ["room_empty_timeout", "room_departure_timeout", "room_max_participants"] {
+        if u.ratio(1, 6)? {
+            m.insert(name.into(), json!(u32::arbitrary(u)?));
+        }
+    }
+    if u.ratio(1, 6)? {
+        m.insert(
+            "prometheus_password".into(),
+            json!(pick(u, &["promPassword+promPassword+promPassword"])?),
+        );
+    }
+    if u.ratio(1, 6)? {
+        let auth = if u.arbitrary()? {
+            json!({"username": pick(u, &["alice"])?, "credential": pick(u, &["turnCredential"])?})
+        } else {
+            json!({"secret": pick(u, &["turnSecret"])?})
+        };
+        let mut t = json!({"host": pick(u, &["turn.example.org", "192.0.2.1", "bad host"])?, "port": port(u)?, "protocol": pick(u, &["udp", "tcp", "tls", "quic"])?});
+        if let (Some(t), Some(a)) = (t.as_object_mut(), auth.as_object()) {
+            t.extend(a.clone());
+        }
+        m.insert("turn_servers".into(), json!([t]));
+    }
+    Ok(())
 }
 
 /// Every string of `v` (keys and values), except the top-level `api_secret`

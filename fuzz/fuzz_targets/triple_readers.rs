@@ -22,8 +22,8 @@
 use hero_livekit_proto::envfile;
 use hero_livekit_server::config::validate::validate_credential;
 use hero_livekit_server::config::{
-    check, plan_with, render, validate_config, Config, ConfigSource, Credential, FileObs, MintError, Observed, RedisSettings,
-    Secret, TripleFile,
+    check, plan_with, render, validate_config, Config, ConfigSource, Credential, FileObs, MintError, Observed,
+    RedisSettings, Secret, Settings, TripleFile,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -45,6 +45,13 @@ fn fixed() -> Config {
         rtc_port_range_end: 52000,
         node_ip: Some("192.0.2.10".into()),
         backend_port: 7990,
+        // A webhook section, so that a reader of livekit.yaml meets one.
+        settings: Settings {
+            webhook_urls: vec!["https://hooks.example.org/lk".into()],
+            log_json: true,
+            ..Settings::default()
+        },
+        livekit_version: None,
     }
 }
 

@@ -578,6 +578,82 @@ async fn ignore_sigterm_leaves_only_sigkill() {
     assert_eq!(d.wait_exit().code(), None, "killed by a signal");
 }
 
+/// A copy of the double claiming `version`, run once on `yaml`; its stdout.
+fn run_as_version(version: &str, yaml: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exe = dir.path().join("livekit-server");
+    std::fs::copy(env!("CARGO_BIN_EXE_livekit-server-double"), &exe).expect("copy");
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(dir.path().join("livekit-server.version"), version).expect("version file");
+    let config = dir.path().join("livekit.yaml");
+    std::fs::write(&config, yaml).expect("write config");
+    let out = Command::new(&exe)
+        .arg("--config")
+        .arg(&config)
+        .args(["--bind", "127.0.0.1"])
+        .env_remove("LK_DOUBLE_BEHAVIOUR_FILE")
+        .stderr(Stdio::null())
+        .output()
+        .expect("run the double");
+    let version_out = Command::new(&exe).arg("--version").output().expect("--version");
+    assert_eq!(
+        String::from_utf8_lossy(&version_out.stdout),
+        format!("livekit-server version {version}\n")
+    );
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn version_flag_answers_like_livekit_server() {
+    let out = Command::new(env!("CARGO_BIN_EXE_livekit-server-double"))
+        .arg("--version")
+        .output()
+        .expect("--version");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "livekit-server version 1.13.5\n");
+}
+
+#[test]
+fn an_older_release_refuses_newer_keys_as_unknown_fields() {
+    let (port, rtc) = free_ports();
+    let yaml = format!(
+        "port: {port}\nrtc:\n  tcp_port: {rtc}\n{}prometheus:\n  port: 6789\n",
+        keys_section(KEY, SECRET)
+    );
+    let (code, stdout) = run_as_version("1.7.0", &yaml);
+    assert_eq!(code, Some(0), "config errors exit 0");
+    assert!(
+        stdout.contains("could not parse config: yaml: unmarshal errors:\n  line 6: field prometheus not found in type config.Config"),
+        "{stdout}"
+    );
+    let yaml = format!(
+        "port: {port}\nrtc:\n  tcp_port: {rtc}\n  turn_servers:\n    - host: \"t.example.org\"\n      port: 3478\n      protocol: \"udp\"\n      secret_file: \"/etc/turn-secret\"\n{}",
+        keys_section(KEY, SECRET)
+    );
+    let (_, stdout) = run_as_version("1.12.9", &yaml);
+    assert!(
+        stdout.contains("line 8: field secret_file not found in type config.TURNServer"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn webhooks_naming_a_key_not_in_keys_refuse_to_start() {
+    let (port, rtc) = free_ports();
+    let yaml = format!(
+        "{}webhook:\n  api_key: APInotinkeys00\n  urls:\n    - https://hooks.example.org/\n",
+        config_yaml(port, rtc, &keys_section(KEY, SECRET))
+    );
+    let mut d = Double::spawn(&yaml, port, None);
+    assert_eq!(d.wait_exit().code(), Some(0));
+    assert!(
+        d.stdout().contains("api_key is required to use webhooks"),
+        "{}",
+        d.stdout()
+    );
+    assert!(port_is_closed(d.addr));
+}
+
 // ------------------------------------------------------------ Redis
 
 /// A real redis-server on 127.0.0.1:`port`; killed on drop.

@@ -607,6 +607,7 @@ fn protocol_0_health() -> Value {
             installed: true,
             version: Some("1.8.0".into()),
             sha256: None,
+            target_version: None,
         },
         token_chain: Default::default(),
         redis: None,

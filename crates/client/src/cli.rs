@@ -47,6 +47,9 @@ pub enum Command {
     Health(HealthArgs),
     /// Show the tail of a child's log.
     Logs(LogsArgs),
+    /// The effective configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print events (state changes, heals, restarts, install progress) as they happen.
     Events,
     /// Mint a LiveKit access token through lk-backend.
@@ -119,9 +122,12 @@ pub struct ConfigureArgs {
     #[arg(long)]
     pub backend_port: Option<u32>,
     /// Remove an optional setting (an empty value keeps it): node-ip,
-    /// redis-address or any other redis-* setting. Repeatable.
+    /// redis-address or any other redis-* setting, or a production setting
+    /// (it returns to LiveKit's default). Repeatable.
     #[arg(long, value_name = "FIELD", value_parser = unsettable)]
     pub unset: Vec<String>,
+    #[command(flatten)]
+    pub settings: crate::settings_args::SettingsArgs,
 }
 
 impl ConfigureArgs {
@@ -139,7 +145,7 @@ impl ConfigureArgs {
             backend_port: self.backend_port,
             // Flags are kebab case, the method's names snake case.
             unset: (!self.unset.is_empty()).then(|| self.unset.iter().map(|f| f.replace('-', "_")).collect()),
-            ..self.redis.params()
+            ..self.redis.apply(self.settings.params())
         }
     }
 }
@@ -200,6 +206,13 @@ pub struct LogsArgs {
     /// Keep printing new lines as they are written.
     #[arg(long, short)]
     pub follow: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// The effective settings (secrets only as set/unset), marked where
+    /// they differ from LiveKit's defaults.
+    Show,
 }
 
 #[derive(Debug, Args)]
@@ -309,6 +322,7 @@ async fn dispatch(cli: &Cli, client: &Client, out: &Out) -> Result<ExitCode, Cli
                 })?;
             }
         }
+        Command::Config(ConfigCommand::Show) => out.config_show(&client.config_show().await?),
         Command::Events => {
             let mut events = client.subscribe_events().await?;
             while let Some(ev) = events.next().await {
@@ -363,10 +377,9 @@ const UNSETTABLE: [&str; 15] = [
 fn unsettable(s: &str) -> Result<String, String> {
     let kebab = s.replace('_', "-");
     if UNSETTABLE.contains(&kebab.as_str()) {
-        Ok(kebab)
-    } else {
-        Err(format!("must be one of {}", UNSETTABLE.join(", ")))
+        return Ok(kebab);
     }
+    crate::settings_args::parse_unset(s).map_err(|theirs| format!("{theirs}, or one of {}", UNSETTABLE.join(", ")))
 }
 
 /// The Redis connection settings of `configure` beyond the address.
@@ -422,8 +435,8 @@ pub struct RedisArgs {
 }
 
 impl RedisArgs {
-    /// These settings as `configure` parameters (the others default).
-    pub fn params(&self) -> proto::ConfigureParams {
+    /// `p` with these settings as its Redis parameters.
+    pub fn apply(&self, p: proto::ConfigureParams) -> proto::ConfigureParams {
         let list = |l: &Vec<String>| (!l.is_empty()).then(|| l.clone());
         proto::ConfigureParams {
             redis_username: self.redis_username.clone(),
@@ -439,7 +452,7 @@ impl RedisArgs {
             redis_sentinel_username: self.redis_sentinel_username.clone(),
             redis_sentinel_password: self.redis_sentinel_password.clone(),
             redis_cluster_addresses: list(&self.redis_cluster_addresses),
-            ..Default::default()
+            ..p
         }
     }
 }

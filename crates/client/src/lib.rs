@@ -282,6 +282,9 @@ impl Client {
     pub async fn logs(&self, p: &proto::LogsParams) -> Result<proto::LogsResult, ClientError> {
         self.call(method::LOGS, p).await
     }
+    pub async fn config_show(&self) -> Result<proto::ConfigShowResult, ClientError> {
+        self.call(method::CONFIG_SHOW, &proto::NoParams {}).await
+    }
     pub async fn discover(&self) -> Result<Value, ClientError> {
         self.call(method::DISCOVER, &proto::NoParams {}).await
     }

@@ -7,6 +7,7 @@
 
 mod cli;
 mod output;
+mod settings_args;
 mod up;
 
 use std::process::ExitCode;

@@ -152,6 +152,13 @@ impl Out {
         self.heal(&r.heal);
     }
 
+    pub fn config_show(&self, r: &proto::ConfigShowResult) {
+        if self.emit(r) {
+            return;
+        }
+        crate::settings_args::print_show(r);
+    }
+
     pub fn start(&self, r: &proto::StartResult) {
         if self.emit(r) {
             return;

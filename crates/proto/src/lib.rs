@@ -36,6 +36,7 @@ pub mod method {
     pub const RESTART: &str = "livekitservice.restart";
     pub const HEALTH: &str = "livekitservice.health";
     pub const LOGS: &str = "livekitservice.logs";
+    pub const CONFIG_SHOW: &str = "livekitservice.config_show";
     pub const SUBSCRIBE_EVENTS: &str = "livekitservice.subscribe_events";
     /// Notification method carrying each [`crate::Event`] to subscribers.
     pub const EVENT_NOTIFICATION: &str = "livekitservice.event";
@@ -123,6 +124,13 @@ pub const METHODS: &[MethodSpec] = &[
         summary: "The tail of a child's log.",
         access: Access::ReadOnly,
         errors: &[E::Io],
+        subscription: false,
+    },
+    MethodSpec {
+        name: method::CONFIG_SHOW,
+        summary: "The effective settings (secrets only as set/unset), which differ from LiveKit's defaults, and the livekit-server version they are rendered for. Read-only.",
+        access: Access::ReadOnly,
+        errors: &[],
         subscription: false,
     },
     MethodSpec {

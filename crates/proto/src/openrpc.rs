@@ -110,6 +110,7 @@ fn method_entry(spec: &crate::MethodSpec) -> Value {
         method::RESTART => (params_of::<RestartParams>(), "RestartResult", schema::<RestartResult>()),
         method::HEALTH => (Vec::new(), "Health", schema::<Health>()),
         method::LOGS => (params_of::<LogsParams>(), "LogsResult", schema::<LogsResult>()),
+        method::CONFIG_SHOW => (Vec::new(), "ConfigShowResult", schema::<ConfigShowResult>()),
         method::SUBSCRIBE_EVENTS => (Vec::new(), "EventMessage", schema::<EventMessage>()),
         method::DISCOVER => (
             Vec::new(),
@@ -192,9 +193,38 @@ mod tests {
             "rtc_port_range_end",
             "node_ip",
             "backend_port",
+            "unset",
+            "bind_addresses",
+            "use_external_ip",
+            "rtc_udp_port",
+            "stun_servers",
+            "turn_servers",
+            "turn_enabled",
+            "turn_domain",
+            "turn_tls_port",
+            "turn_udp_port",
+            "turn_external_tls",
+            "turn_cert_file",
+            "turn_key_file",
+            "webhook_urls",
+            "room_auto_create",
+            "room_empty_timeout",
+            "room_departure_timeout",
+            "room_max_participants",
+            "room_enabled_codecs",
+            "log_level",
+            "log_json",
+            "prometheus_port",
+            "prometheus_username",
+            "prometheus_password",
+            "region",
         ] {
             assert!(params.contains(&f), "configure documents {f}");
         }
+        for p in configure["params"].as_array().expect("params") {
+            assert!(p["description"].is_string(), "{} has a description", p["name"]);
+        }
+        assert_eq!(params.len(), 35, "every configure parameter is listed above");
     }
 
     #[test]

@@ -146,9 +146,131 @@ pub struct ConfigureParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_port: Option<u32>,
     /// Optional fields to remove, since an empty value keeps the current
-    /// one: `node_ip` or any `redis_*` setting.
+    /// one: `redis_address`, `node_ip`, any other `redis_*` setting, or any
+    /// production setting below (it returns to LiveKit's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unset: Option<Vec<String>>,
+    /// IP addresses livekit-server listens on (`bind_addresses`; default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_addresses: Option<Vec<String>>,
+    /// Discover the public IP through STUN (`rtc.use_external_ip`; default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_external_ip: Option<bool>,
+    /// One muxed UDP media port (`7882`) or a range (`"7882-7892"`)
+    /// (`rtc.udp_port`); when set, livekit-server uses it instead of the port range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtc_udp_port: Option<UdpPortParam>,
+    /// STUN servers as `host:port` (`rtc.stun_servers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stun_servers: Option<Vec<String>>,
+    /// External TURN servers handed to clients (`rtc.turn_servers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_servers: Option<Vec<TurnServerParam>>,
+    /// Run the embedded TURN server (`turn.enabled`; default false). Needs
+    /// `turn_domain` and either `turn_external_tls` or a cert pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_enabled: Option<bool>,
+    /// Public hostname of the embedded TURN server (`turn.domain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_domain: Option<String>,
+    /// TURN/TLS port (`turn.tls_port`; default 5349).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_tls_port: Option<u32>,
+    /// TURN/UDP port (`turn.udp_port`; default 3478).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_udp_port: Option<u32>,
+    /// TLS for TURN is ended by a proxy in front (`turn.external_tls`);
+    /// excludes `turn_cert_file`/`turn_key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_external_tls: Option<bool>,
+    /// Absolute path of the TURN/TLS certificate (`turn.cert_file`); must exist and be readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_cert_file: Option<String>,
+    /// Absolute path of the TURN/TLS private key (`turn.key_file`); must exist and be readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_key_file: Option<String>,
+    /// http(s) URLs livekit-server posts webhooks to (`webhook.urls`);
+    /// `webhook.api_key` is always the active API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_urls: Option<Vec<String>>,
+    /// Create rooms on first join (`room.auto_create`; default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_auto_create: Option<bool>,
+    /// Seconds an empty room lives (`room.empty_timeout`; default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_empty_timeout: Option<u32>,
+    /// Seconds a room lives after the last participant left (`room.departure_timeout`; default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_departure_timeout: Option<u32>,
+    /// Most participants in a room, 0 for no limit (`room.max_participants`; default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_max_participants: Option<u32>,
+    /// Codec MIME types rooms may use (`room.enabled_codecs`), e.g. `audio/opus`, `video/vp8`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_enabled_codecs: Option<Vec<String>>,
+    /// `debug`, `info`, `warn` or `error` (`logging.level`; default info).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    /// JSON log lines, for production log pipelines (`logging.json`; default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_json: Option<bool>,
+    /// Port of livekit-server's Prometheus endpoint (`prometheus.port`,
+    /// `prometheus_port` before livekit-server 1.7.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_port: Option<u32>,
+    /// Basic-auth user of the Prometheus endpoint (livekit-server 1.7.1 and later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_username: Option<String>,
+    /// Basic-auth password of the Prometheus endpoint (a secret; 1.7.1 and later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_password: Option<String>,
+    /// Region of this node, for multi-region routing (`region`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+impl fmt::Debug for TurnServerParam {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let given = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("TurnServerParam")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("protocol", &self.protocol)
+            .field("username", &self.username)
+            .field("credential", &given(&self.credential))
+            .field("secret", &given(&self.secret))
+            .finish()
+    }
+}
+
+/// `rtc_udp_port`: a port number, or a `start-end` range as a string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum UdpPortParam {
+    Port(u32),
+    Text(String),
+}
+
+/// One external TURN server handed to clients: `username` and
+/// `credential` (long-term credentials), or `secret` (TURN REST API).
+/// `Debug` shows whether the secrets are given, never their value.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TurnServerParam {
+    /// Hostname or IP address.
+    pub host: String,
+    /// 1-65535.
+    pub port: u32,
+    /// `udp`, `tcp` or `tls`.
+    pub protocol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// A secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    /// A secret: the shared secret of the TURN REST API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -238,6 +360,37 @@ pub struct ConfigureResult {
     pub api_key: String,
     /// sha256 of the canonical in-memory config.
     pub in_memory_hash: String,
+}
+
+/// One effective setting, as `config_show` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SettingShow {
+    /// The `configure` parameter name.
+    pub name: String,
+    /// The effective value; a secret is only `"set"` or `"unset"`.
+    pub value: serde_json::Value,
+    /// LiveKit's (or hero_livekit's) default for it, in the same form.
+    pub default: serde_json::Value,
+    /// Whether the value differs from the default.
+    pub differs: bool,
+    /// The `livekit.yaml` key it is rendered as, when livekit-server reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub livekit_key: Option<String>,
+    /// Set, but left out of `livekit.yaml` because the installed
+    /// livekit-server is too old for its key: the version it needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs_version: Option<String>,
+}
+
+/// `config_show`: the effective settings. Never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ConfigShowResult {
+    /// The livekit-server version `livekit.yaml` is rendered for (the
+    /// install record, else `livekit-server --version`); null when unknown,
+    /// and then every key is rendered.
+    pub target_version: Option<String>,
+    /// Every `configure` parameter, in the method's order.
+    pub settings: Vec<SettingShow>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -399,6 +552,11 @@ pub struct BinaryHealth {
     pub installed: bool,
     pub version: Option<String>,
     pub sha256: Option<String>,
+    /// The livekit-server version `livekit.yaml` is rendered for: the
+    /// install record's, else what the binary's `--version` says; null when
+    /// unknown (every key is rendered).
+    #[serde(default)]
+    pub target_version: Option<String>,
 }
 
 /// The last token-chain probe: a token obtained from the running lk-backend

@@ -149,6 +149,13 @@ pub fn module(service: Arc<LivekitService>) -> Result<RpcModule<LivekitService>,
         }))
     })
     .map_err(|e| e.to_string())?;
+    m.register_method(method::CONFIG_SHOW, |params, ctx, ext| {
+        to_rpc(authorize(ext, method::CONFIG_SHOW).and_then(|()| {
+            parse_params::<hero_livekit_proto::NoParams>(&params)?;
+            Ok(ctx.config_show())
+        }))
+    })
+    .map_err(|e| e.to_string())?;
     m.register_method(method::DISCOVER, move |_params, _ctx, ext| {
         to_rpc(authorize(ext, method::DISCOVER).map(|()| doc.clone()))
     })

@@ -33,6 +33,11 @@
 //! - `GET /` answers 200 `OK` (406 `Not Ready` while not ready);
 //!   `/rtc/validate` checks a join token exactly like LiveKit's auth
 //!   middleware and `validate` handler, with the same status codes and texts;
+//! - `--version` prints `livekit-server version X.Y.Z`. The double claims
+//!   LiveKit's release that hero_livekit pins, or the version written in
+//!   `<its own path>.version`; a key newer than that release (`prometheus`
+//!   1.7.1, `rtc.turn_servers[].secret_file` 1.13.0, `debug_handler` 1.13.2)
+//!   is an unknown field, as in that release's strict decoder;
 //! - SIGTERM, SIGINT and SIGQUIT end it with status 0. Logs go to stdout in
 //!   the real server's console format, never with a secret.
 //!
@@ -76,11 +81,14 @@ use redis_link::RedisConfig;
 /// A test double of livekit-server for hero_livekit's end-to-end tests.
 /// It is not LiveKit: it serves only readiness and token validation.
 #[derive(Debug, Parser)]
-#[command(name = "livekit-server-double", version)]
+#[command(name = "livekit-server-double", disable_version_flag = true)]
 struct Cli {
+    /// Print `livekit-server version X.Y.Z`, as the real binary does.
+    #[arg(long)]
+    version: bool,
     /// Path to the livekit.yaml config file.
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "version")]
+    config: Option<PathBuf>,
     /// IP address to listen on; repeat for several. Replaces bind_addresses.
     #[arg(long, value_name = "ADDR")]
     bind: Vec<String>,
@@ -103,7 +111,7 @@ struct Config {
     port: Option<u32>,
     bind_addresses: Option<Vec<String>>,
     prometheus_port: Option<u32>,
-    prometheus: Option<Value>,
+    prometheus: Option<PrometheusConfig>,
     environment: Option<String>,
     rtc: Option<RtcConfig>,
     redis: Option<RedisConfig>,
@@ -125,6 +133,111 @@ struct Config {
     limit: Option<Value>,
     development: Option<bool>,
     metric: Option<Value>,
+    /// 1.13.2 and later (see [`NEWER_KEYS`]).
+    debug_handler: Option<Value>,
+}
+
+/// `prometheus:` (1.7.1 and later; `prometheus_port` before).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(dead_code, reason = "the field list is the schema the strict parser checks")]
+struct PrometheusConfig {
+    port: Option<u32>,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+/// One entry of `rtc.turn_servers`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(dead_code, reason = "the field list is the schema the strict parser checks")]
+struct TurnServerConfig {
+    host: Option<String>,
+    port: Option<u32>,
+    protocol: Option<String>,
+    username: Option<String>,
+    credential: Option<String>,
+    secret: Option<String>,
+    /// 1.13.0 and later (see [`NEWER_KEYS`]).
+    secret_file: Option<String>,
+}
+
+/// One entry of `room.enabled_codecs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(dead_code, reason = "the field list is the schema the strict parser checks")]
+struct CodecSpec {
+    mime: Option<String>,
+    fmtp_line: Option<String>,
+}
+
+/// What this double claims to be: LiveKit's release that hero_livekit pins,
+/// unless `<its own path>.version` says otherwise (an older double refuses
+/// the newer keys exactly as that release does).
+struct Version {
+    text: String,
+    number: (u32, u32, u32),
+}
+
+const DEFAULT_VERSION: &str = "1.13.5";
+
+/// Keys some releases do not know, with the release that added them and
+/// the Go type that holds them (LiveKit's `pkg/config` history).
+const NEWER_KEYS: &[(&str, (u32, u32, u32), &str)] = &[
+    ("prometheus", (1, 7, 1), "config.Config"),
+    ("secret_file", (1, 13, 0), "config.TURNServer"),
+    ("debug_handler", (1, 13, 2), "config.Config"),
+];
+
+fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = text
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .map(|p| p.parse::<u32>().ok());
+    let v = (parts.next()??, parts.next()??, parts.next()??);
+    parts.next().is_none().then_some(v)
+}
+
+fn own_version() -> Version {
+    let side = std::env::current_exe().ok().map(|p| {
+        let mut name = p.into_os_string();
+        name.push(".version");
+        PathBuf::from(name)
+    });
+    let text = side
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .map(|t| t.trim().to_string())
+        .filter(|t| parse_version(t).is_some())
+        .unwrap_or_else(|| DEFAULT_VERSION.to_string());
+    let number = parse_version(&text).unwrap_or((1, 13, 5));
+    Version { text, number }
+}
+
+/// A key newer than this release is unknown to its strict decoder: the
+/// same error as any unknown field.
+fn refuse_newer_keys(text: &str, version: &Version) -> Result<(), String> {
+    for (key, since, go_type) in NEWER_KEYS {
+        if version.number >= *since {
+            continue;
+        }
+        let top_level = *go_type == "config.Config";
+        let found = text.lines().enumerate().find(|(_, l)| {
+            let t = if top_level {
+                *l
+            } else {
+                l.trim_start().trim_start_matches("- ")
+            };
+            t.starts_with(&format!("{key}:"))
+        });
+        if let Some((i, _)) = found {
+            return Err(format!(
+                "could not parse config: yaml: unmarshal errors:\n  line {}: field {key} not found in type {go_type}",
+                i + 1
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -141,7 +254,7 @@ struct RtcConfig {
     use_external_ip: Option<bool>,
     node_ip: Option<String>,
     stun_servers: Option<Vec<String>>,
-    turn_servers: Option<Value>,
+    turn_servers: Option<Vec<TurnServerConfig>>,
     use_ice_lite: Option<bool>,
     interfaces: Option<Value>,
     ips: Option<Value>,
@@ -184,7 +297,7 @@ struct LoggingConfig {
 )]
 struct RoomConfig {
     auto_create: Option<bool>,
-    enabled_codecs: Option<Value>,
+    enabled_codecs: Option<Vec<CodecSpec>>,
     max_participants: Option<u32>,
     empty_timeout: Option<u32>,
     departure_timeout: Option<u32>,
@@ -247,7 +360,16 @@ const MIN_SECRET_LENGTH: usize = 32;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let behaviour = match load_behaviour(&cli.config) {
+    let version = own_version();
+    if cli.version {
+        println!("livekit-server version {}", version.text);
+        return ExitCode::SUCCESS;
+    }
+    let Some(config) = cli.config.clone() else {
+        println!("livekit-server-double: --config is required");
+        return ExitCode::from(2);
+    };
+    let behaviour = match load_behaviour(&config) {
         Ok(b) => b,
         Err(e) => {
             // A broken switch file is a broken test, not a server fault: fail
@@ -262,7 +384,7 @@ fn main() -> ExitCode {
     }
     // Every startup error is printed on stdout and the process exits 0,
     // exactly like livekit-server's `main` (it prints the error of `app.Run`).
-    match startup(&cli) {
+    match startup(&cli, &config, &version) {
         Ok(server) => run(server, behaviour),
         Err(message) => {
             println!("{message}");
@@ -293,10 +415,10 @@ struct Server {
     json_logs: bool,
 }
 
-fn startup(cli: &Cli) -> Result<Server, String> {
-    let text =
-        std::fs::read_to_string(&cli.config).map_err(|e| format!("open {}: {}", cli.config.display(), io_text(&e)))?;
+fn startup(cli: &Cli, path: &Path, version: &Version) -> Result<Server, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("open {}: {}", path.display(), io_text(&e)))?;
     let config = parse_config(&text)?;
+    refuse_newer_keys(&text, version)?;
     let keys = resolve_keys(&config)?;
     check_webhook(&config, &keys)?;
     let development = config.development.unwrap_or(false);
@@ -333,7 +455,7 @@ fn startup(cli: &Cli) -> Result<Server, String> {
         &[
             ("portHttp", port.to_string()),
             ("nodeIP", json_str(&node_ip)),
-            ("version", json_str(concat!("double-", env!("CARGO_PKG_VERSION")))),
+            ("version", json_str(&version.text)),
             ("bindAddresses", format!("{binds:?}")),
             ("rtc.portTCP", tcp_port.to_string()),
             ("rtc.portICERange", format!("[{range_start}, {range_end}]")),
@@ -460,6 +582,12 @@ fn yaml_error_text(e: &serde_path_to_error::Error<serde_yaml::Error>) -> String 
 
 /// The Go type that holds a section, as yaml.v3 names it in its errors.
 fn go_type(section: &str) -> &'static str {
+    if section.starts_with("rtc.turn_servers") {
+        return "config.TURNServer";
+    }
+    if section.starts_with("room.enabled_codecs") {
+        return "config.CodecSpec";
+    }
     match section {
         "rtc" => "config.RTCConfig",
         "redis" => "redis.RedisConfig",
@@ -468,6 +596,7 @@ fn go_type(section: &str) -> &'static str {
         "room" => "config.RoomConfig",
         "turn" => "config.TURNConfig",
         "webhook" => "config.WebHookConfig",
+        "prometheus" => "config.PrometheusConfig",
         _ => "config.Config",
     }
 }

@@ -9,7 +9,8 @@ use super::heal::{FileObs, Observed};
 use super::model::{sha256_hex, Config};
 use super::parse::{read, Reading};
 use super::redis::RedisSettings;
-use super::render::{Rendered, TripleFile};
+use super::render::{render, Rendered, TripleFile};
+use super::settings;
 
 /// The state of one file against its rendering.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +129,10 @@ fn describe(file: TripleFile, obs: &FileObs, config: &Config, drift: &mut Vec<St
     let mut diffs = Vec::new();
     match file {
         TripleFile::RuntimeJson => diff_runtime_json(&reading, config, &mut diffs),
-        TripleFile::LivekitYaml => diff_livekit_yaml(&reading, config, &mut diffs),
+        TripleFile::LivekitYaml => {
+            diff_livekit_yaml(&reading, config, &mut diffs);
+            diffs.extend(settings::yaml_drift(bytes, &render(config, file)));
+        }
         TripleFile::BackendEnv => diff_backend_env(&reading, config, &mut diffs),
     }
     drift.extend(diffs.into_iter().map(|d| format!("{name}: {d}")));
@@ -229,6 +233,7 @@ fn diff_runtime_json(r: &Reading, c: &Config, out: &mut Vec<String>) {
     diff_opt(r, "node_ip", p.node_ip.as_ref(), &c.node_ip, out);
     diff(r, "backend_port", p.backend_port.as_ref(), &c.backend_port, out);
     diff(r, "livekit_url", p.livekit_url.as_ref(), &c.livekit_url(), out);
+    out.extend(settings::json_drift(&p.settings_json.0, c));
 }
 
 fn diff_livekit_yaml(r: &Reading, c: &Config, out: &mut Vec<String>) {
@@ -249,7 +254,13 @@ fn diff_livekit_yaml(r: &Reading, c: &Config, out: &mut Vec<String>) {
         &c.rtc_port_range_end,
         out,
     );
-    diff(r, "rtc.use_external_ip", p.use_external_ip.as_ref(), &false, out);
+    diff(
+        r,
+        "rtc.use_external_ip",
+        p.use_external_ip.as_ref(),
+        &c.settings.use_external_ip,
+        out,
+    );
     diff_opt(r, "rtc.node_ip", p.node_ip.as_ref(), &c.node_ip, out);
     diff_opt(r, "redis.address", p.redis_address.as_ref(), &c.redis_address, out);
     diff_redis(
@@ -267,7 +278,8 @@ fn diff_livekit_yaml(r: &Reading, c: &Config, out: &mut Vec<String>) {
         (None, _) | (_, None) if !r.has_problem("keys") => out.push("keys missing".to_string()),
         _ => {}
     }
-    diff(r, "logging.level", p.logging_level.as_deref(), "info", out);
+    let level = c.settings.log_level.as_deref().unwrap_or(settings::DEFAULT_LOG_LEVEL);
+    diff(r, "logging.level", p.logging_level.as_deref(), level, out);
 }
 
 fn diff_backend_env(r: &Reading, c: &Config, out: &mut Vec<String>) {

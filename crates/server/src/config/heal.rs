@@ -12,6 +12,7 @@ use super::model::{Config, Credential};
 use super::parse::{read, Partial};
 use super::redis::{self, RedisSettings};
 use super::render::{Rendered, TripleFile};
+use super::settings::{self, Settings};
 use super::validate::{
     validate_config, validate_credential, validate_domain, validate_node_ip, validate_redis_address,
 };
@@ -315,6 +316,17 @@ fn salvage(credential: Credential, readings: &[Option<Partial>; 3], same: Option
         // Unreachable with a validated credential and individually
         // validated fields; the defaults are the safe answer regardless.
         return defaults;
+    }
+    // The production settings come from runtime.json alone (the only file
+    // holding all of them); an old one without them gives the defaults, and
+    // so do settings that clash with the ports kept above (the lesser loss).
+    config.settings = sources
+        .iter()
+        .find(|p| !p.settings_json.0.is_empty())
+        .map(|p| settings::from_json(&p.settings_json.0))
+        .unwrap_or_default();
+    if validate_config(&config).is_err() {
+        config.settings = Settings::default();
     }
     config
 }

@@ -18,6 +18,8 @@
 //!   write and what to restart.
 //! - [`store`]: the shell: [`StateDir`] observes and writes atomically,
 //!   [`FileCache`] keeps `health` cheap.
+//! - [`settings`]: the production settings (TURN, webhooks, rooms, logging,
+//!   Prometheus...), their validation, renderings and version gating.
 //! - [`fault`]: abort points for the crash-consistency test.
 //!
 //! Invariants: renderers are pure; drift text, errors and `Debug` output
@@ -33,6 +35,7 @@ pub mod model;
 mod parse;
 pub mod redis;
 pub mod render;
+pub mod settings;
 pub mod store;
 pub mod validate;
 
@@ -45,5 +48,6 @@ pub use heal::{plan, plan_rendered, plan_with, ConfigSource, FileObs, HealPlan, 
 pub use model::{Config, Credential, Secret};
 pub use redis::RedisSettings;
 pub use render::{render, Rendered, TripleFile};
+pub use settings::{LivekitVersion, Settings};
 pub use store::{FileCache, StateDir, WriteError};
 pub use validate::{apply_configure, validate_config, ConfigUpdate, ConfigureError, ValidationError};

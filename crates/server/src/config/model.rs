@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::redis::RedisSettings;
 use super::render::{render, TripleFile};
+use super::settings::{LivekitVersion, Settings};
 
 /// Default public hostname of the node.
 pub const DEFAULT_DOMAIN: &str = "localhost";
@@ -91,6 +92,14 @@ pub struct Config {
     pub node_ip: Option<String>,
     /// lk-backend HTTP port.
     pub backend_port: u16,
+    /// The production settings (TURN, webhooks, rooms, logging, ...).
+    pub settings: Settings,
+    /// The livekit-server version the renderings target: not configured but
+    /// observed (install record, else `livekit-server --version`), and part
+    /// of the config because `livekit.yaml` depends on it (a key newer than
+    /// the binary stops it) and renderers are pure functions of the config.
+    /// `None` when unknown: every key is rendered.
+    pub livekit_version: Option<LivekitVersion>,
 }
 
 impl Config {
@@ -108,6 +117,8 @@ impl Config {
             rtc_port_range_end: DEFAULT_RTC_PORT_RANGE_END,
             node_ip: None,
             backend_port: DEFAULT_BACKEND_PORT,
+            settings: Settings::default(),
+            livekit_version: None,
         }
     }
 

@@ -13,6 +13,7 @@ use serde_yaml::Value as Yaml;
 use super::model::Secret;
 use super::redis::{self, RedisSettings};
 use super::render::TripleFile;
+use super::settings;
 
 /// The values one file carries. `None` means the file does not say (absent,
 /// wrong type or not a field of this format); for the optional fields,
@@ -38,6 +39,19 @@ pub(crate) struct Partial {
     pub use_external_ip: Option<bool>,
     /// `livekit.yaml`'s `logging.level`.
     pub logging_level: Option<String>,
+    /// `runtime.json`'s settings entries and `livekit_version`, as found.
+    pub settings_json: RawEntries,
+}
+
+/// JSON entries that may hold secrets (the Prometheus password, TURN
+/// credentials): `Debug` shows only their names.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub(crate) struct RawEntries(pub Vec<(String, Json)>);
+
+impl fmt::Debug for RawEntries {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(k, _)| k)).finish()
+    }
 }
 
 /// A structural problem of a readable file, under the label of the field it
@@ -213,6 +227,9 @@ fn read_runtime_json(text: &str) -> Result<Reading, Unparseable> {
             "node_ip" => r.partial.node_ip = json_string(&mut r, "node_ip", v).map(unset_if_empty),
             "backend_port" => r.partial.backend_port = json_port(&mut r, "backend_port", v),
             "livekit_url" => r.partial.livekit_url = json_string(&mut r, "livekit_url", v),
+            k if settings::FIELDS.contains(&k) || k == settings::VERSION_KEY => {
+                r.partial.settings_json.0.push((k.to_string(), v.clone()));
+            }
             other => r.unexpected("key", other),
         }
     }
@@ -297,6 +314,8 @@ fn read_livekit_yaml(text: &str) -> Result<Reading, Unparseable> {
             }
             "redis" => read_yaml_redis(&mut r, v),
             "keys" => read_yaml_keys(&mut r, v),
+            // Compared key by key with the rendering by `check`.
+            k if settings::YAML_TOP.contains(&k) => {}
             "logging" => {
                 let Some(section) = yaml_section(&mut r, "logging", v) else {
                     continue;
@@ -304,6 +323,7 @@ fn read_livekit_yaml(text: &str) -> Result<Reading, Unparseable> {
                 for (k, v) in section {
                     match k {
                         "level" => r.partial.logging_level = yaml_string(&mut r, "logging.level", v),
+                        k if settings::YAML_LOGGING.contains(&k) => {}
                         other => r.unexpected("key", &format!("logging.{other}")),
                     }
                 }
@@ -332,6 +352,7 @@ fn read_yaml_rtc(r: &mut Reading, v: &Yaml) {
                 _ => r.wrong_type("rtc.use_external_ip", "true or false"),
             },
             "node_ip" => r.partial.node_ip = yaml_string(r, "rtc.node_ip", v).map(unset_if_empty),
+            k if settings::YAML_RTC.contains(&k) => {}
             other => r.unexpected("key", &format!("rtc.{other}")),
         }
     }
@@ -467,6 +488,8 @@ mod tests {
                 rtc_port_range_end: p.rtc_port_range_end.expect("end"),
                 node_ip: p.node_ip.expect("node_ip"),
                 backend_port: p.backend_port.expect("backend_port"),
+                settings: settings::from_json(&p.settings_json.0),
+                livekit_version: c.livekit_version,
             };
             prop_assert_eq!(p.livekit_url, Some(c.livekit_url()));
             prop_assert_eq!(back, c);

@@ -12,6 +12,7 @@ use std::fmt::{self, Write as _};
 use hero_livekit_proto::{envfile, ProcessName};
 
 use super::model::{sha256_hex, Config};
+use super::settings;
 
 /// One file of the config triple.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -122,7 +123,9 @@ fn render_runtime_json(c: &Config) -> String {
     );
     out.push_str("  \"node_ip\": ");
     push_quoted(&mut out, c.node_ip.as_deref().unwrap_or(""));
-    let _ = write!(out, ",\n  \"backend_port\": {},\n  \"livekit_url\": ", c.backend_port);
+    let _ = writeln!(out, ",\n  \"backend_port\": {},", c.backend_port);
+    settings::render_runtime_json(&mut out, c);
+    out.push_str("  \"livekit_url\": ");
     push_quoted(&mut out, &c.livekit_url());
     out.push_str("\n}\n");
     out
@@ -131,22 +134,27 @@ fn render_runtime_json(c: &Config) -> String {
 fn render_livekit_yaml(c: &Config) -> String {
     let mut out = String::with_capacity(512);
     out.push_str(HEADER);
+    let _ = writeln!(out, "port: {}", c.port);
+    settings::render_yaml_top(&mut out, c);
     let _ = write!(
         out,
-        "port: {}\nrtc:\n  tcp_port: {}\n  port_range_start: {}\n  port_range_end: {}\n  use_external_ip: false\n",
-        c.port, c.rtc_tcp_port, c.rtc_port_range_start, c.rtc_port_range_end
+        "rtc:\n  tcp_port: {}\n  port_range_start: {}\n  port_range_end: {}\n  use_external_ip: {}\n",
+        c.rtc_tcp_port, c.rtc_port_range_start, c.rtc_port_range_end, c.settings.use_external_ip
     );
     if let Some(ip) = &c.node_ip {
         out.push_str("  node_ip: ");
         push_quoted(&mut out, ip);
         out.push('\n');
     }
+    settings::render_yaml_rtc(&mut out, c);
     super::redis::render_yaml(c.redis_address.as_deref(), &c.redis, &mut out);
     out.push_str("keys:\n  ");
     push_quoted(&mut out, &c.api_key);
     out.push_str(": ");
     push_quoted(&mut out, c.api_secret.expose());
-    out.push_str("\nlogging:\n  level: info\n");
+    out.push_str("\nlogging:\n");
+    settings::render_yaml_logging(&mut out, c);
+    settings::render_yaml_tail(&mut out, c);
     out
 }
 
@@ -342,6 +350,31 @@ mod tests {
   "rtc_port_range_end": 52000,
   "node_ip": "192.0.2.10",
   "backend_port": 7990,
+  "bind_addresses": [],
+  "use_external_ip": false,
+  "rtc_udp_port": null,
+  "stun_servers": [],
+  "turn_servers": [],
+  "turn_enabled": false,
+  "turn_domain": null,
+  "turn_tls_port": null,
+  "turn_udp_port": null,
+  "turn_external_tls": false,
+  "turn_cert_file": null,
+  "turn_key_file": null,
+  "webhook_urls": [],
+  "room_auto_create": null,
+  "room_empty_timeout": null,
+  "room_departure_timeout": null,
+  "room_max_participants": null,
+  "room_enabled_codecs": [],
+  "log_level": null,
+  "log_json": false,
+  "prometheus_port": null,
+  "prometheus_username": null,
+  "prometheus_password": null,
+  "region": null,
+  "livekit_version": "",
   "livekit_url": "ws://media.example.org:7980"
 }
 "#
@@ -464,7 +497,13 @@ mod tests {
 
         #[test]
         fn runtime_json_parses_strictly_to_the_config_values(c in arb_config()) {
-            let doc: StrictRuntime = serde_json::from_slice(&render(&c, TripleFile::RuntimeJson)).expect("strict parse");
+            // The settings' entries are the settings module's to check.
+            let mut value: serde_json::Value = serde_json::from_slice(&render(&c, TripleFile::RuntimeJson)).expect("JSON");
+            let map = value.as_object_mut().expect("object");
+            for f in settings::FIELDS.iter().chain([&settings::VERSION_KEY]) {
+                prop_assert!(map.remove(*f).is_some(), "{} rendered", f);
+            }
+            let doc: StrictRuntime = serde_json::from_value(value).expect("strict parse");
             prop_assert_eq!(doc, StrictRuntime {
                 api_key: c.api_key.clone(),
                 api_secret: c.api_secret.expose().to_string(),

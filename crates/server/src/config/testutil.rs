@@ -9,6 +9,7 @@ use super::heal::{FileObs, Observed};
 use super::model::{Config, Credential, Secret};
 use super::redis::RedisSettings;
 use super::render::{render, TripleFile};
+use super::settings::Settings;
 use super::validate::validate_config;
 
 /// A config with every field away from its default, so a test notices a
@@ -36,6 +37,8 @@ pub fn config_a() -> Config {
         rtc_port_range_end: 52000,
         node_ip: Some("192.0.2.10".into()),
         backend_port: 7990,
+        settings: Settings::default(),
+        livekit_version: None,
     }
 }
 
@@ -59,6 +62,8 @@ pub fn config_b() -> Config {
         rtc_port_range_end: 40100,
         node_ip: None,
         backend_port: 8090,
+        settings: Settings::default(),
+        livekit_version: None,
     }
 }
 
@@ -159,6 +164,8 @@ prop_compose! {
             rtc_port_range_end: range.1,
             node_ip,
             backend_port: tcp[2],
+            settings: Settings::default(),
+            livekit_version: None,
         };
         assert!(validate_config(&c).is_ok(), "generator yields only valid configs: {:?}", validate_config(&c));
         c

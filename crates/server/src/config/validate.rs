@@ -11,6 +11,7 @@ use hero_livekit_proto::ConfigureParams;
 use super::credential::{is_placeholder, mint_credential, MintError};
 use super::model::{Config, Credential, Secret};
 use super::redis;
+use super::settings::{self, Files};
 
 /// The config fields, in `runtime.json` order (the Redis settings of
 /// [`redis::FIELDS`] follow `redis_address` there); the names of
@@ -292,7 +293,9 @@ pub fn validate_config(c: &Config) -> Result<(), ValidationError> {
         validate_node_ip(ip)?;
     }
     validate_port("backend_port", u32::from(c.backend_port))?;
-    validate_cross(c, &[])
+    validate_cross(c, &[])?;
+    settings::validate_fields(&c.settings)?;
+    settings::validate_cross(c, &[])
 }
 
 /// The outcome of `configure`: the new config and what changed.
@@ -377,6 +380,14 @@ pub fn apply_configure_with(
     let unset = params.unset.as_deref().unwrap_or_default();
     let (unset_redis, unset_node_ip) = unset_fields(unset, redis, node_ip)?;
     let redis_settings = redis::merge(current.map(|c| &c.redis).unwrap_or(&Default::default()), params, unset)?;
+    let target = current.and_then(|c| c.livekit_version);
+    settings::validate_target(params, target)?;
+    let new_settings = settings::apply_params(
+        &current.map(|c| c.settings.clone()).unwrap_or_default(),
+        params,
+        unset,
+        Files::Check,
+    )?;
 
     let held_key = key.map(str::to_string).or_else(|| current.map(|c| c.api_key.clone()));
     let held_secret = secret
@@ -416,14 +427,17 @@ pub fn apply_configure_with(
             node_ip.map(str::to_string).or(base.node_ip)
         },
         backend_port: p_backend.unwrap_or(base.backend_port),
+        settings: new_settings,
+        livekit_version: base.livekit_version,
     };
     let changed_fields: Vec<String> = match current {
-        None => FIELDS.iter().map(|f| f.to_string()).collect(),
+        None => FIELDS.iter().chain(&settings::FIELDS).map(|f| f.to_string()).collect(),
         Some(old) => changed(old, &config),
     };
     let prefer: Vec<&str> = changed_fields.iter().map(String::as_str).collect();
     redis::validate(config.redis_address.as_deref(), &config.redis, &prefer)?;
     validate_cross(&config, &prefer)?;
+    settings::validate_cross(&config, &prefer)?;
     Ok(ConfigUpdate {
         config,
         changed_fields,
@@ -444,15 +458,16 @@ fn unset_fields(unset: &[String], redis: Option<&str>, node_ip: Option<&str>) ->
         let (field, flag, given) = match name.as_str() {
             "redis_address" => ("redis_address", &mut out.0, redis.is_some()),
             "node_ip" => ("node_ip", &mut out.1, node_ip.is_some()),
-            // `redis::merge` removes these.
-            other if redis::is_unsettable(other) => continue,
+            // `redis::merge` and the production settings' own merge remove these.
+            other if redis::is_unsettable(other) || settings::FIELDS.contains(&other) => continue,
             _ => {
                 return Err(ValidationError::new(
                     "unset",
                     format!(
-                        "each entry must be one of {}, {}",
+                        "each entry must be one of {}, {} or a production setting ({})",
                         UNSETTABLE.join(", "),
-                        redis::FIELDS.join(", ")
+                        redis::FIELDS.join(", "),
+                        settings::FIELDS.join(", ")
                     ),
                 ))
             }
@@ -489,6 +504,7 @@ pub fn changed(old: &Config, new: &Config) -> Vec<String> {
             out.extend(old.redis.differing(&new.redis).into_iter().map(|(n, _)| n.to_string()));
         }
     }
+    out.extend(settings::changed(&old.settings, &new.settings));
     out
 }
 
@@ -926,7 +942,11 @@ mod tests {
         assert_eq!(u.config.port, 7880);
         assert_eq!(
             u.changed_fields,
-            FIELDS.iter().map(|f| f.to_string()).collect::<Vec<_>>()
+            FIELDS
+                .iter()
+                .chain(&settings::FIELDS)
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
         );
     }
 
@@ -1019,13 +1039,7 @@ mod tests {
         let e = invalid(unset(&["api_secret"]));
         assert_eq!(
             (e.field, e.rule.as_str()),
-            (
-                "unset",
-                "each entry must be one of redis_address, node_ip, redis_username, redis_password, redis_db, \
-                 redis_tls, redis_tls_ca_file, redis_tls_server_name, redis_tls_cert_file, redis_tls_key_file, \
-                 redis_sentinel_master, redis_sentinel_addresses, redis_sentinel_username, \
-                 redis_sentinel_password, redis_cluster_addresses"
-            )
+            ("unset", "each entry must be one of redis_address, node_ip, redis_username, redis_password, redis_db, redis_tls, redis_tls_ca_file, redis_tls_server_name, redis_tls_cert_file, redis_tls_key_file, redis_sentinel_master, redis_sentinel_addresses, redis_sentinel_username, redis_sentinel_password, redis_cluster_addresses or a production setting (bind_addresses, use_external_ip, rtc_udp_port, stun_servers, turn_servers, turn_enabled, turn_domain, turn_tls_port, turn_udp_port, turn_external_tls, turn_cert_file, turn_key_file, webhook_urls, room_auto_create, room_empty_timeout, room_departure_timeout, room_max_participants, room_enabled_codecs, log_level, log_json, prometheus_port, prometheus_username, prometheus_password, region)")
         );
         let e = invalid(ConfigureParams {
             redis_address: Some("10.0.0.6:6379".into()),

@@ -135,6 +135,7 @@ pub(crate) fn build(
             installed: binary_present,
             version: view.installed.as_ref().and_then(|i| i.version.clone()),
             sha256: view.installed.as_ref().and_then(|i| i.sha256.clone()),
+            target_version: c.livekit_version.map(|v| v.to_string()),
         },
         token_chain,
         redis: redis_health(view, crate::redis::RedisTarget::from_config(c).map(|t| t.describe())),

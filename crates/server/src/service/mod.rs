@@ -24,6 +24,7 @@ mod plan;
 mod probe;
 mod reconcile;
 mod specs;
+mod target;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -163,6 +164,30 @@ fn timeout_param(ms: Option<u64>, default: Duration) -> Result<Duration, Service
     }
 }
 
+/// The boot plan for the binary in place: the config loaded from disk
+/// carries the version its `runtime.json` was rendered for, and when the
+/// installed binary is another one the plan is made again for it (the
+/// credential and every setting kept; only the renderings change).
+async fn retarget_boot_plan(
+    plan: config::HealPlan,
+    version: Option<config::LivekitVersion>,
+    store: &StateDir,
+) -> Result<config::HealPlan, ServiceError> {
+    if plan.config.livekit_version == version {
+        return Ok(plan);
+    }
+    let mut c = plan.config.clone();
+    c.livekit_version = version;
+    let store = store.clone();
+    let mut again = tokio::task::spawn_blocking(move || config::plan(Some(&c), &store.observe(), false))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    again.source = plan.source;
+    again.minted = plan.minted;
+    Ok(again)
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -224,7 +249,9 @@ impl LivekitService {
             }
             Child::new(name, opts)
         };
+        let binary_stamp = target::stamp(&livekit_bin).await;
         let installed = install::installed(&livekit_bin, &paths.install_record());
+        let plan = retarget_boot_plan(plan, target::detect(&livekit_bin, installed.as_ref()).await, &store).await?;
         let openrpc = Arc::new(proto::openrpc::document());
         let openrpc_bytes = Bytes::from(serde_json::to_vec(&*openrpc).map_err(internal)?);
         let info = proto::ServiceInfo {
@@ -251,7 +278,7 @@ impl LivekitService {
             livekit: sup(ProcessName::LivekitServer),
             backend: sup(ProcessName::LkBackend),
             cache: StdMutex::new(config::FileCache::new(&paths.state_dir)),
-            desired: tokio::sync::Mutex::new(Desired::new(rendered, installed)),
+            desired: tokio::sync::Mutex::new(Desired::new(rendered, installed, binary_stamp)),
             installing: tokio::sync::Mutex::new(()),
             view,
             health_memo: StdMutex::new(None),
@@ -396,9 +423,10 @@ impl LivekitService {
             unexplained_chain_failure: still_refused && d.may_restart_blindly(),
             ..Intent::default()
         };
+        let target = self.retarget_if_replaced(d).await;
         let step = Step {
             trigger,
-            target: Target::Current,
+            target,
             intent,
             timeout: DEFAULT_READY_TIMEOUT,
         };
@@ -413,6 +441,36 @@ impl LivekitService {
             }
             Err(e) => tracing::warn!(error = %e, trigger, "reconcile failed; the next tick retries"),
         }
+    }
+
+    /// The reconcile's target when the livekit-server binary is another one
+    /// than the renderings' version was detected for (an install, or a
+    /// binary replaced by hand): the config rendered for the version the new
+    /// one is. One `stat` when nothing changed. Must hold `desired`.
+    async fn retarget_if_replaced(&self, d: &mut Desired) -> Target {
+        let bin = &self.spec_paths.livekit_bin;
+        let stamp = target::stamp(bin).await;
+        if stamp == d.binary_stamp {
+            return Target::Current;
+        }
+        d.binary_stamp = stamp;
+        let (bin2, record) = (bin.clone(), self.paths.install_record());
+        d.installed = tokio::task::spawn_blocking(move || install::installed(&bin2, &record))
+            .await
+            .unwrap_or(None);
+        self.publish_desired(d);
+        let version = target::detect(bin, d.installed.as_ref()).await;
+        if version == d.rendered.config().livekit_version {
+            return Target::Current;
+        }
+        tracing::info!(
+            from = ?d.rendered.config().livekit_version.map(|v| v.to_string()),
+            to = ?version.map(|v| v.to_string()),
+            "livekit-server binary changed; livekit.yaml is rendered for its version"
+        );
+        let mut c = d.rendered.config().clone();
+        c.livekit_version = version;
+        Target::Config(Box::new(c))
     }
 
     fn push_task(&self, task: tokio::task::JoinHandle<()>) {
@@ -765,6 +823,12 @@ impl LivekitService {
         }
     }
 
+    /// `livekitservice.config_show`: the effective settings, read from the
+    /// published view (never the lock, never a secret).
+    pub fn config_show(&self) -> proto::ConfigShowResult {
+        config::settings::show(self.view.borrow().rendered.config())
+    }
+
     /// `livekitservice.install`: the download and its verification run
     /// outside the ops lock, bounded by an overall deadline, so a slow mirror
     /// never holds up a heal; only the swap into place and the reconcile
@@ -836,11 +900,14 @@ impl LivekitService {
                 sha256: outcome.sha256.clone(),
             });
         }
-        d.installed = install::installed(livekit_bin, &self.paths.install_record());
-        self.publish_desired(d);
+        // Another version may read other keys: livekit.yaml is rendered for
+        // the binary now in place, and the reconcile restarts livekit-server
+        // onto it like after any change of its file.
+        d.binary_stamp = None;
+        let target = self.retarget_if_replaced(d).await;
         let step = Step {
             trigger: "install",
-            target: Target::Current,
+            target,
             intent: Intent::default(),
             timeout: DEFAULT_READY_TIMEOUT,
         };

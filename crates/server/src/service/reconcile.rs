@@ -17,6 +17,7 @@ use super::health::{backend_running_sha256, BackendReport};
 use super::plan::{plan_children, ChildAction, ChildObs, Intent};
 use super::probe;
 use super::specs::child_spec;
+use super::target::BinaryStamp;
 use super::{internal, LivekitService};
 use crate::config::{self, Config, HealPlan, Rendered, TripleFile};
 use crate::error::ServiceError;
@@ -40,15 +41,22 @@ pub(crate) struct Desired {
     pub want: BTreeMap<ProcessName, bool>,
     /// The installed livekit-server, as its record describes it.
     pub installed: Option<InstalledInfo>,
+    /// The binary the renderings' target version was detected for.
+    pub binary_stamp: Option<BinaryStamp>,
     last_blind_restart: Option<Instant>,
 }
 
 impl Desired {
-    pub fn new(rendered: Arc<Rendered>, installed: Option<InstalledInfo>) -> Desired {
+    pub fn new(
+        rendered: Arc<Rendered>,
+        installed: Option<InstalledInfo>,
+        binary_stamp: Option<BinaryStamp>,
+    ) -> Desired {
         Desired {
             rendered,
             want: ProcessName::ALL.into_iter().map(|n| (n, false)).collect(),
             installed,
+            binary_stamp,
             last_blind_restart: None,
         }
     }

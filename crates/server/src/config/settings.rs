@@ -1,0 +1,1899 @@
+//! The production settings of livekit-server (`bind_addresses`, STUN and
+//! TURN, webhooks, rooms, logging, Prometheus, region): typed, validated,
+//! rendered into `livekit.yaml` and `runtime.json`, and gated by the
+//! livekit-server version the renderings target.
+//!
+//! Nothing outside this typed surface reaches `livekit.yaml`: livekit-server
+//! parses its file strictly, so a key it does not know stops it. For the
+//! same reason a key newer than the installed binary is left out of the
+//! rendering ([`KEY_VERSIONS`]), and `configure` refuses to set one.
+//!
+//! `webhook.api_key` is not a setting: it is always the active API key,
+//! rendered from the one credential, since livekit-server refuses to start
+//! when it names a key that is not in `keys`.
+
+use std::collections::BTreeSet;
+use std::fmt::{self, Write as _};
+use std::net::{IpAddr, Ipv6Addr};
+
+use hero_livekit_proto::{ConfigShowResult, ConfigureParams, SettingShow, TurnServerParam, UdpPortParam};
+use serde_json::{json, Map, Value as Json};
+use serde_yaml::Value as Yaml;
+
+use super::model::{
+    Config, Secret, DEFAULT_BACKEND_PORT, DEFAULT_DOMAIN, DEFAULT_PORT, DEFAULT_RTC_PORT_RANGE_END,
+    DEFAULT_RTC_PORT_RANGE_START, DEFAULT_RTC_TCP_PORT,
+};
+use super::render::push_quoted;
+use super::validate::{is_hostname, validate_port, ValidationError};
+
+/// A livekit-server release number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LivekitVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl LivekitVersion {
+    pub const fn new(major: u32, minor: u32, patch: u32) -> LivekitVersion {
+        LivekitVersion { major, minor, patch }
+    }
+
+    /// `1.9.1` or `v1.9.1`; a pre-release or build suffix (`-rc1`, `+x`) is
+    /// ignored. `None` for anything else, e.g. a custom build's label.
+    pub fn parse(text: &str) -> Option<LivekitVersion> {
+        let t = text.trim();
+        let t = t.strip_prefix('v').unwrap_or(t);
+        let core = t.split(['-', '+']).next()?;
+        let mut parts = core.split('.');
+        let mut num = || -> Option<u32> {
+            let p = parts.next()?;
+            (!p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| p.parse().ok())
+                .flatten()
+        };
+        let v = LivekitVersion::new(num()?, num()?, num()?);
+        parts.next().is_none().then_some(v)
+    }
+
+    /// What `livekit-server --version` prints: `livekit-server version 1.9.1`.
+    pub fn from_version_output(output: &str) -> Option<LivekitVersion> {
+        output.lines().find_map(|line| {
+            let rest = line.trim().strip_prefix("livekit-server version ")?;
+            LivekitVersion::parse(rest)
+        })
+    }
+}
+
+impl fmt::Display for LivekitVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// The livekit-server release that first accepts each key the renderer can
+/// emit, for the keys that some 1.x release does not know (read from
+/// LiveKit's `pkg/config` history). Keys not listed are read by every 1.x
+/// release. A key names itself and everything under it.
+pub const KEY_VERSIONS: &[(&str, LivekitVersion)] = &[
+    // `prometheus: {port, username, password}` replaced the top-level
+    // `prometheus_port`, which older releases read instead.
+    ("prometheus", LivekitVersion::new(1, 7, 1)),
+];
+
+/// The release `key` needs, when some release does not accept it.
+pub fn version_needed(key: &str) -> Option<LivekitVersion> {
+    KEY_VERSIONS
+        .iter()
+        .find_map(|(k, v)| (key == *k || key.strip_prefix(k).is_some_and(|rest| rest.starts_with('.'))).then_some(*v))
+}
+
+/// Whether a binary of version `target` accepts `key`. An unknown target
+/// (no binary, or one that does not say) is taken as the newest.
+pub fn accepts(target: Option<LivekitVersion>, key: &str) -> bool {
+    match (target, version_needed(key)) {
+        (Some(t), Some(needed)) => t >= needed,
+        _ => true,
+    }
+}
+
+/// `rtc.udp_port`: one port (`start == end`) or a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpPort {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl UdpPort {
+    fn contains(&self, p: u16) -> bool {
+        (self.start..=self.end).contains(&p)
+    }
+
+    fn to_json(self) -> Json {
+        if self.start == self.end {
+            json!(self.start)
+        } else {
+            json!(format!("{}-{}", self.start, self.end))
+        }
+    }
+}
+
+/// How an external TURN server authenticates clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnAuth {
+    /// Long-term credentials.
+    Credential { username: String, credential: Secret },
+    /// The shared secret of the TURN REST API.
+    Secret(Secret),
+}
+
+/// One entry of `rtc.turn_servers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnServer {
+    pub host: String,
+    pub port: u16,
+    /// `udp`, `tcp` or `tls`.
+    pub protocol: String,
+    pub auth: TurnAuth,
+}
+
+/// The production settings. `None`, `false` and empty lists mean "not set":
+/// livekit-server's own default applies and the key is not rendered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    pub bind_addresses: Vec<String>,
+    pub use_external_ip: bool,
+    pub rtc_udp_port: Option<UdpPort>,
+    pub stun_servers: Vec<String>,
+    pub turn_servers: Vec<TurnServer>,
+    pub turn_enabled: bool,
+    pub turn_domain: Option<String>,
+    pub turn_tls_port: Option<u16>,
+    pub turn_udp_port: Option<u16>,
+    pub turn_external_tls: bool,
+    pub turn_cert_file: Option<String>,
+    pub turn_key_file: Option<String>,
+    pub webhook_urls: Vec<String>,
+    pub room_auto_create: Option<bool>,
+    pub room_empty_timeout: Option<u32>,
+    pub room_departure_timeout: Option<u32>,
+    pub room_max_participants: Option<u32>,
+    pub room_enabled_codecs: Vec<String>,
+    pub log_level: Option<String>,
+    pub log_json: bool,
+    pub prometheus_port: Option<u16>,
+    pub prometheus_username: Option<String>,
+    pub prometheus_password: Option<Secret>,
+    pub region: Option<String>,
+}
+
+/// The settings' `configure` names, in `runtime.json` order.
+pub const FIELDS: [&str; 24] = [
+    "bind_addresses",
+    "use_external_ip",
+    "rtc_udp_port",
+    "stun_servers",
+    "turn_servers",
+    "turn_enabled",
+    "turn_domain",
+    "turn_tls_port",
+    "turn_udp_port",
+    "turn_external_tls",
+    "turn_cert_file",
+    "turn_key_file",
+    "webhook_urls",
+    "room_auto_create",
+    "room_empty_timeout",
+    "room_departure_timeout",
+    "room_max_participants",
+    "room_enabled_codecs",
+    "log_level",
+    "log_json",
+    "prometheus_port",
+    "prometheus_username",
+    "prometheus_password",
+    "region",
+];
+
+/// The `runtime.json` key recording the version the renderings target.
+pub const VERSION_KEY: &str = "livekit_version";
+
+/// livekit-server's defaults for what `config show` compares with.
+pub const DEFAULT_TURN_TLS_PORT: u16 = 5349;
+pub const DEFAULT_TURN_UDP_PORT: u16 = 3478;
+pub const DEFAULT_ROOM_EMPTY_TIMEOUT: u32 = 300;
+pub const DEFAULT_ROOM_DEPARTURE_TIMEOUT: u32 = 20;
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// Log levels livekit-server accepts.
+pub const LOG_LEVELS: [&str; 4] = ["debug", "info", "warn", "error"];
+
+/// Codec MIME types livekit-server knows (protocol `mime` package), as
+/// `room.enabled_codecs[].mime` takes them.
+pub const CODECS: [&str; 9] = [
+    "audio/opus",
+    "audio/red",
+    "audio/pcmu",
+    "audio/pcma",
+    "video/vp8",
+    "video/vp9",
+    "video/h264",
+    "video/h265",
+    "video/av1",
+];
+
+const MAX_LIST: usize = 16;
+
+// ------------------------------------------------------------ validation
+
+/// Whether `configure` checks that certificate files exist. Loading a
+/// config from `runtime.json` does not: a certificate that is renewed (or
+/// briefly missing) must not throw the TURN settings away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Files {
+    Check,
+    Skip,
+}
+
+fn invalid(field: &'static str, rule: impl Into<String>) -> ValidationError {
+    ValidationError::new(field, rule)
+}
+
+/// A string free of anything that could break out of a quoted value or a
+/// line, at most `max` long.
+fn plain(field: &'static str, s: &str, max: usize) -> Result<(), ValidationError> {
+    if s.chars()
+        .any(|c| c.is_control() || c == '"' || c == '\\' || c.is_whitespace())
+    {
+        return Err(invalid(
+            field,
+            "may not contain whitespace, quotes, backslashes or control characters",
+        ));
+    }
+    if s.is_empty() || s.len() > max {
+        return Err(invalid(field, format!("must be 1-{max} characters long")));
+    }
+    Ok(())
+}
+
+fn charset(field: &'static str, s: &str, max: usize, extra: &str) -> Result<(), ValidationError> {
+    if s.is_empty() || s.len() > max || !s.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c)) {
+        return Err(invalid(
+            field,
+            format!("must be 1-{max} characters of [A-Za-z0-9{extra}]"),
+        ));
+    }
+    Ok(())
+}
+
+fn list<'a>(field: &'static str, items: &'a [String]) -> Result<&'a [String], ValidationError> {
+    if items.len() > MAX_LIST {
+        return Err(invalid(field, format!("may hold at most {MAX_LIST} entries")));
+    }
+    let distinct: BTreeSet<&String> = items.iter().collect();
+    if distinct.len() != items.len() {
+        return Err(invalid(field, "may not repeat an entry"));
+    }
+    Ok(items)
+}
+
+fn host_or_ip(s: &str) -> bool {
+    s.parse::<IpAddr>().is_ok() || is_hostname(s)
+}
+
+/// `host:port`, `[v6]:port`.
+fn host_port(field: &'static str, s: &str) -> Result<(), ValidationError> {
+    let bad = || {
+        invalid(
+            field,
+            "each entry must be host:port (IPv6 as [addr]:port) with port 1-65535",
+        )
+    };
+    let (host_ok, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, p) = rest.split_once("]:").ok_or_else(bad)?;
+        (h.parse::<Ipv6Addr>().is_ok(), p)
+    } else {
+        let (h, p) = s.rsplit_once(':').ok_or_else(bad)?;
+        (!h.contains(':') && host_or_ip(h), p)
+    };
+    let port_ok =
+        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p != 0);
+    if host_ok && port_ok {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+fn udp_port(p: &UdpPortParam) -> Result<UdpPort, ValidationError> {
+    let bad = || invalid("rtc_udp_port", "must be a port 1-65535 or a range start-end of them");
+    let one = |t: &str| -> Result<u16, ValidationError> {
+        let t = t.trim();
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        t.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(bad)
+    };
+    let (start, end) = match p {
+        UdpPortParam::Port(n) => {
+            let p = validate_port("rtc_udp_port", *n)?;
+            (p, p)
+        }
+        UdpPortParam::Text(t) => match t.split_once('-') {
+            Some((a, b)) => (one(a)?, one(b)?),
+            None => {
+                let p = one(t)?;
+                (p, p)
+            }
+        },
+    };
+    if start > end {
+        return Err(invalid("rtc_udp_port", "the range start must not exceed its end"));
+    }
+    Ok(UdpPort { start, end })
+}
+
+fn turn_server(t: &TurnServerParam) -> Result<TurnServer, ValidationError> {
+    const F: &str = "turn_servers";
+    if !host_or_ip(&t.host) {
+        return Err(invalid(F, "host must be a hostname or an IP address"));
+    }
+    let port = validate_port(F, t.port)?;
+    if !["udp", "tcp", "tls"].contains(&t.protocol.as_str()) {
+        return Err(invalid(F, "protocol must be udp, tcp or tls"));
+    }
+    let secret_ok = |s: &str| {
+        plain(F, s, 256).map_err(|_| {
+            invalid(
+                F,
+                "credential and secret must be 1-256 characters without whitespace, quotes or control characters",
+            )
+        })
+    };
+    let auth = match (&t.username, &t.credential, &t.secret) {
+        (Some(u), Some(c), None) => {
+            plain(F, u, 128).map_err(|_| {
+                invalid(
+                    F,
+                    "username must be 1-128 characters without whitespace, quotes or control characters",
+                )
+            })?;
+            secret_ok(c)?;
+            TurnAuth::Credential {
+                username: u.clone(),
+                credential: Secret::new(c.clone()),
+            }
+        }
+        (None, None, Some(s)) => {
+            secret_ok(s)?;
+            TurnAuth::Secret(Secret::new(s.clone()))
+        }
+        _ => return Err(invalid(F, "each entry needs username and credential, or secret alone")),
+    };
+    Ok(TurnServer {
+        host: t.host.clone(),
+        port,
+        protocol: t.protocol.clone(),
+        auth,
+    })
+}
+
+fn readable_file(field: &'static str, path: &str, files: Files) -> Result<(), ValidationError> {
+    if !path.starts_with('/') {
+        return Err(invalid(field, "must be an absolute path"));
+    }
+    if path.len() > 4096 || path.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            "must be a path of at most 4096 characters without control characters",
+        ));
+    }
+    if files == Files::Skip {
+        return Ok(());
+    }
+    match std::fs::File::open(path).and_then(|f| f.metadata()) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(invalid(field, "must name a regular file")),
+        Err(e) => Err(invalid(
+            field,
+            format!("must name a file the daemon can read ({})", e.kind()),
+        )),
+    }
+}
+
+fn webhook_url(u: &str) -> Result<(), ValidationError> {
+    const F: &str = "webhook_urls";
+    plain(F, u, 2048)?;
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"))
+        .ok_or_else(|| invalid(F, "each entry must be an http:// or https:// URL"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map(|(h, _)| h.parse::<Ipv6Addr>().is_ok()),
+        None => {
+            let h = authority.rsplit_once(':').map_or(authority, |(h, p)| {
+                if p.bytes().all(|b| b.is_ascii_digit()) {
+                    h
+                } else {
+                    authority
+                }
+            });
+            Some(host_or_ip(h))
+        }
+    };
+    if host != Some(true) || authority.contains('@') {
+        return Err(invalid(F, "each entry must name a host (hostname or IP, no user info)"));
+    }
+    Ok(())
+}
+
+/// A given string parameter: `None` when absent or empty (keeps the value).
+fn given(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.trim().is_empty())
+}
+
+/// A given list: `None` when absent or empty (keeps the value).
+fn given_list<T>(v: &Option<Vec<T>>) -> Option<&[T]> {
+    v.as_deref().filter(|l| !l.is_empty())
+}
+
+/// Merges the settings of `p` into `base`: each given value validated on
+/// its own, then `unset` applied. Rules across fields are
+/// [`validate_cross`]'s.
+///
+/// # Errors
+/// The first rule broken, naming its field.
+pub fn apply_params(
+    base: &Settings,
+    p: &ConfigureParams,
+    unset: &[String],
+    files: Files,
+) -> Result<Settings, ValidationError> {
+    let mut s = base.clone();
+    if let Some(l) = given_list(&p.bind_addresses) {
+        for a in list("bind_addresses", l)? {
+            if a.parse::<IpAddr>().is_err() {
+                return Err(invalid("bind_addresses", "each entry must be an IPv4 or IPv6 address"));
+            }
+        }
+        s.bind_addresses = l.to_vec();
+    }
+    if let Some(b) = p.use_external_ip {
+        s.use_external_ip = b;
+    }
+    if let Some(u) = &p.rtc_udp_port {
+        s.rtc_udp_port = Some(udp_port(u)?);
+    }
+    if let Some(l) = given_list(&p.stun_servers) {
+        for h in list("stun_servers", l)? {
+            host_port("stun_servers", h)?;
+        }
+        s.stun_servers = l.to_vec();
+    }
+    if let Some(l) = given_list(&p.turn_servers) {
+        if l.len() > MAX_LIST {
+            return Err(invalid("turn_servers", format!("may hold at most {MAX_LIST} entries")));
+        }
+        s.turn_servers = l.iter().map(turn_server).collect::<Result<_, _>>()?;
+    }
+    if let Some(b) = p.turn_enabled {
+        s.turn_enabled = b;
+    }
+    if let Some(d) = given(&p.turn_domain) {
+        if !is_hostname(d) {
+            return Err(invalid(
+                "turn_domain",
+                "must be a hostname (RFC 1123): TURN/TLS clients check the certificate against it",
+            ));
+        }
+        s.turn_domain = Some(d.to_string());
+    }
+    if let Some(v) = p.turn_tls_port {
+        s.turn_tls_port = Some(validate_port("turn_tls_port", v)?);
+    }
+    if let Some(v) = p.turn_udp_port {
+        s.turn_udp_port = Some(validate_port("turn_udp_port", v)?);
+    }
+    if let Some(b) = p.turn_external_tls {
+        s.turn_external_tls = b;
+    }
+    if let Some(f) = given(&p.turn_cert_file) {
+        readable_file("turn_cert_file", f, files)?;
+        s.turn_cert_file = Some(f.to_string());
+    }
+    if let Some(f) = given(&p.turn_key_file) {
+        readable_file("turn_key_file", f, files)?;
+        s.turn_key_file = Some(f.to_string());
+    }
+    if let Some(l) = given_list(&p.webhook_urls) {
+        for u in list("webhook_urls", l)? {
+            webhook_url(u)?;
+        }
+        s.webhook_urls = l.to_vec();
+    }
+    if let Some(b) = p.room_auto_create {
+        s.room_auto_create = Some(b);
+    }
+    if let Some(v) = p.room_empty_timeout {
+        s.room_empty_timeout = Some(v);
+    }
+    if let Some(v) = p.room_departure_timeout {
+        s.room_departure_timeout = Some(v);
+    }
+    if let Some(v) = p.room_max_participants {
+        s.room_max_participants = Some(v);
+    }
+    if let Some(l) = given_list(&p.room_enabled_codecs) {
+        for c in list("room_enabled_codecs", l)? {
+            if !CODECS.contains(&c.as_str()) {
+                return Err(invalid(
+                    "room_enabled_codecs",
+                    format!("each entry must be one of {}", CODECS.join(", ")),
+                ));
+            }
+        }
+        s.room_enabled_codecs = l.to_vec();
+    }
+    if let Some(l) = given(&p.log_level) {
+        if !LOG_LEVELS.contains(&l) {
+            return Err(invalid(
+                "log_level",
+                format!("must be one of {}", LOG_LEVELS.join(", ")),
+            ));
+        }
+        s.log_level = Some(l.to_string());
+    }
+    if let Some(b) = p.log_json {
+        s.log_json = b;
+    }
+    if let Some(v) = p.prometheus_port {
+        s.prometheus_port = Some(validate_port("prometheus_port", v)?);
+    }
+    if let Some(u) = given(&p.prometheus_username) {
+        charset("prometheus_username", u, 64, "_.-")?;
+        s.prometheus_username = Some(u.to_string());
+    }
+    if let Some(pw) = given(&p.prometheus_password) {
+        plain("prometheus_password", pw, 256)?;
+        s.prometheus_password = Some(Secret::new(pw));
+    }
+    if let Some(r) = given(&p.region) {
+        charset("region", r, 64, "_-")?;
+        s.region = Some(r.to_string());
+    }
+    for name in unset {
+        let Some(&field) = FIELDS.iter().find(|f| **f == name.as_str()) else {
+            continue;
+        };
+        if is_given(p, field) {
+            return Err(invalid(field, "is both given a value and unset; pick one"));
+        }
+        reset(&mut s, field);
+    }
+    Ok(s)
+}
+
+/// Whether `p` gives `field` a value (an empty one keeps the current value,
+/// so it does not count).
+fn is_given(p: &ConfigureParams, field: &str) -> bool {
+    let s = |v: &Option<String>| given(v).is_some();
+    match field {
+        "bind_addresses" => given_list(&p.bind_addresses).is_some(),
+        "use_external_ip" => p.use_external_ip.is_some(),
+        "rtc_udp_port" => p.rtc_udp_port.is_some(),
+        "stun_servers" => given_list(&p.stun_servers).is_some(),
+        "turn_servers" => given_list(&p.turn_servers).is_some(),
+        "turn_enabled" => p.turn_enabled.is_some(),
+        "turn_domain" => s(&p.turn_domain),
+        "turn_tls_port" => p.turn_tls_port.is_some(),
+        "turn_udp_port" => p.turn_udp_port.is_some(),
+        "turn_external_tls" => p.turn_external_tls.is_some(),
+        "turn_cert_file" => s(&p.turn_cert_file),
+        "turn_key_file" => s(&p.turn_key_file),
+        "webhook_urls" => given_list(&p.webhook_urls).is_some(),
+        "room_auto_create" => p.room_auto_create.is_some(),
+        "room_empty_timeout" => p.room_empty_timeout.is_some(),
+        "room_departure_timeout" => p.room_departure_timeout.is_some(),
+        "room_max_participants" => p.room_max_participants.is_some(),
+        "room_enabled_codecs" => given_list(&p.room_enabled_codecs).is_some(),
+        "log_level" => s(&p.log_level),
+        "log_json" => p.log_json.is_some(),
+        "prometheus_port" => p.prometheus_port.is_some(),
+        "prometheus_username" => s(&p.prometheus_username),
+        "prometheus_password" => s(&p.prometheus_password),
+        "region" => s(&p.region),
+        _ => false,
+    }
+}
+
+/// Returns `field` to "not set".
+fn reset(s: &mut Settings, field: &str) {
+    let d = Settings::default();
+    match field {
+        "bind_addresses" => s.bind_addresses = d.bind_addresses,
+        "use_external_ip" => s.use_external_ip = d.use_external_ip,
+        "rtc_udp_port" => s.rtc_udp_port = d.rtc_udp_port,
+        "stun_servers" => s.stun_servers = d.stun_servers,
+        "turn_servers" => s.turn_servers = d.turn_servers,
+        "turn_enabled" => s.turn_enabled = d.turn_enabled,
+        "turn_domain" => s.turn_domain = d.turn_domain,
+        "turn_tls_port" => s.turn_tls_port = d.turn_tls_port,
+        "turn_udp_port" => s.turn_udp_port = d.turn_udp_port,
+        "turn_external_tls" => s.turn_external_tls = d.turn_external_tls,
+        "turn_cert_file" => s.turn_cert_file = d.turn_cert_file,
+        "turn_key_file" => s.turn_key_file = d.turn_key_file,
+        "webhook_urls" => s.webhook_urls = d.webhook_urls,
+        "room_auto_create" => s.room_auto_create = d.room_auto_create,
+        "room_empty_timeout" => s.room_empty_timeout = d.room_empty_timeout,
+        "room_departure_timeout" => s.room_departure_timeout = d.room_departure_timeout,
+        "room_max_participants" => s.room_max_participants = d.room_max_participants,
+        "room_enabled_codecs" => s.room_enabled_codecs = d.room_enabled_codecs,
+        "log_level" => s.log_level = d.log_level,
+        "log_json" => s.log_json = d.log_json,
+        "prometheus_port" => s.prometheus_port = d.prometheus_port,
+        "prometheus_username" => s.prometheus_username = d.prometheus_username,
+        "prometheus_password" => s.prometheus_password = d.prometheus_password,
+        "region" => s.region = d.region,
+        _ => {}
+    }
+}
+
+/// The fields whose value differs between two settings, in [`FIELDS`] order.
+pub fn changed(old: &Settings, new: &Settings) -> Vec<String> {
+    let (a, b) = (to_json(old), to_json(new));
+    FIELDS
+        .iter()
+        .filter(|f| a.get(**f) != b.get(**f))
+        .map(|f| f.to_string())
+        .collect()
+}
+
+/// Picks which of two clashing fields to name: the one the caller changed.
+fn pick(prefer: &[&str], a: &'static str, b: &'static str) -> (&'static str, &'static str) {
+    if prefer.contains(&b) && !prefer.contains(&a) {
+        (b, a)
+    } else {
+        (a, b)
+    }
+}
+
+/// Rules across fields: no port shared by two listeners of the same
+/// protocol (TURN's included, when TURN is on), the TURN TLS choice (a
+/// proxy in front, or a cert pair: not both, and one of them when TURN is
+/// on), the Prometheus credentials as a pair on a configured port. When
+/// two fields clash, the one in `prefer` (just changed) is named.
+///
+/// # Errors
+/// The first rule broken.
+pub fn validate_cross(c: &Config, prefer: &[&str]) -> Result<(), ValidationError> {
+    let s = &c.settings;
+    let mut tcp: Vec<(&'static str, u16)> = vec![
+        ("port", c.port),
+        ("rtc_tcp_port", c.rtc_tcp_port),
+        ("backend_port", c.backend_port),
+    ];
+    if let Some(p) = s.prometheus_port {
+        tcp.push(("prometheus_port", p));
+    }
+    if s.turn_enabled {
+        tcp.push(("turn_tls_port", s.turn_tls_port.unwrap_or(DEFAULT_TURN_TLS_PORT)));
+    }
+    // The first three are checked against each other by the core rules.
+    for i in 0..tcp.len() {
+        for j in (i + 1).max(3)..tcp.len() {
+            let ((a, pa), (b, pb)) = (tcp[i], tcp[j]);
+            if pa == pb {
+                let (field, other) = pick(prefer, b, a);
+                return Err(invalid(
+                    field,
+                    format!("must differ from {other} (both are TCP port {pa})"),
+                ));
+            }
+        }
+    }
+    if s.turn_enabled {
+        let turn_udp = s.turn_udp_port.unwrap_or(DEFAULT_TURN_UDP_PORT);
+        let (other, range) = match s.rtc_udp_port {
+            Some(u) => ("rtc_udp_port", u),
+            None => (
+                "rtc_port_range_start",
+                UdpPort {
+                    start: c.rtc_port_range_start,
+                    end: c.rtc_port_range_end,
+                },
+            ),
+        };
+        if range.contains(turn_udp) {
+            let (field, other) = pick(prefer, "turn_udp_port", other);
+            return Err(invalid(
+                field,
+                format!("must not overlap {other}: UDP port {turn_udp} is the media's"),
+            ));
+        }
+    }
+    match (&s.turn_cert_file, &s.turn_key_file) {
+        (Some(_), None) => return Err(invalid("turn_key_file", "is needed with turn_cert_file")),
+        (None, Some(_)) => return Err(invalid("turn_cert_file", "is needed with turn_key_file")),
+        _ => {}
+    }
+    let cert_pair = s.turn_cert_file.is_some();
+    if s.turn_external_tls && cert_pair {
+        let field = if prefer.contains(&"turn_external_tls") {
+            "turn_external_tls"
+        } else {
+            "turn_cert_file"
+        };
+        return Err(invalid(field, "TLS for TURN is either ended by a proxy (turn_external_tls) or by livekit-server with turn_cert_file/turn_key_file, not both"));
+    }
+    if s.turn_enabled {
+        if s.turn_domain.is_none() {
+            return Err(invalid("turn_domain", "is needed when turn_enabled is true"));
+        }
+        if !s.turn_external_tls && !cert_pair {
+            return Err(invalid(
+                "turn_enabled",
+                "TURN/TLS needs turn_external_tls (TLS ended by a proxy) or turn_cert_file and turn_key_file",
+            ));
+        }
+    }
+    match (&s.prometheus_username, &s.prometheus_password) {
+        (Some(_), None) => return Err(invalid("prometheus_password", "is needed with prometheus_username")),
+        (None, Some(_)) => return Err(invalid("prometheus_username", "is needed with prometheus_password")),
+        (Some(_), Some(_)) if s.prometheus_port.is_none() => {
+            return Err(invalid(
+                "prometheus_port",
+                "is needed with prometheus_username/prometheus_password",
+            ))
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Whether `s` is what validated input makes: each value passes its own rule.
+///
+/// # Errors
+/// The first rule broken.
+pub fn validate_fields(s: &Settings) -> Result<(), ValidationError> {
+    let params = to_params(s);
+    let back = apply_params(&Settings::default(), &params, &[], Files::Skip)?;
+    if back == *s {
+        Ok(())
+    } else {
+        // Only a hand-built value can get here (an empty string in a field
+        // that validated input never leaves empty).
+        let field = FIELDS
+            .iter()
+            .copied()
+            .find(|f| changed(&back, s).iter().any(|c| c == f))
+            .unwrap_or("unset");
+        Err(invalid(field, "is not a value configure accepts"))
+    }
+}
+
+/// Refuses to set what the target binary does not read.
+///
+/// # Errors
+/// The first given field whose key is newer than `target`, naming the
+/// version it needs.
+pub fn validate_target(p: &ConfigureParams, target: Option<LivekitVersion>) -> Result<(), ValidationError> {
+    for field in FIELDS {
+        if !is_given(p, field) {
+            continue;
+        }
+        let Some(key) = livekit_key(field, None) else { continue };
+        if accepts(target, &key) || fallback_key(field).is_some() {
+            continue;
+        }
+        if let (Some(t), Some(needed)) = (target, version_needed(&key)) {
+            return Err(invalid(
+                field,
+                format!("needs livekit-server {needed} or later for `{key}` (the installed one is {t}); run `hero_livekit install` first"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------ keys
+
+/// The `livekit.yaml` key a field is rendered as for `target` (`None`: the
+/// newest), when livekit-server reads it.
+pub fn livekit_key(field: &str, target: Option<LivekitVersion>) -> Option<String> {
+    let key = match field {
+        "bind_addresses" => "bind_addresses",
+        "use_external_ip" => "rtc.use_external_ip",
+        "rtc_udp_port" => "rtc.udp_port",
+        "stun_servers" => "rtc.stun_servers",
+        "turn_servers" => "rtc.turn_servers",
+        "turn_enabled" => "turn.enabled",
+        "turn_domain" => "turn.domain",
+        "turn_tls_port" => "turn.tls_port",
+        "turn_udp_port" => "turn.udp_port",
+        "turn_external_tls" => "turn.external_tls",
+        "turn_cert_file" => "turn.cert_file",
+        "turn_key_file" => "turn.key_file",
+        "webhook_urls" => "webhook.urls",
+        "room_auto_create" => "room.auto_create",
+        "room_empty_timeout" => "room.empty_timeout",
+        "room_departure_timeout" => "room.departure_timeout",
+        "room_max_participants" => "room.max_participants",
+        "room_enabled_codecs" => "room.enabled_codecs",
+        "log_level" => "logging.level",
+        "log_json" => "logging.json",
+        "prometheus_port" => "prometheus.port",
+        "prometheus_username" => "prometheus.username",
+        "prometheus_password" => "prometheus.password",
+        "region" => "region",
+        "api_key" | "api_secret" => "keys",
+        "redis_address" => "redis.address",
+        "port" => "port",
+        "rtc_tcp_port" => "rtc.tcp_port",
+        "rtc_port_range_start" => "rtc.port_range_start",
+        "rtc_port_range_end" => "rtc.port_range_end",
+        "node_ip" => "rtc.node_ip",
+        _ => return None,
+    };
+    if accepts(target, key) {
+        Some(key.to_string())
+    } else {
+        fallback_key(field).map(str::to_string)
+    }
+}
+
+/// The older key a field is rendered as when the target predates its own.
+fn fallback_key(field: &str) -> Option<&'static str> {
+    match field {
+        "prometheus_port" => Some("prometheus_port"),
+        _ => None,
+    }
+}
+
+// ------------------------------------------------------------ renderings
+
+/// The settings as `configure` parameters (secrets included: for
+/// `runtime.json` and for re-validation only).
+fn to_params(s: &Settings) -> ConfigureParams {
+    let nonempty = |l: &Vec<String>| (!l.is_empty()).then(|| l.clone());
+    ConfigureParams {
+        bind_addresses: nonempty(&s.bind_addresses),
+        use_external_ip: s.use_external_ip.then_some(true),
+        rtc_udp_port: s.rtc_udp_port.map(|u| match u.to_json() {
+            Json::String(t) => UdpPortParam::Text(t),
+            _ => UdpPortParam::Port(u32::from(u.start)),
+        }),
+        stun_servers: nonempty(&s.stun_servers),
+        turn_servers: (!s.turn_servers.is_empty())
+            .then(|| s.turn_servers.iter().map(|t| turn_param(t, false)).collect()),
+        turn_enabled: s.turn_enabled.then_some(true),
+        turn_domain: s.turn_domain.clone(),
+        turn_tls_port: s.turn_tls_port.map(u32::from),
+        turn_udp_port: s.turn_udp_port.map(u32::from),
+        turn_external_tls: s.turn_external_tls.then_some(true),
+        turn_cert_file: s.turn_cert_file.clone(),
+        turn_key_file: s.turn_key_file.clone(),
+        webhook_urls: nonempty(&s.webhook_urls),
+        room_auto_create: s.room_auto_create,
+        room_empty_timeout: s.room_empty_timeout,
+        room_departure_timeout: s.room_departure_timeout,
+        room_max_participants: s.room_max_participants,
+        room_enabled_codecs: nonempty(&s.room_enabled_codecs),
+        log_level: s.log_level.clone(),
+        log_json: s.log_json.then_some(true),
+        prometheus_port: s.prometheus_port.map(u32::from),
+        prometheus_username: s.prometheus_username.clone(),
+        prometheus_password: s.prometheus_password.as_ref().map(|p| p.expose().to_string()),
+        region: s.region.clone(),
+        ..ConfigureParams::default()
+    }
+}
+
+fn turn_param(t: &TurnServer, redact: bool) -> TurnServerParam {
+    let shown = |s: &Secret| {
+        if redact {
+            "set".to_string()
+        } else {
+            s.expose().to_string()
+        }
+    };
+    let (username, credential, secret) = match &t.auth {
+        TurnAuth::Credential { username, credential } => (Some(username.clone()), Some(shown(credential)), None),
+        TurnAuth::Secret(s) => (None, None, Some(shown(s))),
+    };
+    TurnServerParam {
+        host: t.host.clone(),
+        port: u32::from(t.port),
+        protocol: t.protocol.clone(),
+        username,
+        credential,
+        secret,
+    }
+}
+
+/// Each field's value in `runtime.json` form: the `configure` parameter's
+/// JSON, `null`/`false`/`[]` when not set. Secrets in clear (the file is
+/// 0600, like the API secret in it).
+pub fn to_json(s: &Settings) -> Map<String, Json> {
+    to_json_with(s, false)
+}
+
+fn to_json_with(s: &Settings, redact: bool) -> Map<String, Json> {
+    let opt = |v: Option<Json>| v.unwrap_or(Json::Null);
+    let secret = |v: &Option<Secret>| match v {
+        None => Json::Null,
+        Some(_) if redact => json!("set"),
+        Some(p) => json!(p.expose()),
+    };
+    let entries: [(&str, Json); 24] = [
+        ("bind_addresses", json!(s.bind_addresses)),
+        ("use_external_ip", json!(s.use_external_ip)),
+        ("rtc_udp_port", opt(s.rtc_udp_port.map(UdpPort::to_json))),
+        ("stun_servers", json!(s.stun_servers)),
+        (
+            "turn_servers",
+            Json::Array(
+                s.turn_servers
+                    .iter()
+                    .map(|t| serde_json::to_value(turn_param(t, redact)).unwrap_or(Json::Null))
+                    .collect(),
+            ),
+        ),
+        ("turn_enabled", json!(s.turn_enabled)),
+        ("turn_domain", json!(s.turn_domain)),
+        ("turn_tls_port", json!(s.turn_tls_port)),
+        ("turn_udp_port", json!(s.turn_udp_port)),
+        ("turn_external_tls", json!(s.turn_external_tls)),
+        ("turn_cert_file", json!(s.turn_cert_file)),
+        ("turn_key_file", json!(s.turn_key_file)),
+        ("webhook_urls", json!(s.webhook_urls)),
+        ("room_auto_create", json!(s.room_auto_create)),
+        ("room_empty_timeout", json!(s.room_empty_timeout)),
+        ("room_departure_timeout", json!(s.room_departure_timeout)),
+        ("room_max_participants", json!(s.room_max_participants)),
+        ("room_enabled_codecs", json!(s.room_enabled_codecs)),
+        ("log_level", json!(s.log_level)),
+        ("log_json", json!(s.log_json)),
+        ("prometheus_port", json!(s.prometheus_port)),
+        ("prometheus_username", json!(s.prometheus_username)),
+        ("prometheus_password", secret(&s.prometheus_password)),
+        ("region", json!(s.region)),
+    ];
+    entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// The lines `runtime.json` holds for the settings and the target version,
+/// each `  "key": <compact JSON>,\n`, in [`FIELDS`] order.
+pub(crate) fn render_runtime_json(out: &mut String, c: &Config) {
+    let map = to_json(&c.settings);
+    for f in FIELDS {
+        let v = map.get(f).cloned().unwrap_or(Json::Null);
+        let _ = writeln!(out, "  \"{f}\": {v},");
+    }
+    let version = c.livekit_version.map(|v| v.to_string()).unwrap_or_default();
+    let _ = write!(out, "  \"{VERSION_KEY}\": ");
+    push_quoted(out, &version);
+    out.push_str(",\n");
+}
+
+/// Reads the settings back from `runtime.json`'s entries, leniently: each
+/// value that is what `configure` would accept is kept, any other is left
+/// at its default, so that one bad value does not cost the others. An old
+/// file without the settings gives the defaults.
+pub(crate) fn from_json(entries: &[(String, Json)]) -> Settings {
+    let mut s = Settings::default();
+    for (k, v) in entries {
+        if v.is_null() || !FIELDS.contains(&k.as_str()) {
+            continue;
+        }
+        let mut one = Map::new();
+        one.insert(k.clone(), v.clone());
+        let Ok(p) = serde_json::from_value::<ConfigureParams>(Json::Object(one)) else {
+            continue;
+        };
+        if let Ok(next) = apply_params(&s, &p, &[], Files::Skip) {
+            s = next;
+        }
+    }
+    s
+}
+
+fn yaml_list(out: &mut String, indent: &str, key: &str, items: &[String]) {
+    if items.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "{indent}{key}:");
+    for i in items {
+        let _ = write!(out, "{indent}  - ");
+        push_quoted(out, i);
+        out.push('\n');
+    }
+}
+
+fn yaml_str(out: &mut String, indent: &str, key: &str, v: &str) {
+    let _ = write!(out, "{indent}{key}: ");
+    push_quoted(out, v);
+    out.push('\n');
+}
+
+/// `bind_addresses`, after `port`.
+pub(crate) fn render_yaml_top(out: &mut String, c: &Config) {
+    yaml_list(out, "", "bind_addresses", &c.settings.bind_addresses);
+}
+
+/// The `rtc` keys beyond the ports and `node_ip`.
+pub(crate) fn render_yaml_rtc(out: &mut String, c: &Config) {
+    let s = &c.settings;
+    if let Some(u) = s.rtc_udp_port {
+        let _ = writeln!(out, "  udp_port: {}", u.to_json());
+    }
+    yaml_list(out, "  ", "stun_servers", &s.stun_servers);
+    if !s.turn_servers.is_empty() {
+        out.push_str("  turn_servers:\n");
+        for t in &s.turn_servers {
+            yaml_str(out, "    - ", "host", &t.host);
+            let _ = writeln!(out, "      port: {}", t.port);
+            yaml_str(out, "      ", "protocol", &t.protocol);
+            match &t.auth {
+                TurnAuth::Credential { username, credential } => {
+                    yaml_str(out, "      ", "username", username);
+                    yaml_str(out, "      ", "credential", credential.expose());
+                }
+                TurnAuth::Secret(secret) => yaml_str(out, "      ", "secret", secret.expose()),
+            }
+        }
+    }
+}
+
+/// `logging.level` and `logging.json`, under `logging:`.
+pub(crate) fn render_yaml_logging(out: &mut String, c: &Config) {
+    let s = &c.settings;
+    let _ = writeln!(out, "  level: {}", s.log_level.as_deref().unwrap_or(DEFAULT_LOG_LEVEL));
+    if s.log_json {
+        out.push_str("  json: true\n");
+    }
+}
+
+/// The sections after `logging`: `turn`, `webhook`, `room`, `prometheus`
+/// (or `prometheus_port` for a target older than it), `region`.
+pub(crate) fn render_yaml_tail(out: &mut String, c: &Config) {
+    let s = &c.settings;
+    let target = c.livekit_version;
+    let turn_set = s.turn_enabled
+        || s.turn_domain.is_some()
+        || s.turn_tls_port.is_some()
+        || s.turn_udp_port.is_some()
+        || s.turn_external_tls
+        || s.turn_cert_file.is_some();
+    if turn_set {
+        let _ = writeln!(out, "turn:\n  enabled: {}", s.turn_enabled);
+        if let Some(d) = &s.turn_domain {
+            yaml_str(out, "  ", "domain", d);
+        }
+        if let Some(p) = s.turn_tls_port {
+            let _ = writeln!(out, "  tls_port: {p}");
+        }
+        if let Some(p) = s.turn_udp_port {
+            let _ = writeln!(out, "  udp_port: {p}");
+        }
+        if s.turn_external_tls {
+            out.push_str("  external_tls: true\n");
+        }
+        if let (Some(cert), Some(key)) = (&s.turn_cert_file, &s.turn_key_file) {
+            yaml_str(out, "  ", "cert_file", cert);
+            yaml_str(out, "  ", "key_file", key);
+        }
+    }
+    if !s.webhook_urls.is_empty() {
+        out.push_str("webhook:\n");
+        yaml_str(out, "  ", "api_key", &c.api_key);
+        yaml_list(out, "  ", "urls", &s.webhook_urls);
+    }
+    let room_set = s.room_auto_create.is_some()
+        || s.room_empty_timeout.is_some()
+        || s.room_departure_timeout.is_some()
+        || s.room_max_participants.is_some()
+        || !s.room_enabled_codecs.is_empty();
+    if room_set {
+        out.push_str("room:\n");
+        if let Some(b) = s.room_auto_create {
+            let _ = writeln!(out, "  auto_create: {b}");
+        }
+        if let Some(v) = s.room_empty_timeout {
+            let _ = writeln!(out, "  empty_timeout: {v}");
+        }
+        if let Some(v) = s.room_departure_timeout {
+            let _ = writeln!(out, "  departure_timeout: {v}");
+        }
+        if let Some(v) = s.room_max_participants {
+            let _ = writeln!(out, "  max_participants: {v}");
+        }
+        if !s.room_enabled_codecs.is_empty() {
+            out.push_str("  enabled_codecs:\n");
+            for codec in &s.room_enabled_codecs {
+                yaml_str(out, "    - ", "mime", codec);
+            }
+        }
+    }
+    if let Some(port) = s.prometheus_port {
+        if accepts(target, "prometheus") {
+            let _ = writeln!(out, "prometheus:\n  port: {port}");
+            if let (Some(u), Some(p)) = (&s.prometheus_username, &s.prometheus_password) {
+                yaml_str(out, "  ", "username", u);
+                yaml_str(out, "  ", "password", p.expose());
+            }
+        } else {
+            let _ = writeln!(out, "prometheus_port: {port}");
+        }
+    }
+    if let Some(r) = &s.region {
+        yaml_str(out, "", "region", r);
+    }
+}
+
+// ------------------------------------------------------------ drift
+
+/// Top-level `livekit.yaml` keys this module owns; the sections among them
+/// are compared key by key.
+pub(crate) const YAML_TOP: [&str; 7] = [
+    "bind_addresses",
+    "turn",
+    "webhook",
+    "room",
+    "prometheus",
+    "prometheus_port",
+    "region",
+];
+const YAML_SECTIONS: [&str; 4] = ["turn", "webhook", "room", "prometheus"];
+/// `rtc` keys this module owns.
+pub(crate) const YAML_RTC: [&str; 3] = ["udp_port", "stun_servers", "turn_servers"];
+/// `logging` keys this module owns besides `level`.
+pub(crate) const YAML_LOGGING: [&str; 1] = ["json"];
+
+/// The owned entries of a parsed `livekit.yaml`, by dotted path.
+fn yaml_owned(doc: &Yaml) -> Vec<(String, Option<&Yaml>)> {
+    let mut out = Vec::new();
+    let Some(top) = doc.as_mapping() else { return out };
+    for k in YAML_TOP {
+        let Some(v) = top.get(k) else { continue };
+        match (YAML_SECTIONS.contains(&k), v.as_mapping()) {
+            (true, Some(m)) => {
+                for (sk, sv) in m {
+                    let name = sk.as_str().unwrap_or("?");
+                    out.push((format!("{k}.{name}"), Some(sv)));
+                }
+            }
+            (true, None) => out.push((k.to_string(), None)),
+            (false, _) => out.push((k.to_string(), Some(v))),
+        }
+    }
+    for (section, keys) in [("rtc", &YAML_RTC[..]), ("logging", &YAML_LOGGING[..])] {
+        if let Some(m) = top.get(section).and_then(Yaml::as_mapping) {
+            for k in keys {
+                if let Some(v) = m.get(*k) {
+                    out.push((format!("{section}.{k}"), Some(v)));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Drift sentences for the owned keys of `livekit.yaml`, naming paths only,
+/// never values.
+pub(crate) fn yaml_drift(observed: &[u8], expected: &[u8]) -> Vec<String> {
+    let (Ok(obs), Ok(exp)) = (
+        serde_yaml::from_slice::<Yaml>(observed),
+        serde_yaml::from_slice::<Yaml>(expected),
+    ) else {
+        return Vec::new();
+    };
+    let (obs, exp) = (yaml_owned(&obs), yaml_owned(&exp));
+    let mut out = Vec::new();
+    for (path, want) in &exp {
+        match obs.iter().find(|(p, _)| p == path) {
+            None => out.push(format!("{path} missing")),
+            Some((_, None)) => out.push(format!("{path} has the wrong type (expected a mapping)")),
+            Some((_, got)) if got != want => out.push(format!("{path} differs")),
+            _ => {}
+        }
+    }
+    for (path, got) in &obs {
+        if !exp.iter().any(|(p, _)| p == path) {
+            out.push(match got {
+                None => format!("{path} has the wrong type (expected a mapping)"),
+                Some(_) => format!("{path} present but not configured"),
+            });
+        }
+    }
+    out
+}
+
+/// Drift sentences for the settings entries of `runtime.json`.
+pub(crate) fn json_drift(observed: &[(String, Json)], c: &Config) -> Vec<String> {
+    let mut expected = to_json(&c.settings);
+    expected.insert(
+        VERSION_KEY.to_string(),
+        json!(c.livekit_version.map(|v| v.to_string()).unwrap_or_default()),
+    );
+    let mut out = Vec::new();
+    for key in FIELDS.iter().copied().chain([VERSION_KEY]) {
+        match observed.iter().find(|(k, _)| k == key) {
+            None => out.push(format!("{key} missing")),
+            Some((_, v)) if Some(v) != expected.get(key) => out.push(format!("{key} differs")),
+            _ => {}
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------ show
+
+/// `config_show`: every `configure` parameter's effective value (secrets
+/// as `set`/`unset`), its default, and the key it is rendered as.
+pub fn show(c: &Config) -> ConfigShowResult {
+    let target = c.livekit_version;
+    let core: [(&str, Json, Json); 10] = [
+        ("api_key", json!(c.api_key), Json::Null),
+        ("api_secret", json!("set"), json!("unset")),
+        ("domain", json!(c.domain), json!(DEFAULT_DOMAIN)),
+        ("redis_address", json!(c.redis_address), Json::Null),
+        ("port", json!(c.port), json!(DEFAULT_PORT)),
+        ("rtc_tcp_port", json!(c.rtc_tcp_port), json!(DEFAULT_RTC_TCP_PORT)),
+        (
+            "rtc_port_range_start",
+            json!(c.rtc_port_range_start),
+            json!(DEFAULT_RTC_PORT_RANGE_START),
+        ),
+        (
+            "rtc_port_range_end",
+            json!(c.rtc_port_range_end),
+            json!(DEFAULT_RTC_PORT_RANGE_END),
+        ),
+        ("node_ip", json!(c.node_ip), Json::Null),
+        ("backend_port", json!(c.backend_port), json!(DEFAULT_BACKEND_PORT)),
+    ];
+    let values = to_json_with(&c.settings, true);
+    let defaults = to_json_with(&Settings::default(), true);
+    let mut settings: Vec<SettingShow> = core
+        .into_iter()
+        .map(|(name, value, default)| SettingShow {
+            name: name.to_string(),
+            differs: value != default,
+            value,
+            default,
+            livekit_key: livekit_key(name, target),
+            needs_version: None,
+        })
+        .collect();
+    for f in FIELDS {
+        let value = values.get(f).cloned().unwrap_or(Json::Null);
+        let mut default = defaults.get(f).cloned().unwrap_or(Json::Null);
+        // What livekit-server does when the key is absent.
+        default = match f {
+            "turn_tls_port" => json!(DEFAULT_TURN_TLS_PORT),
+            "turn_udp_port" => json!(DEFAULT_TURN_UDP_PORT),
+            "room_auto_create" => json!(true),
+            "room_empty_timeout" => json!(DEFAULT_ROOM_EMPTY_TIMEOUT),
+            "room_departure_timeout" => json!(DEFAULT_ROOM_DEPARTURE_TIMEOUT),
+            "room_max_participants" => json!(0),
+            "log_level" => json!(DEFAULT_LOG_LEVEL),
+            "prometheus_password" => json!("unset"),
+            _ => default,
+        };
+        let value = match (f, value) {
+            ("prometheus_password", Json::Null) => json!("unset"),
+            (_, Json::Null) => default.clone(),
+            (_, v) => v,
+        };
+        let key = livekit_key(f, None);
+        let needs_version = key
+            .as_deref()
+            .filter(|k| is_set(&c.settings, f) && livekit_key(f, target).is_none() && !accepts(target, k))
+            .and_then(version_needed)
+            .map(|v| v.to_string());
+        settings.push(SettingShow {
+            name: f.to_string(),
+            differs: value != default,
+            value,
+            default,
+            livekit_key: livekit_key(f, target),
+            needs_version,
+        });
+    }
+    ConfigShowResult {
+        target_version: target.map(|v| v.to_string()),
+        settings,
+    }
+}
+
+fn is_set(s: &Settings, field: &str) -> bool {
+    to_json(s).get(field) != to_json(&Settings::default()).get(field)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::check::check;
+    use super::super::heal::{plan, FileObs};
+    use super::super::render::{render, TripleFile};
+    use super::super::testutil::{config_a, observed_of};
+    use super::super::validate::{apply_configure_with, validate_config, ConfigureError};
+    use super::super::{Credential, MintError};
+    use super::*;
+
+    const OLD: LivekitVersion = LivekitVersion::new(1, 7, 0);
+
+    fn no_mint() -> Result<Credential, MintError> {
+        Err(MintError::new("must not mint"))
+    }
+
+    /// Every setting away from its default.
+    fn full_params() -> ConfigureParams {
+        ConfigureParams {
+            bind_addresses: Some(vec!["10.0.0.5".into(), "::1".into()]),
+            use_external_ip: Some(true),
+            rtc_udp_port: Some(UdpPortParam::Text("7882-7892".into())),
+            stun_servers: Some(vec!["stun.example.org:3478".into(), "[2001:db8::3]:19302".into()]),
+            turn_servers: Some(vec![
+                TurnServerParam {
+                    host: "turn.example.org".into(),
+                    port: 443,
+                    protocol: "tls".into(),
+                    username: Some("alice".into()),
+                    credential: Some("turnCredentialValue".into()),
+                    secret: None,
+                },
+                TurnServerParam {
+                    host: "192.0.2.44".into(),
+                    port: 3478,
+                    protocol: "udp".into(),
+                    username: None,
+                    credential: None,
+                    secret: Some("turnRestSecretValue".into()),
+                },
+            ]),
+            turn_enabled: Some(true),
+            turn_domain: Some("turn.media.example.org".into()),
+            turn_tls_port: Some(5350),
+            turn_udp_port: Some(3479),
+            turn_external_tls: Some(true),
+            webhook_urls: Some(vec![
+                "https://hooks.example.org/livekit".into(),
+                "http://10.0.0.9:8080/wh".into(),
+            ]),
+            room_auto_create: Some(false),
+            room_empty_timeout: Some(600),
+            room_departure_timeout: Some(30),
+            room_max_participants: Some(50),
+            room_enabled_codecs: Some(vec!["audio/opus".into(), "video/vp8".into(), "video/h264".into()]),
+            log_level: Some("warn".into()),
+            log_json: Some(true),
+            prometheus_port: Some(6789),
+            prometheus_username: Some("scraper".into()),
+            prometheus_password: Some("promPasswordValue".into()),
+            region: Some("eu-west-1".into()),
+            ..ConfigureParams::default()
+        }
+    }
+
+    fn configured(params: &ConfigureParams, target: Option<LivekitVersion>) -> Result<Config, ValidationError> {
+        let mut base = config_a();
+        base.livekit_version = target;
+        match apply_configure_with(Some(&base), params, no_mint) {
+            Ok(u) => Ok(u.config),
+            Err(ConfigureError::Invalid(v)) => Err(v),
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+
+    fn yaml(c: &Config) -> Yaml {
+        serde_yaml::from_slice(&render(c, TripleFile::LivekitYaml)).expect("livekit.yaml parses")
+    }
+
+    fn at<'a>(doc: &'a Yaml, path: &str) -> Option<&'a Yaml> {
+        path.split('.').try_fold(doc, |v, k| v.as_mapping()?.get(k))
+    }
+
+    #[test]
+    fn versions_parse_from_records_and_from_the_binary() {
+        assert_eq!(LivekitVersion::parse("1.9.1"), Some(LivekitVersion::new(1, 9, 1)));
+        assert_eq!(LivekitVersion::parse("v1.13.5"), Some(LivekitVersion::new(1, 13, 5)));
+        assert_eq!(LivekitVersion::parse("1.8.0-rc1"), Some(LivekitVersion::new(1, 8, 0)));
+        for bad in ["custom-0123456789ab", "1.9", "1.9.1.2", "", "v", "1.x.3"] {
+            assert_eq!(LivekitVersion::parse(bad), None, "{bad}");
+        }
+        assert_eq!(
+            LivekitVersion::from_version_output("livekit-server version 1.7.2\n"),
+            Some(LivekitVersion::new(1, 7, 2))
+        );
+        assert!(LivekitVersion::new(1, 10, 0) > LivekitVersion::new(1, 9, 9));
+        assert_eq!(LivekitVersion::new(1, 7, 1).to_string(), "1.7.1");
+    }
+
+    #[test]
+    fn every_setting_is_rendered_under_livekit_s_names() {
+        let c = configured(&full_params(), None).expect("valid");
+        let doc = yaml(&c);
+        let s = |p: &str| at(&doc, p).and_then(Yaml::as_str).map(str::to_string);
+        let n = |p: &str| at(&doc, p).and_then(Yaml::as_u64);
+        let b = |p: &str| at(&doc, p).and_then(Yaml::as_bool);
+        assert_eq!(
+            at(&doc, "bind_addresses"),
+            Some(&serde_yaml::from_str::<Yaml>("[\"10.0.0.5\", \"::1\"]").expect("yaml"))
+        );
+        assert_eq!(b("rtc.use_external_ip"), Some(true));
+        assert_eq!(s("rtc.udp_port").as_deref(), Some("7882-7892"));
+        assert_eq!(
+            at(&doc, "rtc.stun_servers").and_then(Yaml::as_sequence).map(Vec::len),
+            Some(2)
+        );
+        let turn_servers = at(&doc, "rtc.turn_servers")
+            .and_then(Yaml::as_sequence)
+            .expect("turn_servers");
+        assert_eq!(
+            turn_servers[0].get("credential").and_then(Yaml::as_str),
+            Some("turnCredentialValue")
+        );
+        assert_eq!(
+            turn_servers[1].get("secret").and_then(Yaml::as_str),
+            Some("turnRestSecretValue")
+        );
+        assert_eq!(b("turn.enabled"), Some(true));
+        assert_eq!(s("turn.domain").as_deref(), Some("turn.media.example.org"));
+        assert_eq!((n("turn.tls_port"), n("turn.udp_port")), (Some(5350), Some(3479)));
+        assert_eq!(b("turn.external_tls"), Some(true));
+        assert_eq!(s("webhook.api_key").as_deref(), Some(c.api_key.as_str()));
+        assert_eq!(
+            at(&doc, "webhook.urls").and_then(Yaml::as_sequence).map(Vec::len),
+            Some(2)
+        );
+        assert_eq!(b("room.auto_create"), Some(false));
+        assert_eq!(
+            (
+                n("room.empty_timeout"),
+                n("room.departure_timeout"),
+                n("room.max_participants")
+            ),
+            (Some(600), Some(30), Some(50))
+        );
+        let codecs = at(&doc, "room.enabled_codecs")
+            .and_then(Yaml::as_sequence)
+            .expect("codecs");
+        assert_eq!(codecs[2].get("mime").and_then(Yaml::as_str), Some("video/h264"));
+        assert_eq!(
+            (s("logging.level").as_deref(), b("logging.json")),
+            (Some("warn"), Some(true))
+        );
+        assert_eq!(n("prometheus.port"), Some(6789));
+        assert_eq!(s("prometheus.username").as_deref(), Some("scraper"));
+        assert_eq!(s("prometheus.password").as_deref(), Some("promPasswordValue"));
+        assert_eq!(s("region").as_deref(), Some("eu-west-1"));
+        assert!(at(&doc, "prometheus_port").is_none());
+        assert!(validate_config(&c).is_ok(), "{:?}", validate_config(&c));
+        // The renderings read back as the config, and are consistent.
+        assert!(check(&c, &observed_of(&c)).consistent);
+    }
+
+    #[test]
+    fn a_cert_pair_must_exist_and_excludes_external_tls() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = (dir.path().join("turn.crt"), dir.path().join("turn.key"));
+        std::fs::write(&cert, "cert").expect("cert");
+        std::fs::write(&key, "key").expect("key");
+        let pair = ConfigureParams {
+            turn_enabled: Some(true),
+            turn_domain: Some("turn.example.org".into()),
+            turn_cert_file: Some(cert.display().to_string()),
+            turn_key_file: Some(key.display().to_string()),
+            ..ConfigureParams::default()
+        };
+        let c = configured(&pair, None).expect("a readable pair");
+        let doc = yaml(&c);
+        assert_eq!(
+            at(&doc, "turn.cert_file").and_then(Yaml::as_str),
+            Some(cert.to_str().expect("utf8"))
+        );
+        assert!(at(&doc, "turn.external_tls").is_none());
+        let both = ConfigureParams {
+            turn_external_tls: Some(true),
+            ..pair.clone()
+        };
+        assert_eq!(configured(&both, None).expect_err("both").field, "turn_external_tls");
+        let missing = ConfigureParams {
+            turn_key_file: Some(dir.path().join("absent.key").display().to_string()),
+            ..pair.clone()
+        };
+        let e = configured(&missing, None).expect_err("missing key file");
+        assert_eq!(e.field, "turn_key_file");
+        assert!(e.rule.contains("can read"), "{e}");
+        let neither = ConfigureParams {
+            turn_cert_file: None,
+            turn_key_file: None,
+            ..pair
+        };
+        assert_eq!(configured(&neither, None).expect_err("neither").field, "turn_enabled");
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_their_field() {
+        let turn = |f: fn(&mut TurnServerParam)| {
+            let mut t = TurnServerParam {
+                host: "turn.example.org".into(),
+                port: 3478,
+                protocol: "udp".into(),
+                username: Some("u".into()),
+                credential: Some("c".into()),
+                secret: None,
+            };
+            f(&mut t);
+            ConfigureParams {
+                turn_servers: Some(vec![t]),
+                ..ConfigureParams::default()
+            }
+        };
+        let p = ConfigureParams::default;
+        let cases: Vec<(ConfigureParams, &str)> = vec![
+            (
+                ConfigureParams {
+                    bind_addresses: Some(vec!["example.org".into()]),
+                    ..p()
+                },
+                "bind_addresses",
+            ),
+            (
+                ConfigureParams {
+                    bind_addresses: Some(vec!["10.0.0.1".into(), "10.0.0.1".into()]),
+                    ..p()
+                },
+                "bind_addresses",
+            ),
+            (
+                ConfigureParams {
+                    rtc_udp_port: Some(UdpPortParam::Port(0)),
+                    ..p()
+                },
+                "rtc_udp_port",
+            ),
+            (
+                ConfigureParams {
+                    rtc_udp_port: Some(UdpPortParam::Text("7892-7882".into())),
+                    ..p()
+                },
+                "rtc_udp_port",
+            ),
+            (
+                ConfigureParams {
+                    rtc_udp_port: Some(UdpPortParam::Text("77a".into())),
+                    ..p()
+                },
+                "rtc_udp_port",
+            ),
+            (
+                ConfigureParams {
+                    stun_servers: Some(vec!["stun.example.org".into()]),
+                    ..p()
+                },
+                "stun_servers",
+            ),
+            (
+                ConfigureParams {
+                    stun_servers: Some(vec!["::1:3478".into()]),
+                    ..p()
+                },
+                "stun_servers",
+            ),
+            (turn(|t| t.protocol = "sctp".into()), "turn_servers"),
+            (turn(|t| t.port = 70000), "turn_servers"),
+            (turn(|t| t.host = "bad host".into()), "turn_servers"),
+            (turn(|t| t.secret = Some("s".into())), "turn_servers"),
+            (turn(|t| t.credential = Some("has space".into())), "turn_servers"),
+            (
+                ConfigureParams {
+                    turn_domain: Some("10.0.0.1.".into()),
+                    ..p()
+                },
+                "turn_domain",
+            ),
+            (
+                ConfigureParams {
+                    turn_tls_port: Some(0),
+                    ..p()
+                },
+                "turn_tls_port",
+            ),
+            (
+                ConfigureParams {
+                    turn_udp_port: Some(65536),
+                    ..p()
+                },
+                "turn_udp_port",
+            ),
+            (
+                ConfigureParams {
+                    turn_cert_file: Some("relative/cert.pem".into()),
+                    ..p()
+                },
+                "turn_cert_file",
+            ),
+            (
+                ConfigureParams {
+                    turn_enabled: Some(true),
+                    turn_external_tls: Some(true),
+                    ..p()
+                },
+                "turn_domain",
+            ),
+            (
+                ConfigureParams {
+                    webhook_urls: Some(vec!["ftp://hooks.example.org/".into()]),
+                    ..p()
+                },
+                "webhook_urls",
+            ),
+            (
+                ConfigureParams {
+                    webhook_urls: Some(vec!["https://user:pw@hooks.example.org/".into()]),
+                    ..p()
+                },
+                "webhook_urls",
+            ),
+            (
+                ConfigureParams {
+                    webhook_urls: Some(vec!["https://hooks.example.org/a b".into()]),
+                    ..p()
+                },
+                "webhook_urls",
+            ),
+            (
+                ConfigureParams {
+                    webhook_urls: Some(vec!["https:///path".into()]),
+                    ..p()
+                },
+                "webhook_urls",
+            ),
+            (
+                ConfigureParams {
+                    room_enabled_codecs: Some(vec!["video/mpeg2".into()]),
+                    ..p()
+                },
+                "room_enabled_codecs",
+            ),
+            (
+                ConfigureParams {
+                    log_level: Some("verbose".into()),
+                    ..p()
+                },
+                "log_level",
+            ),
+            (
+                ConfigureParams {
+                    prometheus_port: Some(7980),
+                    ..p()
+                },
+                "prometheus_port",
+            ),
+            (
+                ConfigureParams {
+                    prometheus_port: Some(6789),
+                    prometheus_username: Some("a b".into()),
+                    ..p()
+                },
+                "prometheus_username",
+            ),
+            (
+                ConfigureParams {
+                    prometheus_port: Some(6789),
+                    prometheus_username: Some("scraper".into()),
+                    ..p()
+                },
+                "prometheus_password",
+            ),
+            (
+                ConfigureParams {
+                    prometheus_username: Some("scraper".into()),
+                    prometheus_password: Some("pw".into()),
+                    ..p()
+                },
+                "prometheus_port",
+            ),
+            (
+                ConfigureParams {
+                    region: Some("eu west".into()),
+                    ..p()
+                },
+                "region",
+            ),
+            // TURN's ports collide with the others, TCP with TCP, UDP with UDP.
+            (
+                ConfigureParams {
+                    turn_enabled: Some(true),
+                    turn_domain: Some("t.example.org".into()),
+                    turn_external_tls: Some(true),
+                    turn_tls_port: Some(7981),
+                    ..p()
+                },
+                "turn_tls_port",
+            ),
+            (
+                ConfigureParams {
+                    turn_enabled: Some(true),
+                    turn_domain: Some("t.example.org".into()),
+                    turn_external_tls: Some(true),
+                    turn_udp_port: Some(51500),
+                    ..p()
+                },
+                "turn_udp_port",
+            ),
+            (
+                ConfigureParams {
+                    turn_enabled: Some(true),
+                    turn_domain: Some("t.example.org".into()),
+                    turn_external_tls: Some(true),
+                    rtc_udp_port: Some(UdpPortParam::Port(3478)),
+                    ..p()
+                },
+                "rtc_udp_port",
+            ),
+            (
+                ConfigureParams {
+                    prometheus_port: Some(6789),
+                    unset: Some(vec!["prometheus_port".into()]),
+                    ..p()
+                },
+                "prometheus_port",
+            ),
+        ];
+        for (params, field) in cases {
+            let e = configured(&params, None).expect_err(field);
+            assert_eq!(e.field, field, "{params:?}: {e}");
+            for secret in ["pw", "has space", "a b"] {
+                assert!(!e.rule.contains(secret) || field == "region", "{e} echoes a value");
+            }
+        }
+    }
+
+    #[test]
+    fn unset_returns_a_setting_to_livekit_s_default() {
+        let c = configured(&full_params(), None).expect("valid");
+        let unset = ConfigureParams {
+            unset: Some(vec![
+                "webhook_urls".into(),
+                "prometheus_username".into(),
+                "prometheus_password".into(),
+                "region".into(),
+            ]),
+            ..ConfigureParams::default()
+        };
+        let u = apply_configure_with(Some(&c), &unset, no_mint).expect("unset");
+        assert_eq!(
+            u.changed_fields,
+            ["webhook_urls", "prometheus_username", "prometheus_password", "region"]
+        );
+        let doc = yaml(&u.config);
+        assert!(at(&doc, "webhook").is_none() && at(&doc, "region").is_none());
+        assert!(at(&doc, "prometheus.username").is_none());
+        assert_eq!(at(&doc, "prometheus.port").and_then(Yaml::as_u64), Some(6789));
+    }
+
+    #[test]
+    fn runtime_json_round_trips_and_an_old_one_loads_with_the_defaults() {
+        let c = configured(&full_params(), None).expect("valid");
+        let observed = observed_of(&c);
+        let booted = plan(None, &observed, false).expect("boot plan");
+        assert!(booted.is_noop(), "{:?}", booted.drift);
+        assert_eq!(booted.config.settings, c.settings);
+
+        // A runtime.json from before the settings existed: the credential
+        // is kept, the settings take their defaults, the file is rewritten.
+        let old = config_a();
+        let text = String::from_utf8(render(&old, TripleFile::RuntimeJson)).expect("utf8");
+        let legacy: String = text
+            .lines()
+            .filter(|l| {
+                !FIELDS
+                    .iter()
+                    .chain([&VERSION_KEY])
+                    .any(|f| l.contains(&format!("\"{f}\"")))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let mut obs = observed_of(&old);
+        obs.runtime_json = FileObs::Present(legacy.into_bytes());
+        let p = plan(None, &obs, false).expect("boot plan");
+        assert!(!p.minted);
+        assert_eq!(p.config, old);
+        assert_eq!(p.writes, [TripleFile::RuntimeJson]);
+        assert!(
+            p.drift.contains(&"runtime.json: webhook_urls missing".to_string()),
+            "{:?}",
+            p.drift
+        );
+    }
+
+    #[test]
+    fn webhook_api_key_follows_the_credential_and_its_drift_is_named() {
+        let params = ConfigureParams {
+            webhook_urls: Some(vec!["https://hooks.example.org/lk".into()]),
+            ..ConfigureParams::default()
+        };
+        let c = configured(&params, None).expect("valid");
+        let rotated = {
+            let mut r = c.clone();
+            r.api_key = "APIrotatedkey23".into();
+            r
+        };
+        assert_eq!(
+            at(&yaml(&rotated), "webhook.api_key").and_then(Yaml::as_str),
+            Some("APIrotatedkey23")
+        );
+        let text = String::from_utf8(render(&c, TripleFile::LivekitYaml)).expect("utf8");
+        let edited = text.replace(&format!("api_key: \"{}\"", c.api_key), "api_key: \"APIsomeotherkey\"");
+        assert_ne!(edited, text);
+        let mut obs = observed_of(&c);
+        obs.livekit_yaml = FileObs::Present(edited.into_bytes());
+        let drift = check(&c, &obs).drift;
+        assert_eq!(drift, ["livekit.yaml: webhook.api_key differs"]);
+    }
+
+    #[test]
+    fn an_older_target_leaves_newer_keys_out_and_refuses_to_set_them() {
+        let port_only = ConfigureParams {
+            prometheus_port: Some(6789),
+            ..ConfigureParams::default()
+        };
+        let c = configured(&port_only, Some(OLD)).expect("prometheus_port is read by every 1.x");
+        let doc = yaml(&c);
+        assert_eq!(at(&doc, "prometheus_port").and_then(Yaml::as_u64), Some(6789));
+        assert!(at(&doc, "prometheus").is_none());
+        let newer = configured(&port_only, Some(LivekitVersion::new(1, 7, 1))).expect("valid");
+        assert_eq!(at(&yaml(&newer), "prometheus.port").and_then(Yaml::as_u64), Some(6789));
+
+        let e = configured(&full_params(), Some(OLD)).expect_err("username needs 1.7.1");
+        assert_eq!(e.field, "prometheus_username");
+        assert!(e.rule.contains("1.7.1") && e.rule.contains("1.7.0"), "{e}");
+
+        // Set for a newer binary, then an older one installed: left out,
+        // and config show says what it needs.
+        let mut c = configured(&full_params(), None).expect("valid");
+        c.livekit_version = Some(OLD);
+        let doc = yaml(&c);
+        assert!(at(&doc, "prometheus").is_none());
+        assert_eq!(at(&doc, "prometheus_port").and_then(Yaml::as_u64), Some(6789));
+        let shown = show(&c);
+        let user = shown
+            .settings
+            .iter()
+            .find(|s| s.name == "prometheus_username")
+            .expect("row");
+        assert_eq!(user.needs_version.as_deref(), Some("1.7.1"));
+        assert_eq!(shown.target_version.as_deref(), Some("1.7.0"));
+    }
+
+    #[test]
+    fn show_hides_secrets_and_names_what_differs_from_the_defaults() {
+        let c = configured(&full_params(), None).expect("valid");
+        let shown = show(&c);
+        let text = serde_json::to_string(&shown).expect("json");
+        for secret in [
+            c.api_secret.expose(),
+            "turnCredentialValue",
+            "turnRestSecretValue",
+            "promPasswordValue",
+        ] {
+            assert!(!text.contains(secret), "config show leaks a secret");
+        }
+        let row = |n: &str| shown.settings.iter().find(|s| s.name == n).expect(n).clone();
+        assert_eq!(row("prometheus_password").value, json!("set"));
+        assert_eq!(row("api_secret").value, json!("set"));
+        assert!(row("log_json").differs && row("room_auto_create").differs);
+        assert_eq!(row("turn_servers").value[0]["credential"], json!("set"));
+        let plain = show(&config_a());
+        let row = |n: &str| plain.settings.iter().find(|s| s.name == n).expect(n).clone();
+        assert!(!row("log_level").differs && !row("turn_enabled").differs);
+        assert_eq!(row("log_level").value, json!("info"));
+        assert_eq!(row("prometheus_password").value, json!("unset"));
+        assert_eq!(row("room_empty_timeout").value, json!(300));
+        assert_eq!(plain.settings.len(), 10 + FIELDS.len());
+    }
+}
