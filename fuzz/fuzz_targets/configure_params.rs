@@ -21,7 +21,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use hero_livekit_proto::ConfigureParams;
 use hero_livekit_server::config::{
     apply_configure, check, plan_with, render, validate_config, Config, Credential, FileObs, MintError, Observed,
-    Secret, Settings, TripleFile,
+    RedisSettings, Secret, Settings, TripleFile,
 };
 use hero_livekit_server::rpc::parse_params;
 use jsonrpsee::types::Params;
@@ -36,6 +36,7 @@ fn base() -> Config {
         api_secret: Secret::new(BASE_SECRET),
         domain: "media.example.org".into(),
         redis_address: Some("redis.internal:6380".into()),
+        redis: RedisSettings::default(),
         port: 7980,
         rtc_tcp_port: 7981,
         rtc_port_range_start: 51000,

@@ -22,8 +22,8 @@
 use hero_livekit_proto::envfile;
 use hero_livekit_server::config::validate::validate_credential;
 use hero_livekit_server::config::{
-    check, plan_with, render, validate_config, Config, ConfigSource, Credential, FileObs, MintError, Observed, Secret,
-    Settings, TripleFile,
+    check, plan_with, render, validate_config, Config, ConfigSource, Credential, FileObs, MintError, Observed,
+    RedisSettings, Secret, Settings, TripleFile,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -38,6 +38,7 @@ fn fixed() -> Config {
         api_secret: Secret::new("fuzz/Secret+fuzz/Secret+fuzz/Secret+fuzz=="),
         domain: "media.example.org".into(),
         redis_address: Some("redis.internal:6380".into()),
+        redis: RedisSettings::default(),
         port: 7980,
         rtc_tcp_port: 7981,
         rtc_port_range_start: 51000,

@@ -653,3 +653,113 @@ fn webhooks_naming_a_key_not_in_keys_refuse_to_start() {
     );
     assert!(port_is_closed(d.addr));
 }
+
+// ------------------------------------------------------------ Redis
+
+/// A real redis-server on 127.0.0.1:`port`; killed on drop.
+struct RedisServer(Child);
+
+impl RedisServer {
+    fn start(port: u16) -> RedisServer {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run redis-server (Debian package redis-server)");
+        hero_livekit_tests::wait_for(DEADLINE, "redis-server to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        RedisServer(child)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn every_key_of_livekits_redis_section_parses_and_a_reachable_redis_lets_it_start() {
+    let (port, rtc) = free_ports();
+    let redis_port = hero_livekit_tests::free_port();
+    let _redis = RedisServer::start(redis_port);
+    let redis = format!(
+        "redis:\n  address: 127.0.0.1:{redis_port}\n  username: \"\"\n  password: \"\"\n  db: 1\n  use_tls: false\n\
+         \x20 tls:\n    enabled: false\n    insecure: false\n    server_name: \"\"\n    ca_cert_file: \"\"\n    client_cert_file: \"\"\n    client_key_file: \"\"\n\
+         \x20 sentinel_master_name: \"\"\n  sentinel_username: \"\"\n  sentinel_password: \"\"\n  sentinel_addresses: []\n  cluster_addresses: []\n\
+         \x20 max_redirects: 3\n  dial_timeout: 500\n  read_timeout: 500\n  write_timeout: 500\n  pool_timeout: 5s\n  pool_size: 10\n"
+    );
+    let yaml = config_yaml(port, rtc, &(keys_section(KEY, SECRET) + &redis));
+    let mut d = Double::spawn(&yaml, port, None);
+    d.wait_ready().await;
+}
+
+#[test]
+fn an_unknown_key_under_redis_tls_names_livekits_type() {
+    let (port, rtc) = free_ports();
+    let yaml = config_yaml(
+        port,
+        rtc,
+        &(keys_section(KEY, SECRET)
+            + "redis:\n  address: 127.0.0.1:6379\n  tls:\n    enabled: true\n    verify: true\n"),
+    );
+    let mut d = Double::spawn(&yaml, port, None);
+    assert_eq!(d.wait_exit().code(), Some(0));
+    assert!(
+        d.stdout().contains("field verify not found in type redis.TLSConfig"),
+        "{}",
+        d.stdout()
+    );
+}
+
+#[test]
+fn an_unreachable_redis_prints_livekits_error_and_exits_zero() {
+    let (port, rtc) = free_ports();
+    let redis_port = hero_livekit_tests::free_port();
+    let yaml = config_yaml(
+        port,
+        rtc,
+        &(keys_section(KEY, SECRET) + &format!("redis:\n  address: 127.0.0.1:{redis_port}\n")),
+    );
+    let mut d = Double::spawn(&yaml, port, None);
+    assert_eq!(d.wait_exit().code(), Some(0));
+    assert!(d.stdout().contains("unable to connect to redis: "), "{}", d.stdout());
+    assert!(port_is_closed(d.addr));
+}
+
+#[tokio::test]
+async fn a_lost_redis_makes_get_root_answer_406_until_it_is_back() {
+    let (port, rtc) = free_ports();
+    let redis_port = hero_livekit_tests::free_port();
+    let redis = RedisServer::start(redis_port);
+    let yaml = config_yaml(
+        port,
+        rtc,
+        &(keys_section(KEY, SECRET) + &format!("redis:\n  address: 127.0.0.1:{redis_port}\n")),
+    );
+    let mut d = Double::spawn(&yaml, port, None);
+    d.wait_ready().await;
+    drop(redis);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if get(d.addr, "/", None).await == (StatusCode::NOT_ACCEPTABLE, "Not Ready".to_string()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still ready without Redis");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _redis = RedisServer::start(redis_port);
+    d.wait_ready().await;
+}

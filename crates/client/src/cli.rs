@@ -101,6 +101,8 @@ pub struct ConfigureArgs {
     /// host:port of Redis, for multi-node deployments.
     #[arg(long)]
     pub redis_address: Option<String>,
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// livekit-server HTTP/WebSocket port (default 7880).
     #[arg(long)]
     pub port: Option<u32>,
@@ -119,9 +121,10 @@ pub struct ConfigureArgs {
     /// lk-backend HTTP port (default 7890).
     #[arg(long)]
     pub backend_port: Option<u32>,
-    /// Remove an optional setting (an empty value keeps it): redis-address,
-    /// node-ip or a production setting (it returns to LiveKit's default). Repeatable.
-    #[arg(long, value_name = "FIELD", value_parser = crate::settings_args::parse_unset)]
+    /// Remove an optional setting (an empty value keeps it): node-ip,
+    /// redis-address or any other redis-* setting, or a production setting
+    /// (it returns to LiveKit's default). Repeatable.
+    #[arg(long, value_name = "FIELD", value_parser = unsettable)]
     pub unset: Vec<String>,
     #[command(flatten)]
     pub settings: crate::settings_args::SettingsArgs,
@@ -142,7 +145,7 @@ impl ConfigureArgs {
             backend_port: self.backend_port,
             // Flags are kebab case, the method's names snake case.
             unset: (!self.unset.is_empty()).then(|| self.unset.iter().map(|f| f.replace('-', "_")).collect()),
-            ..self.settings.params()
+            ..self.redis.apply(self.settings.params())
         }
     }
 }
@@ -351,3 +354,105 @@ async fn dispatch(cli: &Cli, client: &Client, out: &Out) -> Result<ExitCode, Cli
 
 /// Default wait for readiness when the caller gave none.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The settings `--unset` accepts, in kebab or snake case.
+const UNSETTABLE: [&str; 15] = [
+    "node-ip",
+    "redis-address",
+    "redis-username",
+    "redis-password",
+    "redis-db",
+    "redis-tls",
+    "redis-tls-ca-file",
+    "redis-tls-server-name",
+    "redis-tls-cert-file",
+    "redis-tls-key-file",
+    "redis-sentinel-master",
+    "redis-sentinel-addresses",
+    "redis-sentinel-username",
+    "redis-sentinel-password",
+    "redis-cluster-addresses",
+];
+
+fn unsettable(s: &str) -> Result<String, String> {
+    let kebab = s.replace('_', "-");
+    if UNSETTABLE.contains(&kebab.as_str()) {
+        return Ok(kebab);
+    }
+    crate::settings_args::parse_unset(s).map_err(|theirs| format!("{theirs}, or one of {}", UNSETTABLE.join(", ")))
+}
+
+/// The Redis connection settings of `configure` beyond the address.
+#[derive(Debug, Clone, Args, Default)]
+pub struct RedisArgs {
+    /// Redis ACL user (needs --redis-password).
+    #[arg(long)]
+    pub redis_username: Option<String>,
+    /// Redis password (requirepass or the ACL user's); a secret.
+    #[arg(long)]
+    pub redis_password: Option<String>,
+    /// Redis database number, 0-15 (0 with a cluster).
+    #[arg(long)]
+    pub redis_db: Option<u32>,
+    /// Connect to Redis over TLS (true or false).
+    #[arg(long, value_name = "BOOL")]
+    pub redis_tls: Option<bool>,
+    /// PEM CA file that signed Redis's certificate (absolute path).
+    #[arg(long)]
+    pub redis_tls_ca_file: Option<String>,
+    /// Name Redis's certificate is verified against, when not the host.
+    #[arg(long)]
+    pub redis_tls_server_name: Option<String>,
+    /// PEM client certificate for mutual TLS (needs --redis-tls-key-file).
+    #[arg(long)]
+    pub redis_tls_cert_file: Option<String>,
+    /// PEM key of the client certificate.
+    #[arg(long)]
+    pub redis_tls_key_file: Option<String>,
+    /// Sentinel master name (needs --redis-sentinel-addresses).
+    #[arg(long)]
+    pub redis_sentinel_master: Option<String>,
+    /// host:port of a sentinel; repeatable, replaces the list.
+    #[arg(
+        long = "redis-sentinel-addresses",
+        alias = "redis-sentinel-address",
+        value_name = "HOST:PORT"
+    )]
+    pub redis_sentinel_addresses: Vec<String>,
+    /// User the sentinels are asked as (needs --redis-sentinel-password).
+    #[arg(long)]
+    pub redis_sentinel_username: Option<String>,
+    /// Password of the sentinels; a secret.
+    #[arg(long)]
+    pub redis_sentinel_password: Option<String>,
+    /// host:port of a Redis Cluster node; repeatable, replaces the list.
+    #[arg(
+        long = "redis-cluster-addresses",
+        alias = "redis-cluster-address",
+        value_name = "HOST:PORT"
+    )]
+    pub redis_cluster_addresses: Vec<String>,
+}
+
+impl RedisArgs {
+    /// `p` with these settings as its Redis parameters.
+    pub fn apply(&self, p: proto::ConfigureParams) -> proto::ConfigureParams {
+        let list = |l: &Vec<String>| (!l.is_empty()).then(|| l.clone());
+        proto::ConfigureParams {
+            redis_username: self.redis_username.clone(),
+            redis_password: self.redis_password.clone(),
+            redis_db: self.redis_db,
+            redis_tls: self.redis_tls,
+            redis_tls_ca_file: self.redis_tls_ca_file.clone(),
+            redis_tls_server_name: self.redis_tls_server_name.clone(),
+            redis_tls_cert_file: self.redis_tls_cert_file.clone(),
+            redis_tls_key_file: self.redis_tls_key_file.clone(),
+            redis_sentinel_master: self.redis_sentinel_master.clone(),
+            redis_sentinel_addresses: list(&self.redis_sentinel_addresses),
+            redis_sentinel_username: self.redis_sentinel_username.clone(),
+            redis_sentinel_password: self.redis_sentinel_password.clone(),
+            redis_cluster_addresses: list(&self.redis_cluster_addresses),
+            ..p
+        }
+    }
+}

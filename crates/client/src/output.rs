@@ -290,6 +290,9 @@ impl Out {
             if let Some(c) = &p.port_conflict {
                 println!("  {} {c}", self.bad("port conflict:"));
             }
+            if let Some(r) = &p.reason {
+                println!("  {} {r}", self.bad("reason:"));
+            }
             if let Some(e) = &p.last_exit {
                 println!("  last exit: {e}");
             }

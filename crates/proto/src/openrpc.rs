@@ -218,13 +218,26 @@ mod tests {
             "prometheus_username",
             "prometheus_password",
             "region",
+            "redis_username",
+            "redis_password",
+            "redis_db",
+            "redis_tls",
+            "redis_tls_ca_file",
+            "redis_tls_server_name",
+            "redis_tls_cert_file",
+            "redis_tls_key_file",
+            "redis_sentinel_master",
+            "redis_sentinel_addresses",
+            "redis_sentinel_username",
+            "redis_sentinel_password",
+            "redis_cluster_addresses",
         ] {
             assert!(params.contains(&f), "configure documents {f}");
         }
         for p in configure["params"].as_array().expect("params") {
             assert!(p["description"].is_string(), "{} has a description", p["name"]);
         }
-        assert_eq!(params.len(), 35, "every configure parameter is listed above");
+        assert_eq!(params.len(), 48, "every configure parameter is listed above");
     }
 
     #[test]

@@ -88,6 +88,45 @@ pub struct ConfigureParams {
     /// `host:port` of Redis, for multi-node deployments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_address: Option<String>,
+    /// Redis ACL user (`AUTH username password`); needs `redis_password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_username: Option<String>,
+    /// Redis password (`requirepass` or the ACL user's); a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_password: Option<String>,
+    /// Redis database number, 0-15 (0 for Redis Cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_db: Option<u32>,
+    /// Connect to Redis over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_tls: Option<bool>,
+    /// PEM file of the CA that signed the Redis server's certificate (absolute path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_tls_ca_file: Option<String>,
+    /// Name the Redis server's certificate is verified against, when it differs from the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_tls_server_name: Option<String>,
+    /// PEM client certificate for mutual TLS; needs `redis_tls_key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_tls_cert_file: Option<String>,
+    /// PEM private key of `redis_tls_cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_tls_key_file: Option<String>,
+    /// Sentinel master name; needs `redis_sentinel_addresses`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_sentinel_master: Option<String>,
+    /// `host:port` of each sentinel; replaces the list (an empty list keeps it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_sentinel_addresses: Option<Vec<String>>,
+    /// User the sentinels are asked as; needs `redis_sentinel_password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_sentinel_username: Option<String>,
+    /// Password of the sentinels (a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_sentinel_password: Option<String>,
+    /// `host:port` of Redis Cluster nodes; replaces the list (an empty list keeps it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_cluster_addresses: Option<Vec<String>>,
     /// livekit-server HTTP/WebSocket port (default 7880).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
@@ -107,8 +146,8 @@ pub struct ConfigureParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_port: Option<u32>,
     /// Optional fields to remove, since an empty value keeps the current
-    /// one: `redis_address`, `node_ip`, or any production setting below
-    /// (it returns to LiveKit's default).
+    /// one: `redis_address`, `node_ip`, any other `redis_*` setting, or any
+    /// production setting below (it returns to LiveKit's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unset: Option<Vec<String>>,
     /// IP addresses livekit-server listens on (`bind_addresses`; default: all).
@@ -483,6 +522,10 @@ pub struct ProcessHealth {
     /// The log tail, when the child is `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_tail: Option<Vec<String>>,
+    /// Why the child waits (`backoff` until Redis answers) or runs without
+    /// being ready (406 while Redis is unreachable); never a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl ProcessHealth {
@@ -498,6 +541,7 @@ impl ProcessHealth {
             adopted: false,
             port_conflict: None,
             log_tail: None,
+            reason: None,
         }
     }
 }

@@ -23,6 +23,13 @@
 //! - HTTP on `port` (7880) at each bind address (all interfaces when none),
 //!   and a TCP listener on `rtc.tcp_port` (7881) and a UDP socket on
 //!   `rtc.udp_port` when set, so port conflicts behave like the real ones;
+//! - with a `redis:` section (address, Sentinel or Cluster, AUTH, db, TLS,
+//!   every key of LiveKit's `redis.RedisConfig`, strictly), a PING at
+//!   startup through the `redis` crate; when it fails the double prints
+//!   `unable to connect to redis: <err>` and exits **0**, as the real
+//!   server does. While running it PINGs every second, and `GET /` answers
+//!   406 `Not Ready` while the last PING failed (LiveKit's node stats go
+//!   stale without Redis);
 //! - `GET /` answers 200 `OK` (406 `Not Ready` while not ready);
 //!   `/rtc/validate` checks a join token exactly like LiveKit's auth
 //!   middleware and `validate` handler, with the same status codes and texts;
@@ -66,6 +73,10 @@ use clap::Parser;
 use livekit_api::access_token::TokenVerifier;
 use serde::Deserialize;
 use serde_yaml::Value;
+
+#[path = "../double/redis.rs"]
+mod redis_link;
+use redis_link::RedisConfig;
 
 /// A test double of livekit-server for hero_livekit's end-to-end tests.
 /// It is not LiveKit: it serves only readiness and token validation.
@@ -270,30 +281,6 @@ struct RtcConfig {
     dead_code,
     reason = "the field list is the schema the strict parser checks; the double acts on few fields"
 )]
-struct RedisConfig {
-    address: Option<String>,
-    username: Option<String>,
-    password: Option<String>,
-    db: Option<i64>,
-    use_tls: Option<bool>,
-    tls: Option<Value>,
-    master_name: Option<String>,
-    sentinel_username: Option<String>,
-    sentinel_password: Option<String>,
-    sentinel_addresses: Option<Vec<String>>,
-    cluster_addresses: Option<Vec<String>>,
-    dial_timeout: Option<i64>,
-    read_timeout: Option<i64>,
-    write_timeout: Option<i64>,
-    max_redirects: Option<i64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[expect(
-    dead_code,
-    reason = "the field list is the schema the strict parser checks; the double acts on few fields"
-)]
 struct LoggingConfig {
     json: Option<bool>,
     level: Option<String>,
@@ -421,6 +408,7 @@ fn load_behaviour(config: &Path) -> Result<Behaviour, String> {
 /// What `startup` decided: the keys, where to listen, what to log.
 struct Server {
     keys: BTreeMap<String, String>,
+    redis: Option<RedisConfig>,
     http: Vec<std::net::TcpListener>,
     rtc_tcp: Vec<std::net::TcpListener>,
     rtc_udp: Vec<std::net::UdpSocket>,
@@ -501,6 +489,7 @@ fn startup(cli: &Cli, path: &Path, version: &Version) -> Result<Server, String> 
     };
     Ok(Server {
         keys,
+        redis: config.redis.clone().filter(RedisConfig::is_configured),
         http,
         rtc_tcp,
         rtc_udp,
@@ -602,6 +591,7 @@ fn go_type(section: &str) -> &'static str {
     match section {
         "rtc" => "config.RTCConfig",
         "redis" => "redis.RedisConfig",
+        "redis.tls" => "redis.TLSConfig",
         "logging" => "config.LoggingConfig",
         "room" => "config.RoomConfig",
         "turn" => "config.TURNConfig",
@@ -829,7 +819,12 @@ fn timestamp() -> String {
 struct AppState {
     keys: BTreeMap<String, String>,
     ready_at: Instant,
+    /// The last PING of the configured Redis answered (always true without one).
+    redis_ok: std::sync::atomic::AtomicBool,
 }
+
+/// How often the running double PINGs its Redis, and how long one may take.
+const REDIS_PING_PERIOD: Duration = Duration::from_millis(500);
 
 fn run(server: Server, behaviour: Behaviour) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -843,7 +838,15 @@ fn run(server: Server, behaviour: Behaviour) -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
-    runtime.block_on(serve(server, behaviour))
+    runtime.block_on(async move {
+        if let Some(redis) = &server.redis {
+            if let Err(e) = redis_link::ping(redis, Duration::from_secs(2)).await {
+                println!("unable to connect to redis: {e}");
+                return ExitCode::SUCCESS;
+            }
+        }
+        serve(server, behaviour).await
+    })
 }
 
 async fn serve(server: Server, behaviour: Behaviour) -> ExitCode {
@@ -858,7 +861,24 @@ async fn serve(server: Server, behaviour: Behaviour) -> ExitCode {
     let state = Arc::new(AppState {
         keys: server.keys,
         ready_at: Instant::now() + Duration::from_millis(behaviour.ready_delay_ms.unwrap_or(0)),
+        redis_ok: std::sync::atomic::AtomicBool::new(true),
     });
+    if let Some(redis) = server.redis.clone() {
+        let state = Arc::clone(&state);
+        let log = Logger { json: server.json_logs };
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REDIS_PING_PERIOD).await;
+                let ok = redis_link::ping(&redis, REDIS_PING_PERIOD * 2).await;
+                let was = state.redis_ok.swap(ok.is_ok(), std::sync::atomic::Ordering::Relaxed);
+                match ok {
+                    Err(e) if was => log.error("redis ping failed, node stats going stale", &[("error", json_str(&e))]),
+                    Ok(()) if !was => log.info("redis answers again", &[]),
+                    _ => {}
+                }
+            }
+        });
+    }
     let app = Router::new()
         .route("/", get(readiness))
         .route("/rtc/validate", any(rtc_validate))
@@ -942,7 +962,7 @@ async fn wait_for_exit_signal(signals: ExitSignals, log: Logger, ignore_sigterm:
 }
 
 async fn readiness(State(state): State<Arc<AppState>>) -> Response {
-    if Instant::now() < state.ready_at {
+    if Instant::now() < state.ready_at || !state.redis_ok.load(std::sync::atomic::Ordering::Relaxed) {
         return (StatusCode::NOT_ACCEPTABLE, "Not Ready").into_response();
     }
     text(StatusCode::OK, "OK".into())

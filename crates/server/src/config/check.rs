@@ -8,6 +8,7 @@ use hero_livekit_proto::FileHealth;
 use super::heal::{FileObs, Observed};
 use super::model::{sha256_hex, Config};
 use super::parse::{read, Reading};
+use super::redis::RedisSettings;
 use super::render::{render, Rendered, TripleFile};
 use super::settings;
 
@@ -166,12 +167,53 @@ fn diff_opt(
     }
 }
 
+/// The Redis settings that differ, each under the label `label` picks
+/// (the `runtime.json` name or the `livekit.yaml` path); never a value.
+fn diff_redis(
+    observed_address: Option<&Option<String>>,
+    expected_address: Option<&String>,
+    observed: Option<&RedisSettings>,
+    expected: &RedisSettings,
+    label: fn((&'static str, &'static str)) -> &'static str,
+    out: &mut Vec<String>,
+) {
+    let Some(observed) = observed else { return };
+    // A file without any Redis setting where some are expected lacks the
+    // whole section: the address's own "missing", or one line for the
+    // sentinels or cluster nodes, says it better than a line per setting.
+    if observed.is_empty() && !expected.is_empty() && !observed_address.is_some_and(|a| a.is_some()) {
+        if expected_address.is_none() {
+            let missing = if expected.sentinel_addresses.is_empty() {
+                (crate::config::redis::FIELDS[12], "redis.cluster_addresses")
+            } else {
+                (crate::config::redis::FIELDS[9], "redis.sentinel_addresses")
+            };
+            out.push(format!("{} missing", label(missing)));
+        }
+        return;
+    }
+    out.extend(
+        observed
+            .differing(expected)
+            .into_iter()
+            .map(|names| format!("{} differs", label(names))),
+    );
+}
+
 fn diff_runtime_json(r: &Reading, c: &Config, out: &mut Vec<String>) {
     let p = &r.partial;
     diff(r, "api_key", p.api_key.as_ref(), &c.api_key, out);
     diff(r, "api_secret", p.api_secret.as_ref(), &c.api_secret, out);
     diff(r, "domain", p.domain.as_ref(), &c.domain, out);
     diff_opt(r, "redis_address", p.redis_address.as_ref(), &c.redis_address, out);
+    diff_redis(
+        p.redis_address.as_ref(),
+        c.redis_address.as_ref(),
+        p.redis.as_ref(),
+        &c.redis,
+        |(json, _)| json,
+        out,
+    );
     diff(r, "port", p.port.as_ref(), &c.port, out);
     diff(r, "rtc_tcp_port", p.rtc_tcp_port.as_ref(), &c.rtc_tcp_port, out);
     diff(
@@ -221,6 +263,14 @@ fn diff_livekit_yaml(r: &Reading, c: &Config, out: &mut Vec<String>) {
     );
     diff_opt(r, "rtc.node_ip", p.node_ip.as_ref(), &c.node_ip, out);
     diff_opt(r, "redis.address", p.redis_address.as_ref(), &c.redis_address, out);
+    diff_redis(
+        p.redis_address.as_ref(),
+        c.redis_address.as_ref(),
+        p.redis.as_ref(),
+        &c.redis,
+        |(_, yaml)| yaml,
+        out,
+    );
     match (&p.api_key, &p.api_secret) {
         (Some(k), Some(s)) if *k != c.api_key || *s != c.api_secret => {
             out.push("keys entry differs from api_key/api_secret".to_string());

@@ -10,6 +10,7 @@ use super::check::check_rendered;
 use super::credential::{mint_credential, MintError};
 use super::model::{Config, Credential};
 use super::parse::{read, Partial};
+use super::redis::{self, RedisSettings};
 use super::render::{Rendered, TripleFile};
 use super::settings::{self, Settings};
 use super::validate::{
@@ -282,6 +283,17 @@ fn salvage(credential: Credential, readings: &[Option<Partial>; 3], same: Option
             .find_map(|p| p.domain.clone().filter(|d| validate_domain(d).is_ok()))
             .unwrap_or_else(|| defaults.domain.clone()),
         redis_address: first_opt(|p| p.redis_address.as_ref(), |r| validate_redis_address(r).is_ok()),
+        // The settings from the same file as the address, since they only
+        // make sense together; none when that file's are invalid.
+        redis: sources
+            .iter()
+            .find(|p| {
+                p.redis_address
+                    .as_ref()
+                    .is_some_and(|a| a.as_deref().is_none_or(|a| validate_redis_address(a).is_ok()))
+            })
+            .and_then(|p| p.redis.clone())
+            .unwrap_or_default(),
         port: first_port(|p| p.port, defaults.port),
         rtc_tcp_port: first_port(|p| p.rtc_tcp_port, defaults.rtc_tcp_port),
         rtc_port_range_start: first_port(|p| p.rtc_port_range_start, defaults.rtc_port_range_start),
@@ -290,6 +302,9 @@ fn salvage(credential: Credential, readings: &[Option<Partial>; 3], same: Option
         backend_port: first_port(|p| p.backend_port, defaults.backend_port),
         ..defaults.clone()
     };
+    if redis::validate(config.redis_address.as_deref(), &config.redis, &[]).is_err() {
+        config.redis = RedisSettings::default();
+    }
     if validate_config(&config).is_err() {
         config.port = defaults.port;
         config.rtc_tcp_port = defaults.rtc_tcp_port;
@@ -400,6 +415,7 @@ mod tests {
             c.rtc_port_range_end = full.rtc_port_range_end;
             c.node_ip = full.node_ip.clone();
             c.redis_address = full.redis_address.clone();
+            c.redis = full.redis.clone();
         }
         if holds(TripleFile::BackendEnv) {
             c.domain = full.domain.clone();

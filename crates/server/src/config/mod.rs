@@ -7,6 +7,8 @@
 //! - [`credential`]: minting in LiveKit's format, placeholder detection.
 //! - [`validate`]: every rule a value must pass before it is written, and
 //!   the `configure` merge ([`apply_configure`]).
+//! - [`redis`]: the Redis settings beyond the address (credentials, db,
+//!   TLS, Sentinel, Cluster): their merge, rules, renderings and readers.
 //! - [`render`]: the three renderings, pure and byte-deterministic.
 //! - `parse` (private): lenient readers with real parsers, for naming drift
 //!   and salvaging a credential at boot.
@@ -31,6 +33,7 @@ pub mod fault;
 pub mod heal;
 pub mod model;
 mod parse;
+pub mod redis;
 pub mod render;
 pub mod settings;
 pub mod store;
@@ -43,6 +46,7 @@ pub use check::{check, check_rendered, Consistency, FileCheck};
 pub use credential::{is_placeholder, mint_credential, MintError};
 pub use heal::{plan, plan_rendered, plan_with, ConfigSource, FileObs, HealPlan, Observed};
 pub use model::{Config, Credential, Secret};
+pub use redis::RedisSettings;
 pub use render::{render, Rendered, TripleFile};
 pub use settings::{LivekitVersion, Settings};
 pub use store::{FileCache, StateDir, WriteError};

@@ -5,6 +5,7 @@ use std::net::Ipv6Addr;
 
 use sha2::{Digest, Sha256};
 
+use super::redis::RedisSettings;
 use super::render::{render, TripleFile};
 use super::settings::{LivekitVersion, Settings};
 
@@ -77,6 +78,8 @@ pub struct Config {
     pub domain: String,
     /// `host:port` of Redis for multi-node deployments.
     pub redis_address: Option<String>,
+    /// Everything else about reaching Redis: credentials, db, TLS, Sentinel, Cluster.
+    pub redis: RedisSettings,
     /// livekit-server HTTP/WebSocket port.
     pub port: u16,
     /// ICE/TCP port.
@@ -107,6 +110,7 @@ impl Config {
             api_secret: credential.api_secret,
             domain: DEFAULT_DOMAIN.to_string(),
             redis_address: None,
+            redis: RedisSettings::default(),
             port: DEFAULT_PORT,
             rtc_tcp_port: DEFAULT_RTC_TCP_PORT,
             rtc_port_range_start: DEFAULT_RTC_PORT_RANGE_START,

@@ -11,6 +11,7 @@ use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
 use super::model::Secret;
+use super::redis::{self, RedisSettings};
 use super::render::TripleFile;
 use super::settings;
 
@@ -23,6 +24,9 @@ pub(crate) struct Partial {
     pub api_secret: Option<Secret>,
     pub domain: Option<String>,
     pub redis_address: Option<Option<String>>,
+    /// The Redis settings the file carries (at their defaults when it
+    /// names none); `None` for a file that does not carry them.
+    pub redis: Option<RedisSettings>,
     pub port: Option<u16>,
     pub rtc_tcp_port: Option<u16>,
     pub rtc_port_range_start: Option<u16>,
@@ -85,11 +89,11 @@ impl Reading {
         });
     }
 
-    fn wrong_type(&mut self, label: &'static str, expected: &str) {
+    pub(super) fn wrong_type(&mut self, label: &'static str, expected: &str) {
         self.problem(label, format!("{label} has the wrong type (expected {expected})"));
     }
 
-    fn unexpected(&mut self, what: &str, name: &str) {
+    pub(super) fn unexpected(&mut self, what: &str, name: &str) {
         let shown = shown_name(name);
         self.problem("", format!("unexpected {what} {shown}"));
     }
@@ -206,7 +210,11 @@ fn read_runtime_json(text: &str) -> Result<Reading, Unparseable> {
         return Err(Unparseable::WrongShape("a JSON object"));
     };
     let mut r = Reading::default();
+    let mut settings = RedisSettings::default();
     for (k, v) in &map {
+        if redis::read_json(&mut r, &mut settings, k, v) {
+            continue;
+        }
         match k.as_str() {
             "api_key" => r.partial.api_key = json_string(&mut r, "api_key", v),
             "api_secret" => r.partial.api_secret = json_string(&mut r, "api_secret", v).map(Secret::new),
@@ -225,6 +233,7 @@ fn read_runtime_json(text: &str) -> Result<Reading, Unparseable> {
             other => r.unexpected("key", other),
         }
     }
+    r.partial.redis = Some(settings);
     Ok(r)
 }
 
@@ -294,6 +303,7 @@ fn read_livekit_yaml(text: &str) -> Result<Reading, Unparseable> {
     };
     // Sections that are absent mean "unset" for the optional fields.
     r.partial.redis_address = Some(None);
+    r.partial.redis = Some(RedisSettings::default());
     let mut saw_rtc = false;
     for (k, v) in top {
         match k {
@@ -357,11 +367,21 @@ fn read_yaml_redis(r: &mut Reading, v: &Yaml) {
     let Some(section) = yaml_section(r, "redis", v) else {
         return;
     };
+    let mut settings = RedisSettings::default();
     for (k, v) in section {
+        if redis::read_yaml(r, &mut settings, k, v) {
+            continue;
+        }
         match k {
             "address" => r.partial.redis_address = yaml_string(r, "redis.address", v).map(Some),
             other => r.unexpected("key", &format!("redis.{other}")),
         }
+    }
+    // Sentinels or cluster nodes stand in for the address.
+    let elsewhere = !settings.sentinel_addresses.is_empty() || !settings.cluster_addresses.is_empty();
+    r.partial.redis = Some(settings);
+    if r.partial.redis_address.is_none() && elsewhere {
+        r.partial.redis_address = Some(None);
     }
     if r.partial.redis_address.is_none() && !r.has_problem("redis.address") {
         r.problem("redis.address", "redis.address missing");
@@ -461,6 +481,7 @@ mod tests {
                 api_secret: p.api_secret.expect("api_secret"),
                 domain: p.domain.expect("domain"),
                 redis_address: p.redis_address.expect("redis_address"),
+                redis: p.redis.expect("redis"),
                 port: p.port.expect("port"),
                 rtc_tcp_port: p.rtc_tcp_port.expect("rtc_tcp_port"),
                 rtc_port_range_start: p.rtc_port_range_start.expect("start"),
@@ -487,6 +508,7 @@ mod tests {
             prop_assert_eq!(p.rtc_port_range_end, Some(c.rtc_port_range_end));
             prop_assert_eq!(p.node_ip, Some(c.node_ip.clone()));
             prop_assert_eq!(p.redis_address, Some(c.redis_address.clone()));
+            prop_assert_eq!(p.redis, Some(c.redis.clone()));
             prop_assert_eq!(p.use_external_ip, Some(false));
             prop_assert_eq!(p.logging_level.as_deref(), Some("info"));
             prop_assert_eq!((p.domain, p.backend_port), (None, None));

@@ -115,6 +115,7 @@ fn render_runtime_json(c: &Config) -> String {
     }
     out.push_str("  \"redis_address\": ");
     push_quoted(&mut out, c.redis_address.as_deref().unwrap_or(""));
+    super::redis::render_json(&c.redis, &mut out);
     let _ = write!(
         out,
         ",\n  \"port\": {},\n  \"rtc_tcp_port\": {},\n  \"rtc_port_range_start\": {},\n  \"rtc_port_range_end\": {},\n",
@@ -146,11 +147,7 @@ fn render_livekit_yaml(c: &Config) -> String {
         out.push('\n');
     }
     settings::render_yaml_rtc(&mut out, c);
-    if let Some(addr) = &c.redis_address {
-        out.push_str("redis:\n  address: ");
-        push_quoted(&mut out, addr);
-        out.push('\n');
-    }
+    super::redis::render_yaml(c.redis_address.as_deref(), &c.redis, &mut out);
     out.push_str("keys:\n  ");
     push_quoted(&mut out, &c.api_key);
     out.push_str(": ");
@@ -226,7 +223,7 @@ mod tests {
     use proptest::prelude::*;
     use serde::Deserialize;
 
-    use super::super::testutil::{arb_config, config_a};
+    use super::super::testutil::{arb_config, config_a, config_b};
     use super::*;
 
     /// Mirror of the part of livekit-server's `config.Config` we write,
@@ -254,7 +251,39 @@ mod tests {
     #[derive(Debug, Deserialize, PartialEq)]
     #[serde(deny_unknown_fields)]
     struct StrictRedis {
-        address: String,
+        #[serde(default)]
+        address: Option<String>,
+        #[serde(default)]
+        username: Option<String>,
+        #[serde(default)]
+        password: Option<String>,
+        #[serde(default)]
+        db: Option<i64>,
+        #[serde(default)]
+        tls: Option<StrictTls>,
+        #[serde(default)]
+        sentinel_master_name: Option<String>,
+        #[serde(default)]
+        sentinel_username: Option<String>,
+        #[serde(default)]
+        sentinel_password: Option<String>,
+        #[serde(default)]
+        sentinel_addresses: Option<Vec<String>>,
+        #[serde(default)]
+        cluster_addresses: Option<Vec<String>>,
+    }
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct StrictTls {
+        enabled: bool,
+        #[serde(default)]
+        server_name: Option<String>,
+        #[serde(default)]
+        ca_cert_file: Option<String>,
+        #[serde(default)]
+        client_cert_file: Option<String>,
+        #[serde(default)]
+        client_key_file: Option<String>,
     }
     #[derive(Debug, Deserialize, PartialEq)]
     #[serde(deny_unknown_fields)]
@@ -276,6 +305,12 @@ mod tests {
         node_ip: String,
         backend_port: u16,
         livekit_url: String,
+        #[serde(default)]
+        redis_password: Option<String>,
+        #[serde(default)]
+        redis_db: Option<u32>,
+        #[serde(default)]
+        redis_tls: Option<bool>,
     }
 
     fn text(c: &Config, f: TripleFile) -> String {
@@ -297,8 +332,11 @@ mod tests {
     #[test]
     fn renderings_are_byte_stable() {
         // A change here changes every deployed file's bytes and rewrites
-        // them on upgrade: it must be deliberate.
-        let c = config_a();
+        // them on upgrade: it must be deliberate. Without the newer Redis
+        // settings the bytes are those older versions wrote, so an upgrade
+        // rewrites nothing.
+        let mut c = config_a();
+        c.redis = super::super::redis::RedisSettings::default();
         assert_eq!(
             text(&c, TripleFile::RuntimeJson),
             r#"{
@@ -363,6 +401,46 @@ mod tests {
     }
 
     #[test]
+    fn redis_settings_render_under_livekits_names() {
+        let a = config_a();
+        assert_eq!(
+            text(&a, TripleFile::LivekitYaml).split("redis:\n").nth(1).and_then(|r| r.split("keys:").next()),
+            Some(
+                "  address: \"redis.internal:6380\"\n  username: \"livekit\"\n  password: \"redis pass with spaces\"\n  db: 3\n\
+                 \x20 tls:\n    enabled: true\n    server_name: \"redis.internal\"\n    ca_cert_file: \"/etc/redis/ca.pem\"\n\
+                 \x20   client_cert_file: \"/etc/redis/client.pem\"\n    client_key_file: \"/etc/redis/client.key\"\n"
+            )
+        );
+        assert!(text(&a, TripleFile::RuntimeJson).contains(
+            "  \"redis_address\": \"redis.internal:6380\",\n  \"redis_username\": \"livekit\",\n  \"redis_password\": \"redis pass with spaces\",\n  \"redis_db\": 3,\n  \"redis_tls\": true,\n  \"redis_tls_ca_file\": \"/etc/redis/ca.pem\",\n  \"redis_tls_server_name\": \"redis.internal\",\n  \"redis_tls_cert_file\": \"/etc/redis/client.pem\",\n  \"redis_tls_key_file\": \"/etc/redis/client.key\",\n  \"port\""
+        ));
+        let b = config_b();
+        assert_eq!(
+            text(&b, TripleFile::LivekitYaml).split("redis:\n").nth(1).and_then(|r| r.split("keys:").next()),
+            Some(
+                "  sentinel_master_name: \"mymaster\"\n  sentinel_username: \"sentinel-user\"\n  sentinel_password: \"sentinelpass\"\n\
+                 \x20 sentinel_addresses: [\"10.0.0.1:26379\", \"[2001:db8::2]:26379\"]\n"
+            )
+        );
+        let doc: StrictYaml = serde_yaml::from_slice(&render(&b, TripleFile::LivekitYaml)).expect("strict parse");
+        let redis = doc.redis.expect("redis section");
+        assert_eq!(
+            redis.sentinel_addresses,
+            Some(vec!["10.0.0.1:26379".to_string(), "[2001:db8::2]:26379".to_string()])
+        );
+        assert_eq!(redis.address, None);
+        let mut cluster = config_b();
+        cluster.redis = super::super::redis::RedisSettings {
+            cluster_addresses: vec!["10.0.0.1:7000".into(), "10.0.0.2:7000".into()],
+            ..Default::default()
+        };
+        assert!(text(&cluster, TripleFile::LivekitYaml)
+            .contains("redis:\n  cluster_addresses: [\"10.0.0.1:7000\", \"10.0.0.2:7000\"]\nkeys:"));
+        // Never the deprecated flag.
+        assert!(!text(&a, TripleFile::LivekitYaml).contains("use_tls"));
+    }
+
+    #[test]
     fn optional_sections_are_left_out_when_unset() {
         let mut c = config_a();
         c.redis_address = None;
@@ -407,7 +485,11 @@ mod tests {
             prop_assert_eq!(doc.rtc.port_range_end, c.rtc_port_range_end);
             prop_assert!(!doc.rtc.use_external_ip);
             prop_assert_eq!(doc.rtc.node_ip, c.node_ip.clone());
-            prop_assert_eq!(doc.redis.map(|r| r.address), c.redis_address.clone());
+            let redis = doc.redis;
+            prop_assert_eq!(redis.as_ref().and_then(|r| r.address.clone()), c.redis_address.clone());
+            prop_assert_eq!(redis.as_ref().and_then(|r| r.password.clone()), c.redis.password.as_ref().map(|p| p.expose().to_string()));
+            prop_assert_eq!(redis.as_ref().and_then(|r| r.db).unwrap_or(0), i64::from(c.redis.db));
+            prop_assert_eq!(redis.as_ref().and_then(|r| r.tls.as_ref()).is_some_and(|t| t.enabled), c.redis.tls);
             prop_assert_eq!(doc.keys.len(), 1);
             prop_assert_eq!(doc.keys.get(&c.api_key).map(String::as_str), Some(c.api_secret.expose()));
             prop_assert_eq!(doc.logging.level, "info");
@@ -434,6 +516,9 @@ mod tests {
                 node_ip: c.node_ip.clone().unwrap_or_default(),
                 backend_port: c.backend_port,
                 livekit_url: c.livekit_url(),
+                redis_password: c.redis.password.as_ref().map(|p| p.expose().to_string()),
+                redis_db: Some(c.redis.db).filter(|d| *d != 0),
+                redis_tls: c.redis.tls.then_some(true),
             });
         }
 

@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use super::credential::is_placeholder;
 use super::heal::{FileObs, Observed};
 use super::model::{Config, Credential, Secret};
+use super::redis::RedisSettings;
 use super::render::{render, TripleFile};
 use super::settings::Settings;
 use super::validate::validate_config;
@@ -19,6 +20,17 @@ pub fn config_a() -> Config {
         api_secret: Secret::new("aaaaSecretaaaaSecretaaaaSecretaaaaSecret123"),
         domain: "media.example.org".into(),
         redis_address: Some("redis.internal:6380".into()),
+        redis: RedisSettings {
+            username: Some("livekit".into()),
+            password: Some(Secret::new("redis pass with spaces")),
+            db: 3,
+            tls: true,
+            tls_ca_file: Some("/etc/redis/ca.pem".into()),
+            tls_server_name: Some("redis.internal".into()),
+            tls_cert_file: Some("/etc/redis/client.pem".into()),
+            tls_key_file: Some("/etc/redis/client.key".into()),
+            ..RedisSettings::default()
+        },
         port: 7980,
         rtc_tcp_port: 7981,
         rtc_port_range_start: 51000,
@@ -37,6 +49,13 @@ pub fn config_b() -> Config {
         api_secret: Secret::new("bbbbSecretbbbbSecretbbbbSecretbbbbSecret456"),
         domain: "2001:db8::7".into(),
         redis_address: None,
+        redis: RedisSettings {
+            sentinel_master: Some("mymaster".into()),
+            sentinel_addresses: vec!["10.0.0.1:26379".into(), "[2001:db8::2]:26379".into()],
+            sentinel_username: Some("sentinel-user".into()),
+            sentinel_password: Some(Secret::new("sentinelpass")),
+            ..RedisSettings::default()
+        },
         port: 8080,
         rtc_tcp_port: 8081,
         rtc_port_range_start: 40000,
@@ -113,6 +132,10 @@ prop_compose! {
         api_secret in arb_secret().prop_filter("placeholder", |s| !is_placeholder(s)),
         domain in arb_domain(),
         redis_address in proptest::option::of(arb_redis()),
+        // Any printable password, quotes, `#`, `: ` and a leading `-` included.
+        redis_password in proptest::option::of("[ -~]{1,40}"),
+        redis_db in 0u32..=15,
+        redis_tls in any::<bool>(),
         tcp in proptest::array::uniform3(1u16..).prop_filter("distinct TCP ports", |p| p[0] != p[1] && p[1] != p[2] && p[0] != p[2]),
         range in (1u16.., 1u16..).prop_map(|(a, b)| (a.min(b), a.max(b))),
         node_ip in proptest::option::of(prop_oneof![
@@ -124,6 +147,16 @@ prop_compose! {
             api_key,
             api_secret: Secret::new(api_secret),
             domain,
+            redis: if redis_address.is_some() {
+                RedisSettings {
+                    password: redis_password.map(Secret::new),
+                    db: redis_db,
+                    tls: redis_tls,
+                    ..RedisSettings::default()
+                }
+            } else {
+                RedisSettings::default()
+            },
             redis_address,
             port: tcp[0],
             rtc_tcp_port: tcp[1],

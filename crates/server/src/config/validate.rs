@@ -10,10 +10,12 @@ use hero_livekit_proto::ConfigureParams;
 
 use super::credential::{is_placeholder, mint_credential, MintError};
 use super::model::{Config, Credential, Secret};
+use super::redis;
 use super::settings::{self, Files};
 
-/// The config fields, in `runtime.json` order; the names of `changed_fields`
-/// and of [`ValidationError::field`].
+/// The config fields, in `runtime.json` order (the Redis settings of
+/// [`redis::FIELDS`] follow `redis_address` there); the names of
+/// `changed_fields` and of [`ValidationError::field`].
 pub const FIELDS: [&str; 10] = [
     "api_key",
     "api_secret",
@@ -177,12 +179,16 @@ pub fn validate_domain(domain: &str) -> Result<(), ValidationError> {
 /// # Errors
 /// The rule broken.
 pub fn validate_redis_address(address: &str) -> Result<(), ValidationError> {
-    let bad = || {
-        ValidationError::new(
-            "redis_address",
-            "must be host:port (IPv6 as [addr]:port) with port 1-65535",
-        )
-    };
+    check_address("redis_address", address)
+}
+
+/// A `host:port` Redis address given as `field` (the address, a sentinel's
+/// or a cluster node's).
+///
+/// # Errors
+/// The rule broken, naming `field`.
+pub(crate) fn check_address(field: &'static str, address: &str) -> Result<(), ValidationError> {
+    let bad = || ValidationError::new(field, "must be host:port (IPv6 as [addr]:port) with port 1-65535");
     let (host_ok, port) = if let Some(rest) = address.strip_prefix('[') {
         let (host, port) = rest.split_once("]:").ok_or_else(bad)?;
         (host.parse::<Ipv6Addr>().is_ok(), port)
@@ -274,6 +280,7 @@ pub fn validate_config(c: &Config) -> Result<(), ValidationError> {
     if let Some(r) = &c.redis_address {
         validate_redis_address(r)?;
     }
+    redis::validate(c.redis_address.as_deref(), &c.redis, &[])?;
     for (field, port) in [
         ("port", c.port),
         ("rtc_tcp_port", c.rtc_tcp_port),
@@ -372,6 +379,7 @@ pub fn apply_configure_with(
     let p_backend = port("backend_port", params.backend_port)?;
     let unset = params.unset.as_deref().unwrap_or_default();
     let (unset_redis, unset_node_ip) = unset_fields(unset, redis, node_ip)?;
+    let redis_settings = redis::merge(current.map(|c| &c.redis).unwrap_or(&Default::default()), params, unset)?;
     let target = current.and_then(|c| c.livekit_version);
     settings::validate_target(params, target)?;
     let new_settings = settings::apply_params(
@@ -408,6 +416,7 @@ pub fn apply_configure_with(
         } else {
             redis.map(str::to_string).or(base.redis_address)
         },
+        redis: redis_settings,
         port: p_port.unwrap_or(base.port),
         rtc_tcp_port: p_tcp.unwrap_or(base.rtc_tcp_port),
         rtc_port_range_start: p_start.unwrap_or(base.rtc_port_range_start),
@@ -426,6 +435,7 @@ pub fn apply_configure_with(
         Some(old) => changed(old, &config),
     };
     let prefer: Vec<&str> = changed_fields.iter().map(String::as_str).collect();
+    redis::validate(config.redis_address.as_deref(), &config.redis, &prefer)?;
     validate_cross(&config, &prefer)?;
     settings::validate_cross(&config, &prefer)?;
     Ok(ConfigUpdate {
@@ -435,7 +445,8 @@ pub fn apply_configure_with(
     })
 }
 
-/// The optional fields `configure {unset}` may remove.
+/// The optional fields `configure {unset}` may remove, besides the Redis
+/// settings of [`redis::FIELDS`].
 pub const UNSETTABLE: [&str; 2] = ["redis_address", "node_ip"];
 
 /// Which optional fields `unset` removes: `(redis_address, node_ip)`. A
@@ -447,14 +458,15 @@ fn unset_fields(unset: &[String], redis: Option<&str>, node_ip: Option<&str>) ->
         let (field, flag, given) = match name.as_str() {
             "redis_address" => ("redis_address", &mut out.0, redis.is_some()),
             "node_ip" => ("node_ip", &mut out.1, node_ip.is_some()),
-            // The production settings' own merge removes them.
-            other if settings::FIELDS.contains(&other) => continue,
+            // `redis::merge` and the production settings' own merge remove these.
+            other if redis::is_unsettable(other) || settings::FIELDS.contains(&other) => continue,
             _ => {
                 return Err(ValidationError::new(
                     "unset",
                     format!(
-                        "each entry must be one of {} or a production setting ({})",
+                        "each entry must be one of {}, {} or a production setting ({})",
                         UNSETTABLE.join(", "),
+                        redis::FIELDS.join(", "),
                         settings::FIELDS.join(", ")
                     ),
                 ))
@@ -468,7 +480,8 @@ fn unset_fields(unset: &[String], redis: Option<&str>, node_ip: Option<&str>) ->
     Ok(out)
 }
 
-/// Names of the fields that differ between two configs, in [`FIELDS`] order.
+/// Names of the fields that differ between two configs, in [`FIELDS`] order
+/// with the Redis settings after `redis_address`.
 pub fn changed(old: &Config, new: &Config) -> Vec<String> {
     let diffs = [
         old.api_key != new.api_key,
@@ -482,13 +495,17 @@ pub fn changed(old: &Config, new: &Config) -> Vec<String> {
         old.node_ip != new.node_ip,
         old.backend_port != new.backend_port,
     ];
-    FIELDS
-        .iter()
-        .zip(diffs)
-        .filter(|(_, d)| *d)
-        .map(|(f, _)| f.to_string())
-        .chain(settings::changed(&old.settings, &new.settings))
-        .collect()
+    let mut out: Vec<String> = Vec::new();
+    for (f, d) in FIELDS.iter().zip(diffs) {
+        if d {
+            out.push(f.to_string());
+        }
+        if *f == "redis_address" {
+            out.extend(old.redis.differing(&new.redis).into_iter().map(|(n, _)| n.to_string()));
+        }
+    }
+    out.extend(settings::changed(&old.settings, &new.settings));
+    out
 }
 
 #[cfg(test)]
@@ -1022,7 +1039,7 @@ mod tests {
         let e = invalid(unset(&["api_secret"]));
         assert_eq!(
             (e.field, e.rule.as_str()),
-            ("unset", "each entry must be one of redis_address, node_ip or a production setting (bind_addresses, use_external_ip, rtc_udp_port, stun_servers, turn_servers, turn_enabled, turn_domain, turn_tls_port, turn_udp_port, turn_external_tls, turn_cert_file, turn_key_file, webhook_urls, room_auto_create, room_empty_timeout, room_departure_timeout, room_max_participants, room_enabled_codecs, log_level, log_json, prometheus_port, prometheus_username, prometheus_password, region)")
+            ("unset", "each entry must be one of redis_address, node_ip, redis_username, redis_password, redis_db, redis_tls, redis_tls_ca_file, redis_tls_server_name, redis_tls_cert_file, redis_tls_key_file, redis_sentinel_master, redis_sentinel_addresses, redis_sentinel_username, redis_sentinel_password, redis_cluster_addresses or a production setting (bind_addresses, use_external_ip, rtc_udp_port, stun_servers, turn_servers, turn_enabled, turn_domain, turn_tls_port, turn_udp_port, turn_external_tls, turn_cert_file, turn_key_file, webhook_urls, room_auto_create, room_empty_timeout, room_departure_timeout, room_max_participants, room_enabled_codecs, log_level, log_json, prometheus_port, prometheus_username, prometheus_password, region)")
         );
         let e = invalid(ConfigureParams {
             redis_address: Some("10.0.0.6:6379".into()),

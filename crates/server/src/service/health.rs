@@ -138,20 +138,20 @@ pub(crate) fn build(
             target_version: c.livekit_version.map(|v| v.to_string()),
         },
         token_chain,
-        redis: redis_health(view, c.redis_address.as_ref()),
+        redis: redis_health(view, crate::redis::RedisTarget::from_config(c).map(|t| t.describe())),
         version: proto::VERSION.into(),
         protocol: proto::PROTOCOL,
     }
 }
 
-/// What `health` says of Redis: nothing without `redis_address`; the last
-/// check when it was of the address configured now.
-fn redis_health(view: &View, redis_address: Option<&String>) -> Option<RedisHealth> {
-    let address = redis_address?;
+/// What `health` says of Redis: nothing when none is configured; the last
+/// check when it was of the target configured now.
+fn redis_health(view: &View, target: Option<String>) -> Option<RedisHealth> {
+    let address = target?;
     Some(match &view.redis {
-        Some(h) if &h.address == address => h.clone(),
+        Some(h) if h.address == address => h.clone(),
         _ => RedisHealth {
-            address: address.clone(),
+            address,
             reachable: false,
             error: Some("not checked yet".into()),
         },

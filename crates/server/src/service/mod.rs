@@ -124,6 +124,9 @@ pub struct LivekitService {
     probe_wake: Arc<Notify>,
     /// Wakes the Redis check early, after `configure`.
     redis_wake: Arc<Notify>,
+    /// The Redis check's verdicts, for livekit-server's supervisor (it
+    /// waits for Redis instead of crash-looping).
+    redis_state: watch::Sender<supervise::DependencyState>,
     log_readers: Semaphore,
     subscriptions: Arc<Semaphore>,
     max_subscriptions: usize,
@@ -229,15 +232,26 @@ impl LivekitService {
         let events = EventBus::new(1024, Arc::clone(&metrics));
         let livekit_bin = opts.livekit_bin.unwrap_or_else(|| paths.livekit_bin());
         let backend_bin = opts.backend_bin.unwrap_or_else(|| default_backend_bin(&paths));
+        let redis_wake = Arc::new(Notify::new());
+        let (redis_state, redis_state_rx) = watch::channel(supervise::DependencyState {
+            configured: crate::redis::RedisTarget::from_config(&plan.config).is_some(),
+            ..Default::default()
+        });
         let sup = |name| {
             let bus = events.clone();
-            Child::new(
-                name,
-                SupervisorOptions::new(
-                    paths.children_dir(),
-                    supervise::EventSink::new(move |ev| bus.publish(ev)),
-                ),
-            )
+            let mut opts = SupervisorOptions::new(
+                paths.children_dir(),
+                supervise::EventSink::new(move |ev| bus.publish(ev)),
+            );
+            if name == ProcessName::LivekitServer {
+                opts.dependency = Some(supervise::Dependency {
+                    what: "Redis",
+                    exit_marker: "unable to connect to redis",
+                    state: redis_state_rx.clone(),
+                    recheck: Arc::clone(&redis_wake),
+                });
+            }
+            Child::new(name, opts)
         };
         let binary_stamp = target::stamp(&livekit_bin).await;
         let installed = install::installed(&livekit_bin, &paths.install_record());
@@ -273,7 +287,8 @@ impl LivekitService {
             view,
             health_memo: StdMutex::new(None),
             probe_wake: Arc::new(Notify::new()),
-            redis_wake: Arc::new(Notify::new()),
+            redis_wake,
+            redis_state,
             log_readers: Semaphore::new(LOG_READERS),
             subscriptions: Arc::new(Semaphore::new(max_subscriptions)),
             max_subscriptions,
@@ -676,18 +691,23 @@ impl LivekitService {
             loop {
                 {
                     let Some(svc) = weak.upgrade() else { return };
-                    let address = svc.view.borrow().rendered.config().redis_address.clone();
-                    let checked = match address {
+                    let target = crate::redis::RedisTarget::from_config(svc.view.borrow().rendered.config());
+                    let checked = match &target {
                         None => None,
-                        Some(address) => {
-                            let result = crate::redis::ping(&address, REDIS_PING_TIMEOUT).await;
+                        Some(target) => {
+                            let result = crate::redis::ping(target, REDIS_PING_TIMEOUT).await;
                             Some(RedisHealth {
-                                address,
+                                address: target.describe(),
                                 reachable: result.is_ok(),
-                                error: result.err(),
+                                error: result.err().map(|e| e.message),
                             })
                         }
                     };
+                    svc.redis_state.send_modify(|s| {
+                        s.checks += 1;
+                        s.configured = checked.is_some();
+                        s.down = checked.as_ref().and_then(|c| c.error.clone());
+                    });
                     svc.set_redis(checked);
                 }
                 tokio::select! {
@@ -769,10 +789,28 @@ impl LivekitService {
             config::ConfigureError::Invalid(v) => ServiceError::invalid(v.field, v.rule),
             config::ConfigureError::Mint(m) => internal(m),
         })?;
+        // Known before the children restart onto the new file, so that an
+        // exit blamed on a just-configured Redis already waits for it.
+        let configured = crate::redis::RedisTarget::from_config(&update.config).is_some();
+        self.redis_state
+            .send_if_modified(|s| std::mem::replace(&mut s.configured, configured) != configured);
+        // A livekit-server waiting in backoff (for Redis, say) would restart
+        // from the file it last failed with: a new livekit.yaml, perhaps the
+        // fix for what it waits for, starts it now from the new rendering.
+        let livekit_waits = self.livekit.health().state == proto::ProcessState::Backoff
+            && Rendered::new(update.config.clone()).sha256(config::TripleFile::LivekitYaml)
+                != d.rendered.sha256(config::TripleFile::LivekitYaml);
         let step = Step {
             trigger: "configure",
             target: Target::Config(Box::new(update.config.clone())),
-            intent: Intent::default(),
+            intent: Intent {
+                restart: if livekit_waits {
+                    vec![ProcessName::LivekitServer]
+                } else {
+                    Vec::new()
+                },
+                ..Intent::default()
+            },
             timeout: DEFAULT_READY_TIMEOUT,
         };
         let mut r = self.reconcile(&mut d, step).await?;

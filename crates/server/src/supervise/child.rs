@@ -19,6 +19,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::backoff::{BackoffPolicy, Decision, Failure};
 use super::error::SuperviseError;
 use super::events::EventSink;
+use super::hold::{self, Dependency};
 use super::logs;
 use super::pidfd::{self, ChildExit, PidFd};
 use super::procfs;
@@ -61,6 +62,9 @@ pub struct SupervisorOptions {
     /// How long `adopt` probes an adopted child before leaving it `starting`
     /// (default 5 s; the daemon adopts while booting, so keep it short).
     pub adopt_ready_timeout: Duration,
+    /// What the child needs from outside (Redis, for livekit-server): an
+    /// exit it explains holds the child until it is back (`hold`).
+    pub dependency: Option<Dependency>,
 }
 
 impl SupervisorOptions {
@@ -76,6 +80,7 @@ impl SupervisorOptions {
             stop_grace: Duration::from_secs(10),
             restart_ready_timeout: Duration::from_secs(30),
             adopt_ready_timeout: Duration::from_secs(5),
+            dependency: None,
         }
     }
 }
@@ -159,6 +164,8 @@ impl Child {
             port_conflict: None,
             log_tail: None,
             pending: None,
+            reason: None,
+            degraded: false,
             closed: false,
             published: (ProcessState::Stopped, None),
         };
@@ -289,7 +296,7 @@ impl Child {
         let health = ProcessHealth {
             state: s.state,
             pid: s.pid,
-            ready: s.state == ProcessState::Running,
+            ready: s.state == ProcessState::Running && !s.degraded,
             restarts: s.restarts,
             uptime_ms: u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX),
             config_sha256: s.config_sha256.clone(),
@@ -297,6 +304,7 @@ impl Child {
             adopted: s.adopted,
             port_conflict: s.port_conflict.clone(),
             log_tail: s.log_tail.clone(),
+            reason: s.reason.clone(),
         };
         (health, s.generation)
     }
@@ -330,6 +338,8 @@ struct Status {
     adopted: bool,
     port_conflict: Option<String>,
     log_tail: Option<Vec<String>>,
+    reason: Option<String>,
+    degraded: bool,
 }
 
 impl Status {
@@ -345,6 +355,8 @@ impl Status {
             adopted: false,
             port_conflict: None,
             log_tail: None,
+            reason: None,
+            degraded: false,
         }
     }
 }
@@ -371,6 +383,10 @@ enum Life {
     Backoff(Instant),
     /// No process; a crash loop or a failed start gave up. `start` clears it.
     Failed,
+    /// No process; it stopped because its dependency is down and starts
+    /// again once a check newer than this count says it is back. Shown as
+    /// `backoff` with the reason.
+    Held(u64),
 }
 
 /// The process of `life`, if one runs (a free function so that a caller
@@ -378,7 +394,7 @@ enum Life {
 fn proc_of(life: &Life) -> Option<&Proc> {
     match life {
         Life::Starting(p) | Life::Running(p) => Some(p),
-        Life::Stopped | Life::Backoff(_) | Life::Failed => None,
+        Life::Stopped | Life::Backoff(_) | Life::Failed | Life::Held(_) => None,
     }
 }
 
@@ -412,6 +428,12 @@ struct Actor {
     port_conflict: Option<String>,
     log_tail: Option<Vec<String>>,
     pending: Option<Command>,
+    /// Why the child waits (held) or runs without being ready (406 while
+    /// its dependency is down); `None` otherwise.
+    reason: Option<String>,
+    /// A running child answers its probe with 406 while its dependency is
+    /// down: running, not ready, not restarted.
+    degraded: bool,
     closed: bool,
     published: (ProcessState, Option<u32>),
 }
@@ -437,6 +459,10 @@ impl Actor {
                 Life::Backoff(until) => Some(until),
                 _ => None,
             };
+            let release = match (&self.life, &self.opts.dependency) {
+                (Life::Held(after), Some(dep)) => Some(hold::next_verdict(dep.state.clone(), *after)),
+                _ => None,
+            };
             // Exits first: a request must never see a dead process as running.
             tokio::select! {
                 biased;
@@ -448,6 +474,12 @@ impl Actor {
                 },
                 () = tokio::time::sleep_until(backoff_until.unwrap_or_else(Instant::now)),
                     if backoff_until.is_some() => self.backoff_elapsed().await,
+                back = async {
+                    match release {
+                        Some(r) => r.await,
+                        None => std::future::pending().await,
+                    }
+                }, if matches!(self.life, Life::Held(_)) => self.dependency_verdict(back).await,
                 _ = tick.tick() => self.housekeeping().await,
             }
         }
@@ -712,6 +744,8 @@ impl Actor {
             other => other,
         };
         self.port_conflict = None;
+        self.reason = None;
+        self.degraded = false;
         self.publish(None);
     }
 
@@ -782,6 +816,10 @@ impl Actor {
         let ran_for = proc.since.elapsed();
         let exit = self.reap().await;
         self.last_exit = Some(exit.to_string());
+        self.degraded = false;
+        if !was_ready && self.hold_if_explained(None).await {
+            return;
+        }
         self.push_failure(ran_for);
         let what = if was_ready {
             "crashed"
@@ -789,6 +827,55 @@ impl Actor {
             "exited before it was ready"
         };
         self.recover(format!("{what}: {exit}"), true).await;
+    }
+
+    /// Holds the child when its dependency explains the exit (its log tail,
+    /// read now unless given, names it): no failure is counted. `true` when
+    /// held.
+    async fn hold_if_explained(&mut self, tail: Option<&[String]>) -> bool {
+        let Some(dep) = self.opts.dependency.clone() else {
+            return false;
+        };
+        let read;
+        let tail = match tail {
+            Some(t) => t,
+            None => {
+                read = match &self.spec {
+                    Some(spec) => read_tail(spec.log_path.clone()).await.unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                &read
+            }
+        };
+        let Some(after) = dep.explains_exit(tail) else {
+            return false;
+        };
+        self.idle(Life::Held(after));
+        self.reason = Some(dep.reason());
+        self.publish(self.reason.clone());
+        true
+    }
+
+    /// A check ran while held: when the dependency answers again, start the
+    /// child, as a restart that costs nothing from the crash budget; else
+    /// show the newest reason.
+    async fn dependency_verdict(&mut self, back: bool) {
+        if !back {
+            let reason = self.opts.dependency.as_ref().map(Dependency::reason);
+            if reason != self.reason {
+                self.reason = reason;
+                self.publish(self.reason.clone());
+            }
+            return;
+        }
+        self.life = Life::Stopped;
+        self.reason = None;
+        self.recover(format!("{} answers again", self.dependency_name()), false)
+            .await;
+    }
+
+    fn dependency_name(&self) -> &'static str {
+        self.opts.dependency.as_ref().map_or("its dependency", |d| d.what)
     }
 
     async fn backoff_elapsed(&mut self) {
@@ -843,6 +930,12 @@ impl Actor {
                     match self.launch(&spec, deadline, true).await {
                         Ok(()) | Err(LaunchError::Interrupted) => return,
                         Err(LaunchError::Failed(e)) => {
+                            if let SuperviseError::ExitedDuringStartup { log_tail, status, .. } = &e {
+                                self.last_exit = Some(status.clone());
+                                if self.hold_if_explained(Some(log_tail)).await {
+                                    return;
+                                }
+                            }
                             let summary = summarize(&e);
                             self.last_exit = Some(summary.clone());
                             self.push_failure(Duration::ZERO);
@@ -869,6 +962,38 @@ impl Actor {
         if matches!(self.life, Life::Starting(_)) && ready::probe_once(&probe, Instant::now() + REPROBE_TIMEOUT).await {
             self.refresh_record().await;
             self.mark_ready();
+        }
+        self.watch_degraded(&probe).await;
+    }
+
+    /// A running child whose dependency is down is probed every tick: a 406
+    /// makes it not ready with the reason (never restarted: a restart cannot
+    /// bring the dependency back); a 200 makes it ready again. Nothing is
+    /// probed while the dependency answers and the child is not degraded.
+    async fn watch_degraded(&mut self, probe: &ReadyProbe) {
+        let Some(dep) = self.opts.dependency.clone() else {
+            return;
+        };
+        if !matches!(self.life, Life::Running(_)) || !(self.degraded || dep.is_down()) {
+            return;
+        }
+        match ready::status_once(probe, Instant::now() + REPROBE_TIMEOUT).await {
+            Some(406) => {
+                let reason = dep
+                    .explains_not_ready()
+                    .unwrap_or_else(|| "answers GET / with 406 Not Ready".to_owned());
+                if !self.degraded || self.reason.as_deref() != Some(reason.as_str()) {
+                    self.degraded = true;
+                    self.reason = Some(reason);
+                    self.publish(self.reason.clone());
+                }
+            }
+            Some(200) if self.degraded => {
+                self.degraded = false;
+                self.reason = None;
+                self.publish(Some("ready again".to_owned()));
+            }
+            _ => {}
         }
     }
 
@@ -967,6 +1092,16 @@ impl Actor {
             // Only supervisor restarts are interruptible.
             LaunchError::Interrupted => SuperviseError::Closed { process: self.name },
         };
+        let held = match &e {
+            SuperviseError::ExitedDuringStartup { log_tail, status, .. } => {
+                self.last_exit = Some(status.clone());
+                self.hold_if_explained(Some(log_tail)).await
+            }
+            _ => false,
+        };
+        if held {
+            return e;
+        }
         if matches!(e, SuperviseError::PortConflict { .. }) {
             self.idle(Life::Stopped);
         } else {
@@ -984,6 +1119,9 @@ impl Actor {
     fn clear_failures(&mut self) {
         self.failures.clear();
         self.idle(Life::Stopped);
+        if proc_of(&self.life).is_none() {
+            self.reason = None;
+        }
         self.log_tail = None;
     }
 
@@ -1014,7 +1152,7 @@ impl Actor {
             Life::Stopped => ProcessState::Stopped,
             Life::Starting(_) => ProcessState::Starting,
             Life::Running(_) => ProcessState::Running,
-            Life::Backoff(_) => ProcessState::Backoff,
+            Life::Backoff(_) | Life::Held(_) => ProcessState::Backoff,
             Life::Failed => ProcessState::Failed,
         }
     }
@@ -1052,6 +1190,8 @@ impl Actor {
             } else {
                 None
             },
+            reason: self.reason.clone(),
+            degraded: self.degraded,
         });
         if self.published != (state, pid) {
             self.published = (state, pid);

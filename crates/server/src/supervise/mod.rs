@@ -22,12 +22,14 @@
 //! the on-disk record and its verification, `ready` the HTTP readiness
 //! probe, `procfs` /proc parsing (stat, port holders), [`logs`] rotation and
 //! tail, `backoff` the restart policy, `events` where state changes go,
+//! `hold` waiting for an outside dependency (Redis) instead of crash-looping,
 //! `child` the supervising task and its handle.
 
 mod backoff;
 mod child;
 mod error;
 mod events;
+mod hold;
 pub mod logs;
 mod pidfd;
 mod procfs;
@@ -41,5 +43,6 @@ pub use child::{AdoptOutcome, Child, StopOutcome, SupervisorOptions};
 pub use error::SuperviseError;
 pub use events::EventSink;
 pub use hero_livekit_proto::StartOutcome;
+pub use hold::{Dependency, DependencyState};
 pub use record::{verify, ChildRecord, Verification};
 pub use spec::{ChildSpec, ReadyProbe};

@@ -29,6 +29,17 @@ pub(crate) async fn probe_once(probe: &ReadyProbe, deadline: Instant) -> bool {
     )
 }
 
+/// One attempt: the status the child answered with before `deadline`, if
+/// it answered (livekit-server's 406 means its node stats are stale).
+pub(crate) async fn status_once(probe: &ReadyProbe, deadline: Instant) -> Option<u16> {
+    let ReadyProbe::Http { port, path } = probe;
+    let limit = deadline.min(Instant::now() + ATTEMPT_TIMEOUT);
+    crate::loopback::request(*port, http::Method::GET, path, None, limit)
+        .await
+        .ok()
+        .map(|(status, _)| status)
+}
+
 /// Polls until the child answers 200 (`true`) or `deadline` passes
 /// (`false`), with a short growing pause between attempts. Cancel-safe: the
 /// caller races it against the child's exit.
