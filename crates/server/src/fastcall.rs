@@ -29,7 +29,7 @@ use jsonrpsee::types::{ErrorCode, ErrorObject, Id, Params, Request};
 
 use crate::limits::MAX_RESPONSE_BODY_BYTES;
 use crate::rpc::{authorize, parse_params};
-use crate::service::LivekitService;
+use crate::service::{HealthJson, LivekitService};
 
 /// jsonrpsee looks this far into a body for the `{` or `[` that starts it.
 const LEADING_WHITESPACE_SCAN: usize = 128;
@@ -53,19 +53,38 @@ impl Direct {
     /// registered callback checks it (authorization, then params); `None`
     /// for another method or on any error, which the callback then
     /// answers with jsonrpsee's error object.
-    fn result(&self, method: &str, params: &Params<'_>, ext: &Extensions) -> Option<Bytes> {
+    fn result(&self, method: &str, params: &Params<'_>, ext: &Extensions) -> Option<Ready> {
         match method {
             method::HEALTH => {
                 authorize(ext, method::HEALTH).ok()?;
-                parse_params::<NoParams>(params).ok()?;
+                // `{}` is what callers send: NoParams is the empty object,
+                // so only other params need the parser.
+                if params.as_str().map(str::trim) != Some("{}") {
+                    parse_params::<NoParams>(params).ok()?;
+                }
                 let (json, _) = self.service.health_json().ok()?;
-                Some(Bytes::from_owner(json))
+                Some(Ready::Health(json))
             }
             method::DISCOVER => {
                 authorize(ext, method::DISCOVER).ok()?;
-                self.discover.clone()
+                self.discover.clone().map(Ready::Discover)
             }
             _ => None,
+        }
+    }
+}
+
+/// A result as ready bytes.
+enum Ready {
+    Health(HealthJson),
+    Discover(Bytes),
+}
+
+impl AsRef<[u8]> for Ready {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Ready::Health(h) => h.as_ref(),
+            Ready::Discover(b) => b,
         }
     }
 }
@@ -86,7 +105,7 @@ pub fn answer(methods: &Methods, direct: &Direct, parts: &Parts, body: &[u8]) ->
     let Request { id, method, params, .. } = serde_json::from_slice(&body[start..]).ok()?;
     let params = Params::new(params.as_ref().map(|p| p.get()));
     if let Some(result) = direct.result(&method, &params, &parts.extensions) {
-        return Some(spliced(&id, &result));
+        return Some(spliced(&id, result.as_ref()));
     }
     let rp = match methods.method_with_name(&method) {
         None => MethodResponse::error(id, ErrorObject::from(ErrorCode::MethodNotFound)),

@@ -21,10 +21,10 @@ use http_body_util::{BodyExt, Full};
 const SINGLE_CALLS: usize = 20_000;
 const CONCURRENT_CALLERS: usize = 32;
 /// Calls of each caller in one slice of a throughput run.
-const CONCURRENT_CALLS_EACH: usize = 250;
+const CONCURRENT_CALLS_EACH: usize = 100;
 /// Slices of a throughput run, empty and health alternating: a slower
 /// moment of the shared machine falls on both kinds of call alike.
-const SLICES: usize = 4;
+const SLICES: usize = 10;
 const CLI_RUNS: usize = 100;
 /// Throughput rounds, alternating empty and health, each pair side by
 /// side: the target holds on every one of them, not on their median.
