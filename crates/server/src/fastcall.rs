@@ -38,14 +38,15 @@ const LEADING_WHITESPACE_SCAN: usize = 128;
 /// `rpc.discover` (the document serialized once).
 pub struct Direct {
     service: Arc<LivekitService>,
-    discover: Option<Bytes>,
+    discover: Bytes,
 }
 
 impl Direct {
     pub fn new(service: Arc<LivekitService>) -> Direct {
-        // The same serializer jsonrpsee's callback uses (`to_raw_value`), so
-        // the same bytes; should it fail, the callback answers instead.
-        let discover = serde_json::to_vec(&*service.openrpc()).ok().map(Bytes::from);
+        // The bytes `GET /openrpc.json` serves: the document serialized
+        // once by the serializer jsonrpsee's callback uses (`to_raw_value`),
+        // so the same bytes, held once.
+        let discover = service.openrpc_bytes();
         Direct { service, discover }
     }
 
@@ -67,7 +68,7 @@ impl Direct {
             }
             method::DISCOVER => {
                 authorize(ext, method::DISCOVER).ok()?;
-                self.discover.clone().map(Ready::Discover)
+                Some(Ready::Discover(self.discover.clone()))
             }
             _ => None,
         }
