@@ -53,6 +53,8 @@ pub struct Front {
     pub websockets_full: Arc<Semaphore>,
     /// WebSocket budget of read-only peers (`limits.max_websockets_read_only`).
     pub websockets_read_only: Arc<Semaphore>,
+    /// The results the front answers itself (see [`crate::fastcall`]).
+    pub direct: crate::fastcall::Direct,
 }
 
 impl Front {
@@ -67,6 +69,7 @@ impl Front {
         Front {
             websockets_full: Arc::new(Semaphore::new(limits.max_websockets_full)),
             websockets_read_only: Arc::new(Semaphore::new(limits.max_websockets_read_only)),
+            direct: crate::fastcall::Direct::new(service.clone()),
             service,
             methods,
             limits,
@@ -174,7 +177,7 @@ impl Router {
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
                 };
-                json(status, Bytes::from(Box::<str>::from(body).into_boxed_bytes()))
+                json(status, Bytes::from_owner(body))
             }
             Err(e) => json(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -297,6 +300,9 @@ impl Router {
                     return Ok(json(StatusCode::OK, Bytes::from(serde_json::to_vec(&resp)?)));
                 }
             }
+        }
+        if let Some(resp) = crate::fastcall::answer(&self.front.methods, &self.front.direct, &parts, &body) {
+            return Ok(resp);
         }
         let req = Request::from_parts(parts, HttpBody::new(http_body_util::Full::new(body)));
         self.rpc.oneshot(req).await

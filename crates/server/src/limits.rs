@@ -67,6 +67,10 @@ pub struct Limits {
     pub accept_backoff_max: Duration,
 }
 
+/// Largest JSON-RPC response (jsonrpsee's default, 10 MiB, stated so the
+/// front's direct answers and jsonrpsee's own use the same bound).
+pub const MAX_RESPONSE_BODY_BYTES: u32 = 10 * 1024 * 1024;
+
 /// The shortest pause after an accept error.
 pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 
@@ -172,6 +176,7 @@ impl Limits {
         let body = u32::try_from(self.max_body_bytes).unwrap_or(u32::MAX);
         ServerConfig::builder()
             .max_request_body_size(body)
+            .max_response_body_size(MAX_RESPONSE_BODY_BYTES)
             .max_connections(u32::MAX)
             .max_subscriptions_per_connection(self.max_subscriptions_per_connection)
             .set_batch_request_config(BatchRequestConfig::Limit(self.max_batch_len))

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use hero_livekit_server::daemon::{self, DaemonOptions};
 use hero_livekit_server::paths::Paths;
+use hero_livekit_server::runtime;
 
 /// Supervisor of a LiveKit deployment: keeps livekit.yaml, backend.env and
 /// runtime.json consistent and supervises livekit-server and lk-backend.
@@ -62,11 +63,7 @@ fn main() -> ExitCode {
         metrics_listen: args.metrics_listen,
     };
     raise_fd_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime::build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hero_livekit_server: cannot start the async runtime: {e}");

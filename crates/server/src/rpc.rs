@@ -84,7 +84,7 @@ fn backticked(msg: &str) -> Option<String> {
 }
 
 /// Refuses the call unless the connection's peer may call `name`.
-fn authorize(ext: &Extensions, name: &str) -> Result<(), ServiceError> {
+pub(crate) fn authorize(ext: &Extensions, name: &str) -> Result<(), ServiceError> {
     let access = method_spec(name).map(|m| m.access).unwrap_or(Access::Mutating);
     let peer = ext.get::<Peer>();
     match peer {

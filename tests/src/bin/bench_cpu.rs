@@ -10,6 +10,11 @@
 //! runtime answering a GET with fixed bytes, and a JSON-RPC POST by parsing
 //! the request and serializing a small result. The same client drives both.
 //!
+//! It ends with the targets, each PASS or FAIL: `GET /health` at most 1.2x
+//! the floor's GET, JSON-RPC `health` at most 1.5x the floor's JSON-RPC,
+//! and the daemon's resident set (supervising both children, after the
+//! run) at most 10 MiB.
+//!
 //! Run: `cargo build --release --workspace --bins && target/release/bench-cpu`.
 
 use std::convert::Infallible;
@@ -159,18 +164,52 @@ fn bench() {
         "",
         "1.00x"
     );
+    let mut ratios = Vec::with_capacity(rows.len());
     for (i, (name, _, _)) in rows.iter().enumerate() {
+        let r = median(&mut ratio[i]);
+        ratios.push(r);
         println!(
             "{:<40} {:>12.1} {:>12.1} {:>13.2}x",
             name,
             median(&mut cpu[i]),
             median(&mut wall[i]),
-            median(&mut ratio[i])
+            r
         );
     }
-    println!("targets (issue: efficiency): JSON-RPC health <= 1.5x the floor's JSON-RPC, GET /health <= 1.2x the floor's GET");
+    let rss = rss_kib(d.pid());
+    let threads = std::fs::read_dir(format!("/proc/{}/task", d.pid()))
+        .map(|t| t.count())
+        .unwrap_or(0);
+    println!("targets:");
+    verdict(
+        "GET /health vs the floor's GET",
+        ratios[1],
+        "x",
+        |v| v <= 1.2,
+        "<= 1.2x",
+    );
+    verdict(
+        "JSON-RPC health vs the floor's JSON-RPC",
+        ratios[3],
+        "x",
+        |v| v <= 1.5,
+        "<= 1.5x",
+    );
+    verdict(
+        &format!("daemon RSS after the run ({threads} threads)"),
+        rss as f64 / 1024.0,
+        " MiB",
+        |v| v <= 10.0,
+        "<= 10 MiB",
+    );
     let _ = floor.kill();
     let _ = floor.wait();
+}
+
+/// One target's line: the figure, the target and whether it is met.
+fn verdict(what: &str, value: f64, unit: &str, met: impl Fn(f64) -> bool, target: &str) {
+    let verdict = if met(value) { "PASS" } else { "FAIL" };
+    println!("  {what:<46} {value:>7.2}{unit:<4} target {target:<10} {verdict}");
 }
 
 enum Req {

@@ -161,8 +161,36 @@ fn redis_health(view: &View, target: Option<String>) -> Option<RedisHealth> {
 /// The last health document, serialized, with what it was built from.
 pub(crate) struct Memo {
     pub key: MemoKey,
-    pub json: Box<serde_json::value::RawValue>,
+    pub json: HealthJson,
     pub ready_for_tokens: bool,
+}
+
+/// A serialized health document, shared: every call served from the memo
+/// sends these bytes (as the JSON-RPC result, or as the body of `GET
+/// /health`) without copying them.
+#[derive(Debug, Clone)]
+pub struct HealthJson(Arc<Box<serde_json::value::RawValue>>);
+
+impl HealthJson {
+    pub(crate) fn new(raw: Box<serde_json::value::RawValue>) -> HealthJson {
+        HealthJson(Arc::new(raw))
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl AsRef<[u8]> for HealthJson {
+    fn as_ref(&self) -> &[u8] {
+        self.as_str().as_bytes()
+    }
+}
+
+impl serde::Serialize for HealthJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
 }
 
 /// What a health document was built from. The files' consistency is held

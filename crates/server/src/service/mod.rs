@@ -20,6 +20,7 @@
 //! `health` never takes it.
 
 mod health;
+pub use health::HealthJson;
 mod plan;
 mod probe;
 mod reconcile;
@@ -1261,7 +1262,7 @@ impl LivekitService {
     /// # Errors
     /// Serializing the document failed (it holds only strings, numbers and
     /// maps, so this is not expected).
-    pub fn health_json(&self) -> Result<(Box<serde_json::value::RawValue>, bool), ServiceError> {
+    pub fn health_json(&self) -> Result<(health::HealthJson, bool), ServiceError> {
         let view = self.view.borrow();
         let consistency = self.check_files(&view.rendered);
         let key = MemoKey {
@@ -1289,7 +1290,7 @@ impl LivekitService {
             &self.spec_paths.livekit_bin.display().to_string(),
             self.spec_paths.livekit_bin.is_file(),
         );
-        let json = serde_json::value::to_raw_value(&h).map_err(internal)?;
+        let json = health::HealthJson::new(serde_json::value::to_raw_value(&h).map_err(internal)?);
         *memo = Some(Memo {
             key,
             json: json.clone(),
