@@ -111,6 +111,8 @@ fn method_entry(spec: &crate::MethodSpec) -> Value {
         method::HEALTH => (Vec::new(), "Health", schema::<Health>()),
         method::LOGS => (params_of::<LogsParams>(), "LogsResult", schema::<LogsResult>()),
         method::SUBSCRIBE_EVENTS => (Vec::new(), "EventMessage", schema::<EventMessage>()),
+        method::CLUSTER_TOKEN => (Vec::new(), "ClusterTokenResult", schema::<ClusterTokenResult>()),
+        method::CLUSTER_STATUS => (Vec::new(), "ClusterHealth", schema::<ClusterHealth>()),
         method::DISCOVER => (
             Vec::new(),
             "OpenRPC",

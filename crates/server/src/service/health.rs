@@ -24,6 +24,8 @@ pub(crate) struct View {
     /// The last Redis check, for the address it checked.
     pub redis: Option<RedisHealth>,
     pub chain: Chain,
+    /// The cluster as the last background sync left it.
+    pub cluster: proto::ClusterHealth,
 }
 
 /// The token chain as the last probe left it.
@@ -138,6 +140,7 @@ pub(crate) fn build(
         },
         token_chain,
         redis: redis_health(view, c.redis_address.as_ref()),
+        cluster: view.cluster.clone(),
         version: proto::VERSION.into(),
         protocol: proto::PROTOCOL,
     }
@@ -199,6 +202,7 @@ mod tests {
             installed: None,
             redis: None,
             chain: Chain::default(),
+            cluster: proto::ClusterHealth::default(),
         }
     }
 
