@@ -352,11 +352,15 @@ async fn dispatch(cli: &Cli, client: &Client, out: &Out) -> Result<ExitCode, Cli
         }
         Command::Discover => out.json_value(&client.discover().await?),
         Command::Cluster(ClusterCommand::Status) => {
-            let c: proto::ClusterHealth = client.call(proto::method::CLUSTER_STATUS, &serde_json::json!({})).await?;
+            let c: proto::ClusterHealth = client
+                .call(proto::method::CLUSTER_STATUS, &serde_json::json!({}))
+                .await?;
             out.cluster_status(&c);
         }
         Command::Cluster(ClusterCommand::Token) => {
-            let t: proto::ClusterTokenResult = client.call(proto::method::CLUSTER_TOKEN, &serde_json::json!({})).await?;
+            let t: proto::ClusterTokenResult = client
+                .call(proto::method::CLUSTER_TOKEN, &serde_json::json!({}))
+                .await?;
             out.cluster_token(&t);
         }
     }

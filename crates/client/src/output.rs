@@ -157,7 +157,10 @@ impl Out {
             } else {
                 "already held the cluster's credential"
             };
-            println!("cluster {} joined as node {} (generation {}): {how}", c.name, c.node_id, c.generation);
+            println!(
+                "cluster {} joined as node {} (generation {}): {how}",
+                c.name, c.node_id, c.generation
+            );
         }
         self.heal(&r.heal);
     }
@@ -183,7 +186,11 @@ impl Out {
         println!();
         println!("{:<18} {:<11} {:<10} LIVEKIT URL", "NODE", "GENERATION", "SEEN");
         for n in &c.nodes {
-            let me = if c.node_id.as_deref() == Some(n.id.as_str()) { " (this node)" } else { "" };
+            let me = if c.node_id.as_deref() == Some(n.id.as_str()) {
+                " (this node)"
+            } else {
+                ""
+            };
             let behind = if n.generation < c.generation { " behind" } else { "" };
             println!(
                 "{:<18} {:<11} {:<10} {}{me}",
@@ -414,7 +421,11 @@ impl Out {
                 published,
             } => format!(
                 "joined cluster {cluster} as {node_id} at generation {generation}{}",
-                if *published { " (published this node's credential)" } else { "" }
+                if *published {
+                    " (published this node's credential)"
+                } else {
+                    ""
+                }
             ),
             Event::CredentialReplaced {
                 cluster,

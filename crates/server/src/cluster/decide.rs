@@ -183,7 +183,11 @@ mod tests {
 
     #[test]
     fn no_decision_text_holds_a_secret() {
-        let shown = format!("{:?} {:?}", sync(&cred(1), None, &open(2, 2)), join(&cred(1), &open(2, 2), true));
+        let shown = format!(
+            "{:?} {:?}",
+            sync(&cred(1), None, &open(2, 2)),
+            join(&cred(1), &open(2, 2), true)
+        );
         assert!(!shown.contains("secret-2-"), "{shown}");
     }
 }

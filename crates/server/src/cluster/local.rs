@@ -82,11 +82,7 @@ pub fn store(state_dir: &Path, m: &Membership) -> io::Result<()> {
     let tmp = state_dir.join(format!(".{FILE}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let write = || -> io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         f.write_all(&bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &final_path)?;

@@ -27,7 +27,10 @@ use crate::config::validate::ValidationError;
 /// # Errors
 /// The rule broken, naming the field.
 pub fn validate_name(name: &str) -> Result<(), ValidationError> {
-    let ok = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {

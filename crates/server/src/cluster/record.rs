@@ -175,7 +175,10 @@ impl StoredRecord {
         };
         let r: StoredRecord = serde_json::from_str(raw).map_err(|e| unreadable(e.to_string()))?;
         if r.format != FORMAT {
-            return Err(unreadable(format!("format {:?}", r.format.chars().take(40).collect::<String>())));
+            return Err(unreadable(format!(
+                "format {:?}",
+                r.format.chars().take(40).collect::<String>()
+            )));
         }
         Ok(r)
     }
@@ -199,7 +202,13 @@ impl StoredRecord {
         let cipher = ChaCha20Poly1305::new(&derive_key(cluster, join_secret));
         let aad = associated_data(cluster, self.generation);
         let msg = cipher
-            .decrypt(Nonce::from_slice(&nonce), Payload { msg: &sealed, aad: &aad })
+            .decrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &sealed,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| rejected())?;
         let invalid = |why: String| RecordError::Invalid {
             cluster: cluster.to_string(),
@@ -253,12 +262,18 @@ mod tests {
             })
         );
         // Replayed under another cluster or generation: refused.
-        assert!(matches!(back.open("staging", &token()), Err(RecordError::Rejected { .. })));
+        assert!(matches!(
+            back.open("staging", &token()),
+            Err(RecordError::Rejected { .. })
+        ));
         let replayed = StoredRecord {
             generation: 8,
             ..back.clone()
         };
-        assert!(matches!(replayed.open("prod", &token()), Err(RecordError::Rejected { .. })));
+        assert!(matches!(
+            replayed.open("prod", &token()),
+            Err(RecordError::Rejected { .. })
+        ));
         // One flipped bit of ciphertext: refused.
         let mut bytes = hex::decode(&back.sealed).expect("hex");
         bytes[0] ^= 1;
@@ -266,7 +281,10 @@ mod tests {
             sealed: hex::encode(bytes),
             ..back
         };
-        assert!(matches!(tampered.open("prod", &token()), Err(RecordError::Rejected { .. })));
+        assert!(matches!(
+            tampered.open("prod", &token()),
+            Err(RecordError::Rejected { .. })
+        ));
     }
 
     #[test]
@@ -284,9 +302,17 @@ mod tests {
 
     #[test]
     fn foreign_values_and_other_formats_are_unreadable_not_adopted() {
-        for raw in ["", "hello", "{}", r#"{"format":"other.v9","generation":1,"writer":"x","written_at_ms":0,"nonce":"","sealed":""}"#] {
+        for raw in [
+            "",
+            "hello",
+            "{}",
+            r#"{"format":"other.v9","generation":1,"writer":"x","written_at_ms":0,"nonce":"","sealed":""}"#,
+        ] {
             assert!(
-                matches!(StoredRecord::from_json("prod", raw), Err(RecordError::Unreadable { .. })),
+                matches!(
+                    StoredRecord::from_json("prod", raw),
+                    Err(RecordError::Unreadable { .. })
+                ),
                 "{raw}"
             );
         }
@@ -325,7 +351,10 @@ mod tests {
         // A retiring key beside the active one is the rotation's shape: the
         // active one is what this version runs.
         let r = seal_plain(&Plain {
-            keys: vec![entry("APIold000000000", retiring), entry("APIabcdefghijkm", KeyState::Active)],
+            keys: vec![
+                entry("APIold000000000", retiring),
+                entry("APIabcdefghijkm", KeyState::Active),
+            ],
         });
         assert_eq!(r.open("prod", &token()), Ok(cred()));
         for keys in [

@@ -37,6 +37,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_POLL: Duration = Duration::from_secs(5);
 /// A heartbeat lives this many poll periods: one lost beat is not a node gone.
 const HEARTBEAT_PERIODS: u32 = 3;
+/// Nor is a node whose beat is late on a busy machine with a short poll.
+const MIN_HEARTBEAT_TTL: Duration = Duration::from_secs(5);
 
 /// The cluster side of the service.
 pub(super) struct ClusterSide {
@@ -136,12 +138,7 @@ impl LivekitService {
         tokio::task::spawn_blocking(move || local::store(&dir, &m2))
             .await
             .map_err(internal)?
-            .map_err(|e| {
-                ServiceError::new(
-                    ErrorCode::WriteFailed,
-                    format!("writing {}: {e}", local::FILE),
-                )
-            })?;
+            .map_err(|e| ServiceError::new(ErrorCode::WriteFailed, format!("writing {}: {e}", local::FILE)))?;
         self.cluster.member.send_replace(Some(m));
         Ok(())
     }
@@ -213,7 +210,9 @@ impl LivekitService {
         // Twice at most: a first write lost to another first node is read
         // back and adopted.
         for _ in 0..2 {
-            let raw = remote::read(&mut conn, &target, &keys).await.map_err(|e| unavailable(&e))?;
+            let raw = remote::read(&mut conn, &target, &keys)
+                .await
+                .map_err(|e| unavailable(&e))?;
             let remote = remote_of(&name, &member.token, raw);
             match decide::join(&local_cred, &remote, token_given || current.is_some()) {
                 Join::Publish => {
@@ -323,12 +322,17 @@ impl LivekitService {
         let Some(target) = target_of(d.rendered.config()) else {
             return Err(ServiceError::new(
                 ErrorCode::RedisUnavailable,
-                format!("cluster {}: no redis_address is configured; nothing was changed", m.name),
+                format!(
+                    "cluster {}: no redis_address is configured; nothing was changed",
+                    m.name
+                ),
             ));
         };
         let keys = Keys::new(&m.name);
         let mut conn = remote::connect(&target).await.map_err(|e| unavailable(&e))?;
-        let raw = remote::read(&mut conn, &target, &keys).await.map_err(|e| unavailable(&e))?;
+        let raw = remote::read(&mut conn, &target, &keys)
+            .await
+            .map_err(|e| unavailable(&e))?;
         if let Remote::Closed(e) = remote_of(&m.name, &m.token, raw) {
             return Err(ServiceError::new(
                 ErrorCode::ClusterTokenRejected,
@@ -368,7 +372,9 @@ impl LivekitService {
     /// Announces a change written by [`Self::cluster_write_credential`] once
     /// it is applied here.
     pub(super) fn cluster_changed(&self, d: &Desired, c: Option<PendingChange>) {
-        let (Some(c), Some(m)) = (c, self.membership()) else { return };
+        let (Some(c), Some(m)) = (c, self.membership()) else {
+            return;
+        };
         tracing::info!(cluster = %m.name, generation = c.generation, "cluster credential changed here");
         self.events.publish(Event::ClusterCredentialChanged {
             cluster: m.name,
@@ -397,9 +403,9 @@ impl LivekitService {
     /// # Errors
     /// `not_in_cluster`.
     pub fn cluster_token(&self) -> Result<hero_livekit_proto::ClusterTokenResult, ServiceError> {
-        let m = self.membership().ok_or_else(|| {
-            ServiceError::new(ErrorCode::NotInCluster, "this node has not joined a cluster")
-        })?;
+        let m = self
+            .membership()
+            .ok_or_else(|| ServiceError::new(ErrorCode::NotInCluster, "this node has not joined a cluster"))?;
         Ok(hero_livekit_proto::ClusterTokenResult {
             cluster: m.name,
             cluster_token: m.token.expose().to_string(),
@@ -561,7 +567,7 @@ impl LivekitService {
             livekit_url: self.view.borrow().rendered.config().livekit_url(),
             at_ms: unix_ms(),
         };
-        let ttl = self.cluster.poll * HEARTBEAT_PERIODS;
+        let ttl = (self.cluster.poll * HEARTBEAT_PERIODS).max(MIN_HEARTBEAT_TTL);
         let now = unix_ms();
         let nodes = remote::heartbeat(conn, t, keys, &beat, ttl)
             .await?

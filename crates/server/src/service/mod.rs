@@ -691,7 +691,8 @@ impl LivekitService {
         let before = d.rendered.config().credential();
         let join = self.cluster_join(&mut d, &p, &mut update.config).await?;
         let change = if join.is_none() && update.config.credential() != before {
-            self.cluster_write_credential(&mut d, &update.config.credential()).await?
+            self.cluster_write_credential(&mut d, &update.config.credential())
+                .await?
         } else {
             None
         };
