@@ -140,6 +140,109 @@ fn three_nodes_share_the_first_nodes_credential_and_follow_a_change_on_any_node(
         text.contains("c1") && text.contains("(this node)") && text.contains("GENERATION"),
         "{text}"
     );
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(hero_livekit_tests::bin("hero_livekit"))
+            .arg("--socket")
+            .arg(&b.d.socket)
+            .args(args)
+            .output()
+            .expect("run hero_livekit");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let data: Value = serde_json::from_str(&cli(&["--json", "cluster", "status"])).expect("json");
+    assert_eq!(data["state"], "joined", "{data}");
+    assert_eq!(data["nodes"].as_array().map(Vec::len), Some(3), "{data}");
+    assert_eq!(
+        cli(&["cluster", "token"]).trim(),
+        token,
+        "every member prints the join secret"
+    );
+}
+
+/// A peer admitted through `--socket-group` (uid nobody here) reads the
+/// cluster's status but never its join secret.
+fn as_nobody(socket: &std::path::Path, method: &str) -> Value {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": {}}).to_string();
+    let request = format!(
+        "POST /rpc HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let script = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\ns.sendall(sys.stdin.buffer.read())\nd=b''\nwhile True:\n  c=s.recv(65536)\n  if not c: break\n  d+=c\nsys.stdout.buffer.write(d)\n";
+    let mut child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(socket)
+        .uid(65534)
+        .gid(65534)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn python3 as nobody");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(request.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    hero_livekit_tests::parse_http(&out.stdout).json()
+}
+
+#[test]
+fn the_join_secret_is_for_full_access_peers_only_and_kept_in_a_0600_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let redis = Redis::start();
+    let root = hero_livekit_tests::Root::new();
+    let public = tempfile::Builder::new()
+        .prefix("hero_livekit_sock")
+        .tempdir()
+        .expect("tempdir");
+    std::fs::set_permissions(public.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let socket = public.path().join("hero_livekit_server/rpc.sock");
+    let d = hero_livekit_tests::Daemon::start(
+        &root,
+        hero_livekit_tests::DaemonOpts::default()
+            .arg("--socket")
+            .arg(socket.display().to_string())
+            .arg("--socket-group")
+            .arg("65534")
+            .env_var("HERO_LIVEKIT_CLUSTER_POLL_MS", POLL_MS),
+    );
+    d.ok(
+        "livekitservice.configure",
+        json!({"redis_address": redis.address(), "cluster": "c1"}),
+    );
+    let token = d.ok("livekitservice.cluster_token", json!({}))["cluster_token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let file = root.file("cluster.json");
+    assert_eq!(
+        std::fs::metadata(&file).expect("cluster.json").permissions().mode() & 0o777,
+        0o600
+    );
+
+    let r = as_nobody(&socket, "livekitservice.cluster_token");
+    assert_eq!(r["error"]["data"]["kind"], "unauthorized", "{r}");
+    assert!(!r.to_string().contains(&token));
+    let status = poll(WAIT, || {
+        let r = as_nobody(&socket, "livekitservice.cluster_status");
+        (r["result"]["state"] == "joined").then_some(r)
+    })
+    .expect("the status, readable by the group");
+    assert_eq!(status["result"]["name"], "c1", "{status}");
+    for m in ["livekitservice.cluster_status", "livekitservice.health"] {
+        assert!(!as_nobody(&socket, m).to_string().contains(&token), "{m}");
+    }
+    // Nor is it in the daemon's log.
+    assert!(!d.stderr().contains(&token));
 }
 
 #[test]
@@ -379,4 +482,30 @@ fn a_node_cut_off_from_redis_keeps_serving_and_converges_when_the_path_is_back()
     relay.mend();
     wait_all_run(&[&a, &b], &k2, "B converges once its path is back");
     cross_validate(&[&a, &b]);
+}
+
+#[test]
+fn a_member_that_was_down_during_a_change_catches_up_from_its_stored_membership() {
+    let redis = Redis::start();
+    let mut nodes = cluster(&redis, 1);
+    let key = nodes[0].health()["api_key"].as_str().expect("key").to_string();
+    wait_all_run(&refs(&nodes), &key, "after joining");
+
+    // B goes down, daemon and children; the cluster moves on without it.
+    let Node { d, root } = nodes.pop().expect("B");
+    drop(d);
+    let r = change(&nodes[0], "whiledown");
+    assert!(r.get("error").is_none(), "{r}");
+    let (k2, s2) = credential("whiledown");
+
+    // B boots on its root: its stored membership brings it in step.
+    let d = hero_livekit_tests::Daemon::start(
+        &root,
+        hero_livekit_tests::DaemonOpts::double().env_var("HERO_LIVEKIT_CLUSTER_POLL_MS", POLL_MS),
+    );
+    nodes.push(Node { d, root });
+    wait_all_run(&refs(&nodes), &k2, "B caught up after its restart");
+    assert_eq!(nodes[1].secret(), s2);
+    assert_eq!(nodes[1].health()["cluster"]["generation"], 2);
+    cross_validate(&refs(&nodes));
 }
