@@ -196,7 +196,7 @@ impl Out {
                 "{:<18} {:<11} {:<10} {}{me}",
                 n.id,
                 format!("{}{behind}", n.generation),
-                human_duration(Duration::from_millis(n.last_seen_ms)),
+                format!("{:.1}s ago", n.last_seen_ms as f64 / 1000.0),
                 n.livekit_url
             );
         }

@@ -71,6 +71,25 @@ impl ClusterSide {
     }
 }
 
+/// The cluster as the last sync left it, for `health`: the nodes' ages are
+/// worked out when read, so that they keep growing while Redis is away.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ClusterView {
+    /// `nodes[i].last_seen_ms` is 0 here; `seen_at_ms[i]` says when.
+    health: ClusterHealth,
+    seen_at_ms: Vec<u64>,
+}
+
+impl ClusterView {
+    pub(crate) fn to_health(&self, now_ms: u64) -> ClusterHealth {
+        let mut h = self.health.clone();
+        for (n, at) in h.nodes.iter_mut().zip(&self.seen_at_ms) {
+            n.last_seen_ms = now_ms.saturating_sub(*at);
+        }
+        h
+    }
+}
+
 /// A join decided and written to Redis, to be finished once the local
 /// config holds the credential.
 pub(super) struct PendingJoin {
@@ -415,21 +434,36 @@ impl LivekitService {
     /// `livekitservice.cluster_status`: the last sync's view, never waiting
     /// on the network.
     pub fn cluster_status(&self) -> ClusterHealth {
-        self.view.borrow().cluster.clone()
+        self.view.borrow().cluster.to_health(unix_ms())
     }
 
     fn set_cluster_health(&self, h: ClusterHealth) {
+        self.set_cluster(h, None);
+    }
+
+    /// Publishes the sync's verdict; `seen` (each node's heartbeat time)
+    /// replaces the nodes when Redis answered, else they are kept as last seen.
+    fn set_cluster(&self, mut h: ClusterHealth, seen: Option<Vec<u64>>) {
         self.update_view(|v| {
-            if v.cluster == h {
+            let seen_at_ms = match seen {
+                Some(s) => s,
+                None => {
+                    h.nodes = v.cluster.health.nodes.clone();
+                    v.cluster.seen_at_ms.clone()
+                }
+            };
+            let next = ClusterView { health: h, seen_at_ms };
+            if v.cluster == next {
                 return false;
             }
-            if v.cluster.state != h.state {
+            let h = &next.health;
+            if v.cluster.health.state != h.state {
                 match &h.error {
                     Some(error) => tracing::warn!(state = %h.state, %error, "cluster"),
                     None => tracing::info!(state = %h.state, generation = h.generation, "cluster"),
                 }
             }
-            v.cluster = h;
+            v.cluster = next;
             true
         });
     }
@@ -479,12 +513,12 @@ impl LivekitService {
             self.set_cluster_health(ClusterHealth::default());
             return;
         };
-        let health = |state, error: Option<String>, nodes: Vec<ClusterNode>, m: &Membership| ClusterHealth {
+        let health = |state, error: Option<String>, m: &Membership| ClusterHealth {
             name: Some(m.name.clone()),
             state,
             generation: m.generation.unwrap_or(0),
             node_id: Some(m.node_id.clone()),
-            nodes,
+            nodes: Vec::new(),
             error,
         };
         let Some(target) = target_of(self.view.borrow().rendered.config()) else {
@@ -492,7 +526,6 @@ impl LivekitService {
             self.set_cluster_health(health(
                 ClusterState::Unreachable,
                 Some("no redis_address is configured".into()),
-                Vec::new(),
                 &m,
             ));
             return;
@@ -513,8 +546,7 @@ impl LivekitService {
                 }
                 Err(e) => {
                     *link = None;
-                    let nodes = self.view.borrow().cluster.nodes.clone();
-                    self.set_cluster_health(health(ClusterState::Unreachable, Some(e.to_string()), nodes, &m));
+                    self.set_cluster_health(health(ClusterState::Unreachable, Some(e.to_string()), &m));
                     return;
                 }
             }
@@ -528,15 +560,25 @@ impl LivekitService {
             }
         }
         match self.sync_with(&mut l.conn, &target, &keys).await {
-            Ok((state, error, nodes)) => {
+            Ok((state, error, beats)) => {
                 let m = self.membership().unwrap_or(m);
-                self.set_cluster_health(health(state, error, nodes, &m));
+                let seen = beats.iter().map(|b| b.at_ms).collect();
+                let mut h = health(state, error, &m);
+                h.nodes = beats
+                    .into_iter()
+                    .map(|b| ClusterNode {
+                        id: b.id,
+                        generation: b.generation,
+                        livekit_url: b.livekit_url,
+                        last_seen_ms: 0,
+                    })
+                    .collect();
+                self.set_cluster(h, Some(seen));
             }
             Err(e) => {
                 *link = None;
-                let nodes = self.view.borrow().cluster.nodes.clone();
                 let m = self.membership().unwrap_or(m);
-                self.set_cluster_health(health(ClusterState::Unreachable, Some(e.to_string()), nodes, &m));
+                self.set_cluster_health(health(ClusterState::Unreachable, Some(e.to_string()), &m));
             }
         }
     }
@@ -548,7 +590,7 @@ impl LivekitService {
         conn: &mut C,
         t: &Target,
         keys: &Keys,
-    ) -> Result<(ClusterState, Option<String>, Vec<ClusterNode>), RemoteError> {
+    ) -> Result<(ClusterState, Option<String>, Vec<Beat>), RemoteError> {
         let Some(m) = self.membership() else {
             return Ok((ClusterState::NotConfigured, None, Vec::new()));
         };
@@ -568,18 +610,8 @@ impl LivekitService {
             at_ms: unix_ms(),
         };
         let ttl = (self.cluster.poll * HEARTBEAT_PERIODS).max(MIN_HEARTBEAT_TTL);
-        let now = unix_ms();
-        let nodes = remote::heartbeat(conn, t, keys, &beat, ttl)
-            .await?
-            .into_iter()
-            .map(|b| ClusterNode {
-                last_seen_ms: now.saturating_sub(b.at_ms),
-                id: b.id,
-                generation: b.generation,
-                livekit_url: b.livekit_url,
-            })
-            .collect();
-        Ok((state, error, nodes))
+        let beats = remote::heartbeat(conn, t, keys, &beat, ttl).await?;
+        Ok((state, error, beats))
     }
 
     /// The decision taken again under the ops lock (a mutation may have run

@@ -25,7 +25,7 @@ pub(crate) struct View {
     pub redis: Option<RedisHealth>,
     pub chain: Chain,
     /// The cluster as the last background sync left it.
-    pub cluster: proto::ClusterHealth,
+    pub cluster: super::cluster::ClusterView,
 }
 
 /// The token chain as the last probe left it.
@@ -140,7 +140,7 @@ pub(crate) fn build(
         },
         token_chain,
         redis: redis_health(view, c.redis_address.as_ref()),
-        cluster: view.cluster.clone(),
+        cluster: view.cluster.to_health(super::unix_ms()),
         version: proto::VERSION.into(),
         protocol: proto::PROTOCOL,
     }
@@ -202,7 +202,7 @@ mod tests {
             installed: None,
             redis: None,
             chain: Chain::default(),
-            cluster: proto::ClusterHealth::default(),
+            cluster: Default::default(),
         }
     }
 

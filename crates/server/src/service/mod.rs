@@ -237,7 +237,7 @@ impl LivekitService {
             installed: installed.clone(),
             redis: None,
             chain: Chain::default(),
-            cluster: proto::ClusterHealth::default(),
+            cluster: cluster::ClusterView::default(),
         });
         let cluster = cluster::ClusterSide::load(paths.state_dir.clone()).await;
         let svc = Arc::new(LivekitService {
