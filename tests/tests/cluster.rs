@@ -314,11 +314,21 @@ fn redis_trouble_never_costs_a_credential() {
     wait_all_run(&all, &key, "after joining");
     let triples: Vec<_> = nodes.iter().map(Node::triple).collect();
 
+    wait_cluster(&nodes[0], "three nodes in the heartbeats", |c| {
+        c["nodes"].as_array().is_some_and(|n| n.len() == 3)
+    });
+
     // Redis gone: every node keeps serving with what it has and says so.
     redis.kill();
     for n in &nodes {
         wait_cluster(n, "unreachable", |c| c["state"] == "unreachable");
     }
+    // The nodes last seen are still listed, their age growing.
+    wait_cluster(&nodes[0], "the nodes' heartbeats ageing", |c| {
+        c["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == 3 && n.iter().all(|n| n["last_seen_ms"].as_u64().is_some_and(|ms| ms >= 500)))
+    });
     cross_validate(&all);
     let r = change(&nodes[1], "x1");
     assert_eq!(error_kind(&r), "redis_unavailable", "{r}");
