@@ -72,6 +72,7 @@ fn three_nodes_share_the_first_nodes_credential_and_follow_a_change_on_any_node(
 
     let b = Node::start(POLL_MS);
     let c = Node::start(POLL_MS);
+    let b_events = Events::tap(&b);
     for n in [&b, &c] {
         let own_key = n.health()["api_key"].as_str().expect("key").to_string();
         assert_ne!(own_key, first_key, "each node minted its own credential");
@@ -84,6 +85,12 @@ fn three_nodes_share_the_first_nodes_credential_and_follow_a_change_on_any_node(
         assert_eq!(r["api_key"], first_key.as_str());
         assert!(r["changed_fields"].to_string().contains("api_secret"), "{r}");
     }
+    let joined = b_events.wait("cluster_joined");
+    assert_eq!(joined["published"], false, "{joined}");
+    let replaced = b_events.wait("credential_replaced");
+    assert_eq!(replaced["api_key"], first_key.as_str(), "{replaced}");
+    assert_eq!(replaced["cluster"], "c1", "{replaced}");
+    assert!(!replaced.to_string().contains(&first_secret), "{replaced}");
     let nodes = [&a, &b, &c];
     wait_all_run(&nodes, &first_key, "after joining");
     cross_validate(&nodes);
@@ -105,6 +112,11 @@ fn three_nodes_share_the_first_nodes_credential_and_follow_a_change_on_any_node(
     let r = change(&b, "b2");
     assert!(r.get("error").is_none(), "{r}");
     let (k2, s2) = credential("b2");
+    let changed = b_events.wait("cluster_credential_changed");
+    assert_eq!(
+        (changed["generation"].as_u64(), changed["api_key"].as_str()),
+        (Some(2), Some(k2.as_str()))
+    );
     wait_all_run(&nodes, &k2, "after the change on B");
     cross_validate(&nodes);
     for n in nodes {
@@ -162,6 +174,51 @@ fn three_nodes_share_the_first_nodes_credential_and_follow_a_change_on_any_node(
         token,
         "every member prints the join secret"
     );
+}
+
+/// A node's event stream, subscribed before `tap` returns.
+struct Events {
+    lines: std::sync::mpsc::Receiver<Value>,
+}
+
+impl Events {
+    fn tap(n: &Node) -> Events {
+        let socket = n.d.socket.clone();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let client = hero_livekit_client::Client::new(&socket);
+                let mut events = client.subscribe_events().await.expect("subscribe");
+                let _ = ready_tx.send(());
+                while let Some(m) = events.next().await {
+                    let v = serde_json::to_value(&m).expect("event as json");
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+            });
+        });
+        ready.recv_timeout(WAIT).expect("subscribed to events");
+        Events { lines }
+    }
+
+    /// The next event of `kind`, skipping others.
+    fn wait(&self, kind: &str) -> Value {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) if v["type"] == kind => return v,
+                Ok(_) => {}
+                Err(e) => panic!("no {kind} event within {WAIT:?}: {e}"),
+            }
+        }
+    }
 }
 
 /// A peer admitted through `--socket-group` (uid nobody here) reads the
