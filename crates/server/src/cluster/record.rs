@@ -78,21 +78,19 @@ pub enum RecordError {
         generation: u64,
         why: String,
     },
-    /// The OS refused random bytes for a nonce.
-    #[error("no random bytes for a nonce: {0}")]
-    Random(String),
+    /// The OS refused random bytes for a nonce, or sealing failed.
+    #[error("cannot seal the record: {0}")]
+    Seal(String),
 }
 
 /// The key that seals `cluster`'s record, from its join secret.
-fn derive_key(cluster: &str, join_secret: &Secret) -> Key {
+fn derive_key(cluster: &str, join_secret: &Secret) -> Result<Key, RecordError> {
     let salt = format!("hero_livekit:{{{cluster}}}");
     let hk = Hkdf::<Sha256>::new(Some(salt.as_bytes()), join_secret.expose().as_bytes());
     let mut okm = [0u8; 32];
-    // 32 bytes is far below HKDF-SHA256's limit of 255 * 32: cannot fail.
-    if hk.expand(b"hero_livekit.cluster.v1 credential key", &mut okm).is_err() {
-        unreachable!("HKDF-SHA256 expands 32 bytes");
-    }
-    Key::from(okm)
+    hk.expand(b"hero_livekit.cluster.v1 credential key", &mut okm)
+        .map_err(|e| RecordError::Seal(e.to_string()))?;
+    Ok(Key::from(okm))
 }
 
 fn associated_data(cluster: &str, generation: u64) -> Vec<u8> {
@@ -113,8 +111,8 @@ pub fn seal(
 ) -> Result<StoredRecord, RecordError> {
     let mut nonce = [0u8; NONCE_LEN];
     rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut nonce)
-        .map_err(|e| RecordError::Random(e.to_string()))?;
-    Ok(seal_with_nonce(
+        .map_err(|e| RecordError::Seal(format!("no random bytes for a nonce: {e}")))?;
+    seal_with_nonce(
         cluster,
         join_secret,
         generation,
@@ -122,7 +120,7 @@ pub fn seal(
         writer,
         written_at_ms,
         nonce,
-    ))
+    )
 }
 
 fn seal_with_nonce(
@@ -133,7 +131,7 @@ fn seal_with_nonce(
     writer: &str,
     written_at_ms: u64,
     nonce: [u8; NONCE_LEN],
-) -> StoredRecord {
+) -> Result<StoredRecord, RecordError> {
     let plain = Plain {
         keys: vec![KeyEntry {
             api_key: credential.api_key.clone(),
@@ -141,26 +139,26 @@ fn seal_with_nonce(
             state: KeyState::Active,
         }],
     };
-    // A struct of strings and integers always serializes.
-    let msg = serde_json::to_vec(&plain).unwrap_or_default();
-    let cipher = ChaCha20Poly1305::new(&derive_key(cluster, join_secret));
+    let msg = serde_json::to_vec(&plain).map_err(|e| RecordError::Seal(e.to_string()))?;
+    let cipher = ChaCha20Poly1305::new(&derive_key(cluster, join_secret)?);
     let aad = associated_data(cluster, generation);
     let sealed = cipher
         .encrypt(Nonce::from_slice(&nonce), Payload { msg: &msg, aad: &aad })
-        .unwrap_or_default();
-    StoredRecord {
+        .map_err(|e| RecordError::Seal(e.to_string()))?;
+    Ok(StoredRecord {
         format: FORMAT.to_string(),
         generation,
         writer: writer.to_string(),
         written_at_ms,
         nonce: hex::encode(nonce),
         sealed: hex::encode(sealed),
-    }
+    })
 }
 
 impl StoredRecord {
     /// The JSON stored in Redis.
     pub fn to_json(&self) -> String {
+        // Strings and integers only: serializing cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
 
@@ -199,7 +197,7 @@ impl StoredRecord {
         if nonce.len() != NONCE_LEN {
             return Err(rejected());
         }
-        let cipher = ChaCha20Poly1305::new(&derive_key(cluster, join_secret));
+        let cipher = ChaCha20Poly1305::new(&derive_key(cluster, join_secret)?);
         let aad = associated_data(cluster, self.generation);
         let msg = cipher
             .decrypt(
@@ -321,7 +319,7 @@ mod tests {
     #[test]
     fn an_opened_record_must_hold_one_valid_active_key() {
         let seal_plain = |plain: &Plain| {
-            let cipher = ChaCha20Poly1305::new(&derive_key("prod", &token()));
+            let cipher = ChaCha20Poly1305::new(&derive_key("prod", &token()).expect("key"));
             let nonce = [3u8; NONCE_LEN];
             let msg = serde_json::to_vec(plain).expect("json");
             let sealed = cipher
@@ -369,8 +367,8 @@ mod tests {
 
     #[test]
     fn a_nonce_chosen_by_the_test_gives_the_same_record() {
-        let a = seal_with_nonce("prod", &token(), 1, &cred(), "n", 0, [1; NONCE_LEN]);
-        let b = seal_with_nonce("prod", &token(), 1, &cred(), "n", 0, [1; NONCE_LEN]);
+        let a = seal_with_nonce("prod", &token(), 1, &cred(), "n", 0, [1; NONCE_LEN]).expect("seal");
+        let b = seal_with_nonce("prod", &token(), 1, &cred(), "n", 0, [1; NONCE_LEN]).expect("seal");
         assert_eq!(a, b);
     }
 }

@@ -237,6 +237,7 @@ pub async fn heartbeat<C: ConnectionLike + Send>(
     beat: &Beat,
     ttl: Duration,
 ) -> Result<Vec<Beat>, RemoteError> {
+    // Strings and integers only: serializing cannot fail.
     let json = serde_json::to_string(beat).unwrap_or_default();
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
     let mut pipe = redis::pipe();
