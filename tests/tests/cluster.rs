@@ -576,3 +576,40 @@ fn a_member_that_was_down_during_a_change_catches_up_from_its_stored_membership(
     assert_eq!(nodes[1].health()["cluster"]["generation"], 2);
     cross_validate(&refs(&nodes));
 }
+
+#[test]
+fn a_redis_back_with_an_older_snapshot_gets_the_current_generation_back() {
+    let mut redis = Redis::start();
+    let nodes = cluster(&redis, 1);
+    let all = refs(&nodes);
+    let key = nodes[0].health()["api_key"].as_str().expect("key").to_string();
+    wait_all_run(&all, &key, "after joining");
+    // A snapshot at generation 1, then the cluster moves to generation 2.
+    redis.cli(&["SAVE"]);
+    let r = change(&nodes[1], "newer");
+    assert!(r.get("error").is_none(), "{r}");
+    let (k2, _) = credential("newer");
+    wait_all_run(&all, &k2, "after the change");
+    let triples: Vec<_> = nodes.iter().map(Node::triple).collect();
+
+    // Redis restarts from the old snapshot: nobody goes back to it.
+    redis.kill();
+    redis.restart();
+    poll(WAIT, || {
+        let raw = redis.cli(&["GET", "hero_livekit:{c1}:credential"]);
+        let rec: Value = serde_json::from_str(raw.trim()).ok()?;
+        (rec["generation"] == 2).then_some(())
+    })
+    .expect("generation 2 written back over the snapshot's generation 1");
+    assert!(
+        nodes
+            .iter()
+            .any(|n| n.d.stderr().contains("redis held an older generation")),
+        "a node found the snapshot's generation 1 and restored over it"
+    );
+    wait_all_run(&all, &k2, "after the old snapshot came back");
+    for (n, t) in nodes.iter().zip(&triples) {
+        assert_eq!(&n.triple(), t, "no node went back to the snapshot's credential");
+    }
+    cross_validate(&all);
+}
