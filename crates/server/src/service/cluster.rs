@@ -510,7 +510,11 @@ impl LivekitService {
     async fn sync_round(&self, link: &mut Option<Link>) {
         let Some(m) = self.membership() else {
             *link = None;
-            self.set_cluster_health(ClusterHealth::default());
+            // Outside a cluster the view is left alone unless it still
+            // shows one: a single node's health never changes for this.
+            if self.view.borrow().cluster.health.name.is_some() {
+                self.set_cluster_health(ClusterHealth::default());
+            }
             return;
         };
         let health = |state, error: Option<String>, m: &Membership| ClusterHealth {
