@@ -611,13 +611,15 @@ fn protocol_0_health() -> Value {
         },
         token_chain: Default::default(),
         redis: None,
+        cluster: Default::default(),
         version: "0.0.1".into(),
         protocol: 0,
     };
     let mut v = serde_json::to_value(h).expect("encode health");
-    // An older daemon has no token-chain probe.
+    // An older daemon has no token-chain probe and no cluster.
     if let Some(o) = v.as_object_mut() {
         o.remove("token_chain");
+        o.remove("cluster");
     }
     v
 }

@@ -58,6 +58,17 @@ pub enum Command {
     Up(UpArgs),
     /// Print the OpenRPC document.
     Discover,
+    /// The cluster this node belongs to: `status`, `token`.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// The cluster, the generation of its credential and its nodes.
+    Status,
+    /// Print the join secret for `configure --cluster NAME --cluster-token T` on the next node.
+    Token,
 }
 
 #[derive(Debug, Clone, Args, Default)]
@@ -128,6 +139,13 @@ pub struct ConfigureArgs {
     pub unset: Vec<String>,
     #[command(flatten)]
     pub settings: crate::settings_args::SettingsArgs,
+    /// Join the named cluster on the configured Redis (1-64 of [A-Za-z0-9_-]).
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// The cluster's join secret, from `hero_livekit cluster token` on a member
+    /// (a first node given none mints one).
+    #[arg(long, env = "HERO_LIVEKIT_CLUSTER_TOKEN", hide_env_values = true)]
+    pub cluster_token: Option<String>,
 }
 
 impl ConfigureArgs {
@@ -145,6 +163,8 @@ impl ConfigureArgs {
             backend_port: self.backend_port,
             // Flags are kebab case, the method's names snake case.
             unset: (!self.unset.is_empty()).then(|| self.unset.iter().map(|f| f.replace('-', "_")).collect()),
+            cluster: self.cluster.clone(),
+            cluster_token: self.cluster_token.clone(),
             ..self.redis.apply(self.settings.params())
         }
     }
@@ -348,6 +368,18 @@ async fn dispatch(cli: &Cli, client: &Client, out: &Out) -> Result<ExitCode, Cli
             return crate::up::up(a, client, out, &root, cli.root.as_deref(), cli.socket.as_deref()).await;
         }
         Command::Discover => out.json_value(&client.discover().await?),
+        Command::Cluster(ClusterCommand::Status) => {
+            let c: proto::ClusterHealth = client
+                .call(proto::method::CLUSTER_STATUS, &serde_json::json!({}))
+                .await?;
+            out.cluster_status(&c);
+        }
+        Command::Cluster(ClusterCommand::Token) => {
+            let t: proto::ClusterTokenResult = client
+                .call(proto::method::CLUSTER_TOKEN, &serde_json::json!({}))
+                .await?;
+            out.cluster_token(&t);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

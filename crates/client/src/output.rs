@@ -149,6 +149,19 @@ impl Out {
             println!("changed: {}", r.changed_fields.join(", "));
         }
         println!("api key: {}", r.api_key);
+        if let Some(c) = &r.cluster {
+            let how = if c.published {
+                "published this node's credential"
+            } else if c.credential_replaced {
+                "adopted the cluster's credential, replacing this node's own"
+            } else {
+                "already held the cluster's credential"
+            };
+            println!(
+                "cluster {} joined as node {} (generation {}): {how}",
+                c.name, c.node_id, c.generation
+            );
+        }
         self.heal(&r.heal);
     }
 
@@ -157,6 +170,54 @@ impl Out {
             return;
         }
         crate::settings_args::print_show(r);
+    }
+
+    pub fn cluster_status(&self, c: &proto::ClusterHealth) {
+        if self.emit(c) {
+            return;
+        }
+        let Some(name) = &c.name else {
+            println!("not in a cluster (join one with `hero_livekit configure --cluster NAME`)");
+            return;
+        };
+        let state = match c.state {
+            proto::ClusterState::Joined => self.good("joined"),
+            other => self.bad(&other.to_string()),
+        };
+        println!("cluster           {name}");
+        println!("state             {state}");
+        println!("generation        {}", c.generation);
+        if let Some(e) = &c.error {
+            println!("                  {e}");
+        }
+        println!();
+        println!("{:<18} {:<11} {:<10} LIVEKIT URL", "NODE", "GENERATION", "SEEN");
+        for n in &c.nodes {
+            let me = if c.node_id.as_deref() == Some(n.id.as_str()) {
+                " (this node)"
+            } else {
+                ""
+            };
+            let behind = if n.generation < c.generation { " behind" } else { "" };
+            println!(
+                "{:<18} {:<11} {:<10} {}{me}",
+                n.id,
+                format!("{}{behind}", n.generation),
+                format!("{:.1}s ago", n.last_seen_ms as f64 / 1000.0),
+                n.livekit_url
+            );
+        }
+    }
+
+    pub fn cluster_token(&self, t: &proto::ClusterTokenResult) {
+        if self.emit(t) {
+            return;
+        }
+        println!("{}", t.cluster_token);
+        eprintln!(
+            "join the next node with: hero_livekit configure --redis-address ADDR --cluster {} --cluster-token <the line above>",
+            t.cluster
+        );
     }
 
     pub fn start(&self, r: &proto::StartResult) {
@@ -252,6 +313,17 @@ impl Out {
                 self.yes_no(r.reachable)
             );
             if let Some(e) = &r.error {
+                println!("                  {e}");
+            }
+        }
+        if let Some(name) = &h.cluster.name {
+            println!(
+                "cluster           {name} {} generation {} ({} nodes)",
+                h.cluster.state,
+                h.cluster.generation,
+                h.cluster.nodes.len()
+            );
+            if let Some(e) = &h.cluster.error {
                 println!("                  {e}");
             }
         }
@@ -352,6 +424,33 @@ impl Out {
             },
             Event::Installed { version, sha256 } => format!("installed livekit-server {version} ({})", short(sha256)),
             Event::TokenChainFailed { error } => format!("token chain failed: {error}"),
+            Event::ClusterJoined {
+                cluster,
+                node_id,
+                generation,
+                published,
+            } => format!(
+                "joined cluster {cluster} as {node_id} at generation {generation}{}",
+                if *published {
+                    " (published this node's credential)"
+                } else {
+                    ""
+                }
+            ),
+            Event::CredentialReplaced {
+                cluster,
+                previous_api_key,
+                api_key,
+                ..
+            } => format!("credential {previous_api_key} replaced by cluster {cluster}'s {api_key}"),
+            Event::ClusterCredentialChanged {
+                cluster,
+                generation,
+                api_key,
+            } => format!("cluster {cluster} credential generation {generation} ({api_key}) applied"),
+            Event::ClusterRepublished { cluster, generation } => {
+                format!("cluster {cluster}: redis was empty, republished generation {generation}")
+            }
         };
         println!("#{} {text}", m.seq);
     }

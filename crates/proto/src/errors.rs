@@ -40,6 +40,16 @@ pub enum ErrorCode {
     ShuttingDown,
     /// A limit of the daemon's (named in the message) refused the request.
     LimitReached,
+    /// The cluster's Redis did not answer in time; nothing was changed.
+    RedisUnavailable,
+    /// Another node changed the cluster's credential first (the message
+    /// names the winning generation); nothing was changed here.
+    GenerationConflict,
+    /// The join secret does not open the cluster's record (wrong
+    /// `cluster_token`, or a record written by someone else).
+    ClusterTokenRejected,
+    /// The node has not joined a cluster.
+    NotInCluster,
 }
 
 impl ErrorCode {
@@ -58,6 +68,10 @@ impl ErrorCode {
         ErrorCode::CrashLoop,
         ErrorCode::ShuttingDown,
         ErrorCode::LimitReached,
+        ErrorCode::RedisUnavailable,
+        ErrorCode::GenerationConflict,
+        ErrorCode::ClusterTokenRejected,
+        ErrorCode::NotInCluster,
     ];
 
     /// The JSON-RPC error code.
@@ -76,6 +90,10 @@ impl ErrorCode {
             ErrorCode::CrashLoop => -32011,
             ErrorCode::ShuttingDown => -32012,
             ErrorCode::LimitReached => -32013,
+            ErrorCode::RedisUnavailable => -32014,
+            ErrorCode::GenerationConflict => -32015,
+            ErrorCode::ClusterTokenRejected => -32016,
+            ErrorCode::NotInCluster => -32017,
         }
     }
 
@@ -95,6 +113,10 @@ impl ErrorCode {
             ErrorCode::CrashLoop => "crash_loop",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::LimitReached => "limit_reached",
+            ErrorCode::RedisUnavailable => "redis_unavailable",
+            ErrorCode::GenerationConflict => "generation_conflict",
+            ErrorCode::ClusterTokenRejected => "cluster_token_rejected",
+            ErrorCode::NotInCluster => "not_in_cluster",
         }
     }
 
@@ -108,6 +130,7 @@ impl ErrorCode {
                 | ErrorCode::ShuttingDown
                 | ErrorCode::StartFailed
                 | ErrorCode::LimitReached
+                | ErrorCode::RedisUnavailable
         )
     }
 
@@ -134,6 +157,16 @@ impl ErrorCode {
             ErrorCode::CrashLoop => "read `hero_livekit logs <process>`, fix the cause, then run `hero_livekit start`",
             ErrorCode::ShuttingDown => "wait for the daemon to restart, then retry",
             ErrorCode::LimitReached => "close idle connections or subscriptions, then retry",
+            ErrorCode::RedisUnavailable => {
+                "the node keeps serving with its credential; retry once `hero_livekit cluster status` shows the cluster joined"
+            }
+            ErrorCode::GenerationConflict => {
+                "another node changed the credential first; every node now runs it: check `hero_livekit cluster status`, then decide whether to change it again"
+            }
+            ErrorCode::ClusterTokenRejected => {
+                "pass the join secret printed by `hero_livekit cluster token` on a node of that cluster"
+            }
+            ErrorCode::NotInCluster => "join one with `hero_livekit configure --cluster NAME` (Redis set with --redis-address)",
         }
     }
 
@@ -158,6 +191,10 @@ impl ErrorCode {
             ErrorCode::CrashLoop => "a child is in a crash loop",
             ErrorCode::ShuttingDown => "daemon shutting down",
             ErrorCode::LimitReached => "a limit was reached",
+            ErrorCode::RedisUnavailable => "the cluster's Redis is unreachable",
+            ErrorCode::GenerationConflict => "the cluster's credential changed meanwhile",
+            ErrorCode::ClusterTokenRejected => "the cluster join secret was rejected",
+            ErrorCode::NotInCluster => "not in a cluster",
         }
     }
 }

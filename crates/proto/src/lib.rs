@@ -42,6 +42,8 @@ pub mod method {
     pub const EVENT_NOTIFICATION: &str = "livekitservice.event";
     pub const UNSUBSCRIBE_EVENTS: &str = "livekitservice.unsubscribe_events";
     pub const DISCOVER: &str = "rpc.discover";
+    pub const CLUSTER_TOKEN: &str = "livekitservice.cluster_token";
+    pub const CLUSTER_STATUS: &str = "livekitservice.cluster_status";
 }
 
 /// Whether a method may change state. Peers admitted only through
@@ -79,7 +81,14 @@ pub const METHODS: &[MethodSpec] = &[
         name: method::CONFIGURE,
         summary: "Validate, update the in-memory config, write the triple, verify it on disk; restart running children whose files changed.",
         access: Access::Mutating,
-        errors: &[E::WriteFailed, E::StartFailed, E::Unauthorized],
+        errors: &[
+            E::WriteFailed,
+            E::StartFailed,
+            E::Unauthorized,
+            E::RedisUnavailable,
+            E::GenerationConflict,
+            E::ClusterTokenRejected,
+        ],
         subscription: false,
     },
     MethodSpec {
@@ -95,6 +104,8 @@ pub const METHODS: &[MethodSpec] = &[
             E::StartFailed,
             E::Timeout,
             E::Unauthorized,
+            E::RedisUnavailable,
+            E::GenerationConflict,
         ],
         subscription: false,
     },
@@ -139,6 +150,22 @@ pub const METHODS: &[MethodSpec] = &[
         access: Access::ReadOnly,
         errors: &[E::WebSocketRequired, E::LimitReached],
         subscription: true,
+    },
+    MethodSpec {
+        name: method::CLUSTER_TOKEN,
+        // Mutating: the join secret is for the daemon's uid and root only,
+        // never for `--socket-group` readers.
+        summary: "The cluster's join secret, for `configure {cluster, cluster_token}` on the next node. Full access only.",
+        access: Access::Mutating,
+        errors: &[E::NotInCluster, E::Unauthorized],
+        subscription: false,
+    },
+    MethodSpec {
+        name: method::CLUSTER_STATUS,
+        summary: "The cluster this node belongs to, the generation of its credential and the nodes seen by their heartbeats. Read-only.",
+        access: Access::ReadOnly,
+        errors: &[],
+        subscription: false,
     },
     MethodSpec {
         name: method::DISCOVER,

@@ -112,6 +112,8 @@ fn method_entry(spec: &crate::MethodSpec) -> Value {
         method::LOGS => (params_of::<LogsParams>(), "LogsResult", schema::<LogsResult>()),
         method::CONFIG_SHOW => (Vec::new(), "ConfigShowResult", schema::<ConfigShowResult>()),
         method::SUBSCRIBE_EVENTS => (Vec::new(), "EventMessage", schema::<EventMessage>()),
+        method::CLUSTER_TOKEN => (Vec::new(), "ClusterTokenResult", schema::<ClusterTokenResult>()),
+        method::CLUSTER_STATUS => (Vec::new(), "ClusterHealth", schema::<ClusterHealth>()),
         method::DISCOVER => (
             Vec::new(),
             "OpenRPC",
@@ -231,13 +233,15 @@ mod tests {
             "redis_sentinel_username",
             "redis_sentinel_password",
             "redis_cluster_addresses",
+            "cluster",
+            "cluster_token",
         ] {
             assert!(params.contains(&f), "configure documents {f}");
         }
         for p in configure["params"].as_array().expect("params") {
             assert!(p["description"].is_string(), "{} has a description", p["name"]);
         }
-        assert_eq!(params.len(), 48, "every configure parameter is listed above");
+        assert_eq!(params.len(), 50, "every configure parameter is listed above");
     }
 
     #[test]

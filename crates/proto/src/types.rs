@@ -73,7 +73,8 @@ pub struct InstallParams {
 
 /// `configure` parameters. An absent or empty value keeps the current one;
 /// placeholders such as `secret` or `changeme` count as empty.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// `Debug` shows which secrets are given, never their value.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigureParams {
     /// 3-64 characters of `[A-Za-z0-9_-]`.
@@ -227,6 +228,52 @@ pub struct ConfigureParams {
     /// Region of this node, for multi-region routing (`region`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Join the named cluster on the configured Redis (1-64 characters of
+    /// `[A-Za-z0-9_-]`): its first node publishes its credential, the
+    /// others adopt it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// The cluster's join secret (32-256 characters of
+    /// `[A-Za-z0-9_.~+/=-]`), as `cluster_token` prints it on a member; a
+    /// first node given none mints one. A secret like `api_secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_token: Option<String>,
+}
+
+impl ConfigureParams {
+    /// The parameters that carry a secret: never shown by `Debug`.
+    pub const SECRET_FIELDS: [&'static str; 5] = [
+        "api_secret",
+        "redis_password",
+        "redis_sentinel_password",
+        "prometheus_password",
+        "cluster_token",
+    ];
+}
+
+impl fmt::Debug for ConfigureParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Through the wire form, so that a field added later is shown
+        // without touching this impl; secrets are replaced by a marker.
+        let mut value = serde_json::to_value(self).map_err(|_| fmt::Error)?;
+        if let Some(map) = value.as_object_mut() {
+            for field in Self::SECRET_FIELDS {
+                if let Some(v) = map.get_mut(field) {
+                    *v = serde_json::Value::from("<redacted>");
+                }
+            }
+            if let Some(servers) = map.get_mut("turn_servers").and_then(|v| v.as_array_mut()) {
+                for server in servers.iter_mut().filter_map(|s| s.as_object_mut()) {
+                    for field in ["credential", "secret"] {
+                        if let Some(v) = server.get_mut(field) {
+                            *v = serde_json::Value::from("<redacted>");
+                        }
+                    }
+                }
+            }
+        }
+        write!(f, "ConfigureParams {value}")
+    }
 }
 
 impl fmt::Debug for TurnServerParam {
@@ -360,6 +407,32 @@ pub struct ConfigureResult {
     pub api_key: String,
     /// sha256 of the canonical in-memory config.
     pub in_memory_hash: String,
+    /// What joining the cluster did, when the call named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterJoin>,
+}
+
+/// What `configure {cluster}` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ClusterJoin {
+    pub name: String,
+    /// This node's id in the cluster's heartbeats.
+    pub node_id: String,
+    /// The generation of the cluster's credential this node now runs.
+    pub generation: u64,
+    /// This node published its own credential (it was the first).
+    pub published: bool,
+    /// The node held another credential and replaced it with the
+    /// cluster's (tokens signed with the old one are no longer accepted).
+    pub credential_replaced: bool,
+}
+
+/// `livekitservice.cluster_token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ClusterTokenResult {
+    pub cluster: String,
+    /// The join secret: pass it as `cluster_token` to the next nodes.
+    pub cluster_token: String,
 }
 
 /// One effective setting, as `config_show` reports it.
@@ -589,6 +662,61 @@ pub struct RedisHealth {
     pub error: Option<String>,
 }
 
+/// Where a node stands in its cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterState {
+    /// No cluster named (a single node).
+    #[default]
+    NotConfigured,
+    /// The node runs the cluster's current credential.
+    Joined,
+    /// Redis did not answer: the node serves with what it holds.
+    Unreachable,
+    /// The record in Redis cannot be opened with this node's join secret,
+    /// or cannot be reconciled with what the node runs.
+    Conflict,
+}
+
+impl fmt::Display for ClusterState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ClusterState::NotConfigured => "not_configured",
+            ClusterState::Joined => "joined",
+            ClusterState::Unreachable => "unreachable",
+            ClusterState::Conflict => "conflict",
+        })
+    }
+}
+
+/// One node of the cluster, as its last heartbeat describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ClusterNode {
+    pub id: String,
+    /// The generation of the credential it runs.
+    pub generation: u64,
+    pub livekit_url: String,
+    /// How long ago its last heartbeat was written.
+    pub last_seen_ms: u64,
+}
+
+/// `health.cluster` and `livekitservice.cluster_status`. Never a secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ClusterHealth {
+    /// The cluster's name; null when none is configured.
+    pub name: Option<String>,
+    pub state: ClusterState,
+    /// The generation of the credential this node runs (0: not known yet).
+    pub generation: u64,
+    /// This node's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// The nodes whose heartbeat is alive, this one included.
+    pub nodes: Vec<ClusterNode>,
+    /// Why the state is not `joined`.
+    pub error: Option<String>,
+}
+
 /// The health document (SPEC section 7). Never holds a secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Health {
@@ -613,6 +741,9 @@ pub struct Health {
     pub token_chain: TokenChainHealth,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisHealth>,
+    /// The cluster (absent from daemons older than clusters).
+    #[serde(default)]
+    pub cluster: ClusterHealth,
     pub version: String,
     pub protocol: u32,
 }
@@ -657,6 +788,31 @@ pub enum Event {
     /// accepted by livekit-server (or a leg did not answer). The reconcile
     /// runs next and restarts the child that is wrong.
     TokenChainFailed { error: String },
+    /// The node joined a cluster, publishing its credential or adopting
+    /// the cluster's.
+    ClusterJoined {
+        cluster: String,
+        node_id: String,
+        generation: u64,
+        published: bool,
+    },
+    /// The node's own credential was replaced by the cluster's.
+    CredentialReplaced {
+        cluster: String,
+        generation: u64,
+        previous_api_key: String,
+        api_key: String,
+    },
+    /// A new generation of the cluster's credential, written by this node
+    /// or picked up from another, is applied here.
+    ClusterCredentialChanged {
+        cluster: String,
+        generation: u64,
+        api_key: String,
+    },
+    /// Redis held no record (restarted empty, flushed): this node wrote
+    /// its credential back, unchanged.
+    ClusterRepublished { cluster: String, generation: u64 },
 }
 
 /// What subscribers receive: an event with a sequence number and a time.
@@ -675,4 +831,34 @@ pub struct ServiceInfo {
     pub version: String,
     pub protocol: String,
     pub socket: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configure_params_debug_never_shows_a_secret() {
+        let p = ConfigureParams {
+            api_key: Some("APIvisibleKey01".into()),
+            api_secret: Some("secret-api-0123456789abcdefghijklmnop".into()),
+            redis_password: Some("secret-redis".into()),
+            redis_sentinel_password: Some("secret-sentinel".into()),
+            prometheus_password: Some("secret-prom".into()),
+            cluster_token: Some("secret-join".into()),
+            turn_servers: Some(vec![TurnServerParam {
+                host: "turn.example.org".into(),
+                port: 3478,
+                protocol: "udp".into(),
+                username: Some("u".into()),
+                credential: Some("secret-turn-credential".into()),
+                secret: Some("secret-turn-secret".into()),
+            }]),
+            ..ConfigureParams::default()
+        };
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("secret-"), "{shown}");
+        assert!(shown.contains("APIvisibleKey01"), "{shown}");
+        assert_eq!(shown.matches("<redacted>").count(), 7, "{shown}");
+    }
 }

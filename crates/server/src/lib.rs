@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md at the repository root for the code map and the
 //! invariants every module keeps.
 
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod dirs;

@@ -543,8 +543,6 @@ pub(crate) async fn ping(target: &RedisTarget, timeout: Duration) -> Result<(), 
 }
 
 /// The messages published on `channel`, over a connection of their own.
-// For the cluster credential's change notifications.
-#[allow(dead_code)]
 pub(crate) type Messages = redis::aio::PubSubStream;
 
 /// Subscribes to `channel`. With Sentinel the subscription is on the
@@ -554,8 +552,6 @@ pub(crate) type Messages = redis::aio::PubSubStream;
 ///
 /// # Errors
 /// A [`RedisFailure`] when no server could be subscribed to.
-// For the cluster credential's change notifications.
-#[allow(dead_code)]
 pub(crate) async fn subscribe(
     target: &RedisTarget,
     channel: &str,

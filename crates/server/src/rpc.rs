@@ -157,6 +157,20 @@ pub fn module(service: Arc<LivekitService>) -> Result<RpcModule<LivekitService>,
         }))
     })
     .map_err(|e| e.to_string())?;
+    m.register_method(method::CLUSTER_STATUS, |params, ctx, ext| {
+        to_rpc(authorize(ext, method::CLUSTER_STATUS).and_then(|()| {
+            parse_params::<hero_livekit_proto::NoParams>(&params)?;
+            Ok(ctx.cluster_status())
+        }))
+    })
+    .map_err(|e| e.to_string())?;
+    m.register_method(method::CLUSTER_TOKEN, |params, ctx, ext| {
+        to_rpc(authorize(ext, method::CLUSTER_TOKEN).and_then(|()| {
+            parse_params::<hero_livekit_proto::NoParams>(&params)?;
+            ctx.cluster_token()
+        }))
+    })
+    .map_err(|e| e.to_string())?;
     m.register_method(method::DISCOVER, move |_params, _ctx, ext| {
         to_rpc(authorize(ext, method::DISCOVER).map(|()| doc.clone()))
     })

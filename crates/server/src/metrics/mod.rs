@@ -86,6 +86,19 @@ pub enum InstallOutcome {
     Failed,
 }
 
+/// What the cluster sync did (SPEC section 11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClusterEvent {
+    /// This node joined a cluster (published or adopted).
+    Joined,
+    /// A join replaced the node's own credential with the cluster's.
+    CredentialReplaced,
+    /// A new generation of the cluster's credential was applied here.
+    CredentialChanged,
+    /// Redis held no record and this node wrote its credential back.
+    Republished,
+}
+
 /// What one token-chain probe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProbeResult {
@@ -267,6 +280,12 @@ label_value!(
         InstallOutcome::Unchanged => "unchanged",
         InstallOutcome::Failed => "failed",
     },
+    ClusterEvent => |e: &ClusterEvent| match e {
+        ClusterEvent::Joined => "joined",
+        ClusterEvent::CredentialReplaced => "credential_replaced",
+        ClusterEvent::CredentialChanged => "credential_changed",
+        ClusterEvent::Republished => "republished",
+    },
     ProbeResult => |r: &ProbeResult| match r {
         ProbeResult::Accepted => "accepted",
         ProbeResult::Refused => "refused",
@@ -328,6 +347,11 @@ struct ViaLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ClusterLabels {
+    event: ClusterEvent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct InstallLabels {
     outcome: InstallOutcome,
 }
@@ -349,6 +373,7 @@ pub struct Metrics {
     probes: Family<ProbeLabels, Counter>,
     probe_latency: Histogram,
     installs: Family<InstallLabels, Counter>,
+    cluster_events: Family<ClusterLabels, Counter>,
     /// Resolved once: the health path only increments an atomic.
     health_rpc: Counter,
     health_http: Counter,
@@ -382,6 +407,7 @@ impl Metrics {
         // The probe is three loopback requests bounded at 2 s: 1 ms to 2 s.
         let probe_latency = Histogram::new(exponential_buckets(0.001, 2.0, 12));
         let installs = Family::<InstallLabels, Counter>::default();
+        let cluster_events = Family::<ClusterLabels, Counter>::default();
         let health_calls = Family::<ViaLabels, Counter>::default();
         let child_state = Family::<StateLabels, Gauge>::default();
         let child_ready = Family::<ProcessLabels, Gauge>::default();
@@ -437,6 +463,14 @@ impl Metrics {
         ] {
             installs.get_or_create_owned(&InstallLabels { outcome });
         }
+        for event in [
+            ClusterEvent::Joined,
+            ClusterEvent::CredentialReplaced,
+            ClusterEvent::CredentialChanged,
+            ClusterEvent::Republished,
+        ] {
+            cluster_events.get_or_create_owned(&ClusterLabels { event });
+        }
         let health_rpc = health_calls.get_or_create_owned(&ViaLabels { via: HealthVia::Rpc });
         let health_http = health_calls.get_or_create_owned(&ViaLabels { via: HealthVia::Http });
 
@@ -477,6 +511,11 @@ impl Metrics {
             probe_latency.clone(),
         );
         registry.register("installs", "Installs of livekit-server, by outcome", installs.clone());
+        registry.register(
+            "cluster_events",
+            "What the cluster sync did: joins, credentials replaced by a join, new generations applied, records written back into an empty Redis",
+            cluster_events.clone(),
+        );
         registry.register(
             "health_calls",
             "Health documents served, by JSON-RPC or GET /health",
@@ -527,6 +566,7 @@ impl Metrics {
             probes,
             probe_latency,
             installs,
+            cluster_events,
             health_rpc,
             health_http,
             child_state,
@@ -566,6 +606,10 @@ impl Metrics {
             Event::TokenChainFailed { .. } => {
                 self.token_chain_failures.inc();
             }
+            Event::ClusterJoined { .. } => self.count_cluster(ClusterEvent::Joined),
+            Event::CredentialReplaced { .. } => self.count_cluster(ClusterEvent::CredentialReplaced),
+            Event::ClusterCredentialChanged { .. } => self.count_cluster(ClusterEvent::CredentialChanged),
+            Event::ClusterRepublished { .. } => self.count_cluster(ClusterEvent::Republished),
             Event::Configured { .. } | Event::InstallProgress { .. } | Event::Installed { .. } => {}
         }
     }
@@ -598,6 +642,10 @@ impl Metrics {
         if result != ProbeResult::NotReady {
             self.probe_latency.observe(latency.as_secs_f64());
         }
+    }
+
+    fn count_cluster(&self, event: ClusterEvent) {
+        self.cluster_events.get_or_create(&ClusterLabels { event }).inc();
     }
 
     pub fn count_install(&self, outcome: InstallOutcome) {

@@ -24,6 +24,8 @@ pub(crate) struct View {
     /// The last Redis check, for the address it checked.
     pub redis: Option<RedisHealth>,
     pub chain: Chain,
+    /// The cluster as the last background sync left it.
+    pub cluster: super::cluster::ClusterView,
 }
 
 /// The token chain as the last probe left it.
@@ -139,6 +141,7 @@ pub(crate) fn build(
         },
         token_chain,
         redis: redis_health(view, crate::redis::RedisTarget::from_config(c).map(|t| t.describe())),
+        cluster: view.cluster.to_health(super::unix_ms()),
         version: proto::VERSION.into(),
         protocol: proto::PROTOCOL,
     }
@@ -228,6 +231,7 @@ mod tests {
             installed: None,
             redis: None,
             chain: Chain::default(),
+            cluster: Default::default(),
         }
     }
 

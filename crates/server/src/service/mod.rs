@@ -14,11 +14,14 @@
 //!   `watch` value), the document and its memo.
 //! - [`specs`]: pure config-to-child-spec.
 //! - [`probe`]: the token-chain probe that proves `ready_for_tokens`.
+//! - [`cluster`]: the cluster member (join, credential changes written to
+//!   Redis first, the background sync).
 //!
 //! The ops lock *is* the desired state: `desired: Mutex<Desired>`, and only
 //! a holder of it writes files or starts, stops and restarts children.
 //! `health` never takes it.
 
+mod cluster;
 mod health;
 pub use health::HealthJson;
 mod plan;
@@ -136,6 +139,8 @@ pub struct LivekitService {
     info_bytes: Bytes,
     /// The background tasks, aborted at shutdown.
     tasks: StdMutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The cluster membership and its background sync.
+    cluster: cluster::ClusterSide,
 }
 
 /// A period in milliseconds from the environment (a knob for tests and
@@ -278,7 +283,9 @@ impl LivekitService {
             installed: installed.clone(),
             redis: None,
             chain: Chain::default(),
+            cluster: cluster::ClusterView::default(),
         });
+        let cluster = cluster::ClusterSide::load(paths.state_dir.clone()).await;
         let svc = Arc::new(LivekitService {
             livekit: sup(ProcessName::LivekitServer),
             backend: sup(ProcessName::LkBackend),
@@ -294,6 +301,7 @@ impl LivekitService {
             subscriptions: Arc::new(Semaphore::new(max_subscriptions)),
             max_subscriptions,
             tasks: StdMutex::new(Vec::new()),
+            cluster,
             spec_paths: SpecPaths {
                 livekit_bin,
                 backend_bin,
@@ -322,6 +330,7 @@ impl LivekitService {
         svc.start_tick();
         svc.start_probe();
         svc.start_redis_check();
+        svc.start_cluster_sync();
         Ok(svc)
     }
 
@@ -597,7 +606,11 @@ impl LivekitService {
         // as anyone can prove, an outdated rendering: nothing else would ask
         // the reconcile to restart it before the next tick.
         let livekit_outdated = now.livekit.ready
-            && now.livekit.config_sha256.as_deref().is_some_and(|sha| sha != expected_livekit);
+            && now
+                .livekit
+                .config_sha256
+                .as_deref()
+                .is_some_and(|sha| sha != expected_livekit);
         let not_ready = [
             (&now.livekit, ProcessName::LivekitServer),
             (&now.backend, ProcessName::LkBackend),
@@ -786,10 +799,30 @@ impl LivekitService {
 
     async fn configure_now(&self, p: ConfigureParams) -> Result<ConfigureResult, ServiceError> {
         let mut d = self.desired.lock().await;
-        let update = config::apply_configure(Some(d.rendered.config()), &p).map_err(|e| match e {
+        let mut update = config::apply_configure(Some(d.rendered.config()), &p).map_err(|e| match e {
             config::ConfigureError::Invalid(v) => ServiceError::invalid(v.field, v.rule),
             config::ConfigureError::Mint(m) => internal(m),
         })?;
+        Self::check_cluster_params(&p, &update.config)?;
+        // In a cluster a credential is Redis's first: joined (adopted or
+        // published), or changed by a compare-and-set, before it is applied.
+        let before = d.rendered.config().credential();
+        let join = self.cluster_join(&mut d, &p, &mut update.config).await?;
+        let change = if join.is_none() && update.config.credential() != before {
+            self.cluster_write_credential(&mut d, &update.config.credential())
+                .await?
+        } else {
+            None
+        };
+        let after = update.config.credential();
+        for (field, changed) in [
+            ("api_key", after.api_key != before.api_key),
+            ("api_secret", after.api_secret != before.api_secret),
+        ] {
+            if changed && !update.changed_fields.iter().any(|f| f == field) {
+                update.changed_fields.push(field.to_string());
+            }
+        }
         // Known before the children restart onto the new file, so that an
         // exit blamed on a just-configured Redis already waits for it.
         let configured = crate::redis::RedisTarget::from_config(&update.config).is_some();
@@ -818,6 +851,11 @@ impl LivekitService {
         if r.heal.pending.is_empty() {
             self.verify_on_disk(&d.rendered).await?;
         }
+        let cluster = match join {
+            Some(j) if *d.rendered.config() == update.config => Some(self.cluster_joined(&mut d, j).await?),
+            _ => None,
+        };
+        self.cluster_changed(&d, change);
         if let Some(e) = r.failure(false) {
             return Err(e);
         }
@@ -835,6 +873,7 @@ impl LivekitService {
             heal: r.heal,
             api_key: d.rendered.config().api_key.clone(),
             in_memory_hash: d.rendered.in_memory_hash().to_string(),
+            cluster,
         })
     }
 
@@ -1033,12 +1072,18 @@ impl LivekitService {
                 "install lk-backend next to hero_livekit_server or in <root>/bin, or pass --backend-bin to the daemon",
             ));
         }
+        // In a cluster the new credential is written to Redis first.
+        let (target, change) = if reset {
+            self.reset_target(&mut d).await?
+        } else {
+            (Target::Current, None)
+        };
         for name in ProcessName::ALL {
             d.want.insert(name, true);
         }
         let step = Step {
             trigger: if reset { "reset" } else { "start" },
-            target: if reset { Target::Reset } else { Target::Current },
+            target,
             intent: Intent {
                 ensure_running: true,
                 ..Intent::default()
@@ -1046,6 +1091,7 @@ impl LivekitService {
             timeout,
         };
         let mut r = self.reconcile(&mut d, step).await?;
+        self.cluster_changed(&d, change);
         // A child must not be started onto a file that is not the
         // rendering: the start cannot complete until the write does.
         if let Some(e) = r.failure(true) {

@@ -1,0 +1,704 @@
+//! The cluster member: joining (`configure {cluster}`), credential changes
+//! written to Redis before they are applied here (a compare-and-set on the
+//! record's generation), and the background sync that subscribes, polls,
+//! heartbeats and re-publishes into an empty Redis.
+//!
+//! The membership is changed only by the holder of the ops lock (the
+//! methods below take `&mut Desired` as the proof). An adopted credential
+//! goes through [`LivekitService::reconcile`] with the new config as target,
+//! the path of `configure --api-key/--api-secret`: files first, then both
+//! children restarted together, then the token-chain probe proves it. Every
+//! Redis call is bounded by [`CALL_TIMEOUT`], so the ops lock is never held
+//! across a round trip that can hang.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use hero_livekit_proto::{ClusterHealth, ClusterJoin, ClusterNode, ClusterState, ConfigureParams, ErrorCode, Event};
+use redis::aio::ConnectionLike;
+use tokio::sync::{watch, Notify};
+
+use super::plan::Intent;
+use super::reconcile::{Desired, Step, Target as Wanted};
+use super::{internal, period_from_env, unix_ms, LivekitService, DEFAULT_READY_TIMEOUT};
+use crate::cluster::decide::{self, Join, Remote, Sync};
+use crate::cluster::local::{self, Membership};
+use crate::cluster::record::{self, StoredRecord};
+use crate::cluster::remote::{self, Beat, Cas, Keys, RemoteError, Target};
+use crate::cluster::{validate_name, validate_token};
+use crate::config::{self, Config, Credential, Secret};
+use crate::error::ServiceError;
+
+/// Bound on connecting to Redis and on each call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default period of the poll that backs pub/sub up
+/// (`HERO_LIVEKIT_CLUSTER_POLL_MS` overrides); also the heartbeat's.
+const DEFAULT_POLL: Duration = Duration::from_secs(5);
+/// A heartbeat lives this many poll periods: one lost beat is not a node gone.
+const HEARTBEAT_PERIODS: u32 = 3;
+/// Nor is a node whose beat is late on a busy machine with a short poll.
+const MIN_HEARTBEAT_TTL: Duration = Duration::from_secs(5);
+
+/// The cluster side of the service.
+pub(super) struct ClusterSide {
+    /// The membership; sent only by the holder of `desired`.
+    member: watch::Sender<Option<Membership>>,
+    /// Wakes the background sync (after a join or a change).
+    wake: Arc<Notify>,
+    poll: Duration,
+}
+
+impl ClusterSide {
+    /// Loads this node's membership from the state directory.
+    pub(super) async fn load(state_dir: std::path::PathBuf) -> ClusterSide {
+        let loaded = tokio::task::spawn_blocking(move || local::load(&state_dir))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        let member = match loaded {
+            Ok(m) => m,
+            Err(e) => {
+                // Not fatal: the node serves alone, and a new join rewrites it.
+                tracing::warn!(error = %e, "cluster membership unreadable; the node runs outside its cluster until it joins again");
+                None
+            }
+        };
+        ClusterSide {
+            member: watch::channel(member).0,
+            wake: Arc::new(Notify::new()),
+            poll: period_from_env("HERO_LIVEKIT_CLUSTER_POLL_MS", DEFAULT_POLL),
+        }
+    }
+}
+
+/// The cluster as the last sync left it, for `health`: the nodes' ages are
+/// worked out when read, so that they keep growing while Redis is away.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ClusterView {
+    /// `nodes[i].last_seen_ms` is 0 here; `seen_at_ms[i]` says when.
+    health: ClusterHealth,
+    seen_at_ms: Vec<u64>,
+}
+
+impl ClusterView {
+    pub(crate) fn to_health(&self, now_ms: u64) -> ClusterHealth {
+        let mut h = self.health.clone();
+        for (n, at) in h.nodes.iter_mut().zip(&self.seen_at_ms) {
+            n.last_seen_ms = now_ms.saturating_sub(*at);
+        }
+        h
+    }
+}
+
+/// A join decided and written to Redis, to be finished once the local
+/// config holds the credential.
+pub(super) struct PendingJoin {
+    member: Membership,
+    report: ClusterJoin,
+    previous_api_key: String,
+}
+
+/// A credential change written to Redis, to be announced once applied here.
+pub(super) struct PendingChange {
+    generation: u64,
+}
+
+/// The connection the background sync keeps between rounds.
+struct Link {
+    target: Target,
+    cluster: String,
+    conn: crate::redis::Conn,
+    pubsub: Option<crate::redis::Messages>,
+}
+
+fn unavailable(e: &RemoteError) -> ServiceError {
+    ServiceError::new(
+        ErrorCode::RedisUnavailable,
+        format!("{e}; nothing was changed, the node keeps serving with its credential"),
+    )
+}
+
+fn target_of(c: &Config) -> Option<Target> {
+    crate::redis::RedisTarget::from_config(c).map(|t| Target::new(t, CALL_TIMEOUT))
+}
+
+/// What Redis holds, as `m`'s secret sees it.
+fn remote_of(cluster: &str, token: &Secret, raw: Option<String>) -> Remote {
+    let Some(raw) = raw else { return Remote::Absent };
+    match StoredRecord::from_json(cluster, &raw).and_then(|r| r.open(cluster, token).map(|c| (r.generation, c))) {
+        Ok((generation, credential)) => Remote::Open { generation, credential },
+        Err(e) => Remote::Closed(e),
+    }
+}
+
+fn seal(m: &Membership, generation: u64, credential: &Credential) -> Result<String, ServiceError> {
+    record::seal(&m.name, &m.token, generation, credential, &m.node_id, unix_ms())
+        .map(|r| r.to_json())
+        .map_err(internal)
+}
+
+fn new_node_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+impl LivekitService {
+    /// The membership as the holder of `desired` last set it.
+    pub(super) fn membership(&self) -> Option<Membership> {
+        self.cluster.member.borrow().clone()
+    }
+
+    /// Stores and publishes a new membership. Must hold `desired`.
+    async fn set_membership(&self, _d: &mut Desired, m: Membership) -> Result<(), ServiceError> {
+        let dir = self.store.dir().to_path_buf();
+        let m2 = m.clone();
+        tokio::task::spawn_blocking(move || local::store(&dir, &m2))
+            .await
+            .map_err(internal)?
+            .map_err(|e| ServiceError::new(ErrorCode::WriteFailed, format!("writing {}: {e}", local::FILE)))?;
+        self.cluster.member.send_replace(Some(m));
+        Ok(())
+    }
+
+    /// The checks of `configure {cluster, cluster_token}` that need no
+    /// network: -32602 naming the field, before anything is written.
+    pub(super) fn check_cluster_params(p: &ConfigureParams, next: &Config) -> Result<(), ServiceError> {
+        let invalid = |e: config::ValidationError| ServiceError::invalid(e.field, e.rule);
+        if let Some(token) = &p.cluster_token {
+            validate_token(token).map_err(invalid)?;
+            if p.cluster.is_none() {
+                return Err(ServiceError::invalid(
+                    "cluster_token",
+                    "needs cluster: name the cluster this join secret opens",
+                ));
+            }
+        }
+        let Some(name) = &p.cluster else { return Ok(()) };
+        validate_name(name).map_err(invalid)?;
+        if p.api_key.is_some() || p.api_secret.is_some() {
+            return Err(ServiceError::invalid(
+                "cluster",
+                "cannot be combined with api_key or api_secret: join first, then change the credential (a compare-and-set across the cluster)",
+            ));
+        }
+        if crate::redis::RedisTarget::from_config(next).is_none() {
+            return Err(ServiceError::invalid(
+                "cluster",
+                "needs a Redis (redis_address, redis_sentinel_* or redis_cluster_addresses): the cluster's credential lives in Redis",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Joins the cluster `p.cluster` names: publishes this node's
+    /// credential when the cluster is new (first writer wins), else opens
+    /// the cluster's record with the join secret and sets its credential
+    /// into `next`. Reads Redis and writes only a new cluster's record; a
+    /// refusal changes nothing anywhere. Must hold `desired`.
+    ///
+    /// # Errors
+    /// `redis_unavailable` (retryable), `cluster_token_rejected`.
+    pub(super) async fn cluster_join(
+        &self,
+        d: &mut Desired,
+        p: &ConfigureParams,
+        next: &mut Config,
+    ) -> Result<Option<PendingJoin>, ServiceError> {
+        let Some(name) = p.cluster.clone() else { return Ok(None) };
+        let current = self.membership().filter(|m| m.name == name);
+        let token_given = p.cluster_token.is_some();
+        let token = match (&p.cluster_token, &current) {
+            (Some(t), _) => Secret::new(t.clone()),
+            (None, Some(m)) => m.token.clone(),
+            (None, None) => config::mint_credential().map_err(internal)?.api_secret,
+        };
+        let member = Membership {
+            name: name.clone(),
+            token,
+            node_id: current.as_ref().map_or_else(new_node_id, |m| m.node_id.clone()),
+            generation: None,
+        };
+        let Some(target) = target_of(next) else {
+            return Err(ServiceError::invalid(
+                "cluster",
+                "needs a Redis (redis_address, redis_sentinel_* or redis_cluster_addresses)",
+            ));
+        };
+        let keys = Keys::new(&name);
+        let mut conn = remote::connect(&target).await.map_err(|e| unavailable(&e))?;
+        let local_cred = d.rendered.config().credential();
+        // Twice at most: a first write lost to another first node is read
+        // back and adopted.
+        for _ in 0..2 {
+            let raw = remote::read(&mut conn, &target, &keys)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            let remote = remote_of(&name, &member.token, raw);
+            match decide::join(&local_cred, &remote, token_given || current.is_some()) {
+                Join::Publish => {
+                    let json = seal(&member, 1, &next.credential())?;
+                    if remote::create(&mut conn, &target, &keys, &json, 1)
+                        .await
+                        .map_err(|e| unavailable(&e))?
+                    {
+                        return Ok(Some(PendingJoin {
+                            report: ClusterJoin {
+                                name,
+                                node_id: member.node_id.clone(),
+                                generation: 1,
+                                published: true,
+                                credential_replaced: false,
+                            },
+                            member: Membership {
+                                generation: Some(1),
+                                ..member
+                            },
+                            previous_api_key: local_cred.api_key,
+                        }));
+                    }
+                }
+                Join::Adopt {
+                    generation,
+                    credential,
+                    replaced,
+                } => {
+                    next.set_credential(credential);
+                    return Ok(Some(PendingJoin {
+                        report: ClusterJoin {
+                            name,
+                            node_id: member.node_id.clone(),
+                            generation,
+                            published: false,
+                            credential_replaced: replaced,
+                        },
+                        member: Membership {
+                            generation: Some(generation),
+                            ..member
+                        },
+                        previous_api_key: local_cred.api_key,
+                    }));
+                }
+                Join::Refuse { why, token_given } => {
+                    let e = if token_given {
+                        ServiceError::new(
+                            ErrorCode::ClusterTokenRejected,
+                            format!("cluster_token rejected: {why}; nothing was changed"),
+                        )
+                    } else {
+                        ServiceError::new(
+                            ErrorCode::ClusterTokenRejected,
+                            format!("cluster {name} already exists on this Redis and needs its join secret; nothing was changed"),
+                        )
+                        .with_hint("run `hero_livekit cluster token` on a node of that cluster and pass it as --cluster-token")
+                    };
+                    return Err(e);
+                }
+            }
+        }
+        Err(ServiceError::new(
+            ErrorCode::RedisUnavailable,
+            format!("cluster {name}: the record changed while joining; nothing was changed, retry"),
+        ))
+    }
+
+    /// Finishes a join once the config holds the cluster's credential:
+    /// stores the membership, says what happened, wakes the sync.
+    /// Must hold `desired`.
+    pub(super) async fn cluster_joined(&self, d: &mut Desired, j: PendingJoin) -> Result<ClusterJoin, ServiceError> {
+        self.set_membership(d, j.member).await?;
+        let r = j.report;
+        tracing::info!(cluster = %r.name, generation = r.generation, published = r.published, replaced = r.credential_replaced, "joined the cluster");
+        self.events.publish(Event::ClusterJoined {
+            cluster: r.name.clone(),
+            node_id: r.node_id.clone(),
+            generation: r.generation,
+            published: r.published,
+        });
+        if r.credential_replaced {
+            self.events.publish(Event::CredentialReplaced {
+                cluster: r.name.clone(),
+                generation: r.generation,
+                previous_api_key: j.previous_api_key,
+                api_key: d.rendered.config().api_key.clone(),
+            });
+        }
+        self.cluster.wake.notify_one();
+        Ok(r)
+    }
+
+    /// Writes a credential change to the cluster before it is applied here:
+    /// a compare-and-set from the generation this node runs to the next.
+    /// Nothing to do outside a cluster. Must hold `desired`.
+    ///
+    /// # Errors
+    /// `redis_unavailable` (retryable), `generation_conflict` naming the
+    /// winner's generation, `cluster_token_rejected`; nothing changed.
+    pub(super) async fn cluster_write_credential(
+        &self,
+        d: &mut Desired,
+        next: &Credential,
+    ) -> Result<Option<PendingChange>, ServiceError> {
+        let Some(m) = self.membership() else { return Ok(None) };
+        let Some(target) = target_of(d.rendered.config()) else {
+            return Err(ServiceError::new(
+                ErrorCode::RedisUnavailable,
+                format!("cluster {}: no Redis is configured; nothing was changed", m.name),
+            ));
+        };
+        let keys = Keys::new(&m.name);
+        let mut conn = remote::connect(&target).await.map_err(|e| unavailable(&e))?;
+        let raw = remote::read(&mut conn, &target, &keys)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if let Remote::Closed(e) = remote_of(&m.name, &m.token, raw) {
+            return Err(ServiceError::new(
+                ErrorCode::ClusterTokenRejected,
+                format!("{e}; nothing was changed"),
+            ));
+        }
+        let expected = m.generation.unwrap_or(0);
+        let generation = expected + 1;
+        let json = seal(&m, generation, next)?;
+        match remote::compare_and_set(&mut conn, &target, &keys, expected, &json, generation)
+            .await
+            .map_err(|e| unavailable(&e))?
+        {
+            Cas::Written => {}
+            Cas::Conflict(found) => {
+                let winner = found.map_or_else(|| "an unreadable record".to_string(), |g| format!("generation {g}"));
+                return Err(ServiceError::new(
+                    ErrorCode::GenerationConflict,
+                    format!(
+                        "cluster {}: the credential changed meanwhile on another node (Redis holds {winner}, this node ran generation {expected}); nothing was changed here, and this node applies the winner",
+                        m.name
+                    ),
+                ));
+            }
+        }
+        self.set_membership(
+            d,
+            Membership {
+                generation: Some(generation),
+                ..m
+            },
+        )
+        .await?;
+        Ok(Some(PendingChange { generation }))
+    }
+
+    /// Announces a change written by [`Self::cluster_write_credential`] once
+    /// it is applied here.
+    pub(super) fn cluster_changed(&self, d: &Desired, c: Option<PendingChange>) {
+        let (Some(c), Some(m)) = (c, self.membership()) else {
+            return;
+        };
+        tracing::info!(cluster = %m.name, generation = c.generation, "cluster credential changed here");
+        self.events.publish(Event::ClusterCredentialChanged {
+            cluster: m.name,
+            generation: c.generation,
+            api_key: d.rendered.config().api_key.clone(),
+        });
+        self.cluster.wake.notify_one();
+    }
+
+    /// The target of `start {reset}`: outside a cluster the reconcile mints;
+    /// in one, the new credential is minted here and written to the
+    /// cluster first.
+    pub(super) async fn reset_target(&self, d: &mut Desired) -> Result<(Wanted, Option<PendingChange>), ServiceError> {
+        if self.membership().is_none() {
+            return Ok((Wanted::Reset, None));
+        }
+        let fresh = config::mint_credential().map_err(internal)?;
+        let change = self.cluster_write_credential(d, &fresh).await?;
+        let mut next = d.rendered.config().clone();
+        next.set_credential(fresh);
+        Ok((Wanted::Config(Box::new(next)), change))
+    }
+
+    /// `livekitservice.cluster_token`.
+    ///
+    /// # Errors
+    /// `not_in_cluster`.
+    pub fn cluster_token(&self) -> Result<hero_livekit_proto::ClusterTokenResult, ServiceError> {
+        let m = self
+            .membership()
+            .ok_or_else(|| ServiceError::new(ErrorCode::NotInCluster, "this node has not joined a cluster"))?;
+        Ok(hero_livekit_proto::ClusterTokenResult {
+            cluster: m.name,
+            cluster_token: m.token.expose().to_string(),
+        })
+    }
+
+    /// `livekitservice.cluster_status`: the last sync's view, never waiting
+    /// on the network.
+    pub fn cluster_status(&self) -> ClusterHealth {
+        self.view.borrow().cluster.to_health(unix_ms())
+    }
+
+    fn set_cluster_health(&self, h: ClusterHealth) {
+        self.set_cluster(h, None);
+    }
+
+    /// Publishes the sync's verdict; `seen` (each node's heartbeat time)
+    /// replaces the nodes when Redis answered, else they are kept as last seen.
+    fn set_cluster(&self, mut h: ClusterHealth, seen: Option<Vec<u64>>) {
+        self.update_view(|v| {
+            let seen_at_ms = match seen {
+                Some(s) => s,
+                None => {
+                    h.nodes = v.cluster.health.nodes.clone();
+                    v.cluster.seen_at_ms.clone()
+                }
+            };
+            let next = ClusterView { health: h, seen_at_ms };
+            if v.cluster == next {
+                return false;
+            }
+            let h = &next.health;
+            if v.cluster.health.state != h.state {
+                match &h.error {
+                    Some(error) => tracing::warn!(state = %h.state, %error, "cluster"),
+                    None => tracing::info!(state = %h.state, generation = h.generation, "cluster"),
+                }
+            }
+            v.cluster = next;
+            true
+        });
+    }
+
+    /// The background sync: one round at once, then after every
+    /// announcement, every poll period and every wake.
+    pub(super) fn start_cluster_sync(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let wake = Arc::clone(&self.cluster.wake);
+        let period = self.cluster.poll;
+        self.push_task(tokio::spawn(async move {
+            let mut link: Option<Link> = None;
+            loop {
+                {
+                    let Some(svc) = weak.upgrade() else { return };
+                    svc.sync_round(&mut link).await;
+                }
+                let sleep = tokio::time::sleep(period);
+                let mut lost = false;
+                match link.as_mut().and_then(|l| l.pubsub.as_mut()) {
+                    Some(messages) => {
+                        tokio::select! {
+                            () = sleep => {}
+                            () = wake.notified() => {}
+                            m = messages.next() => lost = m.is_none(),
+                        }
+                    }
+                    None => {
+                        tokio::select! {
+                            () = sleep => {}
+                            () = wake.notified() => {}
+                        }
+                    }
+                }
+                if lost {
+                    // The subscription's connection closed: reconnect next round.
+                    link = None;
+                }
+            }
+        }));
+    }
+
+    async fn sync_round(&self, link: &mut Option<Link>) {
+        let Some(m) = self.membership() else {
+            *link = None;
+            // Outside a cluster the view is left alone unless it still
+            // shows one: a single node's health never changes for this.
+            if self.view.borrow().cluster.health.name.is_some() {
+                self.set_cluster_health(ClusterHealth::default());
+            }
+            return;
+        };
+        let health = |state, error: Option<String>, m: &Membership| ClusterHealth {
+            name: Some(m.name.clone()),
+            state,
+            generation: m.generation.unwrap_or(0),
+            node_id: Some(m.node_id.clone()),
+            nodes: Vec::new(),
+            error,
+        };
+        let Some(target) = target_of(self.view.borrow().rendered.config()) else {
+            *link = None;
+            self.set_cluster_health(health(
+                ClusterState::Unreachable,
+                Some("no Redis is configured".into()),
+                &m,
+            ));
+            return;
+        };
+        let keys = Keys::new(&m.name);
+        if link.as_ref().is_none_or(|l| l.target != target || l.cluster != m.name) {
+            match remote::connect(&target).await {
+                Ok(conn) => {
+                    *link = Some(Link {
+                        target: target.clone(),
+                        cluster: m.name.clone(),
+                        conn,
+                        pubsub: None,
+                    })
+                }
+                Err(e) => {
+                    *link = None;
+                    self.set_cluster_health(health(ClusterState::Unreachable, Some(e.to_string()), &m));
+                    return;
+                }
+            }
+        }
+        let Some(l) = link.as_mut() else { return };
+        if l.pubsub.is_none() {
+            match remote::subscriber(&target, &keys).await {
+                Ok(p) => l.pubsub = Some(p),
+                // The poll still brings changes, one period late.
+                Err(e) => tracing::debug!(error = %e, "cluster subscription failed; polling"),
+            }
+        }
+        match self.sync_with(&mut l.conn, &target, &keys).await {
+            Ok((state, error, beats)) => {
+                let m = self.membership().unwrap_or(m);
+                let seen = beats.iter().map(|b| b.at_ms).collect();
+                let mut h = health(state, error, &m);
+                h.nodes = beats
+                    .into_iter()
+                    .map(|b| ClusterNode {
+                        id: b.id,
+                        generation: b.generation,
+                        livekit_url: b.livekit_url,
+                        last_seen_ms: 0,
+                    })
+                    .collect();
+                self.set_cluster(h, Some(seen));
+            }
+            Err(e) => {
+                *link = None;
+                let m = self.membership().unwrap_or(m);
+                self.set_cluster_health(health(ClusterState::Unreachable, Some(e.to_string()), &m));
+            }
+        }
+    }
+
+    /// Reads the record, decides, acts (under the ops lock when something
+    /// is to be done), heartbeats.
+    async fn sync_with<C: ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+        t: &Target,
+        keys: &Keys,
+    ) -> Result<(ClusterState, Option<String>, Vec<Beat>), RemoteError> {
+        let Some(m) = self.membership() else {
+            return Ok((ClusterState::NotConfigured, None, Vec::new()));
+        };
+        let local_cred = self.view.borrow().rendered.config().credential();
+        let raw = remote::read(conn, t, keys).await?;
+        let decision = decide::sync(&local_cred, m.generation, &remote_of(&m.name, &m.token, raw));
+        let (state, error) = match decision {
+            Sync::Keep { generation } if m.generation == Some(generation) => (ClusterState::Joined, None),
+            Sync::Conflict(why) => (ClusterState::Conflict, Some(why)),
+            _ => self.sync_locked(conn, t, keys).await?,
+        };
+        let m = self.membership().unwrap_or(m);
+        let beat = Beat {
+            id: m.node_id.clone(),
+            generation: m.generation.unwrap_or(0),
+            livekit_url: self.view.borrow().rendered.config().livekit_url(),
+            at_ms: unix_ms(),
+        };
+        let ttl = (self.cluster.poll * HEARTBEAT_PERIODS).max(MIN_HEARTBEAT_TTL);
+        let beats = remote::heartbeat(conn, t, keys, &beat, ttl).await?;
+        Ok((state, error, beats))
+    }
+
+    /// The decision taken again under the ops lock (a mutation may have run
+    /// since the first look), and applied.
+    async fn sync_locked<C: ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+        t: &Target,
+        keys: &Keys,
+    ) -> Result<(ClusterState, Option<String>), RemoteError> {
+        let mut d = self.desired.lock().await;
+        let Some(m) = self.membership() else {
+            return Ok((ClusterState::NotConfigured, None));
+        };
+        let local_cred = d.rendered.config().credential();
+        let raw = remote::read(conn, t, keys).await?;
+        let decision = decide::sync(&local_cred, m.generation, &remote_of(&m.name, &m.token, raw));
+        let note = |e: ServiceError| (ClusterState::Conflict, Some(e.to_string()));
+        let set_generation = |generation| Membership {
+            generation: Some(generation),
+            ..m.clone()
+        };
+        Ok(match decision {
+            Sync::Keep { generation } => match self.set_membership(&mut d, set_generation(generation)).await {
+                Ok(()) => (ClusterState::Joined, None),
+                Err(e) => note(e),
+            },
+            Sync::Conflict(why) => (ClusterState::Conflict, Some(why)),
+            Sync::Adopt { generation, credential } => {
+                let mut next = d.rendered.config().clone();
+                next.set_credential(credential);
+                let step = Step {
+                    trigger: "cluster",
+                    target: Wanted::Config(Box::new(next.clone())),
+                    intent: Intent::default(),
+                    timeout: DEFAULT_READY_TIMEOUT,
+                };
+                match self.reconcile(&mut d, step).await {
+                    Ok(mut r) if *d.rendered.config() == next => {
+                        if let Some(e) = r.failure(false) {
+                            tracing::warn!(error = %e, "a child did not come up on the cluster's credential; the reconcile retries");
+                        }
+                        self.events.publish(Event::ClusterCredentialChanged {
+                            cluster: m.name.clone(),
+                            generation,
+                            api_key: next.api_key.clone(),
+                        });
+                        tracing::info!(cluster = %m.name, generation, "adopted the cluster's credential");
+                        match self.set_membership(&mut d, set_generation(generation)).await {
+                            Ok(()) => (ClusterState::Joined, None),
+                            Err(e) => note(e),
+                        }
+                    }
+                    Ok(_) => (
+                        ClusterState::Conflict,
+                        Some("the cluster's credential could not be written here yet; retried".into()),
+                    ),
+                    Err(e) => note(e),
+                }
+            }
+            Sync::Republish { generation } => {
+                let json = match seal(&m, generation, &local_cred) {
+                    Ok(j) => j,
+                    Err(e) => return Ok(note(e)),
+                };
+                if remote::create(conn, t, keys, &json, generation).await? {
+                    tracing::info!(cluster = %m.name, generation, "redis held no record: republished this node's credential");
+                    self.events.publish(Event::ClusterRepublished {
+                        cluster: m.name.clone(),
+                        generation,
+                    });
+                }
+                // Won or lost, the next round reads what is there now.
+                self.cluster.wake.notify_one();
+                match self.set_membership(&mut d, set_generation(generation)).await {
+                    Ok(()) => (ClusterState::Joined, None),
+                    Err(e) => note(e),
+                }
+            }
+            Sync::Restore { over, generation } => {
+                let json = match seal(&m, generation, &local_cred) {
+                    Ok(j) => j,
+                    Err(e) => return Ok(note(e)),
+                };
+                if remote::compare_and_set(conn, t, keys, over, &json, generation).await? == Cas::Written {
+                    tracing::warn!(cluster = %m.name, over, generation, "redis held an older generation: restored the current one");
+                }
+                self.cluster.wake.notify_one();
+                (ClusterState::Joined, None)
+            }
+        })
+    }
+}
