@@ -64,6 +64,8 @@ impl Direct {
                     parse_params::<NoParams>(params).ok()?;
                 }
                 let (json, _) = self.service.health_json().ok()?;
+                // Counted as the registered callback counts it.
+                self.service.metrics().count_health(crate::metrics::HealthVia::Rpc);
                 Some(Ready::Health(json))
             }
             method::DISCOVER => {
