@@ -237,8 +237,12 @@ fn webhook_api_key_is_the_active_key_through_rotation_and_hand_edits() {
     });
     assert_eq!(drift, json!(["livekit.yaml: webhook.api_key differs"]));
     let r = d.ok("livekitservice.start", json!({}));
-    assert_eq!(r["heal"]["drift"], json!(["livekit.yaml: webhook.api_key differs"]));
-    assert_eq!(r["heal"]["written"], json!(["livekit.yaml"]));
+    // `start` heals it, unless a background reconcile (a probe's) was
+    // quicker; either way nothing but livekit.yaml is rewritten.
+    if r["heal"]["written"] != json!([]) {
+        assert_eq!(r["heal"]["drift"], json!(["livekit.yaml: webhook.api_key differs"]));
+        assert_eq!(r["heal"]["written"], json!(["livekit.yaml"]));
+    }
     assert_eq!(yaml(&root)["webhook"]["api_key"].as_str(), Some(second.as_str()));
     wait_ready(&d);
 }

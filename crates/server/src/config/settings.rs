@@ -829,6 +829,19 @@ pub fn livekit_key(field: &str, target: Option<LivekitVersion>) -> Option<String
         "region" => "region",
         "api_key" | "api_secret" => "keys",
         "redis_address" => "redis.address",
+        "redis_username" => "redis.username",
+        "redis_password" => "redis.password",
+        "redis_db" => "redis.db",
+        "redis_tls" => "redis.tls.enabled",
+        "redis_tls_ca_file" => "redis.tls.ca_cert_file",
+        "redis_tls_server_name" => "redis.tls.server_name",
+        "redis_tls_cert_file" => "redis.tls.client_cert_file",
+        "redis_tls_key_file" => "redis.tls.client_key_file",
+        "redis_sentinel_master" => "redis.sentinel_master_name",
+        "redis_sentinel_addresses" => "redis.sentinel_addresses",
+        "redis_sentinel_username" => "redis.sentinel_username",
+        "redis_sentinel_password" => "redis.sentinel_password",
+        "redis_cluster_addresses" => "redis.cluster_addresses",
         "port" => "port",
         "rtc_tcp_port" => "rtc.tcp_port",
         "rtc_port_range_start" => "rtc.port_range_start",
@@ -1254,10 +1267,28 @@ pub fn show(c: &Config) -> ConfigShowResult {
         ("node_ip", json!(c.node_ip), Json::Null),
         ("backend_port", json!(c.backend_port), json!(DEFAULT_BACKEND_PORT)),
     ];
+    let r = &c.redis;
+    let secret = |v: &Option<Secret>| json!(if v.is_some() { "set" } else { "unset" });
+    let redis: [(&str, Json, Json); 13] = [
+        ("redis_username", json!(r.username), Json::Null),
+        ("redis_password", secret(&r.password), json!("unset")),
+        ("redis_db", json!(r.db), json!(0)),
+        ("redis_tls", json!(r.tls), json!(false)),
+        ("redis_tls_ca_file", json!(r.tls_ca_file), Json::Null),
+        ("redis_tls_server_name", json!(r.tls_server_name), Json::Null),
+        ("redis_tls_cert_file", json!(r.tls_cert_file), Json::Null),
+        ("redis_tls_key_file", json!(r.tls_key_file), Json::Null),
+        ("redis_sentinel_master", json!(r.sentinel_master), Json::Null),
+        ("redis_sentinel_addresses", json!(r.sentinel_addresses), json!([])),
+        ("redis_sentinel_username", json!(r.sentinel_username), Json::Null),
+        ("redis_sentinel_password", secret(&r.sentinel_password), json!("unset")),
+        ("redis_cluster_addresses", json!(r.cluster_addresses), json!([])),
+    ];
     let values = to_json_with(&c.settings, true);
     let defaults = to_json_with(&Settings::default(), true);
     let mut settings: Vec<SettingShow> = core
         .into_iter()
+        .chain(redis)
         .map(|(name, value, default)| SettingShow {
             name: name.to_string(),
             differs: value != default,
@@ -1323,6 +1354,34 @@ mod tests {
     use super::*;
 
     const OLD: LivekitVersion = LivekitVersion::new(1, 7, 0);
+
+    #[test]
+    fn config_show_lists_the_redis_settings_with_secrets_as_set() {
+        let mut c = config_a();
+        c.redis_address = Some("10.0.0.5:6379".into());
+        c.redis.username = Some("livekit".into());
+        c.redis.password = Some(Secret::new("redisPasswordNeverShown"));
+        c.redis.db = 3;
+        c.redis.tls = false;
+        let shown = show(&c);
+        let text = serde_json::to_string(&shown).expect("json");
+        assert!(!text.contains("redisPasswordNeverShown"), "{text}");
+        let row = |name: &str| shown.settings.iter().find(|s| s.name == name).cloned().expect(name);
+        assert_eq!(
+            (row("redis_password").value, row("redis_password").differs),
+            (json!("set"), true)
+        );
+        assert_eq!(row("redis_sentinel_password").value, json!("unset"));
+        assert_eq!(row("redis_db").value, json!(3));
+        assert_eq!(row("redis_db").livekit_key.as_deref(), Some("redis.db"));
+        assert_eq!(row("redis_username").value, json!("livekit"));
+        assert!(!row("redis_tls").differs);
+        // Every configure parameter but the cluster's (its own record).
+        let names: Vec<&str> = shown.settings.iter().map(|s| s.name.as_str()).collect();
+        for p in ["redis_cluster_addresses", "redis_tls_ca_file", "region", "api_key"] {
+            assert!(names.contains(&p), "{p}");
+        }
+    }
 
     fn no_mint() -> Result<Credential, MintError> {
         Err(MintError::new("must not mint"))
@@ -1894,6 +1953,6 @@ mod tests {
         assert_eq!(row("log_level").value, json!("info"));
         assert_eq!(row("prometheus_password").value, json!("unset"));
         assert_eq!(row("room_empty_timeout").value, json!(300));
-        assert_eq!(plain.settings.len(), 10 + FIELDS.len());
+        assert_eq!(plain.settings.len(), 10 + 13 + FIELDS.len());
     }
 }
