@@ -23,7 +23,16 @@ pub use squatter::Squatter;
 
 /// A built binary of this workspace (`target/<profile>/<name>`). The test
 /// command builds every binary before running the tests.
+///
+/// `HERO_LIVEKIT_DAEMON_BIN` names another daemon binary to drive, so that
+/// the benchmarks can measure the shipped build (`--profile dist`, whole-
+/// program optimized) beside everything else built in release.
 pub fn bin(name: &str) -> PathBuf {
+    if name == "hero_livekit_server" {
+        if let Some(p) = std::env::var_os("HERO_LIVEKIT_DAEMON_BIN") {
+            return PathBuf::from(p);
+        }
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> (a test) or target/<profile>/<bench> (a
     // benchmark binary) -> target/<profile>/<name>
