@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use bytes::Bytes;
+use hero_livekit_tests::cluster::Redis;
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, StatusCode};
@@ -656,45 +657,11 @@ fn webhooks_naming_a_key_not_in_keys_refuse_to_start() {
 
 // ------------------------------------------------------------ Redis
 
-/// A real redis-server on 127.0.0.1:`port`; killed on drop.
-struct RedisServer(Child);
-
-impl RedisServer {
-    fn start(port: u16) -> RedisServer {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run redis-server (Debian package redis-server)");
-        hero_livekit_tests::wait_for(DEADLINE, "redis-server to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        RedisServer(child)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn every_key_of_livekits_redis_section_parses_and_a_reachable_redis_lets_it_start() {
     let (port, rtc) = free_ports();
-    let redis_port = hero_livekit_tests::free_port();
-    let _redis = RedisServer::start(redis_port);
+    let redis_server = Redis::start();
+    let redis_port = redis_server.port;
     let redis = format!(
         "redis:\n  address: 127.0.0.1:{redis_port}\n  username: \"\"\n  password: \"\"\n  db: 1\n  use_tls: false\n\
          \x20 tls:\n    enabled: false\n    insecure: false\n    server_name: \"\"\n    ca_cert_file: \"\"\n    client_cert_file: \"\"\n    client_key_file: \"\"\n\
@@ -742,8 +709,8 @@ fn an_unreachable_redis_prints_livekits_error_and_exits_zero() {
 #[tokio::test]
 async fn a_lost_redis_makes_get_root_answer_406_until_it_is_back() {
     let (port, rtc) = free_ports();
-    let redis_port = hero_livekit_tests::free_port();
-    let redis = RedisServer::start(redis_port);
+    let mut redis = Redis::start();
+    let redis_port = redis.port;
     let yaml = config_yaml(
         port,
         rtc,
@@ -751,7 +718,7 @@ async fn a_lost_redis_makes_get_root_answer_406_until_it_is_back() {
     );
     let mut d = Double::spawn(&yaml, port, None);
     d.wait_ready().await;
-    drop(redis);
+    redis.kill();
     let deadline = Instant::now() + DEADLINE;
     loop {
         if get(d.addr, "/", None).await == (StatusCode::NOT_ACCEPTABLE, "Not Ready".to_string()) {
@@ -760,6 +727,6 @@ async fn a_lost_redis_makes_get_root_answer_406_until_it_is_back() {
         assert!(Instant::now() < deadline, "still ready without Redis");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _redis = RedisServer::start(redis_port);
+    redis.restart();
     d.wait_ready().await;
 }

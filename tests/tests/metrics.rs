@@ -10,6 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use hero_livekit_tests::cluster::Redis;
 use hero_livekit_tests::observe::{pid_in, poll, wait_ready_for_tokens};
 use hero_livekit_tests::*;
 use nix::sys::signal::{kill, Signal};
@@ -577,38 +578,6 @@ fn a_read_only_peer_may_scrape() {
     );
 }
 
-/// A real redis-server on 127.0.0.1:`port`, without persistence; killed
-/// and reaped on drop.
-struct Redis(std::process::Child);
-
-impl Redis {
-    fn start(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run redis-server (Debian package redis-server; the test command installs it)");
-        Redis(child)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Waits until the scrape shows `series` at `value`.
 fn wait_series(d: &Daemon, series: &str, value: f64) {
     let mut last = None;
@@ -627,12 +596,8 @@ fn redis_reachability_follows_a_real_redis_server() {
     assert_eq!(at(&s, "hero_livekit_redis_configured{}"), 0.0);
     assert_eq!(at(&s, "hero_livekit_redis_reachable{}"), 0.0);
 
-    let port = free_port();
-    let redis = Redis::start(port);
-    d.ok(
-        "livekitservice.configure",
-        json!({"redis_address": format!("127.0.0.1:{port}")}),
-    );
+    let redis = Redis::start();
+    d.ok("livekitservice.configure", json!({"redis_address": redis.address()}));
     wait_series(&d, "hero_livekit_redis_reachable{}", 1.0);
     assert_eq!(
         at(&parse(&scrape(&d), "prometheus"), "hero_livekit_redis_configured{}"),
