@@ -762,11 +762,16 @@ fn a_redis_cluster_is_checked_and_accepted_by_the_double() {
         .map(|(port, dir)| {
             let conf = dir.path().join("nodes.conf").to_string_lossy().into_owned();
             let port = port.to_string();
+            // The bus port is named: Redis's default, the port + 10000, may
+            // be another test's port or in the kernel's ephemeral range.
+            let bus = free_port().to_string();
             Redis::spawn(
                 port.parse().expect("port"),
                 &[
                     "--port",
                     &port,
+                    "--cluster-port",
+                    &bus,
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",

@@ -782,10 +782,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_cluster_routes_commands_and_one_node_hears_every_publish() {
+        // The bus port is named: Redis's default, the port + 10000, can be
+        // taken or beyond 65535 for a port the kernel handed out.
+        let buses = [free_port(), free_port(), free_port()].map(|p| p.to_string());
         let nodes = [
-            server(&["--cluster-enabled", "yes"]).await,
-            server(&["--cluster-enabled", "yes"]).await,
-            server(&["--cluster-enabled", "yes"]).await,
+            server(&["--cluster-enabled", "yes", "--cluster-port", &buses[0]]).await,
+            server(&["--cluster-enabled", "yes", "--cluster-port", &buses[1]]).await,
+            server(&["--cluster-enabled", "yes", "--cluster-port", &buses[2]]).await,
         ];
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let out = std::process::Command::new("redis-cli")
