@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 pub mod cluster;
 pub mod lk;
 pub mod observe;
+pub mod real;
 mod squatter;
 
 pub use squatter::Squatter;
