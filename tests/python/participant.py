@@ -19,6 +19,7 @@ line: a real join per command without a new process each time (the
 invariant sampler and the join benchmark).
 
 Output: one JSON object per line on stdout; every object has `event`:
+  {"event": "started"}                              the SDK is loaded
   {"event": "connected", "token_ms", "connect_ms", "url"}
   {"event": "published"}
   {"event": "subscribed", "from"}
@@ -247,6 +248,9 @@ def main():
         from livekit import rtc
     except Exception as e:  # noqa: BLE001
         return fail("import", e)
+    # The SDK is loaded: a caller timing the service, not Python, waits
+    # for this line before it starts its clock.
+    emit("started")
     run = serve if args.serve else stay
     return asyncio.run(run(rtc, args))
 
