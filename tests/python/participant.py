@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import json
 import math
+import re
 import sys
 import time
 import urllib.error
@@ -58,8 +59,13 @@ def emit(event, **fields):
     print(json.dumps({"event": event, **fields}), flush=True)
 
 
+def describe(err):
+    """An exception as text, with any JWT (a URL's access_token) redacted."""
+    return re.sub(r"eyJ[A-Za-z0-9_.-]+", "<jwt>", f"{type(err).__name__}: {err}")
+
+
 def fail(stage, err):
-    emit("error", stage=stage, message=f"{type(err).__name__}: {err}")
+    emit("error", stage=stage, message=describe(err))
     return 1
 
 
@@ -221,7 +227,7 @@ async def serve(rtc, args):
         try:
             room, token_ms, connect_ms, _ = await join(rtc, args)
         except Exception as e:  # noqa: BLE001 - a refused join is an answer, not a crash
-            emit("join", ok=False, stage="join", message=f"{type(e).__name__}: {e}")
+            emit("join", ok=False, stage="join", message=describe(e))
             continue
         emit("join", ok=True, token_ms=token_ms, connect_ms=connect_ms)
         await room.disconnect()
