@@ -238,6 +238,55 @@ fn a_sigkilled_daemon_restarted_adopts_the_children_and_the_room_goes_on() {
     b.wait_heard("alice", mb, HEARD_FRAMES, false, WAIT);
 }
 
+/// What the sampler below relies on: a join the server refuses is reported
+/// as failed, at once, and the JWT LiveKit echoes in its 401 never reaches
+/// the output. A second lk-backend signs with the right key and a wrong
+/// secret.
+#[test]
+fn a_join_the_server_refuses_is_reported_as_failed_without_its_token() {
+    let Some(w) = World::new() else { return };
+    let key = w.d.health()["api_key"].as_str().expect("api_key").to_string();
+    let env = w.root.path().join("wrong-backend.env");
+    std::fs::write(
+        &env,
+        format!(
+            "LIVEKIT_API_KEY={key}\nLIVEKIT_API_SECRET={}\nLIVEKIT_URL=ws://127.0.0.1:{PORT}\n",
+            fresh_secret()
+        ),
+    )
+    .expect("write wrong-backend.env");
+    let wrong_port = BACKEND_PORT + 100;
+    let mut wrong =
+        w.ns.command(bin("lk-backend"))
+            .arg("--env-file")
+            .arg(&env)
+            .args(["--port", &wrong_port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run lk-backend");
+    let mut joiner = Joiner::start(&w.ns, wrong_port);
+    // lk-backend may not listen yet: a refused connection is retried by
+    // the caller, a 401 from livekit-server is the answer awaited.
+    let j = wait_for(WAIT, "a join answered by livekit-server", || {
+        let j = joiner.join("r1", "mallory", WAIT);
+        (!j.message.contains("POST /token")).then_some(j)
+    });
+    let _ = wrong.kill();
+    let _ = wrong.wait();
+    assert!(!j.ok, "a token signed with another secret was accepted");
+    assert!(j.message.contains("401"), "{}", j.message);
+    assert!(
+        j.message.contains("<jwt>") && !j.message.contains("eyJ"),
+        "{}",
+        j.message
+    );
+    // The real backend's tokens still join.
+    let mut good = Joiner::start(&w.ns, w.backend());
+    let j = good.join("r1", "alice", WAIT);
+    assert!(j.ok, "{}", j.message);
+}
+
 /// `health` over a new connection, `None` when the daemon does not answer
 /// (the chaos run kills it now and then).
 fn try_health(socket: &Path) -> Option<Value> {
