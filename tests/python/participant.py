@@ -18,7 +18,8 @@ printing events as they happen. With --serve it reads commands on stdin,
 line: a real join per command without a new process each time (the
 invariant sampler and the join benchmark).
 
-Output: one JSON object per line on stdout; every object has `event`:
+Output: one JSON object per line on stdout; every object has `event` and
+`t` (CLOCK_MONOTONIC, seconds, when it was printed):
   {"event": "started"}                              the SDK is loaded
   {"event": "connected", "token_ms", "connect_ms", "url"}
   {"event": "published"}
@@ -56,7 +57,9 @@ LOUD_RMS = 0.1 * TONE_AMPLITUDE / math.sqrt(2) * 32767
 
 
 def emit(event, **fields):
-    print(json.dumps({"event": event, **fields}), flush=True)
+    # `t`: CLOCK_MONOTONIC in seconds, the clock a caller on the same
+    # machine can read too, to time an event without the pipe's delay.
+    print(json.dumps({"event": event, "t": time.monotonic(), **fields}), flush=True)
 
 
 def describe(err):

@@ -32,7 +32,7 @@ use hero_livekit_tests::netns::Netns;
 use hero_livekit_tests::observe::{pid_in, poll, status};
 use hero_livekit_tests::participant::{Joiner, Participant, HEARD_FRAMES};
 use hero_livekit_tests::real::real_livekit_bin;
-use hero_livekit_tests::{bin, cpu_ticks, kill_recorded_children, rpc, rss_kib, Root};
+use hero_livekit_tests::{bin, kill_recorded_children, rpc, rss_kib, Root};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -123,6 +123,7 @@ fn bench(ns: &Netns, root: &Root, real: &Path) {
         p.wait_line(0, WAIT, "the SDK loaded", |v| v["event"] == "started");
     }
     let t0 = Instant::now();
+    let t0_mono = monotonic_s();
     let out = ns
         .command(bin("hero_livekit"))
         .arg("--root")
@@ -147,8 +148,12 @@ fn bench(ns: &Netns, root: &Root, real: &Path) {
         "up failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    bob.wait_heard("alice", 0, 1, false, WAIT);
-    let first_audio = t0.elapsed();
+    // Timed by the line's own clock reading: audio may be heard before
+    // `up` has returned.
+    let (_, first) = bob.wait_line(0, WAIT, "the first frame of alice's tone", |v| {
+        v["event"] == "audio" && v["from"] == "alice" && v["loud"].as_u64().is_some_and(|n| n > 0)
+    });
+    let first_audio = Duration::from_secs_f64((first["t"].as_f64().unwrap_or(f64::NAN) - t0_mono).max(0.0));
     alice.wait_heard("bob", 0, HEARD_FRAMES, false, WAIT);
     println!("bench-webrtc: real livekit-server v1.13.5, real participants, one loopback-only namespace");
     println!("{:<64} {:>10}", "measurement", "ms");
@@ -256,13 +261,11 @@ fn bench(ns: &Netns, root: &Root, real: &Path) {
     let daemon = daemon_pid(root).expect("daemon pid");
     let lk = pid_in(&h, "livekit-server").expect("livekit-server pid");
     let be = pid_in(&h, "lk-backend").expect("lk-backend pid");
-    let before: Vec<u64> = [daemon, lk, be].iter().map(|p| cpu_ticks(*p)).collect();
+    let before: Vec<u64> = [daemon, lk, be].iter().map(|p| cpu_ns(*p)).collect();
     let t = Instant::now();
     // A measuring window, not a wait for an event.
     std::thread::sleep(LOAD_WINDOW);
     let window = t.elapsed().as_secs_f64();
-    // SAFETY: sysconf only reads a system constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     println!("with 10 participants in 5 rooms, each publishing and hearing its peer, over {window:.1} s:");
     println!("{:<64} {:>10} {:>10}", "process", "RSS MiB", "CPU %");
     for ((name, pid), b) in [
@@ -273,10 +276,34 @@ fn bench(ns: &Netns, root: &Root, real: &Path) {
     .into_iter()
     .zip(before)
     {
-        let cpu = (cpu_ticks(pid).saturating_sub(b)) as f64 / hz / window * 100.0;
-        println!("{name:<64} {:>10.1} {cpu:>10.2}", rss_kib(pid) as f64 / 1024.0);
+        let cpu = (cpu_ns(pid).saturating_sub(b)) as f64 / 1e9 / window * 100.0;
+        println!("{name:<64} {:>10.1} {cpu:>10.3}", rss_kib(pid) as f64 / 1024.0);
     }
     drop(crowd);
+}
+
+/// CLOCK_MONOTONIC in seconds: the clock the participants stamp lines with.
+fn monotonic_s() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// CPU time of every live thread of `pid` so far, in ns
+/// (`/proc/<pid>/task/*/schedstat`): finer than the clock ticks of
+/// `/proc/<pid>/stat`, which a mostly idle daemon does not reach in a
+/// window.
+fn cpu_ns(pid: i32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+                .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// LiveKit's own start: the real server spawned directly on other ports,
