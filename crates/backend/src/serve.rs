@@ -6,11 +6,22 @@
 //! read, its first request head is read here under `limits.header_timeout`
 //! and `limits.max_header_bytes` (so the refusal can name them), and hyper
 //! serves the rest with `limits.idle_timeout` between requests.
+//!
+//! At the cap a new connection is not simply refused: that would let
+//! anyone who opens `max_connections` silent connections lock every client
+//! out until the header timeout, and again after it. The oldest open
+//! connection is told to make room instead (one still waiting for its first
+//! head is answered 503 and closed; a served one closes once idle, after
+//! the request it may be answering), and the new one takes its slot. A
+//! client that sends its request at once is served; one that holds a
+//! connection without using it is the one that loses it. Only when no slot
+//! frees within [`REFUSAL_TIMEOUT`] is the new connection answered 503.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -23,7 +34,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::app::{router, SharedCredential};
 use crate::config::{self, Overrides, Settings, Source};
@@ -105,6 +116,7 @@ pub async fn run(settings: Settings, source: Source, overrides: Overrides, limit
         .max_buf_size(limits.hyper_buf_size());
     let mut backoff = AcceptBackoff::default();
     let mut over_cap = RefusalLog::default();
+    let open = Arc::new(OpenConnections::default());
 
     let which = loop {
         let accepted = tokio::select! {
@@ -130,19 +142,43 @@ pub async fn run(settings: Settings, source: Source, overrides: Overrides, limit
         };
         // Answers are one small write each; Nagle would only delay them.
         let _ = stream.set_nodelay(true);
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+        let served = Served {
+            app: app.clone(),
+            http1: http1.clone(),
+            limits: Arc::clone(&limits),
+            stop: stop_rx.clone(),
+            open: Arc::clone(&open),
+        };
+        if let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
+            // Registered here, not in the task: the next accept may have to
+            // tell this connection to make room before its task has run.
+            let registered = open.enter();
+            tokio::spawn(serve_connection(stream, served, slot, registered));
+            continue;
+        }
+        // At the cap: the oldest connection makes room, and this one waits
+        // for its slot, from the small budget of connections being refused
+        // or waiting (beyond it a flood is closed unanswered).
+        let Ok(waiting) = Arc::clone(&refusals).try_acquire_owned() else {
             over_cap.refused(limits.max_connections);
-            refuse(&refusals, stream, over_cap_message(limits.max_connections));
             continue;
         };
-        tokio::spawn(serve_connection(
-            stream,
-            app.clone(),
-            http1.clone(),
-            Arc::clone(&limits),
-            stop_rx.clone(),
-            slot,
-        ));
+        over_cap.evicted(open.evict_oldest());
+        let slots = Arc::clone(&slots);
+        tokio::spawn(async move {
+            match tokio::time::timeout(REFUSAL_TIMEOUT, slots.acquire_owned()).await {
+                Ok(Ok(slot)) => {
+                    drop(waiting);
+                    let registered = served.open.enter();
+                    serve_connection(stream, served, slot, registered).await;
+                }
+                _ => {
+                    let message = over_cap_message(served.limits.max_connections);
+                    refuse(stream, &message).await;
+                    drop(waiting);
+                }
+            }
+        });
     };
 
     tracing::info!(signal = which, "shutting down");
@@ -168,16 +204,89 @@ fn over_cap_message(max: usize) -> String {
     format!("{max} connections are open, the limit (limits.max_connections); close idle ones and retry")
 }
 
-/// Serves one accepted connection until it ends (closed, timed out, or
-/// drained at shutdown), holding its slot until then.
-async fn serve_connection(
-    stream: TcpStream,
+/// The open connections, oldest first, each with the bell that tells it
+/// to make room for a new one.
+#[derive(Default)]
+struct OpenConnections {
+    next_id: Mutex<u64>,
+    bells: Mutex<BTreeMap<u64, Arc<Notify>>>,
+}
+
+impl OpenConnections {
+    /// Registers a connection; it leaves the list when the guard drops.
+    fn enter(self: &Arc<Self>) -> (OpenGuard, Arc<Notify>) {
+        let id = {
+            let mut next = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
+            *next += 1;
+            *next
+        };
+        let bell = Arc::new(Notify::new());
+        self.bells
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Arc::clone(&bell));
+        (
+            OpenGuard {
+                id,
+                open: Arc::clone(self),
+            },
+            bell,
+        )
+    }
+
+    /// Tells the oldest connection to make room (a stored permit, so a bell
+    /// rung before its owner listens is not lost); false when none is open.
+    fn evict_oldest(&self) -> bool {
+        let oldest = self.bells.lock().unwrap_or_else(|p| p.into_inner()).pop_first();
+        match oldest {
+            Some((_, bell)) => {
+                bell.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+struct OpenGuard {
+    id: u64,
+    open: Arc<OpenConnections>,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.open
+            .bells
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+/// What every served connection shares.
+struct Served {
     app: Router,
     http1: http1::Builder,
     limits: Arc<Limits>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+    open: Arc<OpenConnections>,
+}
+
+/// Serves one accepted connection until it ends (closed, timed out, told to
+/// make room, or drained at shutdown), holding its slot until then.
+async fn serve_connection(
+    stream: TcpStream,
+    served: Served,
     slot: OwnedSemaphorePermit,
+    (_registered, bell): (OpenGuard, Arc<Notify>),
 ) {
+    let Served {
+        app,
+        http1,
+        limits,
+        mut stop,
+        ..
+    } = served;
     let (header_timeout, max_head) = (limits.header_timeout, limits.max_header_bytes);
     let mut stream = stream;
     // The first request head is read here, into a buffer sized by what
@@ -186,6 +295,15 @@ async fn serve_connection(
     let head = tokio::select! {
         head = tokio::time::timeout(header_timeout, first_head(&mut stream, max_head)) => head,
         () = stopped(&mut stop) => return,
+        () = bell.notified() => {
+            let message = format!(
+                "closed to make room for a new connection: {} connections are open, the limit (limits.max_connections), and this one had sent no whole request",
+                limits.max_connections
+            );
+            tracing::debug!("{message}");
+            answer_and_close(&mut stream, StatusCode::SERVICE_UNAVAILABLE, "too_many_connections", &message).await;
+            return;
+        }
     };
     let prefix = match head {
         Ok(Ok(FirstHead::Complete(prefix))) => prefix,
@@ -222,6 +340,15 @@ async fn serve_connection(
     let result = tokio::select! {
         r = &mut conn => r,
         () = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        () = bell.notified() => {
+            // Closes now if idle, else after the answer in flight.
+            tracing::debug!(
+                "closing a keep-alive connection to make room for a new one (limits.max_connections = {})",
+                limits.max_connections
+            );
             conn.as_mut().graceful_shutdown();
             conn.await
         }
@@ -303,58 +430,76 @@ async fn answer_and_close<S: AsyncWrite + Unpin>(stream: &mut S, status: StatusC
 }
 
 /// Answers a connection over `limits.max_connections` with a 503 naming the
-/// limit and closes it, from the small refusal budget (beyond it the
-/// connection is closed unanswered: a flood of refusals costs a bounded
-/// amount). The request head is read first (bounded in size and time) so
-/// the client is not writing into a closed socket when the answer arrives.
-fn refuse(budget: &Arc<Semaphore>, mut stream: TcpStream, message: String) {
-    let Ok(permit) = Arc::clone(budget).try_acquire_owned() else {
-        return;
-    };
-    tokio::spawn(async move {
-        let answer = closing_answer(StatusCode::SERVICE_UNAVAILABLE, "too_many_connections", &message);
-        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
-            let mut head = [0u8; 8192];
-            let mut n = 0;
-            while n < head.len() {
-                match stream.read(&mut head[n..]).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => n += k,
-                }
-                if head[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
+/// limit and closes it. The request head is read first (bounded in size and
+/// time) so the client is not writing into a closed socket when the answer
+/// arrives. The caller holds a place in the refusal budget meanwhile.
+async fn refuse(mut stream: TcpStream, message: &str) {
+    // Logged once per burst by the accept loop's RefusalLog.
+    tracing::debug!("connection refused (503): {message}");
+    let answer = closing_answer(StatusCode::SERVICE_UNAVAILABLE, "too_many_connections", message);
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
+        let mut head = [0u8; 8192];
+        let mut n = 0;
+        while n < head.len() {
+            match stream.read(&mut head[n..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
             }
-            let _ = stream.write_all(answer.as_bytes()).await;
-            let _ = stream.shutdown().await;
-        })
-        .await;
-        drop(permit);
-    });
+            if head[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
-/// Logs refusals over the connection cap at most once per
-/// [`RefusalLog::EVERY`], with how many there were: a flood must not turn
-/// into a flood of log lines.
+/// Logs what the connection cap does at most once per [`RefusalLog::EVERY`]
+/// each, with how many there were: a flood must not turn into a flood of
+/// log lines.
 #[derive(Default)]
 struct RefusalLog {
-    last: Option<Instant>,
-    count: u64,
+    closed: (Option<Instant>, u64),
+    evicted: (Option<Instant>, u64),
 }
 
 impl RefusalLog {
     const EVERY: Duration = Duration::from_secs(10);
 
+    fn due((last, count): &mut (Option<Instant>, u64)) -> Option<u64> {
+        *count += 1;
+        if last.is_none_or(|t| t.elapsed() >= Self::EVERY) {
+            *last = Some(Instant::now());
+            Some(std::mem::take(count))
+        } else {
+            None
+        }
+    }
+
+    /// A connection closed unanswered: the cap is reached and so is the
+    /// budget of connections waiting for a slot.
     fn refused(&mut self, max: usize) {
-        self.count += 1;
-        if self.last.is_none_or(|t| t.elapsed() >= Self::EVERY) {
+        if let Some(n) = Self::due(&mut self.closed) {
             tracing::warn!(
-                refused = self.count,
-                "connection refused (503): {}",
+                closed = n,
+                "connections closed unanswered: {}, and as many wait for a slot as may (limits.max_connections_refused)",
                 over_cap_message(max)
             );
-            self.last = Some(Instant::now());
-            self.count = 0;
+        }
+    }
+
+    /// The oldest connection was told to make room (`false`: none was open
+    /// to tell, every slot being taken by connections still starting).
+    fn evicted(&mut self, told: bool) {
+        if !told {
+            return;
+        }
+        if let Some(n) = Self::due(&mut self.evicted) {
+            tracing::warn!(
+                evicted = n,
+                "at the connection limit (limits.max_connections): the oldest connections are closed to make room for new ones"
+            );
         }
     }
 }

@@ -819,9 +819,40 @@ async fn idle_keep_alive_connections_close_at_the_idle_timeout_and_new_ones_at_t
     }
 }
 
+fn raw_request(path: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Sends `request` on a new connection and reads one whole answer (its
+/// JSON body parsed) within `SLACK`.
+async fn exchange(addr: SocketAddr, request: &str) -> (tokio::net::TcpStream, String, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut c, opened) = connect(addr).await;
+    c.write_all(request.as_bytes()).await.expect("write");
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((opened + SLACK).into(), c.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+        let text = String::from_utf8_lossy(&got);
+        if text
+            .split_once("\r\n\r\n")
+            .is_some_and(|(_, body)| serde_json::from_str::<Value>(body).is_ok())
+        {
+            break;
+        }
+    }
+    let (status, body) = raw_answer(&got);
+    (c, status, body)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_over_the_cap_get_503_naming_it_and_tokens_flow_again_under_it() {
-    use tokio::io::AsyncWriteExt;
+async fn at_the_cap_the_oldest_connection_makes_room_for_a_token_request() {
     let b = Backend::start_with_file_and_env(
         &env_text(SECRET_A, 0),
         &[
@@ -829,71 +860,101 @@ async fn connections_over_the_cap_get_503_naming_it_and_tokens_flow_again_under_
             ("LK_BACKEND_HEADER_TIMEOUT_MS", "60000"),
         ],
     );
+    // Four silent connections take every slot (accepted in order).
     let mut held = Vec::new();
     for _ in 0..4 {
-        held.push(connect(b.addr).await.0);
+        held.push(connect(b.addr).await);
     }
-    // Accepted in order: the fifth is over the cap whatever it sends.
-    let request = |body: &str| {
-        format!(
-            "POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
+    let token_request = raw_request("/token", r#"{"room":"r","identity":"i"}"#);
+    let mut served = Vec::new();
+    for round in 0..2 {
+        // Kept open: each round's connection holds a slot from then on.
+        let (c, status, body) = exchange(b.addr, &token_request).await;
+        served.push(c);
+        assert!(status.starts_with("HTTP/1.1 200"), "round {round}: {status} {body}");
+        let token = body["token"].as_str().expect("token");
+        assert!(TokenVerifier::with_api_key(KEY, SECRET_A).verify(token).is_ok());
+        // The oldest silent connection was the one told to make room.
+        let (mut oldest, opened) = held.remove(0);
+        let (got, closed) = read_until_closed(&mut oldest, opened + SLACK).await;
+        assert!(closed.is_some(), "round {round}: the oldest connection is closed");
+        let (status, body) = raw_answer(&got);
+        assert!(status.starts_with("HTTP/1.1 503"), "{status}");
+        assert_eq!(body["error"], "too_many_connections");
+        let message = body["message"].as_str().expect("message");
+        assert!(
+            message.contains("4 connections are open, the limit (limits.max_connections)"),
+            "{message}"
+        );
+    }
+    assert!(b.wait_for_log("(limits.max_connections)"), "{}", b.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_cap_with_every_slot_busy_a_connection_gets_503_naming_it_and_tokens_flow_once_under_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = Backend::start_with_file_and_env(
+        &env_text(SECRET_A, 0),
+        &[
+            ("LK_BACKEND_MAX_CONNECTIONS", "2"),
+            ("LK_BACKEND_BODY_TIMEOUT_MS", "60000"),
+        ],
+    );
+    // Two requests in flight: their heads read and their handlers waiting
+    // for the body, which hyper shows by answering `100 Continue`. A
+    // connection in that state finishes its request before it makes room.
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let (mut c, _) = connect(b.addr).await;
+        c.write_all(
+            b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 27\r\nExpect: 100-continue\r\n\r\n",
         )
-    };
-    let token_request = request(r#"{"room":"r","identity":"i"}"#);
-    let (mut over, opened) = connect(b.addr).await;
-    over.write_all(token_request.as_bytes()).await.expect("write");
-    let (got, closed) = read_until_closed(&mut over, opened + SLACK).await;
-    assert!(closed.is_some(), "the refused connection is closed");
-    let (status, body) = raw_answer(&got);
-    assert!(status.starts_with("HTTP/1.1 503"), "{status}");
+        .await
+        .expect("write a head");
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 256];
+        while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+            let n = tokio::time::timeout(SLACK, c.read(&mut chunk))
+                .await
+                .expect("100 Continue in time")
+                .expect("read");
+            assert!(n > 0, "closed before 100 Continue");
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 100"), "{}", String::from_utf8_lossy(&got));
+        busy.push(c);
+    }
+    let token_request = raw_request("/token", r#"{"room":"r","identity":"i"}"#);
+    let asked = Instant::now();
+    let (_c, status, body) = exchange(b.addr, &token_request).await;
+    assert!(status.starts_with("HTTP/1.1 503"), "{status} {body}");
     assert_eq!(body["error"], "too_many_connections");
     assert_eq!(
         body["message"],
-        "4 connections are open, the limit (limits.max_connections); close idle ones and retry"
+        "2 connections are open, the limit (limits.max_connections); close idle ones and retry"
     );
-    assert!(b.wait_for_log("(limits.max_connections)"), "{}", b.stderr());
+    assert!(asked.elapsed() < SLACK);
 
-    // One held connection goes: its slot comes back, and a token is served.
-    drop(held.pop());
-    let deadline = Instant::now() + SLACK;
-    loop {
-        let (mut c, opened) = connect(b.addr).await;
-        c.write_all(token_request.as_bytes()).await.expect("write");
-        // The answer arrives whole; the connection stays open (keep-alive)
-        // when served, so read until its JSON body is complete.
-        let mut got = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            use tokio::io::AsyncReadExt;
-            match tokio::time::timeout_at((opened + SLACK).into(), c.read(&mut chunk)).await {
-                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
-                _ => break,
-            }
-            let text = String::from_utf8_lossy(&got);
-            if text
-                .split_once("\r\n\r\n")
-                .is_some_and(|(_, body)| serde_json::from_str::<Value>(body).is_ok())
-            {
-                break;
-            }
-        }
-        let (status, body) = raw_answer(&got);
-        if status.starts_with("HTTP/1.1 200") {
-            let token = body["token"].as_str().expect("token");
-            assert!(TokenVerifier::with_api_key(KEY, SECRET_A).verify(token).is_ok());
-            break;
-        }
-        assert!(status.starts_with("HTTP/1.1 503"), "{status}");
-        assert!(
-            Instant::now() < deadline,
-            "no slot came back after a held connection closed"
-        );
-        // The closed connection's slot is freed by its task, which runs
-        // shortly after the close: poll at a modest pace.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    drop(held);
+    // One busy request completes: its answer is sent and, told to make room
+    // meanwhile, its connection closes; a token is served again.
+    let mut first = busy.remove(0);
+    first
+        .write_all(br#"{"room":"r","identity":"i"}"#)
+        .await
+        .expect("send the body");
+    let (got, closed) = read_until_closed(&mut first, Instant::now() + SLACK).await;
+    assert!(
+        closed.is_some(),
+        "the connection told to make room closes after its answer"
+    );
+    assert!(
+        String::from_utf8_lossy(&got).contains("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let (_c, status, body) = exchange(b.addr, &token_request).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status} {body}");
+    drop(busy);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
