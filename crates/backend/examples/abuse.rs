@@ -52,7 +52,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &env_file,
         format!("LIVEKIT_API_KEY=APIbench\nLIVEKIT_API_SECRET={SECRET}\nLIVEKIT_URL=ws://127.0.0.1:7880\nPORT=0\n"),
     )?;
-    let limits: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("LK_BACKEND_")).collect();
+    let limits: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("LK_BACKEND_") && k != "LK_BACKEND_BIN")
+        .collect();
     let mut child = Command::new(&bin)
         .arg("--env-file")
         .arg(&env_file)
