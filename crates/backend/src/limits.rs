@@ -151,8 +151,9 @@ mod tests {
     #[test]
     fn defaults_hold_the_largest_valid_request() {
         let l = Limits::default();
-        // 64 000 bytes of metadata, each escaped character at most 6 bytes
-        // is not the point: the plain case, three long names and the rest.
+        // Every field at its longest, in plain ASCII. (Metadata full of
+        // characters JSON must escape can still exceed the body limit: the
+        // limit bounds bytes on the wire, the metadata rule bytes decoded.)
         let body = serde_json::json!({
             "room": "r".repeat(256),
             "identity": "i".repeat(256),

@@ -418,13 +418,26 @@ fn closing_answer(status: StatusCode, kind: &str, message: &str) -> String {
 }
 
 /// Answers a connection whose first head broke a limit with a JSON body
-/// naming it, then closes it. Bounded, so a peer that reads nothing cannot
-/// hold the task.
-async fn answer_and_close<S: AsyncWrite + Unpin>(stream: &mut S, status: StatusCode, kind: &str, message: &str) {
+/// naming it, then closes it. What the peer still sends is read and
+/// dropped meanwhile: closing a socket with unread input sends a reset,
+/// which can destroy the answer before the peer reads it. Bounded, so a
+/// peer that reads nothing or never stops sending cannot hold the task.
+async fn answer_and_close<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: StatusCode,
+    kind: &str,
+    message: &str,
+) {
     let answer = closing_answer(status, kind, message);
     let write = async {
         let _ = stream.write_all(answer.as_bytes()).await;
         let _ = stream.shutdown().await;
+        let mut sink = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
     };
     let _ = tokio::time::timeout(Duration::from_millis(200), write).await;
 }

@@ -1022,3 +1022,43 @@ async fn trace_logging_never_shows_the_secret_the_token_or_the_body() {
         .collect();
     assert!(foreign.is_empty(), "lines below INFO from other crates: {foreign:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_first_head_gets_431_naming_the_header_limit() {
+    let b = Backend::start_with_file_and_env(&env_text(SECRET_A, 0), &[("LK_BACKEND_MAX_HEADER_BYTES", "8192")]);
+    let request = format!(
+        "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
+    let (_c, status, body) = exchange(b.addr, &request).await;
+    assert!(status.starts_with("HTTP/1.1 431"), "{status}");
+    assert_eq!(body["error"], "header_too_large");
+    assert_eq!(
+        body["message"],
+        "the request head exceeds the 8192-byte limit (limits.max_header_bytes)"
+    );
+}
+
+#[test]
+fn an_invalid_limit_exits_2_naming_its_variable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env_file = dir.path().join("backend.env");
+    std::fs::write(&env_file, env_text(SECRET_A, 0)).expect("write env file");
+    for (var, value) in [
+        ("LK_BACKEND_HEADER_TIMEOUT_MS", "0"),
+        ("LK_BACKEND_MAX_CONNECTIONS", "many"),
+        ("LK_BACKEND_MAX_HEADER_BYTES", "100"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lk-backend"))
+            .arg("--env-file")
+            .arg(&env_file)
+            .env_clear()
+            .env(var, value)
+            .output()
+            .expect("run lk-backend");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert!(stderr.contains(var), "{stderr}");
+        assert!(out.stdout.is_empty(), "nothing was served");
+    }
+}
