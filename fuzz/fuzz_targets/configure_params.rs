@@ -210,6 +210,7 @@ fn settings(u: &mut Unstructured<'_>, m: &mut Map<String, Value>) -> arbitrary::
     }
     for name in [
         "use_external_ip",
+        "rtc_enable_loopback_candidate",
         "turn_enabled",
         "turn_external_tls",
         "log_json",

@@ -474,3 +474,84 @@ fn a_binary_replaced_by_hand_is_seen_by_the_periodic_check() {
     });
     assert_eq!(h["drift"], json!([]));
 }
+
+fn runtime_json(root: &Root) -> Value {
+    serde_json::from_slice(&std::fs::read(root.file("runtime.json")).expect("runtime.json")).expect("json")
+}
+
+#[test]
+fn loopback_candidate_is_rendered_only_when_on_shown_and_its_drift_named() {
+    let root = Root::new();
+    let d = Daemon::start(&root, DaemonOpts::double().no_drift_check());
+    configure_free_ports(&d);
+    // Off, it is in neither file: the renderings of a config that does not
+    // use it stay the bytes they were before the setting existed.
+    assert!(yaml(&root)["rtc"].get("enable_loopback_candidate").is_none());
+    assert!(runtime_json(&root).get("rtc_enable_loopback_candidate").is_none());
+
+    let (ok, text) = cli(&d, &["configure", "--rtc-enable-loopback-candidate", "true"]);
+    assert!(ok, "{text}");
+    assert_eq!(yaml(&root)["rtc"]["enable_loopback_candidate"], true);
+    assert_eq!(runtime_json(&root)["rtc_enable_loopback_candidate"], true);
+    let shown = d.ok("livekitservice.config_show", json!({}));
+    let row = shown["settings"]
+        .as_array()
+        .expect("settings")
+        .iter()
+        .find(|s| s["name"] == "rtc_enable_loopback_candidate")
+        .cloned()
+        .expect("row");
+    assert_eq!(
+        (&row["value"], &row["default"], &row["differs"], &row["livekit_key"]),
+        (
+            &json!(true),
+            &json!(false),
+            &json!(true),
+            &json!("rtc.enable_loopback_candidate")
+        )
+    );
+    // The strict double (livekit-server 1.13.5's schema) starts on it.
+    d.ok("livekitservice.start", json!({}));
+    wait_ready(&d);
+
+    // A hand edit that drops it is drift, named by its key.
+    let path = root.file("livekit.yaml");
+    let text = std::fs::read_to_string(&path).expect("read");
+    let edited = text.replace("  enable_loopback_candidate: true\n", "");
+    assert_ne!(edited, text);
+    std::fs::write(&path, edited).expect("hand edit");
+    let drift = wait_for(WAIT, "drift reported", || {
+        let h = d.health();
+        (h["consistent"] == false).then(|| h["drift"].clone())
+    });
+    assert_eq!(drift, json!(["livekit.yaml: rtc.enable_loopback_candidate missing"]));
+    d.ok("livekitservice.start", json!({}));
+    assert_eq!(yaml(&root)["rtc"]["enable_loopback_candidate"], true);
+
+    // Unset, it leaves both files again.
+    let r = d.ok(
+        "livekitservice.configure",
+        json!({"unset": ["rtc_enable_loopback_candidate"]}),
+    );
+    assert_eq!(r["changed_fields"], json!(["rtc_enable_loopback_candidate"]), "{r}");
+    assert!(yaml(&root)["rtc"].get("enable_loopback_candidate").is_none());
+    assert!(runtime_json(&root).get("rtc_enable_loopback_candidate").is_none());
+}
+
+#[test]
+fn loopback_candidate_is_refused_for_a_release_before_1_3_2() {
+    let root = Root::new();
+    let installed = double_claiming(&root.path().join("bin/livekit-server"), "1.3.1");
+    write_record(&root, &installed, "1.3.1");
+    let d = Daemon::start(&root, DaemonOpts::default());
+    configure_free_ports(&d);
+    let before = files(&root);
+    let e = refused(
+        &d,
+        json!({"rtc_enable_loopback_candidate": true}),
+        "rtc_enable_loopback_candidate",
+    );
+    let message = e["message"].as_str().expect("message");
+    assert!(message.contains("1.3.2") && message.contains("1.3.1"), "{message}");
+    assert_eq!(files(&root), before);
+}

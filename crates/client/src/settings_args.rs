@@ -5,11 +5,12 @@ use clap::Args;
 use hero_livekit_client::wire as proto;
 
 /// The names `--unset` takes, in either spelling.
-pub const UNSETTABLE: [&str; 26] = [
+pub const UNSETTABLE: [&str; 27] = [
     "redis_address",
     "node_ip",
     "bind_addresses",
     "use_external_ip",
+    "rtc_enable_loopback_candidate",
     "rtc_udp_port",
     "stun_servers",
     "turn_servers",
@@ -53,6 +54,9 @@ pub struct SettingsArgs {
     /// Discover the public IP through STUN (rtc.use_external_ip).
     #[arg(long, value_name = "BOOL")]
     pub use_external_ip: Option<bool>,
+    /// Offer loopback ICE candidates, for WebRTC on one machine (rtc.enable_loopback_candidate; livekit-server 1.3.2+).
+    #[arg(long, value_name = "BOOL")]
+    pub rtc_enable_loopback_candidate: Option<bool>,
     /// One muxed UDP media port, or a range START-END (rtc.udp_port).
     #[arg(long, value_name = "PORT|START-END")]
     pub rtc_udp_port: Option<String>,
@@ -136,6 +140,7 @@ impl SettingsArgs {
         proto::ConfigureParams {
             bind_addresses: list(&self.bind_addresses),
             use_external_ip: self.use_external_ip,
+            rtc_enable_loopback_candidate: self.rtc_enable_loopback_candidate,
             rtc_udp_port: self.rtc_udp_port.clone().map(|t| match t.parse::<u32>() {
                 Ok(n) => proto::UdpPortParam::Port(n),
                 Err(_) => proto::UdpPortParam::Text(t),

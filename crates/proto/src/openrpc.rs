@@ -198,6 +198,7 @@ mod tests {
             "unset",
             "bind_addresses",
             "use_external_ip",
+            "rtc_enable_loopback_candidate",
             "rtc_udp_port",
             "stun_servers",
             "turn_servers",
@@ -241,7 +242,7 @@ mod tests {
         for p in configure["params"].as_array().expect("params") {
             assert!(p["description"].is_string(), "{} has a description", p["name"]);
         }
-        assert_eq!(params.len(), 50, "every configure parameter is listed above");
+        assert_eq!(params.len(), 51, "every configure parameter is listed above");
     }
 
     #[test]

@@ -157,6 +157,11 @@ pub struct ConfigureParams {
     /// Discover the public IP through STUN (`rtc.use_external_ip`; default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_external_ip: Option<bool>,
+    /// Offer loopback addresses as ICE candidates
+    /// (`rtc.enable_loopback_candidate`; default false; livekit-server
+    /// 1.3.2+): for local development and tests on one machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtc_enable_loopback_candidate: Option<bool>,
     /// One muxed UDP media port (`7882`) or a range (`"7882-7892"`)
     /// (`rtc.udp_port`); when set, livekit-server uses it instead of the port range.
     #[serde(default, skip_serializing_if = "Option::is_none")]

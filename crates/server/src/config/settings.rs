@@ -80,6 +80,8 @@ pub const KEY_VERSIONS: &[(&str, LivekitVersion)] = &[
     // `prometheus: {port, username, password}` replaced the top-level
     // `prometheus_port`, which older releases read instead.
     ("prometheus", LivekitVersion::new(1, 7, 1)),
+    // livekit/livekit#1185, first released in 1.3.2 (its CHANGELOG).
+    ("rtc.enable_loopback_candidate", LivekitVersion::new(1, 3, 2)),
 ];
 
 /// The release `key` needs, when some release does not accept it.
@@ -144,6 +146,7 @@ pub struct TurnServer {
 pub struct Settings {
     pub bind_addresses: Vec<String>,
     pub use_external_ip: bool,
+    pub rtc_enable_loopback_candidate: bool,
     pub rtc_udp_port: Option<UdpPort>,
     pub stun_servers: Vec<String>,
     pub turn_servers: Vec<TurnServer>,
@@ -169,9 +172,10 @@ pub struct Settings {
 }
 
 /// The settings' `configure` names, in `runtime.json` order.
-pub const FIELDS: [&str; 24] = [
+pub const FIELDS: [&str; 25] = [
     "bind_addresses",
     "use_external_ip",
+    "rtc_enable_loopback_candidate",
     "rtc_udp_port",
     "stun_servers",
     "turn_servers",
@@ -195,6 +199,18 @@ pub const FIELDS: [&str; 24] = [
     "prometheus_password",
     "region",
 ];
+
+/// Fields `runtime.json` records only when set: they came after files were
+/// in the field, and a config that does not use them keeps the bytes (and
+/// the `in_memory_hash`) it had before.
+const JSON_WHEN_SET: [&str; 1] = ["rtc_enable_loopback_candidate"];
+
+/// The value `runtime.json` holds for `field`, `None` when it leaves the
+/// field out.
+fn json_entry(map: &Map<String, Json>, field: &str) -> Option<Json> {
+    let v = map.get(field).cloned().unwrap_or(Json::Null);
+    (!(JSON_WHEN_SET.contains(&field) && v == Json::Bool(false))).then_some(v)
+}
 
 /// The `runtime.json` key recording the version the renderings target.
 pub const VERSION_KEY: &str = "livekit_version";
@@ -463,6 +479,9 @@ pub fn apply_params(
     if let Some(b) = p.use_external_ip {
         s.use_external_ip = b;
     }
+    if let Some(b) = p.rtc_enable_loopback_candidate {
+        s.rtc_enable_loopback_candidate = b;
+    }
     if let Some(u) = &p.rtc_udp_port {
         s.rtc_udp_port = Some(udp_port(u)?);
     }
@@ -582,6 +601,7 @@ fn is_given(p: &ConfigureParams, field: &str) -> bool {
     match field {
         "bind_addresses" => given_list(&p.bind_addresses).is_some(),
         "use_external_ip" => p.use_external_ip.is_some(),
+        "rtc_enable_loopback_candidate" => p.rtc_enable_loopback_candidate.is_some(),
         "rtc_udp_port" => p.rtc_udp_port.is_some(),
         "stun_servers" => given_list(&p.stun_servers).is_some(),
         "turn_servers" => given_list(&p.turn_servers).is_some(),
@@ -614,6 +634,7 @@ fn reset(s: &mut Settings, field: &str) {
     match field {
         "bind_addresses" => s.bind_addresses = d.bind_addresses,
         "use_external_ip" => s.use_external_ip = d.use_external_ip,
+        "rtc_enable_loopback_candidate" => s.rtc_enable_loopback_candidate = d.rtc_enable_loopback_candidate,
         "rtc_udp_port" => s.rtc_udp_port = d.rtc_udp_port,
         "stun_servers" => s.stun_servers = d.stun_servers,
         "turn_servers" => s.turn_servers = d.turn_servers,
@@ -805,6 +826,7 @@ pub fn livekit_key(field: &str, target: Option<LivekitVersion>) -> Option<String
     let key = match field {
         "bind_addresses" => "bind_addresses",
         "use_external_ip" => "rtc.use_external_ip",
+        "rtc_enable_loopback_candidate" => "rtc.enable_loopback_candidate",
         "rtc_udp_port" => "rtc.udp_port",
         "stun_servers" => "rtc.stun_servers",
         "turn_servers" => "rtc.turn_servers",
@@ -873,6 +895,7 @@ fn to_params(s: &Settings) -> ConfigureParams {
     ConfigureParams {
         bind_addresses: nonempty(&s.bind_addresses),
         use_external_ip: s.use_external_ip.then_some(true),
+        rtc_enable_loopback_candidate: s.rtc_enable_loopback_candidate.then_some(true),
         rtc_udp_port: s.rtc_udp_port.map(|u| match u.to_json() {
             Json::String(t) => UdpPortParam::Text(t),
             _ => UdpPortParam::Port(u32::from(u.start)),
@@ -939,9 +962,10 @@ fn to_json_with(s: &Settings, redact: bool) -> Map<String, Json> {
         Some(_) if redact => json!("set"),
         Some(p) => json!(p.expose()),
     };
-    let entries: [(&str, Json); 24] = [
+    let entries: [(&str, Json); 25] = [
         ("bind_addresses", json!(s.bind_addresses)),
         ("use_external_ip", json!(s.use_external_ip)),
+        ("rtc_enable_loopback_candidate", json!(s.rtc_enable_loopback_candidate)),
         ("rtc_udp_port", opt(s.rtc_udp_port.map(UdpPort::to_json))),
         ("stun_servers", json!(s.stun_servers)),
         (
@@ -981,8 +1005,9 @@ fn to_json_with(s: &Settings, redact: bool) -> Map<String, Json> {
 pub(crate) fn render_runtime_json(out: &mut String, c: &Config) {
     let map = to_json(&c.settings);
     for f in FIELDS {
-        let v = map.get(f).cloned().unwrap_or(Json::Null);
-        let _ = writeln!(out, "  \"{f}\": {v},");
+        if let Some(v) = json_entry(&map, f) {
+            let _ = writeln!(out, "  \"{f}\": {v},");
+        }
     }
     let version = c.livekit_version.map(|v| v.to_string()).unwrap_or_default();
     let _ = write!(out, "  \"{VERSION_KEY}\": ");
@@ -1038,6 +1063,9 @@ pub(crate) fn render_yaml_top(out: &mut String, c: &Config) {
 /// The `rtc` keys beyond the ports and `node_ip`.
 pub(crate) fn render_yaml_rtc(out: &mut String, c: &Config) {
     let s = &c.settings;
+    if s.rtc_enable_loopback_candidate && accepts(c.livekit_version, "rtc.enable_loopback_candidate") {
+        out.push_str("  enable_loopback_candidate: true\n");
+    }
     if let Some(u) = s.rtc_udp_port {
         let _ = writeln!(out, "  udp_port: {}", u.to_json());
     }
@@ -1160,7 +1188,7 @@ pub(crate) const YAML_TOP: [&str; 7] = [
 ];
 const YAML_SECTIONS: [&str; 4] = ["turn", "webhook", "room", "prometheus"];
 /// `rtc` keys this module owns.
-pub(crate) const YAML_RTC: [&str; 3] = ["udp_port", "stun_servers", "turn_servers"];
+pub(crate) const YAML_RTC: [&str; 4] = ["enable_loopback_candidate", "udp_port", "stun_servers", "turn_servers"];
 /// `logging` keys this module owns besides `level`.
 pub(crate) const YAML_LOGGING: [&str; 1] = ["json"];
 
@@ -1232,9 +1260,12 @@ pub(crate) fn json_drift(observed: &[(String, Json)], c: &Config) -> Vec<String>
     );
     let mut out = Vec::new();
     for key in FIELDS.iter().copied().chain([VERSION_KEY]) {
-        match observed.iter().find(|(k, _)| k == key) {
-            None => out.push(format!("{key} missing")),
-            Some((_, v)) if Some(v) != expected.get(key) => out.push(format!("{key} differs")),
+        let want = json_entry(&expected, key);
+        match (observed.iter().find(|(k, _)| k == key), want) {
+            (None, None) => {}
+            (None, Some(_)) => out.push(format!("{key} missing")),
+            (Some(_), None) => out.push(format!("{key} present but not configured")),
+            (Some((_, v)), Some(w)) if *v != w => out.push(format!("{key} differs")),
             _ => {}
         }
     }
@@ -1893,6 +1924,50 @@ mod tests {
         obs.livekit_yaml = FileObs::Present(edited.into_bytes());
         let drift = check(&c, &obs).drift;
         assert_eq!(drift, ["livekit.yaml: webhook.api_key differs"]);
+    }
+
+    #[test]
+    fn loopback_candidate_is_recorded_only_when_on_and_its_drift_is_named() {
+        let on = ConfigureParams {
+            rtc_enable_loopback_candidate: Some(true),
+            ..ConfigureParams::default()
+        };
+        let c = configured(&on, None).expect("valid");
+        assert_eq!(
+            at(&yaml(&c), "rtc.enable_loopback_candidate").and_then(Yaml::as_bool),
+            Some(true)
+        );
+        let json_text = String::from_utf8(render(&c, TripleFile::RuntimeJson)).expect("utf8");
+        assert!(json_text.contains("\n  \"rtc_enable_loopback_candidate\": true,\n"));
+        let off = String::from_utf8(render(&config_a(), TripleFile::RuntimeJson)).expect("utf8");
+        assert!(!off.contains("rtc_enable_loopback_candidate"));
+
+        // Dropped from runtime.json while on, and written while off.
+        let mut obs = observed_of(&c);
+        obs.runtime_json = FileObs::Present(
+            json_text
+                .replace("  \"rtc_enable_loopback_candidate\": true,\n", "")
+                .into_bytes(),
+        );
+        assert_eq!(
+            check(&c, &obs).drift,
+            ["runtime.json: rtc_enable_loopback_candidate missing"]
+        );
+        let a = config_a();
+        let mut obs = observed_of(&a);
+        let stray = off.replacen("{\n", "{\n  \"rtc_enable_loopback_candidate\": false,\n", 1);
+        obs.runtime_json = FileObs::Present(stray.into_bytes());
+        assert_eq!(
+            check(&a, &obs).drift,
+            ["runtime.json: rtc_enable_loopback_candidate present but not configured"]
+        );
+
+        // 1.3.1 does not know the key: left out of its rendering, refused.
+        let mut old = c.clone();
+        old.livekit_version = Some(LivekitVersion::new(1, 3, 1));
+        assert!(at(&yaml(&old), "rtc.enable_loopback_candidate").is_none());
+        let e = configured(&on, Some(LivekitVersion::new(1, 3, 1))).expect_err("needs 1.3.2");
+        assert_eq!(e.field, "rtc_enable_loopback_candidate");
     }
 
     #[test]

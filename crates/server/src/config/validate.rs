@@ -1039,7 +1039,7 @@ mod tests {
         let e = invalid(unset(&["api_secret"]));
         assert_eq!(
             (e.field, e.rule.as_str()),
-            ("unset", "each entry must be one of redis_address, node_ip, redis_username, redis_password, redis_db, redis_tls, redis_tls_ca_file, redis_tls_server_name, redis_tls_cert_file, redis_tls_key_file, redis_sentinel_master, redis_sentinel_addresses, redis_sentinel_username, redis_sentinel_password, redis_cluster_addresses or a production setting (bind_addresses, use_external_ip, rtc_udp_port, stun_servers, turn_servers, turn_enabled, turn_domain, turn_tls_port, turn_udp_port, turn_external_tls, turn_cert_file, turn_key_file, webhook_urls, room_auto_create, room_empty_timeout, room_departure_timeout, room_max_participants, room_enabled_codecs, log_level, log_json, prometheus_port, prometheus_username, prometheus_password, region)")
+            ("unset", "each entry must be one of redis_address, node_ip, redis_username, redis_password, redis_db, redis_tls, redis_tls_ca_file, redis_tls_server_name, redis_tls_cert_file, redis_tls_key_file, redis_sentinel_master, redis_sentinel_addresses, redis_sentinel_username, redis_sentinel_password, redis_cluster_addresses or a production setting (bind_addresses, use_external_ip, rtc_enable_loopback_candidate, rtc_udp_port, stun_servers, turn_servers, turn_enabled, turn_domain, turn_tls_port, turn_udp_port, turn_external_tls, turn_cert_file, turn_key_file, webhook_urls, room_auto_create, room_empty_timeout, room_departure_timeout, room_max_participants, room_enabled_codecs, log_level, log_json, prometheus_port, prometheus_username, prometheus_password, region)")
         );
         let e = invalid(ConfigureParams {
             redis_address: Some("10.0.0.6:6379".into()),
