@@ -23,6 +23,10 @@ pub(crate) struct ChildObs {
     /// SIGHUP), else its spawn record. `None` when nothing runs or lk-backend
     /// could not say.
     pub running_sha256: Option<String>,
+    /// The running process was spawned from the program file in place now
+    /// (true when nothing runs or either side cannot be known: a missing
+    /// file never makes a restart, which could only fail).
+    pub binary_current: bool,
 }
 
 /// What the caller asks of this reconcile beyond convergence.
@@ -55,7 +59,9 @@ pub(crate) enum ChildAction {
 /// - a child whose file is not current on disk (a write is pending) is not
 ///   touched: starting it would run a stale file;
 /// - a running child whose running config differs from the rendering is
-///   restarted (the field failure: a child that read another secret);
+///   restarted (the field failure: a child that read another secret), and
+///   so is one spawned from another binary than the one in place now
+///   (`install --force`, a file swapped by hand, seen by the tick);
 /// - a wanted child that is stopped is started; one in `backoff` is left to
 ///   its own restart policy and one `failed` waits for `start`, unless the
 ///   intent is `ensure_running`.
@@ -103,6 +109,9 @@ fn plan_one(
                 Some(running) if running == expected => {}
                 Some(_) => return ChildAction::Restart(format!("it runs an outdated {file}")),
                 None => return ChildAction::Restart(format!("it cannot say which {file} it runs")),
+            }
+            if !obs.binary_current {
+                return ChildAction::Restart("its binary was replaced by another one".into());
             }
             if intent.unexplained_chain_failure && name == ProcessName::LkBackend {
                 return ChildAction::Restart("the token chain failed".into());
@@ -155,6 +164,7 @@ mod tests {
             ChildObs {
                 state,
                 running_sha256: running,
+                binary_current: true,
             }
         };
         [(LK, one(LK, lk)), (BE, one(BE, be))].into_iter().collect()
@@ -282,6 +292,28 @@ mod tests {
             actions(&p),
             (ChildAction::Keep, ChildAction::Restart("the token chain failed".into()))
         );
+    }
+
+    #[test]
+    fn a_child_running_another_binary_is_replaced_unless_its_file_is_pending() {
+        let r = rendered();
+        let mut o = obs(&r, (Running, true), (Running, true));
+        if let Some(lk) = o.get_mut(&LK) {
+            lk.binary_current = false;
+        }
+        let p = plan_children(&r, &both(true), &o, &ALL_FILES, &Intent::default());
+        assert_eq!(
+            actions(&p),
+            (
+                ChildAction::Restart("its binary was replaced by another one".into()),
+                ChildAction::Keep
+            )
+        );
+        let pending = [TripleFile::RuntimeJson, TripleFile::BackendEnv];
+        let p = plan_children(&r, &both(true), &o, &pending, &Intent::default());
+        assert_eq!(p[&LK], ChildAction::Keep, "never restarted onto a pending file");
+        let p = plan_children(&r, &both(false), &o, &ALL_FILES, &Intent::default());
+        assert_eq!(p[&LK], ChildAction::Keep, "not wanted: left as it is");
     }
 
     #[test]

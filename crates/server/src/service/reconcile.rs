@@ -7,6 +7,7 @@
 //! convergence ([`Intent`]).
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -248,12 +249,14 @@ impl LivekitService {
                 Err(e) => tracing::debug!(error = %e, "lk-backend did not say what it has loaded"),
             }
         }
+        let current = self.binaries_current().await;
         [
             (
                 ProcessName::LivekitServer,
                 ChildObs {
                     state: lk.state,
                     running_sha256: lk.config_sha256,
+                    binary_current: current[0],
                 },
             ),
             (
@@ -261,11 +264,28 @@ impl LivekitService {
                 ChildObs {
                     state: be.state,
                     running_sha256: be_running,
+                    binary_current: current[1],
                 },
             ),
         ]
         .into_iter()
         .collect()
+    }
+
+    /// Whether livekit-server and lk-backend (in that order) run the
+    /// program file in place now: two `stat`s, off the runtime thread. An
+    /// unknown side (nothing runs, the file is missing) counts as current.
+    async fn binaries_current(&self) -> [bool; 2] {
+        let running = [self.livekit.running_program(), self.backend.running_program()];
+        let files = [self.spec_paths.livekit_bin.clone(), self.spec_paths.backend_bin.clone()];
+        let in_place =
+            tokio::task::spawn_blocking(move || files.map(|f| std::fs::metadata(f).ok().map(|m| (m.dev(), m.ino()))))
+                .await
+                .unwrap_or([None, None]);
+        [0, 1].map(|i| match (running[i], in_place[i]) {
+            (Some(r), Some(f)) => r == f,
+            _ => true,
+        })
     }
 
     /// Writes what `plan` says and makes the truth follow `runtime.json`.
