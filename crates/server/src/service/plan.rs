@@ -51,11 +51,15 @@ pub(crate) enum ChildAction {
     Start,
     /// Stop it and start it again, for this reason.
     Restart(String),
+    /// Stop it: its target is down (`stop` asked, and its own stop did not
+    /// complete; every pass retries until it is seen stopped).
+    Stop,
 }
 
 /// Decides, for each child, from the desired state and the observations.
 ///
-/// - a child that should not run is kept as it is (only `stop` stops);
+/// - a child that should not run is stopped when it still runs (a `stop`
+///   that failed is retried by every pass), else left as it is;
 /// - a child whose file is not current on disk (a write is pending) is not
 ///   touched: starting it would run a stale file;
 /// - a running child whose running config differs from the rendering is
@@ -90,7 +94,10 @@ fn plan_one(
     intent: &Intent,
 ) -> ChildAction {
     if !wanted.get(&name).copied().unwrap_or(false) {
-        return ChildAction::Keep;
+        let runs = observed
+            .get(&name)
+            .is_some_and(|o| matches!(o.state, ProcessState::Running | ProcessState::Starting));
+        return if runs { ChildAction::Stop } else { ChildAction::Keep };
     }
     let file = config_file_of(name);
     if !current_files.contains(&file) {
@@ -232,16 +239,25 @@ mod tests {
     }
 
     #[test]
-    fn stopped_wanted_children_start_unwanted_ones_stay() {
+    fn stopped_wanted_children_start_and_running_unwanted_ones_stop() {
         let r = rendered();
         let o = obs(&r, (Stopped, false), (Stopped, false));
         let p = plan_children(&r, &both(true), &o, &ALL_FILES, &Intent::default());
         assert_eq!(actions(&p), (ChildAction::Start, ChildAction::Start));
         let p = plan_children(&r, &both(false), &o, &ALL_FILES, &Intent::default());
         assert_eq!(actions(&p), (ChildAction::Keep, ChildAction::Keep));
-        let running = obs(&r, (Running, false), (Running, false));
+        let running = obs(&r, (Running, false), (Starting, false));
         let p = plan_children(&r, &both(false), &running, &ALL_FILES, &Intent::default());
-        assert_eq!(actions(&p), (ChildAction::Keep, ChildAction::Keep), "only stop stops");
+        assert_eq!(
+            actions(&p),
+            (ChildAction::Stop, ChildAction::Stop),
+            "a target down is retried until seen stopped"
+        );
+        for state in [Backoff, Failed] {
+            let o = obs(&r, (state, false), (Stopped, false));
+            let p = plan_children(&r, &both(false), &o, &ALL_FILES, &Intent::default());
+            assert_eq!(actions(&p), (ChildAction::Keep, ChildAction::Keep), "{state}");
+        }
     }
 
     #[test]
@@ -313,7 +329,7 @@ mod tests {
         let p = plan_children(&r, &both(true), &o, &pending, &Intent::default());
         assert_eq!(p[&LK], ChildAction::Keep, "never restarted onto a pending file");
         let p = plan_children(&r, &both(false), &o, &ALL_FILES, &Intent::default());
-        assert_eq!(p[&LK], ChildAction::Keep, "not wanted: left as it is");
+        assert_eq!(p[&LK], ChildAction::Stop, "not wanted: stopped, not replaced");
     }
 
     #[test]

@@ -172,12 +172,19 @@ impl LivekitService {
             let action = actions.get(&name).cloned().unwrap_or(ChildAction::Keep);
             let spec = child_spec(name, &rendered, &self.spec_paths);
             let child = self.child(name);
-            let timeout = step.timeout;
+            let (timeout, stop_timeout) = (step.timeout, self.stop_timeout);
             async move {
                 let result = match &action {
                     ChildAction::Keep => return (name, action, None),
                     ChildAction::Start => child.start(spec, timeout).await,
                     ChildAction::Restart(_) => child.restart(spec, timeout).await,
+                    ChildAction::Stop => match child.stop(stop_timeout).await {
+                        Ok(o) => {
+                            tracing::info!(process = %name, killed = o.killed, trigger = step.trigger, "stopped: its target is down");
+                            return (name, action, None);
+                        }
+                        Err(e) => Err(e),
+                    },
                 };
                 (name, action, Some(result))
             }
