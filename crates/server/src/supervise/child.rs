@@ -4,6 +4,11 @@
 //! process, restart history and record, and handles one request at a time,
 //! so requests for the same child never interleave. `health()` reads a
 //! `watch` snapshot and never waits for the task.
+//!
+//! Longer than this crate's files should be (about 1,300 lines), because
+//! the task still decides crash restarts, the Redis hold and the ready
+//! timeout itself; moving those decisions into the reconcile (issue 18) is
+//! what splits it into a pure `step` and the process plumbing.
 
 use std::collections::VecDeque;
 use std::io;
