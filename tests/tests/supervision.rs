@@ -539,6 +539,48 @@ fn a_child_whose_binary_file_was_replaced_is_still_adopted() {
 }
 
 #[test]
+fn a_binary_swapped_behind_the_daemons_back_is_run_after_the_next_tick() {
+    let root = Root::new();
+    let bin_dir = root.path().join("bin");
+    std::fs::create_dir_all(&bin_dir).expect("mkdir bin");
+    let lk_bin = bin_dir.join("livekit-server");
+    let copy_double = |to: &Path| {
+        std::fs::copy(bin("livekit-server-double"), to).expect("copy the double");
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    };
+    copy_double(&lk_bin);
+    // The trigger under test is the tick; no call is made after the swap.
+    let opts = DaemonOpts {
+        extra_args: vec!["--livekit-bin".into(), lk_bin.display().to_string()],
+        ..Default::default()
+    }
+    .drift_check_ms(200);
+    let d = configured(&root, opts);
+    let p = ports(&d);
+    start(&d);
+    let (lk, be) = pids(&d.health());
+
+    let tmp = bin_dir.join(".livekit-server.new");
+    copy_double(&tmp);
+    std::fs::rename(&tmp, &lk_bin).expect("rename over the binary");
+    let new_ino = std::fs::metadata(&lk_bin).expect("stat").ino();
+
+    let h = wait_for(WAIT, "livekit-server replaced onto the swapped binary", || {
+        let h = d.health();
+        (h["ready_for_tokens"] == true && pid_in(&h, LK).is_some_and(|p| p != lk)).then_some(h)
+    });
+    let lk2 = pid_in(&h, LK).expect("pid");
+    let exe = std::fs::metadata(format!("/proc/{lk2}/exe")).expect("exe").ino();
+    assert_eq!(exe, new_ino, "runs the binary now in place");
+    assert_eq!(
+        pid_in(&h, BE),
+        Some(be),
+        "lk-backend, whose binary did not change, kept"
+    );
+    assert_tokens_work(p);
+}
+
+#[test]
 fn a_record_whose_pid_is_now_another_process_is_discarded_and_that_process_left_alone() {
     let root = Root::new();
     let mut d = configured(&root, DaemonOpts::double());

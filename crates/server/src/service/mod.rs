@@ -4,12 +4,14 @@
 //! - The method surface (this file): each mutating method runs its body in a
 //!   task of its own and the RPC only awaits the result, so a client that
 //!   disconnects never cuts a write sequence or a pair of restarts in half.
-//! - [`reconcile`]: one level-triggered reconcile, called from boot, every
-//!   mutation, the periodic tick and a failed token-chain probe alike. It
-//!   compares the desired state with what is observed (the three files, each
-//!   child's state and the config it really runs) through pure planners
-//!   ([`crate::config::plan`] for the files, [`plan::plan_children`] for the
-//!   children) and applies the plans.
+//! - [`reconcile`]: one level-triggered reconcile, called by every mutation
+//!   with the ops lock held and by the one reconciler task
+//!   ([`background`]: boot, the periodic tick and a token-chain verdict wake
+//!   it through a coalescing signal). It compares the desired state with
+//!   what is observed (the three files, each child's state, the config it
+//!   really runs and the binary it was spawned from) through pure planners
+//!   ([`crate::config::plan`] for the files, [`plan::plan_children`] for
+//!   the children) and applies the plans.
 //! - [`health`]: the published [`health::View`] that `health` reads (one
 //!   `watch` value), the document and its memo.
 //! - [`specs`]: pure config-to-child-spec.
