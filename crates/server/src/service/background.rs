@@ -526,3 +526,25 @@ impl LivekitService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn requests_coalesce_into_one_pass_that_serves_them_all() {
+        let w = Wake::default();
+        w.request("boot", false);
+        w.request("token_chain", true);
+        w.drift();
+        // One stored permit for the three requests.
+        w.notify.notified().await;
+        let p = w.take();
+        assert_eq!(p.trigger, Some("boot"), "the first trigger names the pass");
+        assert!(p.chain_refused && p.drift, "{p:?}");
+        let again = tokio::time::timeout(Duration::from_millis(20), w.notify.notified()).await;
+        assert!(again.is_err(), "no second pass for requests already served");
+        let p = w.take();
+        assert_eq!((p.trigger, p.drift, p.chain_refused), (None, false, false));
+    }
+}
