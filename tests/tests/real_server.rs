@@ -340,58 +340,146 @@ fn install_of_the_real_binary_reports_its_real_version() {
     assert_eq!(r["result"]["ready_for_tokens"], true, "{r}\n{}", livekit_log(&root));
 }
 
-/// A redis-server wanting a password, on loopback; killed on drop.
-struct PasswordRedis {
+/// A redis-server (or sentinel, or cluster node) on loopback, without
+/// persistence; killed on drop.
+struct RedisProc {
     child: std::process::Child,
-    port: u16,
 }
 
-impl PasswordRedis {
-    fn start(password: &str) -> PasswordRedis {
-        let port = free_port();
+impl RedisProc {
+    /// Runs `redis-server` with `args` and waits until `port` listens.
+    fn spawn(port: u16, args: &[&str]) -> RedisProc {
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--requirepass", password])
+            .args(args)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("run redis-server (the test command installs it)");
-        let r = PasswordRedis { child, port };
+        let r = RedisProc { child };
         wait_for(WAIT, "redis-server to listen", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
         });
         r
     }
+
+    fn with_password(port: u16, password: &str) -> RedisProc {
+        RedisProc::spawn(port, &["--port", &port.to_string(), "--requirepass", password])
+    }
 }
 
-impl Drop for PasswordRedis {
+impl Drop for RedisProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
+/// The real server's own log says it uses Redis, not single-node routing.
+fn assert_routes_over_redis(root: &Root, d: &Daemon, secrets: &[&str]) {
+    let log = livekit_log(root);
+    assert!(log.contains("connecting to redis"), "{log}");
+    assert!(!log.contains("using single-node routing"), "{log}");
+    for s in secrets {
+        assert!(!d.stderr().contains(s), "a Redis password in the daemon's log");
+    }
+    assert_eq!(d.health()["ready_for_tokens"], true);
+}
+
 /// The real server connects to a Redis that wants a password, through the
-/// daemon's rendering of it, and routes over it (not single-node).
+/// daemon's rendering of it.
 #[test]
 fn the_real_server_connects_to_redis_with_a_password() {
     let Some(opts) = real() else { return };
     let password = "redis-pass-0123456789abcdef0123456789";
-    let redis = PasswordRedis::start(password);
+    let port = free_port();
+    let _redis = RedisProc::with_password(port, password);
     let root = Root::new();
-    let settings = json!({"redis_address": format!("127.0.0.1:{}", redis.port), "redis_password": password});
+    let settings = json!({"redis_address": format!("127.0.0.1:{port}"), "redis_password": password});
     let d = running(&root, opts, &settings);
-    let log = livekit_log(&root);
-    assert!(log.contains("connecting to redis"), "{log}");
-    assert!(!log.contains("using single-node routing"), "{log}");
-    assert!(!d.stderr().contains(password), "the password is never logged");
-    assert_eq!(d.health()["ready_for_tokens"], true);
+    assert_routes_over_redis(&root, &d, &[password]);
+}
+
+/// Through Sentinel: the sentinels and the master each with a password of
+/// their own.
+#[test]
+fn the_real_server_connects_through_sentinel() {
+    let Some(opts) = real() else { return };
+    let (master_port, sentinel_port) = (free_port(), free_port());
+    let (master_pw, sentinel_pw) = ("master-pw-0123456789abcdef", "sentinel-pw-0123456789abcdef");
+    let _master = RedisProc::with_password(master_port, master_pw);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sentinel_port}\nbind 127.0.0.1\nrequirepass {sentinel_pw}\n\
+             sentinel monitor mymaster 127.0.0.1 {master_port} 1\nsentinel auth-pass mymaster {master_pw}\n"
+        ),
+    )
+    .expect("sentinel.conf");
+    let conf = conf.to_string_lossy().into_owned();
+    let _sentinel = RedisProc::spawn(sentinel_port, &[&conf, "--sentinel"]);
+    let root = Root::new();
+    let settings = json!({
+        "redis_sentinel_master": "mymaster",
+        "redis_sentinel_addresses": [format!("127.0.0.1:{sentinel_port}")],
+        "redis_sentinel_password": sentinel_pw,
+        "redis_password": master_pw,
+    });
+    let d = running(&root, opts, &settings);
+    assert_routes_over_redis(&root, &d, &[master_pw, sentinel_pw]);
+}
+
+/// Through a three-node Redis Cluster.
+#[test]
+fn the_real_server_connects_to_a_redis_cluster() {
+    let Some(opts) = real() else { return };
+    let ports = [free_port(), free_port(), free_port()];
+    let dirs: Vec<tempfile::TempDir> = ports.iter().map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let _nodes: Vec<RedisProc> = ports
+        .iter()
+        .zip(&dirs)
+        .map(|(port, dir)| {
+            let conf = dir.path().join("nodes.conf").to_string_lossy().into_owned();
+            // The bus port is named: Redis's default, the port + 10000, may
+            // be another test's port or past 65535.
+            let bus = free_port().to_string();
+            let p = port.to_string();
+            RedisProc::spawn(
+                *port,
+                &[
+                    "--port",
+                    &p,
+                    "--cluster-port",
+                    &bus,
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &conf,
+                ],
+            )
+        })
+        .collect();
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("run redis-cli (Debian package redis-tools)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    wait_for(WAIT, "the cluster to serve every slot", || {
+        ports
+            .iter()
+            .all(|p| {
+                Command::new("redis-cli")
+                    .args(["-p", &p.to_string(), "CLUSTER", "INFO"])
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+            })
+            .then_some(())
+    });
+    let root = Root::new();
+    let d = running(&root, opts, &json!({"redis_cluster_addresses": addrs}));
+    assert_routes_over_redis(&root, &d, &[]);
 }
