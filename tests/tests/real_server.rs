@@ -483,3 +483,103 @@ fn the_real_server_connects_to_a_redis_cluster() {
     let d = running(&root, opts, &json!({"redis_cluster_addresses": addrs}));
     assert_routes_over_redis(&root, &d, &[]);
 }
+
+/// A CA, and a server (for 127.0.0.1) and a client certificate it signed,
+/// in `dir` (`ca.pem`, `server.pem`/`.key`, `client.pem`/`.key`).
+fn tls_certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("run openssl (the test command installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test CA",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
+    for name in ["server", "client"] {
+        let (key, csr, pem, ext, subj) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+            format!("/CN={name}"),
+        );
+        run(&[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &subj]].concat());
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+    }
+}
+
+/// Over TLS, with a client certificate the Redis server requires.
+#[test]
+fn the_real_server_connects_to_redis_over_tls_with_a_client_certificate() {
+    let Some(opts) = real() else { return };
+    let certs = tempfile::tempdir().expect("tempdir");
+    tls_certificates(certs.path());
+    let p = |f: &str| certs.path().join(f).to_string_lossy().into_owned();
+    let port = free_port();
+    let tls_port = port.to_string();
+    // tls-auth-clients defaults to yes: the client certificate is required.
+    let _redis = RedisProc::spawn(
+        port,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &p("server.pem"),
+            "--tls-key-file",
+            &p("server.key"),
+            "--tls-ca-cert-file",
+            &p("ca.pem"),
+        ],
+    );
+    let root = Root::new();
+    let settings = json!({
+        "redis_address": format!("127.0.0.1:{port}"), "redis_tls": true, "redis_tls_ca_file": p("ca.pem"),
+        "redis_tls_cert_file": p("client.pem"), "redis_tls_key_file": p("client.key"),
+    });
+    let d = running(&root, opts, &settings);
+    assert_routes_over_redis(&root, &d, &[]);
+}
