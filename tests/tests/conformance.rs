@@ -450,3 +450,116 @@ fn readiness_answers_406_while_redis_is_lost() {
         });
     }
 }
+
+/// Every key of livekit-server 1.13.5's `config.Config`, `RTCConfig`,
+/// `RoomConfig` and `TURNConfig` (read in its source), set to null so that
+/// only the schema is under test: both servers parse it and serve.
+#[test]
+fn every_key_of_the_real_schema_is_known_to_both() {
+    let top = [
+        "agents",
+        "api",
+        "audio",
+        "debug_handler",
+        "development",
+        "enable_data_tracks",
+        "enable_participant_data_blob",
+        "ingress",
+        "key_file",
+        "limit",
+        "log_level",
+        "metric",
+        "node_selector",
+        "node_stats",
+        "prometheus",
+        "prometheus_port",
+        "psrpc",
+        "region",
+        "signal_relay",
+        "sip",
+        "trace",
+        "video",
+    ];
+    let rtc = [
+        "advertise_internal_ip",
+        "allow_tcp_fallback",
+        "allow_udp_unstable_fallback",
+        "batch_io",
+        "congestion_control",
+        "data_channel_max_buffered_amount",
+        "datachannel_data_track_target_latency",
+        "datachannel_lossy_target_latency",
+        "datachannel_slow_threshold",
+        "enable_loopback_candidate",
+        "enable_rtp_stream_restart_detection",
+        "external_ip_only",
+        "force_tcp",
+        "forward_stats",
+        "host_acceptance_min_wait",
+        "interfaces",
+        "ips",
+        "node_ip",
+        "packet_buffer_size",
+        "packet_buffer_size_audio",
+        "packet_buffer_size_video",
+        "pli_throttle",
+        "prflx_acceptance_min_wait",
+        "reconnect_on_data_channel_error",
+        "reconnect_on_publication_error",
+        "reconnect_on_subscription_error",
+        "relay_acceptance_min_wait",
+        "sctp_cwnd_ca_step",
+        "sctp_fast_rtx_wnd",
+        "sctp_min_cwnd",
+        "skip_external_ip_validation",
+        "srflx_acceptance_min_wait",
+        "strict_acks",
+        "stun_servers",
+        "tcp_fallback_rtt_threshold",
+        "turn_servers",
+        "udp_port",
+        "use_ice_lite",
+        "use_mdns",
+        "use_stun_port_as_ice",
+    ];
+    let room = [
+        "create_room_attempts",
+        "create_room_timeout",
+        "departure_timeout",
+        "empty_timeout",
+        "enable_remote_unmute",
+        "enabled_codecs",
+        "max_metadata_size",
+        "max_participant_identity_length",
+        "max_participants",
+        "max_room_name_length",
+        "playout_delay",
+        "room_configurations",
+        "sync_streams",
+        "update_batch_target_size",
+    ];
+    let turn = [
+        "allow_restricted_peer_cidrs",
+        "bind_addresses",
+        "cert_file",
+        "deny_peer_cidrs",
+        "domain",
+        "external_tls",
+        "key_file",
+        "relay_range_end",
+        "relay_range_start",
+        "tls_port",
+        "ttl_seconds",
+        "udp_port",
+    ];
+    let nulls = |keys: &[&str], indent: &str| keys.iter().map(|k| format!("{indent}{k}: null\n")).collect::<String>();
+    for (name, bin) in servers() {
+        let port = free_port();
+        let base = minimal_yaml(port, "");
+        let yaml = base.replace("rtc:\n", &format!("rtc:\n{}", nulls(&rtc, "  ")))
+            + &nulls(&top, "")
+            + &format!("room:\n{}turn:\n{}", nulls(&room, "  "), nulls(&turn, "  "));
+        let lk = Lk::running(&bin, &yaml, port);
+        assert_eq!(lk.request("GET", "/", None, b"").status, 200, "{name}: {}", lk.output());
+    }
+}

@@ -121,7 +121,6 @@ struct Config {
     bind_addresses: Option<Vec<String>>,
     prometheus_port: Option<u32>,
     prometheus: Option<PrometheusConfig>,
-    environment: Option<String>,
     rtc: Option<RtcConfig>,
     redis: Option<RedisConfig>,
     audio: Option<Value>,
@@ -144,6 +143,12 @@ struct Config {
     metric: Option<Value>,
     /// 1.13.2 and later (see [`NEWER_KEYS`]).
     debug_handler: Option<Value>,
+    agents: Option<Value>,
+    api: Option<Value>,
+    enable_data_tracks: Option<Value>,
+    enable_participant_data_blob: Option<Value>,
+    node_stats: Option<Value>,
+    trace: Option<Value>,
 }
 
 /// `prometheus:` (1.7.1 and later; `prometheus_port` before).
@@ -282,6 +287,24 @@ struct RtcConfig {
     reconnect_on_data_channel_error: Option<bool>,
     datachannel_slow_threshold: Option<i64>,
     forward_stats: Option<Value>,
+    advertise_internal_ip: Option<Value>,
+    allow_udp_unstable_fallback: Option<Value>,
+    data_channel_max_buffered_amount: Option<Value>,
+    datachannel_data_track_target_latency: Option<Value>,
+    datachannel_lossy_target_latency: Option<Value>,
+    enable_rtp_stream_restart_detection: Option<Value>,
+    external_ip_only: Option<Value>,
+    force_tcp: Option<Value>,
+    host_acceptance_min_wait: Option<Value>,
+    prflx_acceptance_min_wait: Option<Value>,
+    relay_acceptance_min_wait: Option<Value>,
+    sctp_cwnd_ca_step: Option<Value>,
+    sctp_fast_rtx_wnd: Option<Value>,
+    sctp_min_cwnd: Option<Value>,
+    skip_external_ip_validation: Option<Value>,
+    srflx_acceptance_min_wait: Option<Value>,
+    tcp_fallback_rtt_threshold: Option<Value>,
+    use_stun_port_as_ice: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -313,13 +336,13 @@ struct RoomConfig {
     enable_remote_unmute: Option<bool>,
     playout_delay: Option<Value>,
     sync_streams: Option<bool>,
-    create_room_enabled: Option<bool>,
     create_room_timeout: Option<Value>,
     create_room_attempts: Option<i64>,
     max_metadata_size: Option<u32>,
     max_room_name_length: Option<i64>,
     max_participant_identity_length: Option<i64>,
     room_configurations: Option<Value>,
+    update_batch_target_size: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -338,6 +361,10 @@ struct TurnConfig {
     relay_range_start: Option<u16>,
     relay_range_end: Option<u16>,
     external_tls: Option<bool>,
+    allow_restricted_peer_cidrs: Option<Value>,
+    bind_addresses: Option<Value>,
+    deny_peer_cidrs: Option<Value>,
+    ttl_seconds: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
