@@ -351,6 +351,12 @@ fn startup_errors_print_the_same_words_and_exit_0() {
                 .into(),
         ),
         (
+            "a key 1.13.5 does not have",
+            minimal_yaml(free_port(), "environment: production\n"),
+            "could not parse config: yaml: unmarshal errors:\n  line 11: field environment not found in type config.Config\n"
+                .into(),
+        ),
+        (
             "an unknown rtc key",
             minimal_yaml(free_port(), "").replace("  use_external_ip: false\n", "  use_external_ip: false\n  bogus: 1\n"),
             "could not parse config: yaml: unmarshal errors:\n  line 9: field bogus not found in type config.RTCConfig\n"
