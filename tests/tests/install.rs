@@ -845,3 +845,72 @@ fn a_trickling_mirror_holds_up_nothing_and_ends_at_the_install_deadline_with_the
     assert_eq!(sha256_file(&installed_path(&root)), before, "the old binary is intact");
     assert_eq!(d.health()["binary"]["version"], VERSION);
 }
+
+/// docs/operations.md: once an install has succeeded, `start` installs the
+/// recorded source again by itself when the binary disappears, for every
+/// way a binary can be installed, verified against the recorded checksum.
+#[test]
+fn start_reinstalls_a_vanished_binary_from_the_recorded_source_of_every_kind() {
+    let server = ReleaseServer::start();
+    let files = tempfile::tempdir().expect("tempdir");
+    let bare = files.path().join("livekit-server");
+    std::fs::write(&bare, double_bytes()).expect("write binary");
+    std::fs::set_permissions(&bare, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let tarball = double_tarball();
+    let tar_path = files.path().join("livekit.tar.gz");
+    std::fs::write(&tar_path, &tarball).expect("write tarball");
+    let url = server.publish(VERSION, tarball.clone(), &sha(&tarball), Mode::Full);
+    let cases = [
+        ("a local binary", json!({"source": bare.display().to_string()})),
+        (
+            "a local tarball with its sha256",
+            json!({"source": tar_path.display().to_string(), "sha256": sha(&tarball)}),
+        ),
+        ("a URL with a version", json!({"source": url, "version": VERSION})),
+        ("a URL without one", json!({"source": url})),
+    ];
+    for (what, params) in cases {
+        let root = Root::new();
+        let d = daemon(&root);
+        let first = d.ok("livekitservice.install", params.clone());
+        configure_free_ports(&d);
+        std::fs::remove_file(installed_path(&root)).expect("remove the installed binary");
+        let s = d.ok("livekitservice.start", json!({"timeout_ms": 30000}));
+        assert_eq!(s["ready_for_tokens"], true, "{what}: {s}");
+        assert_eq!(
+            sha(&std::fs::read(installed_path(&root)).expect("reinstalled")),
+            sha(double_bytes()),
+            "{what}"
+        );
+        assert_eq!(
+            d.health()["binary"]["version"],
+            first["version"],
+            "{what}: the label is kept"
+        );
+    }
+}
+
+/// The recorded checksum pins what is installed again: a local source whose
+/// bytes changed since is refused, and nothing is installed.
+#[test]
+fn a_reinstall_from_a_source_whose_bytes_changed_is_refused() {
+    let root = Root::new();
+    let d = daemon(&root);
+    let files = tempfile::tempdir().expect("tempdir");
+    let bare = files.path().join("livekit-server");
+    std::fs::write(&bare, double_bytes()).expect("write binary");
+    std::fs::set_permissions(&bare, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    d.ok("livekitservice.install", json!({"source": bare.display().to_string()}));
+    configure_free_ports(&d);
+    std::fs::remove_file(installed_path(&root)).expect("remove the installed binary");
+    std::fs::write(&bare, other_binary("swapped")).expect("swap the source");
+    let r = d.call("livekitservice.start", json!({"timeout_ms": 30000}));
+    let e = error_of(&r);
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("sha256") || m.contains("checksum")),
+        "{r}"
+    );
+    assert!(!installed_path(&root).exists(), "nothing installed");
+}

@@ -110,6 +110,13 @@ pub const PHASE_INSTALL: &str = "install";
 const CHECKSUMS_MAX_BYTES: u64 = 1024 * 1024;
 const MIB: u64 = 1024 * 1024;
 
+/// Whether `label` names a release (`1.13.5`) rather than a custom
+/// source's `custom-<sha>` label: only a release version may be passed back
+/// as `version` when the recorded source is installed again.
+pub fn is_release_version(label: &str) -> bool {
+    plan::normalize_version(label).is_ok()
+}
+
 /// URL of LiveKit's release tarball of `version` for the machine
 /// architecture `arch` (`x86_64`, `aarch64`, `arm`/`armv7`, or the release
 /// names `amd64`, `arm64`).

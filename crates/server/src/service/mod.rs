@@ -734,7 +734,9 @@ impl LivekitService {
             .await
             .ok()??;
         Some(InstallParams {
-            version: Some(r.version),
+            // A custom source's `custom-<sha>` label is no version to ask
+            // for; the recorded checksum pins the bytes instead.
+            version: Some(r.version).filter(|v| install::is_release_version(v)),
             source: Some(r.source),
             sha256: r.artifact_sha256,
             force: Some(true),
