@@ -72,7 +72,8 @@ pub struct InstallParams {
 }
 
 /// `configure` parameters. An absent or empty value keeps the current one;
-/// placeholders such as `secret` or `changeme` count as empty.
+/// a template left unfilled (`<...>`, `${...}`) is refused in every field,
+/// a placeholder word (`changeme`, `secret`, ...) in the credential.
 /// `Debug` shows which secrets are given, never their value.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

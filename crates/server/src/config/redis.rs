@@ -16,10 +16,10 @@ use hero_livekit_proto::ConfigureParams;
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
-use super::credential::is_placeholder;
 use super::model::Secret;
 use super::parse::Reading;
 use super::render::push_quoted;
+use super::rules::{given, given_list};
 use super::validate::{check_address, is_hostname, ValidationError};
 
 /// The highest database number: Redis's default `databases 16`, which
@@ -574,16 +574,6 @@ fn validate_together(address: Option<&str>, s: &RedisSettings, prefer: &[&str]) 
     Ok(())
 }
 
-/// A given string parameter: `None` when absent, empty or a placeholder.
-fn given(v: &Option<String>) -> Option<&str> {
-    v.as_deref().filter(|s| !is_placeholder(s))
-}
-
-/// A given list parameter: `None` when absent or empty.
-fn given_list(v: &Option<Vec<String>>) -> Option<&[String]> {
-    v.as_deref().filter(|l| !l.is_empty())
-}
-
 /// Whether `name` is one of the settings `configure {unset}` removes here.
 pub fn is_unsettable(name: &str) -> bool {
     FIELDS.contains(&name)
@@ -602,7 +592,7 @@ pub fn merge(current: &RedisSettings, p: &ConfigureParams, unset: &[String]) -> 
     let mut given_names: Vec<&'static str> = Vec::new();
     macro_rules! take_string {
         ($field:literal, $param:expr, $slot:expr, $check:expr) => {
-            if let Some(v) = given(&$param) {
+            if let Some(v) = given($field, $param.as_deref())? {
                 $check($field, v)?;
                 $slot = Some(v.to_string());
                 given_names.push($field);
@@ -610,7 +600,7 @@ pub fn merge(current: &RedisSettings, p: &ConfigureParams, unset: &[String]) -> 
         };
     }
     take_string!("redis_username", p.redis_username, s.username, check_name);
-    if let Some(v) = given(&p.redis_password) {
+    if let Some(v) = given("redis_password", p.redis_password.as_deref())? {
         check_password("redis_password", v)?;
         s.password = Some(Secret::new(v));
         given_names.push("redis_password");
@@ -655,7 +645,7 @@ pub fn merge(current: &RedisSettings, p: &ConfigureParams, unset: &[String]) -> 
         s.sentinel_master,
         check_name
     );
-    if let Some(l) = given_list(&p.redis_sentinel_addresses) {
+    if let Some(l) = given_list("redis_sentinel_addresses", p.redis_sentinel_addresses.as_deref())? {
         check_list("redis_sentinel_addresses", l)?;
         s.sentinel_addresses = l.to_vec();
         given_names.push("redis_sentinel_addresses");
@@ -666,12 +656,12 @@ pub fn merge(current: &RedisSettings, p: &ConfigureParams, unset: &[String]) -> 
         s.sentinel_username,
         check_name
     );
-    if let Some(v) = given(&p.redis_sentinel_password) {
+    if let Some(v) = given("redis_sentinel_password", p.redis_sentinel_password.as_deref())? {
         check_password("redis_sentinel_password", v)?;
         s.sentinel_password = Some(Secret::new(v));
         given_names.push("redis_sentinel_password");
     }
-    if let Some(l) = given_list(&p.redis_cluster_addresses) {
+    if let Some(l) = given_list("redis_cluster_addresses", p.redis_cluster_addresses.as_deref())? {
         check_list("redis_cluster_addresses", l)?;
         s.cluster_addresses = l.to_vec();
         given_names.push("redis_cluster_addresses");

@@ -25,6 +25,7 @@ use super::model::{
     DEFAULT_RTC_PORT_RANGE_START, DEFAULT_RTC_TCP_PORT,
 };
 use super::render::push_quoted;
+use super::rules::{self, given, given_list, no_template};
 use super::validate::{is_hostname, validate_port, ValidationError};
 
 /// A livekit-server release number.
@@ -352,6 +353,17 @@ fn udp_port(p: &UdpPortParam) -> Result<UdpPort, ValidationError> {
 
 fn turn_server(t: &TurnServerParam) -> Result<TurnServer, ValidationError> {
     const F: &str = "turn_servers";
+    for s in [
+        Some(&t.host),
+        t.username.as_ref(),
+        t.credential.as_ref(),
+        t.secret.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        no_template(F, s)?;
+    }
     if !host_or_ip(&t.host) {
         return Err(invalid(F, "host must be a hostname or an IP address"));
     }
@@ -445,14 +457,18 @@ fn webhook_url(u: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-/// A given string parameter: `None` when absent or empty (keeps the value).
-fn given(v: &Option<String>) -> Option<&str> {
-    v.as_deref().filter(|s| !s.trim().is_empty())
+/// A given list of structured entries: `None` when absent or empty (keeps
+/// the value).
+fn given_entries<T>(v: &Option<Vec<T>>) -> Option<&[T]> {
+    v.as_deref().filter(|l| !l.is_empty())
 }
 
-/// A given list: `None` when absent or empty (keeps the value).
-fn given_list<T>(v: &Option<Vec<T>>) -> Option<&[T]> {
-    v.as_deref().filter(|l| !l.is_empty())
+/// A given `rtc_udp_port`: `None` when absent or an empty string (keeps).
+fn given_udp_port(v: &Option<UdpPortParam>) -> Result<Option<&UdpPortParam>, ValidationError> {
+    match v {
+        Some(UdpPortParam::Text(t)) => Ok(given("rtc_udp_port", Some(t))?.and(v.as_ref())),
+        other => Ok(other.as_ref()),
+    }
 }
 
 /// Merges the settings of `p` into `base`: each given value validated on
@@ -468,7 +484,7 @@ pub fn apply_params(
     files: Files,
 ) -> Result<Settings, ValidationError> {
     let mut s = base.clone();
-    if let Some(l) = given_list(&p.bind_addresses) {
+    if let Some(l) = given_list("bind_addresses", p.bind_addresses.as_deref())? {
         for a in list("bind_addresses", l)? {
             if a.parse::<IpAddr>().is_err() {
                 return Err(invalid("bind_addresses", "each entry must be an IPv4 or IPv6 address"));
@@ -482,16 +498,16 @@ pub fn apply_params(
     if let Some(b) = p.rtc_enable_loopback_candidate {
         s.rtc_enable_loopback_candidate = b;
     }
-    if let Some(u) = &p.rtc_udp_port {
+    if let Some(u) = given_udp_port(&p.rtc_udp_port)? {
         s.rtc_udp_port = Some(udp_port(u)?);
     }
-    if let Some(l) = given_list(&p.stun_servers) {
+    if let Some(l) = given_list("stun_servers", p.stun_servers.as_deref())? {
         for h in list("stun_servers", l)? {
             host_port("stun_servers", h)?;
         }
         s.stun_servers = l.to_vec();
     }
-    if let Some(l) = given_list(&p.turn_servers) {
+    if let Some(l) = given_entries(&p.turn_servers) {
         if l.len() > MAX_LIST {
             return Err(invalid("turn_servers", format!("may hold at most {MAX_LIST} entries")));
         }
@@ -500,7 +516,7 @@ pub fn apply_params(
     if let Some(b) = p.turn_enabled {
         s.turn_enabled = b;
     }
-    if let Some(d) = given(&p.turn_domain) {
+    if let Some(d) = given("turn_domain", p.turn_domain.as_deref())? {
         if !is_hostname(d) {
             return Err(invalid(
                 "turn_domain",
@@ -518,15 +534,15 @@ pub fn apply_params(
     if let Some(b) = p.turn_external_tls {
         s.turn_external_tls = b;
     }
-    if let Some(f) = given(&p.turn_cert_file) {
+    if let Some(f) = given("turn_cert_file", p.turn_cert_file.as_deref())? {
         readable_file("turn_cert_file", f, files)?;
         s.turn_cert_file = Some(f.to_string());
     }
-    if let Some(f) = given(&p.turn_key_file) {
+    if let Some(f) = given("turn_key_file", p.turn_key_file.as_deref())? {
         readable_file("turn_key_file", f, files)?;
         s.turn_key_file = Some(f.to_string());
     }
-    if let Some(l) = given_list(&p.webhook_urls) {
+    if let Some(l) = given_list("webhook_urls", p.webhook_urls.as_deref())? {
         for u in list("webhook_urls", l)? {
             webhook_url(u)?;
         }
@@ -544,7 +560,7 @@ pub fn apply_params(
     if let Some(v) = p.room_max_participants {
         s.room_max_participants = Some(v);
     }
-    if let Some(l) = given_list(&p.room_enabled_codecs) {
+    if let Some(l) = given_list("room_enabled_codecs", p.room_enabled_codecs.as_deref())? {
         for c in list("room_enabled_codecs", l)? {
             if !CODECS.contains(&c.as_str()) {
                 return Err(invalid(
@@ -555,7 +571,7 @@ pub fn apply_params(
         }
         s.room_enabled_codecs = l.to_vec();
     }
-    if let Some(l) = given(&p.log_level) {
+    if let Some(l) = given("log_level", p.log_level.as_deref())? {
         if !LOG_LEVELS.contains(&l) {
             return Err(invalid(
                 "log_level",
@@ -570,15 +586,15 @@ pub fn apply_params(
     if let Some(v) = p.prometheus_port {
         s.prometheus_port = Some(validate_port("prometheus_port", v)?);
     }
-    if let Some(u) = given(&p.prometheus_username) {
+    if let Some(u) = given("prometheus_username", p.prometheus_username.as_deref())? {
         charset("prometheus_username", u, 64, "_.-")?;
         s.prometheus_username = Some(u.to_string());
     }
-    if let Some(pw) = given(&p.prometheus_password) {
+    if let Some(pw) = given("prometheus_password", p.prometheus_password.as_deref())? {
         plain("prometheus_password", pw, 256)?;
         s.prometheus_password = Some(Secret::new(pw));
     }
-    if let Some(r) = given(&p.region) {
+    if let Some(r) = given("region", p.region.as_deref())? {
         charset("region", r, 64, "_-")?;
         s.region = Some(r.to_string());
     }
@@ -597,14 +613,15 @@ pub fn apply_params(
 /// Whether `p` gives `field` a value (an empty one keeps the current value,
 /// so it does not count).
 fn is_given(p: &ConfigureParams, field: &str) -> bool {
-    let s = |v: &Option<String>| given(v).is_some();
+    let s = |v: &Option<String>| rules::is_given(v.as_deref());
+    let l = |v: &Option<Vec<String>>| v.as_ref().is_some_and(|l| !l.is_empty());
     match field {
-        "bind_addresses" => given_list(&p.bind_addresses).is_some(),
+        "bind_addresses" => l(&p.bind_addresses),
         "use_external_ip" => p.use_external_ip.is_some(),
         "rtc_enable_loopback_candidate" => p.rtc_enable_loopback_candidate.is_some(),
-        "rtc_udp_port" => p.rtc_udp_port.is_some(),
-        "stun_servers" => given_list(&p.stun_servers).is_some(),
-        "turn_servers" => given_list(&p.turn_servers).is_some(),
+        "rtc_udp_port" => matches!(given_udp_port(&p.rtc_udp_port), Ok(Some(_))),
+        "stun_servers" => l(&p.stun_servers),
+        "turn_servers" => given_entries(&p.turn_servers).is_some(),
         "turn_enabled" => p.turn_enabled.is_some(),
         "turn_domain" => s(&p.turn_domain),
         "turn_tls_port" => p.turn_tls_port.is_some(),
@@ -612,12 +629,12 @@ fn is_given(p: &ConfigureParams, field: &str) -> bool {
         "turn_external_tls" => p.turn_external_tls.is_some(),
         "turn_cert_file" => s(&p.turn_cert_file),
         "turn_key_file" => s(&p.turn_key_file),
-        "webhook_urls" => given_list(&p.webhook_urls).is_some(),
+        "webhook_urls" => l(&p.webhook_urls),
         "room_auto_create" => p.room_auto_create.is_some(),
         "room_empty_timeout" => p.room_empty_timeout.is_some(),
         "room_departure_timeout" => p.room_departure_timeout.is_some(),
         "room_max_participants" => p.room_max_participants.is_some(),
-        "room_enabled_codecs" => given_list(&p.room_enabled_codecs).is_some(),
+        "room_enabled_codecs" => l(&p.room_enabled_codecs),
         "log_level" => s(&p.log_level),
         "log_json" => p.log_json.is_some(),
         "prometheus_port" => p.prometheus_port.is_some(),

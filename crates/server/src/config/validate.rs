@@ -8,9 +8,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hero_livekit_proto::ConfigureParams;
 
-use super::credential::{is_placeholder, mint_credential, MintError};
+use super::credential::{mint_credential, MintError};
 use super::model::{Config, Credential, Secret};
 use super::redis;
+use super::rules::{self, is_placeholder_word, is_template, TEMPLATE_RULE};
 use super::settings::{self, Files};
 
 /// The config fields, in `runtime.json` order (the Redis settings of
@@ -29,25 +30,7 @@ pub const FIELDS: [&str; 10] = [
     "backend_port",
 ];
 
-/// A value that may not be written. Maps to JSON-RPC -32602 with `field`.
-/// Never carries the offending value, which may be a secret.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {rule}")]
-pub struct ValidationError {
-    /// The parameter name: one of [`FIELDS`], or `unset`.
-    pub field: &'static str,
-    /// The rule the value breaks, as a sentence fragment.
-    pub rule: String,
-}
-
-impl ValidationError {
-    pub(crate) fn new(field: &'static str, rule: impl Into<String>) -> ValidationError {
-        ValidationError {
-            field,
-            rule: rule.into(),
-        }
-    }
-}
+pub use super::rules::ValidationError;
 
 /// Names the class of a refused character without printing it verbatim
 /// when it could be part of a secret worth hiding.
@@ -86,11 +69,27 @@ fn check_chars(
     Ok(())
 }
 
+/// Refuses what a template or tutorial left in a credential field, saying
+/// so rather than which character or length rule it happens to break.
+fn not_a_placeholder(field: &'static str, value: &str, what: &str) -> Result<(), ValidationError> {
+    if is_template(value) {
+        return Err(ValidationError::new(field, TEMPLATE_RULE));
+    }
+    if is_placeholder_word(value) {
+        return Err(ValidationError::new(
+            field,
+            format!("is a placeholder word left by a template or tutorial, not a real {what}; give a real one, or leave it empty to keep the current one"),
+        ));
+    }
+    Ok(())
+}
+
 /// `api_key`: 3-64 characters of `[A-Za-z0-9_-]`, not a placeholder.
 ///
 /// # Errors
 /// The rule broken.
 pub fn validate_api_key(key: &str) -> Result<(), ValidationError> {
+    not_a_placeholder("api_key", key, "key")?;
     check_chars(
         "api_key",
         key,
@@ -99,9 +98,6 @@ pub fn validate_api_key(key: &str) -> Result<(), ValidationError> {
         |c| c.is_ascii_alphanumeric() || c == '_' || c == '-',
         "[A-Za-z0-9_-]",
     )?;
-    if is_placeholder(key) {
-        return Err(ValidationError::new("api_key", "is a placeholder, not a real key"));
-    }
     Ok(())
 }
 
@@ -112,6 +108,7 @@ pub fn validate_api_key(key: &str) -> Result<(), ValidationError> {
 /// # Errors
 /// The rule broken.
 pub fn validate_api_secret(secret: &str) -> Result<(), ValidationError> {
+    not_a_placeholder("api_secret", secret, "secret")?;
     check_chars(
         "api_secret",
         secret,
@@ -120,12 +117,6 @@ pub fn validate_api_secret(secret: &str) -> Result<(), ValidationError> {
         |c| c.is_ascii_alphanumeric() || "_.~+/=-".contains(c),
         "[A-Za-z0-9_.~+/=-]",
     )?;
-    if is_placeholder(secret) {
-        return Err(ValidationError::new(
-            "api_secret",
-            "is a placeholder, not a real secret",
-        ));
-    }
     Ok(())
 }
 
@@ -321,14 +312,9 @@ pub enum ConfigureError {
     Mint(#[from] MintError),
 }
 
-/// A given string parameter, or `None` when it is absent, empty or a
-/// placeholder (all of which keep the current value).
-fn given(v: &Option<String>) -> Option<&str> {
-    v.as_deref().filter(|s| !is_placeholder(s))
-}
-
 /// Merges `configure` parameters into the current config and validates
-/// the result. An absent, empty or placeholder value keeps the current one;
+/// the result. An absent or empty value keeps the current one (see
+/// [`rules`] for templates and placeholder words);
 /// without a current config, missing key and secret are minted and other
 /// fields take their defaults. A key given without a secret (and none held)
 /// mints only the secret, and vice versa.
@@ -349,11 +335,11 @@ pub fn apply_configure_with(
     params: &ConfigureParams,
     mint: impl FnOnce() -> Result<Credential, MintError>,
 ) -> Result<ConfigUpdate, ConfigureError> {
-    let key = given(&params.api_key);
-    let secret = given(&params.api_secret);
-    let domain = given(&params.domain);
-    let redis = given(&params.redis_address);
-    let node_ip = given(&params.node_ip);
+    let key = rules::given("api_key", params.api_key.as_deref())?;
+    let secret = rules::given("api_secret", params.api_secret.as_deref())?;
+    let domain = rules::given("domain", params.domain.as_deref())?;
+    let redis = rules::given("redis_address", params.redis_address.as_deref())?;
+    let node_ip = rules::given("node_ip", params.node_ip.as_deref())?;
     // Each given value is checked on its own first, so the error names the
     // field the operator typed even when other fields are also wrong.
     if let Some(k) = key {
@@ -909,16 +895,9 @@ mod tests {
     }
 
     #[test]
-    fn absent_empty_and_placeholder_values_keep_the_current_ones() {
+    fn absent_and_empty_values_keep_the_current_ones() {
         let cur = current();
-        for v in [
-            None,
-            Some(""),
-            Some("  "),
-            Some("secret"),
-            Some("changeme"),
-            Some("<your-secret>"),
-        ] {
+        for v in [None, Some(""), Some("  ")] {
             let p = ConfigureParams {
                 api_key: v.map(String::from),
                 api_secret: v.map(String::from),
@@ -932,6 +911,86 @@ mod tests {
             assert!(u.changed_fields.is_empty());
             assert!(!u.minted);
         }
+    }
+
+    fn refusal(p: &ConfigureParams) -> ValidationError {
+        match apply_configure_with(Some(&current()), p, no_mint) {
+            Err(ConfigureError::Invalid(e)) => e,
+            other => panic!("refused, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_template_is_refused_in_every_field_naming_it() {
+        for t in ["${DOMAIN}", "<your-value>", "${REDIS}:6379"] {
+            let cases: [(&str, ConfigureParams); 5] = [
+                (
+                    "api_key",
+                    ConfigureParams {
+                        api_key: Some(t.into()),
+                        ..Default::default()
+                    },
+                ),
+                (
+                    "api_secret",
+                    ConfigureParams {
+                        api_secret: Some(t.into()),
+                        ..Default::default()
+                    },
+                ),
+                (
+                    "domain",
+                    ConfigureParams {
+                        domain: Some(t.into()),
+                        ..Default::default()
+                    },
+                ),
+                (
+                    "redis_address",
+                    ConfigureParams {
+                        redis_address: Some(t.into()),
+                        ..Default::default()
+                    },
+                ),
+                (
+                    "node_ip",
+                    ConfigureParams {
+                        node_ip: Some(t.into()),
+                        ..Default::default()
+                    },
+                ),
+            ];
+            for (field, p) in cases {
+                let e = refusal(&p);
+                assert_eq!(e.field, field, "{t}");
+                assert!(e.rule.contains("template"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_placeholder_word_is_refused_for_the_credential_and_taken_elsewhere() {
+        for w in ["changeme", "secret", "devkey", "xxxxxxxxxxxx", "your-api-key"] {
+            let e = refusal(&ConfigureParams {
+                api_key: Some(w.into()),
+                ..Default::default()
+            });
+            assert_eq!(e.field, "api_key");
+            assert!(e.rule.contains("placeholder"), "{e}");
+            let e = refusal(&ConfigureParams {
+                api_secret: Some(w.into()),
+                ..Default::default()
+            });
+            assert_eq!(e.field, "api_secret");
+            assert!(e.rule.contains("placeholder"), "{e}");
+        }
+        let p = ConfigureParams {
+            domain: Some("secret".into()),
+            ..Default::default()
+        };
+        let u = apply_configure_with(Some(&current()), &p, no_mint).expect("a hostname");
+        assert_eq!(u.config.domain, "secret");
+        assert_eq!(u.changed_fields, ["domain"]);
     }
 
     #[test]
@@ -1049,5 +1108,115 @@ mod tests {
             (e.field, e.rule.as_str()),
             ("redis_address", "is both given a value and unset; pick one")
         );
+    }
+
+    /// The string fields the property drives, and values from every class:
+    /// empty, blank, placeholder words, templates, valid and invalid ones.
+    const STRING_FIELDS: [&str; 12] = [
+        "api_key",
+        "api_secret",
+        "domain",
+        "redis_address",
+        "node_ip",
+        "redis_username",
+        "redis_password",
+        "prometheus_port",
+        "prometheus_username",
+        "prometheus_password",
+        "log_level",
+        "region",
+    ];
+    const VALUES: [&str; 20] = [
+        "",
+        "  ",
+        "secret",
+        "changeme",
+        "xxxxxxxxxxxx",
+        "devkey",
+        "your-value",
+        "${X}",
+        "<value>",
+        "${REDIS}:6379",
+        "media.example.org",
+        "10.0.0.7",
+        "redis.internal:6380",
+        "info",
+        "scraper",
+        "eu-west-1",
+        "APIabcdefghijkm",
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG",
+        "two words",
+        "a\nb",
+    ];
+
+    fn runtime_map(c: &Config) -> serde_json::Map<String, serde_json::Value> {
+        let bytes = super::super::render::render(c, super::super::render::TripleFile::RuntimeJson);
+        match serde_json::from_slice(&bytes) {
+            Ok(serde_json::Value::Object(m)) => m,
+            other => panic!("runtime.json is an object: {other:?}"),
+        }
+    }
+
+    proptest::proptest! {
+        /// For any current config and any params, `configure` either is the
+        /// field-wise merge (every non-empty value given is what is stored,
+        /// every other field is what it was) or an error naming a field; a
+        /// template is never stored anywhere, and a placeholder word never
+        /// in the credential.
+        #[test]
+        fn configure_is_the_field_wise_merge_or_an_error_naming_a_field(
+            current in proptest::option::of(super::super::testutil::arb_config()),
+            picks in proptest::collection::vec(proptest::option::of(0..VALUES.len()), STRING_FIELDS.len()),
+            port in proptest::option::of(1u32..=65535),
+        ) {
+            let mut obj = serde_json::Map::new();
+            let mut given: Vec<(&str, &str)> = Vec::new();
+            for (field, pick) in STRING_FIELDS.iter().zip(&picks) {
+                let Some(i) = pick else { continue };
+                let v = VALUES[*i];
+                if *field == "prometheus_port" {
+                    if let Some(p) = port {
+                        obj.insert((*field).into(), serde_json::json!(p));
+                    }
+                    continue;
+                }
+                obj.insert((*field).into(), serde_json::json!(v));
+                if !v.trim().is_empty() {
+                    given.push((field, v));
+                }
+            }
+            let params: ConfigureParams = serde_json::from_value(serde_json::Value::Object(obj)).expect("params");
+            let before = current.clone();
+            let fixed = || Ok(Credential { api_key: "APImintedkey234".into(), api_secret: Secret::new("mintedSecretmintedSecretmintedSecret12345") });
+            let result = apply_configure_with(current.as_ref(), &params, fixed);
+            proptest::prop_assert_eq!(&current, &before, "the current config is never touched");
+            match result {
+                Ok(u) => {
+                    let new = runtime_map(&u.config);
+                    for (field, v) in &given {
+                        proptest::prop_assert!(!rules::is_template(v), "{} took a template", field);
+                        if ["api_key", "api_secret"].contains(field) {
+                            proptest::prop_assert!(!is_placeholder_word(v), "{} took a placeholder", field);
+                        }
+                        proptest::prop_assert_eq!(new.get(*field), Some(&serde_json::json!(v)), "{} is stored as given", field);
+                    }
+                    if let Some(old) = &current {
+                        let old = runtime_map(old);
+                        for (k, was) in &old {
+                            let derived = k == "livekit_url";
+                            let named = given.iter().any(|(f, _)| f == k) || (k == "prometheus_port" && port.is_some() && params.prometheus_port.is_some());
+                            if !derived && !named {
+                                proptest::prop_assert_eq!(new.get(k), Some(was), "{} kept", k);
+                            }
+                        }
+                    }
+                }
+                Err(ConfigureError::Invalid(e)) => {
+                    let known = FIELDS.iter().chain(&redis::FIELDS).chain(&settings::FIELDS).any(|f| *f == e.field);
+                    proptest::prop_assert!(known, "names a configure field: {}", e.field);
+                }
+                Err(ConfigureError::Mint(e)) => proptest::prop_assert!(false, "the fixed mint never fails: {}", e),
+            }
+        }
     }
 }

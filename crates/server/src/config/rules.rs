@@ -1,0 +1,191 @@
+//! The leaf of `config`: the error every rule returns, and the one meaning
+//! of "given" that every `configure` field follows (SPEC section 5).
+//!
+//! An absent or empty value keeps the current one. Anything else is input
+//! and is either taken or refused, never dropped: a template left unfilled
+//! (`<...>`, `${...}`) is refused in every field, since no value of any
+//! field looks like one; a placeholder word (`changeme`, `secret`,
+//! `xxxx...`) is refused only for the credential (by its own rules), since
+//! a Redis or Prometheus password may really be `secret`.
+
+/// A value that may not be written. Maps to JSON-RPC -32602 with `field`.
+/// Never carries the offending value, which may be a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {rule}")]
+pub struct ValidationError {
+    /// The parameter name (a configure field, or `unset`).
+    pub field: &'static str,
+    /// The rule the value breaks, as a sentence fragment.
+    pub rule: String,
+}
+
+impl ValidationError {
+    pub(crate) fn new(field: &'static str, rule: impl Into<String>) -> ValidationError {
+        ValidationError {
+            field,
+            rule: rule.into(),
+        }
+    }
+}
+
+/// Why a template is refused, for every field alike.
+pub(crate) const TEMPLATE_RULE: &str =
+    "is a template left unfilled (`<...>` or `${...}`); put in the real value, or leave it empty to keep the current one";
+
+/// Words that templates and tutorials leave where a real value belongs.
+const PLACEHOLDER_WORDS: &[&str] = &[
+    "secret",
+    "devkey",
+    "changeme",
+    "change-me",
+    "change_me",
+    "changethis",
+    "apikey",
+    "api_key",
+    "api-key",
+    "apisecret",
+    "api_secret",
+    "api-secret",
+    "todo",
+    "tbd",
+    "fixme",
+    "placeholder",
+    "example",
+    "none",
+    "null",
+];
+
+/// Whether `value` holds a template left unfilled: a `<` closed by a later
+/// `>`, or a `${`.
+pub fn is_template(value: &str) -> bool {
+    let angle = value.find('<').is_some_and(|open| value[open..].contains('>'));
+    angle || value.contains("${")
+}
+
+/// Whether `value` is a word that templates and tutorials leave where a
+/// real value belongs (`secret`, `devkey`, `changeme`, `your-api-key`, a
+/// run of `x`). Case-insensitive.
+pub fn is_placeholder_word(value: &str) -> bool {
+    let lower = value.trim().to_ascii_lowercase();
+    PLACEHOLDER_WORDS.contains(&lower.as_str())
+        || lower.starts_with("your-")
+        || lower.starts_with("your_")
+        || (lower.len() >= 3 && lower.bytes().all(|b| b == b'x'))
+}
+
+/// Whether `value` is empty or blank: the spelling of "keep the current
+/// value".
+pub fn is_empty(value: &str) -> bool {
+    value.trim().is_empty()
+}
+
+/// A string parameter as given: `None` when absent or empty (keep the
+/// current value), else the value, to be checked by the field's own rule.
+///
+/// # Errors
+/// A template left unfilled, naming `field`.
+pub(crate) fn given<'a>(field: &'static str, v: Option<&'a str>) -> Result<Option<&'a str>, ValidationError> {
+    match v {
+        None => Ok(None),
+        Some(s) if is_empty(s) => Ok(None),
+        Some(s) if is_template(s) => Err(ValidationError::new(field, TEMPLATE_RULE)),
+        Some(s) => Ok(Some(s)),
+    }
+}
+
+/// A list parameter as given: `None` when absent or empty (keep), else the
+/// entries. An empty entry in a non-empty list is the entry's own rule's to
+/// refuse.
+///
+/// # Errors
+/// An entry that is a template left unfilled, naming `field`.
+pub(crate) fn given_list<'a>(
+    field: &'static str,
+    v: Option<&'a [String]>,
+) -> Result<Option<&'a [String]>, ValidationError> {
+    match v {
+        None => Ok(None),
+        Some([]) => Ok(None),
+        Some(l) if l.iter().any(|s| is_template(s)) => Err(ValidationError::new(field, TEMPLATE_RULE)),
+        Some(l) => Ok(Some(l)),
+    }
+}
+
+/// Refuses a template in one string of a structured value (a TURN server's
+/// host or credential).
+///
+/// # Errors
+/// A template left unfilled, naming `field`.
+pub(crate) fn no_template(field: &'static str, s: &str) -> Result<(), ValidationError> {
+    if is_template(s) {
+        Err(ValidationError::new(field, TEMPLATE_RULE))
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether a string parameter gives a value (for "both given and unset").
+pub(crate) fn is_given(v: Option<&str>) -> bool {
+    v.is_some_and(|s| !is_empty(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_keeps_a_template_is_refused_anything_else_is_taken() {
+        for keep in [None, Some(""), Some("  "), Some("\t")] {
+            assert_eq!(given("domain", keep), Ok(None), "{keep:?}");
+        }
+        for t in ["${DOMAIN}", "<your host>", "${REDIS}:6379", "<>", "a<b>c"] {
+            let e = given("redis_address", Some(t)).expect_err(t);
+            assert_eq!(e.field, "redis_address");
+            assert!(e.rule.contains("template"), "{}", e.rule);
+            assert!(!e.rule.contains(t), "the value is not echoed");
+        }
+        for v in [
+            "secret",
+            "changeme",
+            "xxxxxxxxxxxx",
+            "devkey",
+            "your-password",
+            "a>b<c",
+            "$HOME",
+        ] {
+            assert_eq!(given("redis_password", Some(v)), Ok(Some(v)), "{v}");
+        }
+    }
+
+    #[test]
+    fn lists_follow_the_same_rule_entry_by_entry() {
+        let empty: Vec<String> = Vec::new();
+        assert_eq!(given_list("webhook_urls", Some(&empty)), Ok(None));
+        let l = vec!["https://a.example.org".to_string(), "${HOOK}".to_string()];
+        assert_eq!(
+            given_list("webhook_urls", Some(&l)).expect_err("template").field,
+            "webhook_urls"
+        );
+        let ok = vec!["secret".to_string()];
+        assert_eq!(given_list("stun_servers", Some(&ok)), Ok(Some(&ok[..])));
+    }
+
+    #[test]
+    fn placeholder_words_are_recognised_case_insensitively() {
+        for p in [
+            "secret",
+            "SECRET",
+            "Change-Me",
+            "your-api-key",
+            "YOUR_SECRET",
+            "xxx",
+            "XXXXXXXX",
+            "todo",
+        ] {
+            assert!(is_placeholder_word(p), "{p:?}");
+        }
+        for v in ["mysecretkey", "x", "xx", "example.com", "APIabcdefghijkm"] {
+            assert!(!is_placeholder_word(v), "{v:?}");
+        }
+    }
+}
