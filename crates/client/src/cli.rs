@@ -135,7 +135,7 @@ pub struct ConfigureArgs {
     /// Remove an optional setting (an empty value keeps it): node-ip,
     /// redis-address or any other redis-* setting, or a production setting
     /// (it returns to LiveKit's default). Repeatable.
-    #[arg(long, value_name = "FIELD", value_parser = unsettable)]
+    #[arg(long, value_name = "FIELD", value_parser = crate::settings_args::parse_unset)]
     pub unset: Vec<String>,
     #[command(flatten)]
     pub settings: crate::settings_args::SettingsArgs,
@@ -387,33 +387,6 @@ async fn dispatch(cli: &Cli, client: &Client, out: &Out) -> Result<ExitCode, Cli
 /// Default wait for readiness when the caller gave none.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The settings `--unset` accepts, in kebab or snake case.
-const UNSETTABLE: [&str; 15] = [
-    "node-ip",
-    "redis-address",
-    "redis-username",
-    "redis-password",
-    "redis-db",
-    "redis-tls",
-    "redis-tls-ca-file",
-    "redis-tls-server-name",
-    "redis-tls-cert-file",
-    "redis-tls-key-file",
-    "redis-sentinel-master",
-    "redis-sentinel-addresses",
-    "redis-sentinel-username",
-    "redis-sentinel-password",
-    "redis-cluster-addresses",
-];
-
-fn unsettable(s: &str) -> Result<String, String> {
-    let kebab = s.replace('_', "-");
-    if UNSETTABLE.contains(&kebab.as_str()) {
-        return Ok(kebab);
-    }
-    crate::settings_args::parse_unset(s).map_err(|theirs| format!("{theirs}, or one of {}", UNSETTABLE.join(", ")))
-}
-
 /// The Redis connection settings of `configure` beyond the address.
 #[derive(Debug, Clone, Args, Default)]
 pub struct RedisArgs {
@@ -485,6 +458,37 @@ impl RedisArgs {
             redis_sentinel_password: self.redis_sentinel_password.clone(),
             redis_cluster_addresses: list(&self.redis_cluster_addresses),
             ..p
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every `configure` parameter of the table has its flag, the name in
+    /// kebab case, on `configure` and on `up` (which takes the same flags).
+    #[test]
+    fn every_configure_field_has_its_flag() {
+        let cli = Cli::command();
+        for sub in ["configure", "up"] {
+            let cmd = cli.find_subcommand(sub).expect(sub);
+            let longs: Vec<&str> = cmd.get_arguments().filter_map(|a| a.get_long()).collect();
+            for f in proto::fields::CONFIGURE_FIELDS {
+                let flag = f.flag();
+                assert!(longs.contains(&&flag[2..]), "{sub} has {flag}");
+            }
+        }
+    }
+
+    #[test]
+    fn unset_takes_exactly_the_removable_fields_in_either_spelling() {
+        for f in proto::fields::CONFIGURE_FIELDS {
+            let kebab = f.flag()[2..].to_string();
+            assert_eq!(crate::settings_args::parse_unset(&kebab).is_ok(), f.unset, "{kebab}");
+            assert_eq!(crate::settings_args::parse_unset(f.name).is_ok(), f.unset, "{}", f.name);
         }
     }
 }

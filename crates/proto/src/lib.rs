@@ -10,6 +10,7 @@
 
 pub mod envfile;
 pub mod errors;
+pub mod fields;
 pub mod openrpc;
 pub mod paths;
 pub mod types;

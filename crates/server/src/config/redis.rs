@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 use std::io::Read as _;
 
-use hero_livekit_proto::ConfigureParams;
+use hero_livekit_proto::{fields, ConfigureParams};
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
@@ -31,21 +31,7 @@ const MAX_ADDRESSES: usize = 16;
 
 /// The `configure`/`runtime.json` names of the settings, in rendering
 /// order (`redis_address` is a field of its own in [`super::Config`]).
-pub const FIELDS: [&str; 13] = [
-    "redis_username",
-    "redis_password",
-    "redis_db",
-    "redis_tls",
-    "redis_tls_ca_file",
-    "redis_tls_server_name",
-    "redis_tls_cert_file",
-    "redis_tls_key_file",
-    "redis_sentinel_master",
-    "redis_sentinel_addresses",
-    "redis_sentinel_username",
-    "redis_sentinel_password",
-    "redis_cluster_addresses",
-];
+pub const FIELDS: [&str; fields::REDIS.len()] = fields::REDIS;
 
 /// How livekit-server reaches Redis, beyond `redis_address`. The default
 /// is "nothing more than the address".
@@ -572,11 +558,6 @@ fn validate_together(address: Option<&str>, s: &RedisSettings, prefer: &[&str]) 
         });
     }
     Ok(())
-}
-
-/// Whether `name` is one of the settings `configure {unset}` removes here.
-pub fn is_unsettable(name: &str) -> bool {
-    FIELDS.contains(&name)
 }
 
 /// Merges the Redis parameters of `configure` into `current`: a given value

@@ -124,9 +124,25 @@ pub(crate) fn no_template(field: &'static str, s: &str) -> Result<(), Validation
     }
 }
 
-/// Whether a string parameter gives a value (for "both given and unset").
-pub(crate) fn is_given(v: Option<&str>) -> bool {
-    v.is_some_and(|s| !is_empty(s))
+/// The parameters in their wire form, for asking [`given_in`] by name.
+pub(crate) fn wire(p: &hero_livekit_proto::ConfigureParams) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(p) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// Whether the parameter `field` gives a value, by the one rule: absent,
+/// `null`, an empty or blank string and an empty list keep the current
+/// value; anything else is given.
+pub(crate) fn given_in(wire: &serde_json::Map<String, serde_json::Value>, field: &str) -> bool {
+    use serde_json::Value;
+    match wire.get(field) {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) => !is_empty(s),
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(_) => true,
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! Nothing outside this typed surface reaches `livekit.yaml`: livekit-server
 //! parses its file strictly, so a key it does not know stops it. For the
 //! same reason a key newer than the installed binary is left out of the
-//! rendering ([`KEY_VERSIONS`]), and `configure` refuses to set one.
+//! rendering (the table's `since`, [`version_needed`]), and `configure`
+//! refuses to set one.
 //!
 //! `webhook.api_key` is not a setting: it is always the active API key,
 //! rendered from the one credential, since livekit-server refuses to start
@@ -16,7 +17,7 @@ use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, Ipv6Addr};
 
-use hero_livekit_proto::{ConfigShowResult, ConfigureParams, SettingShow, TurnServerParam, UdpPortParam};
+use hero_livekit_proto::{fields, ConfigShowResult, ConfigureParams, SettingShow, TurnServerParam, UdpPortParam};
 use serde_json::{json, Map, Value as Json};
 use serde_yaml::Value as Yaml;
 
@@ -73,23 +74,17 @@ impl fmt::Display for LivekitVersion {
     }
 }
 
-/// The livekit-server release that first accepts each key the renderer can
-/// emit, for the keys that some 1.x release does not know (read from
-/// LiveKit's `pkg/config` history). Keys not listed are read by every 1.x
-/// release. A key names itself and everything under it.
-pub const KEY_VERSIONS: &[(&str, LivekitVersion)] = &[
-    // `prometheus: {port, username, password}` replaced the top-level
-    // `prometheus_port`, which older releases read instead.
-    ("prometheus", LivekitVersion::new(1, 7, 1)),
-    // livekit/livekit#1185, first released in 1.3.2 (its CHANGELOG).
-    ("rtc.enable_loopback_candidate", LivekitVersion::new(1, 3, 2)),
-];
-
-/// The release `key` needs, when some release does not accept it.
+/// The release `key` needs, when some 1.x release does not accept it: the
+/// table's `since` of the fields rendered at or under `key` (a key names
+/// itself and everything under it).
 pub fn version_needed(key: &str) -> Option<LivekitVersion> {
-    KEY_VERSIONS
+    let under = |a: &str, b: &str| a.strip_prefix(b).is_some_and(|rest| rest.starts_with('.'));
+    fields::CONFIGURE_FIELDS
         .iter()
-        .find_map(|(k, v)| (key == *k || key.strip_prefix(k).is_some_and(|rest| rest.starts_with('.'))).then_some(*v))
+        .filter_map(|f| Some((f.livekit_key?, f.since?)))
+        .filter(|(k, _)| *k == key || under(k, key) || under(key, k))
+        .map(|(_, v)| LivekitVersion::new(v.major, v.minor, v.patch))
+        .min()
 }
 
 /// Whether a binary of version `target` accepts `key`. An unknown target
@@ -172,34 +167,8 @@ pub struct Settings {
     pub region: Option<String>,
 }
 
-/// The settings' `configure` names, in `runtime.json` order.
-pub const FIELDS: [&str; 25] = [
-    "bind_addresses",
-    "use_external_ip",
-    "rtc_enable_loopback_candidate",
-    "rtc_udp_port",
-    "stun_servers",
-    "turn_servers",
-    "turn_enabled",
-    "turn_domain",
-    "turn_tls_port",
-    "turn_udp_port",
-    "turn_external_tls",
-    "turn_cert_file",
-    "turn_key_file",
-    "webhook_urls",
-    "room_auto_create",
-    "room_empty_timeout",
-    "room_departure_timeout",
-    "room_max_participants",
-    "room_enabled_codecs",
-    "log_level",
-    "log_json",
-    "prometheus_port",
-    "prometheus_username",
-    "prometheus_password",
-    "region",
-];
+/// The settings' `configure` names, in `runtime.json` order: the table's.
+pub const FIELDS: [&str; fields::SETTINGS.len()] = fields::SETTINGS;
 
 /// Fields `runtime.json` records only when set: they came after files were
 /// in the field, and a config that does not use them keeps the bytes (and
@@ -598,11 +567,12 @@ pub fn apply_params(
         charset("region", r, 64, "_-")?;
         s.region = Some(r.to_string());
     }
+    let wire = rules::wire(p);
     for name in unset {
         let Some(&field) = FIELDS.iter().find(|f| **f == name.as_str()) else {
             continue;
         };
-        if is_given(p, field) {
+        if rules::given_in(&wire, field) {
             return Err(invalid(field, "is both given a value and unset; pick one"));
         }
         reset(&mut s, field);
@@ -610,72 +580,10 @@ pub fn apply_params(
     Ok(s)
 }
 
-/// Whether `p` gives `field` a value (an empty one keeps the current value,
-/// so it does not count).
-fn is_given(p: &ConfigureParams, field: &str) -> bool {
-    let s = |v: &Option<String>| rules::is_given(v.as_deref());
-    let l = |v: &Option<Vec<String>>| v.as_ref().is_some_and(|l| !l.is_empty());
-    match field {
-        "bind_addresses" => l(&p.bind_addresses),
-        "use_external_ip" => p.use_external_ip.is_some(),
-        "rtc_enable_loopback_candidate" => p.rtc_enable_loopback_candidate.is_some(),
-        "rtc_udp_port" => matches!(given_udp_port(&p.rtc_udp_port), Ok(Some(_))),
-        "stun_servers" => l(&p.stun_servers),
-        "turn_servers" => given_entries(&p.turn_servers).is_some(),
-        "turn_enabled" => p.turn_enabled.is_some(),
-        "turn_domain" => s(&p.turn_domain),
-        "turn_tls_port" => p.turn_tls_port.is_some(),
-        "turn_udp_port" => p.turn_udp_port.is_some(),
-        "turn_external_tls" => p.turn_external_tls.is_some(),
-        "turn_cert_file" => s(&p.turn_cert_file),
-        "turn_key_file" => s(&p.turn_key_file),
-        "webhook_urls" => l(&p.webhook_urls),
-        "room_auto_create" => p.room_auto_create.is_some(),
-        "room_empty_timeout" => p.room_empty_timeout.is_some(),
-        "room_departure_timeout" => p.room_departure_timeout.is_some(),
-        "room_max_participants" => p.room_max_participants.is_some(),
-        "room_enabled_codecs" => l(&p.room_enabled_codecs),
-        "log_level" => s(&p.log_level),
-        "log_json" => p.log_json.is_some(),
-        "prometheus_port" => p.prometheus_port.is_some(),
-        "prometheus_username" => s(&p.prometheus_username),
-        "prometheus_password" => s(&p.prometheus_password),
-        "region" => s(&p.region),
-        _ => false,
-    }
-}
-
-/// Returns `field` to "not set".
+/// Returns `field` to "not set": the settings read back without it.
 fn reset(s: &mut Settings, field: &str) {
-    let d = Settings::default();
-    match field {
-        "bind_addresses" => s.bind_addresses = d.bind_addresses,
-        "use_external_ip" => s.use_external_ip = d.use_external_ip,
-        "rtc_enable_loopback_candidate" => s.rtc_enable_loopback_candidate = d.rtc_enable_loopback_candidate,
-        "rtc_udp_port" => s.rtc_udp_port = d.rtc_udp_port,
-        "stun_servers" => s.stun_servers = d.stun_servers,
-        "turn_servers" => s.turn_servers = d.turn_servers,
-        "turn_enabled" => s.turn_enabled = d.turn_enabled,
-        "turn_domain" => s.turn_domain = d.turn_domain,
-        "turn_tls_port" => s.turn_tls_port = d.turn_tls_port,
-        "turn_udp_port" => s.turn_udp_port = d.turn_udp_port,
-        "turn_external_tls" => s.turn_external_tls = d.turn_external_tls,
-        "turn_cert_file" => s.turn_cert_file = d.turn_cert_file,
-        "turn_key_file" => s.turn_key_file = d.turn_key_file,
-        "webhook_urls" => s.webhook_urls = d.webhook_urls,
-        "room_auto_create" => s.room_auto_create = d.room_auto_create,
-        "room_empty_timeout" => s.room_empty_timeout = d.room_empty_timeout,
-        "room_departure_timeout" => s.room_departure_timeout = d.room_departure_timeout,
-        "room_max_participants" => s.room_max_participants = d.room_max_participants,
-        "room_enabled_codecs" => s.room_enabled_codecs = d.room_enabled_codecs,
-        "log_level" => s.log_level = d.log_level,
-        "log_json" => s.log_json = d.log_json,
-        "prometheus_port" => s.prometheus_port = d.prometheus_port,
-        "prometheus_username" => s.prometheus_username = d.prometheus_username,
-        "prometheus_password" => s.prometheus_password = d.prometheus_password,
-        "region" => s.region = d.region,
-        _ => {}
-    }
+    let entries: Vec<(String, Json)> = to_json(s).into_iter().filter(|(k, _)| k != field).collect();
+    *s = from_json(&entries);
 }
 
 /// The fields whose value differs between two settings, in [`FIELDS`] order.
@@ -795,7 +703,7 @@ pub fn validate_cross(c: &Config, prefer: &[&str]) -> Result<(), ValidationError
 /// # Errors
 /// The first rule broken.
 pub fn validate_fields(s: &Settings) -> Result<(), ValidationError> {
-    let params = to_params(s);
+    let params = to_params(s)?;
     let back = apply_params(&Settings::default(), &params, &[], Files::Skip)?;
     if back == *s {
         Ok(())
@@ -817,8 +725,9 @@ pub fn validate_fields(s: &Settings) -> Result<(), ValidationError> {
 /// The first given field whose key is newer than `target`, naming the
 /// version it needs.
 pub fn validate_target(p: &ConfigureParams, target: Option<LivekitVersion>) -> Result<(), ValidationError> {
+    let wire = rules::wire(p);
     for field in FIELDS {
-        if !is_given(p, field) {
+        if !rules::given_in(&wire, field) {
             continue;
         }
         let Some(key) = livekit_key(field, None) else { continue };
@@ -838,109 +747,29 @@ pub fn validate_target(p: &ConfigureParams, target: Option<LivekitVersion>) -> R
 // ------------------------------------------------------------ keys
 
 /// The `livekit.yaml` key a field is rendered as for `target` (`None`: the
-/// newest), when livekit-server reads it.
+/// newest), when livekit-server reads it: the table's key, or the older key
+/// a target before the key's release reads instead.
 pub fn livekit_key(field: &str, target: Option<LivekitVersion>) -> Option<String> {
-    let key = match field {
-        "bind_addresses" => "bind_addresses",
-        "use_external_ip" => "rtc.use_external_ip",
-        "rtc_enable_loopback_candidate" => "rtc.enable_loopback_candidate",
-        "rtc_udp_port" => "rtc.udp_port",
-        "stun_servers" => "rtc.stun_servers",
-        "turn_servers" => "rtc.turn_servers",
-        "turn_enabled" => "turn.enabled",
-        "turn_domain" => "turn.domain",
-        "turn_tls_port" => "turn.tls_port",
-        "turn_udp_port" => "turn.udp_port",
-        "turn_external_tls" => "turn.external_tls",
-        "turn_cert_file" => "turn.cert_file",
-        "turn_key_file" => "turn.key_file",
-        "webhook_urls" => "webhook.urls",
-        "room_auto_create" => "room.auto_create",
-        "room_empty_timeout" => "room.empty_timeout",
-        "room_departure_timeout" => "room.departure_timeout",
-        "room_max_participants" => "room.max_participants",
-        "room_enabled_codecs" => "room.enabled_codecs",
-        "log_level" => "logging.level",
-        "log_json" => "logging.json",
-        "prometheus_port" => "prometheus.port",
-        "prometheus_username" => "prometheus.username",
-        "prometheus_password" => "prometheus.password",
-        "region" => "region",
-        "api_key" | "api_secret" => "keys",
-        "redis_address" => "redis.address",
-        "redis_username" => "redis.username",
-        "redis_password" => "redis.password",
-        "redis_db" => "redis.db",
-        "redis_tls" => "redis.tls.enabled",
-        "redis_tls_ca_file" => "redis.tls.ca_cert_file",
-        "redis_tls_server_name" => "redis.tls.server_name",
-        "redis_tls_cert_file" => "redis.tls.client_cert_file",
-        "redis_tls_key_file" => "redis.tls.client_key_file",
-        "redis_sentinel_master" => "redis.sentinel_master_name",
-        "redis_sentinel_addresses" => "redis.sentinel_addresses",
-        "redis_sentinel_username" => "redis.sentinel_username",
-        "redis_sentinel_password" => "redis.sentinel_password",
-        "redis_cluster_addresses" => "redis.cluster_addresses",
-        "port" => "port",
-        "rtc_tcp_port" => "rtc.tcp_port",
-        "rtc_port_range_start" => "rtc.port_range_start",
-        "rtc_port_range_end" => "rtc.port_range_end",
-        "node_ip" => "rtc.node_ip",
-        _ => return None,
-    };
+    let f = fields::field(field)?;
+    let key = f.livekit_key?;
     if accepts(target, key) {
         Some(key.to_string())
     } else {
-        fallback_key(field).map(str::to_string)
+        f.older_key.map(str::to_string)
     }
 }
 
 /// The older key a field is rendered as when the target predates its own.
 fn fallback_key(field: &str) -> Option<&'static str> {
-    match field {
-        "prometheus_port" => Some("prometheus_port"),
-        _ => None,
-    }
+    fields::field(field).and_then(|f| f.older_key)
 }
 
 // ------------------------------------------------------------ renderings
 
 /// The settings as `configure` parameters (secrets included: for
-/// `runtime.json` and for re-validation only).
-fn to_params(s: &Settings) -> ConfigureParams {
-    let nonempty = |l: &Vec<String>| (!l.is_empty()).then(|| l.clone());
-    ConfigureParams {
-        bind_addresses: nonempty(&s.bind_addresses),
-        use_external_ip: s.use_external_ip.then_some(true),
-        rtc_enable_loopback_candidate: s.rtc_enable_loopback_candidate.then_some(true),
-        rtc_udp_port: s.rtc_udp_port.map(|u| match u.to_json() {
-            Json::String(t) => UdpPortParam::Text(t),
-            _ => UdpPortParam::Port(u32::from(u.start)),
-        }),
-        stun_servers: nonempty(&s.stun_servers),
-        turn_servers: (!s.turn_servers.is_empty())
-            .then(|| s.turn_servers.iter().map(|t| turn_param(t, false)).collect()),
-        turn_enabled: s.turn_enabled.then_some(true),
-        turn_domain: s.turn_domain.clone(),
-        turn_tls_port: s.turn_tls_port.map(u32::from),
-        turn_udp_port: s.turn_udp_port.map(u32::from),
-        turn_external_tls: s.turn_external_tls.then_some(true),
-        turn_cert_file: s.turn_cert_file.clone(),
-        turn_key_file: s.turn_key_file.clone(),
-        webhook_urls: nonempty(&s.webhook_urls),
-        room_auto_create: s.room_auto_create,
-        room_empty_timeout: s.room_empty_timeout,
-        room_departure_timeout: s.room_departure_timeout,
-        room_max_participants: s.room_max_participants,
-        room_enabled_codecs: nonempty(&s.room_enabled_codecs),
-        log_level: s.log_level.clone(),
-        log_json: s.log_json.then_some(true),
-        prometheus_port: s.prometheus_port.map(u32::from),
-        prometheus_username: s.prometheus_username.clone(),
-        prometheus_password: s.prometheus_password.as_ref().map(|p| p.expose().to_string()),
-        region: s.region.clone(),
-        ..ConfigureParams::default()
-    }
+/// re-validation only): `runtime.json`'s form is the parameters' own.
+fn to_params(s: &Settings) -> Result<ConfigureParams, ValidationError> {
+    serde_json::from_value(Json::Object(to_json(s))).map_err(|_| invalid("unset", "a setting has no configure form"))
 }
 
 fn turn_param(t: &TurnServer, redact: bool) -> TurnServerParam {

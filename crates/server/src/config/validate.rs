@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use hero_livekit_proto::ConfigureParams;
+use hero_livekit_proto::{fields, ConfigureParams};
 
 use super::credential::{mint_credential, MintError};
 use super::model::{Config, Credential, Secret};
@@ -17,18 +17,7 @@ use super::settings::{self, Files};
 /// The config fields, in `runtime.json` order (the Redis settings of
 /// [`redis::FIELDS`] follow `redis_address` there); the names of
 /// `changed_fields` and of [`ValidationError::field`].
-pub const FIELDS: [&str; 10] = [
-    "api_key",
-    "api_secret",
-    "domain",
-    "redis_address",
-    "port",
-    "rtc_tcp_port",
-    "rtc_port_range_start",
-    "rtc_port_range_end",
-    "node_ip",
-    "backend_port",
-];
+pub const FIELDS: [&str; fields::CORE.len()] = fields::CORE;
 
 pub use super::rules::ValidationError;
 
@@ -431,10 +420,6 @@ pub fn apply_configure_with(
     })
 }
 
-/// The optional fields `configure {unset}` may remove, besides the Redis
-/// settings of [`redis::FIELDS`].
-pub const UNSETTABLE: [&str; 2] = ["redis_address", "node_ip"];
-
 /// Which optional fields `unset` removes: `(redis_address, node_ip)`. A
 /// field both given a value and unset in one call is refused rather than
 /// guessed at.
@@ -445,17 +430,21 @@ fn unset_fields(unset: &[String], redis: Option<&str>, node_ip: Option<&str>) ->
             "redis_address" => ("redis_address", &mut out.0, redis.is_some()),
             "node_ip" => ("node_ip", &mut out.1, node_ip.is_some()),
             // `redis::merge` and the production settings' own merge remove these.
-            other if redis::is_unsettable(other) || settings::FIELDS.contains(&other) => continue,
+            other if fields::field(other).is_some_and(|f| f.unset) => continue,
             _ => {
+                let core: Vec<&str> = FIELDS
+                    .into_iter()
+                    .filter(|f| fields::field(f).is_some_and(|f| f.unset))
+                    .collect();
                 return Err(ValidationError::new(
                     "unset",
                     format!(
                         "each entry must be one of {}, {} or a production setting ({})",
-                        UNSETTABLE.join(", "),
+                        core.join(", "),
                         redis::FIELDS.join(", "),
                         settings::FIELDS.join(", ")
                     ),
-                ))
+                ));
             }
         };
         if given {
