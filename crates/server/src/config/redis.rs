@@ -75,40 +75,25 @@ impl RedisSettings {
     /// livekit.yaml label)`, in [`FIELDS`] order.
     pub(crate) fn differing(&self, other: &RedisSettings) -> Vec<(&'static str, &'static str)> {
         let diffs = [
-            (self.username != other.username, "redis.username"),
-            (self.password != other.password, "redis.password"),
-            (self.db != other.db, "redis.db"),
-            (self.tls != other.tls, "redis.tls.enabled"),
-            (self.tls_ca_file != other.tls_ca_file, "redis.tls.ca_cert_file"),
-            (self.tls_server_name != other.tls_server_name, "redis.tls.server_name"),
-            (self.tls_cert_file != other.tls_cert_file, "redis.tls.client_cert_file"),
-            (self.tls_key_file != other.tls_key_file, "redis.tls.client_key_file"),
-            (
-                self.sentinel_master != other.sentinel_master,
-                "redis.sentinel_master_name",
-            ),
-            (
-                self.sentinel_addresses != other.sentinel_addresses,
-                "redis.sentinel_addresses",
-            ),
-            (
-                self.sentinel_username != other.sentinel_username,
-                "redis.sentinel_username",
-            ),
-            (
-                self.sentinel_password != other.sentinel_password,
-                "redis.sentinel_password",
-            ),
-            (
-                self.cluster_addresses != other.cluster_addresses,
-                "redis.cluster_addresses",
-            ),
+            self.username != other.username,
+            self.password != other.password,
+            self.db != other.db,
+            self.tls != other.tls,
+            self.tls_ca_file != other.tls_ca_file,
+            self.tls_server_name != other.tls_server_name,
+            self.tls_cert_file != other.tls_cert_file,
+            self.tls_key_file != other.tls_key_file,
+            self.sentinel_master != other.sentinel_master,
+            self.sentinel_addresses != other.sentinel_addresses,
+            self.sentinel_username != other.sentinel_username,
+            self.sentinel_password != other.sentinel_password,
+            self.cluster_addresses != other.cluster_addresses,
         ];
         FIELDS
-            .iter()
+            .into_iter()
             .zip(diffs)
-            .filter(|(_, (d, _))| *d)
-            .map(|(f, (_, y))| (*f, y))
+            .filter(|(_, d)| *d)
+            .map(|(f, _)| (f, fields::field(f).and_then(|row| row.livekit_key).unwrap_or(f)))
             .collect()
     }
 

@@ -18,6 +18,7 @@ use std::fmt::{self, Write as _};
 use std::net::{IpAddr, Ipv6Addr};
 
 use hero_livekit_proto::{fields, ConfigShowResult, ConfigureParams, SettingShow, TurnServerParam, UdpPortParam};
+use serde::{Serialize, Serializer};
 use serde_json::{json, Map, Value as Json};
 use serde_yaml::Value as Yaml;
 
@@ -138,13 +139,17 @@ pub struct TurnServer {
 
 /// The production settings. `None`, `false` and empty lists mean "not set":
 /// livekit-server's own default applies and the key is not rendered.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Serialized, it is `runtime.json`'s form of each field (the `configure`
+/// parameter's JSON), secrets in clear: see [`to_json`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Settings {
     pub bind_addresses: Vec<String>,
     pub use_external_ip: bool,
     pub rtc_enable_loopback_candidate: bool,
+    #[serde(serialize_with = "udp_port_json")]
     pub rtc_udp_port: Option<UdpPort>,
     pub stun_servers: Vec<String>,
+    #[serde(serialize_with = "turn_servers_json")]
     pub turn_servers: Vec<TurnServer>,
     pub turn_enabled: bool,
     pub turn_domain: Option<String>,
@@ -163,8 +168,21 @@ pub struct Settings {
     pub log_json: bool,
     pub prometheus_port: Option<u16>,
     pub prometheus_username: Option<String>,
+    #[serde(serialize_with = "exposed")]
     pub prometheus_password: Option<Secret>,
     pub region: Option<String>,
+}
+
+fn udp_port_json<S: Serializer>(v: &Option<UdpPort>, s: S) -> Result<S::Ok, S::Error> {
+    v.map(UdpPort::to_json).serialize(s)
+}
+
+fn turn_servers_json<S: Serializer>(v: &[TurnServer], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(turn_param))
+}
+
+fn exposed<S: Serializer>(v: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
+    v.as_ref().map(Secret::expose).serialize(s)
 }
 
 /// The settings' `configure` names, in `runtime.json` order: the table's.
@@ -772,17 +790,12 @@ fn to_params(s: &Settings) -> Result<ConfigureParams, ValidationError> {
     serde_json::from_value(Json::Object(to_json(s))).map_err(|_| invalid("unset", "a setting has no configure form"))
 }
 
-fn turn_param(t: &TurnServer, redact: bool) -> TurnServerParam {
-    let shown = |s: &Secret| {
-        if redact {
-            "set".to_string()
-        } else {
-            s.expose().to_string()
-        }
-    };
+fn turn_param(t: &TurnServer) -> TurnServerParam {
     let (username, credential, secret) = match &t.auth {
-        TurnAuth::Credential { username, credential } => (Some(username.clone()), Some(shown(credential)), None),
-        TurnAuth::Secret(s) => (None, None, Some(shown(s))),
+        TurnAuth::Credential { username, credential } => {
+            (Some(username.clone()), Some(credential.expose().to_string()), None)
+        }
+        TurnAuth::Secret(s) => (None, None, Some(s.expose().to_string())),
     };
     TurnServerParam {
         host: t.host.clone(),
@@ -802,48 +815,26 @@ pub fn to_json(s: &Settings) -> Map<String, Json> {
 }
 
 fn to_json_with(s: &Settings, redact: bool) -> Map<String, Json> {
-    let opt = |v: Option<Json>| v.unwrap_or(Json::Null);
-    let secret = |v: &Option<Secret>| match v {
-        None => Json::Null,
-        Some(_) if redact => json!("set"),
-        Some(p) => json!(p.expose()),
+    let mut map = match serde_json::to_value(s) {
+        Ok(Json::Object(m)) => m,
+        _ => Map::new(),
     };
-    let entries: [(&str, Json); 25] = [
-        ("bind_addresses", json!(s.bind_addresses)),
-        ("use_external_ip", json!(s.use_external_ip)),
-        ("rtc_enable_loopback_candidate", json!(s.rtc_enable_loopback_candidate)),
-        ("rtc_udp_port", opt(s.rtc_udp_port.map(UdpPort::to_json))),
-        ("stun_servers", json!(s.stun_servers)),
-        (
-            "turn_servers",
-            Json::Array(
-                s.turn_servers
-                    .iter()
-                    .map(|t| serde_json::to_value(turn_param(t, redact)).unwrap_or(Json::Null))
-                    .collect(),
-            ),
-        ),
-        ("turn_enabled", json!(s.turn_enabled)),
-        ("turn_domain", json!(s.turn_domain)),
-        ("turn_tls_port", json!(s.turn_tls_port)),
-        ("turn_udp_port", json!(s.turn_udp_port)),
-        ("turn_external_tls", json!(s.turn_external_tls)),
-        ("turn_cert_file", json!(s.turn_cert_file)),
-        ("turn_key_file", json!(s.turn_key_file)),
-        ("webhook_urls", json!(s.webhook_urls)),
-        ("room_auto_create", json!(s.room_auto_create)),
-        ("room_empty_timeout", json!(s.room_empty_timeout)),
-        ("room_departure_timeout", json!(s.room_departure_timeout)),
-        ("room_max_participants", json!(s.room_max_participants)),
-        ("room_enabled_codecs", json!(s.room_enabled_codecs)),
-        ("log_level", json!(s.log_level)),
-        ("log_json", json!(s.log_json)),
-        ("prometheus_port", json!(s.prometheus_port)),
-        ("prometheus_username", json!(s.prometheus_username)),
-        ("prometheus_password", secret(&s.prometheus_password)),
-        ("region", json!(s.region)),
-    ];
-    entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    if redact {
+        for f in fields::secrets() {
+            if let Some(v) = map.get_mut(f).filter(|v| !v.is_null()) {
+                *v = json!("set");
+            }
+        }
+        let turn = map.get_mut("turn_servers").and_then(Json::as_array_mut);
+        for server in turn.into_iter().flatten().filter_map(Json::as_object_mut) {
+            for k in ["credential", "secret"] {
+                if let Some(v) = server.get_mut(k) {
+                    *v = json!("set");
+                }
+            }
+        }
+    }
+    map
 }
 
 /// The lines `runtime.json` holds for the settings and the target version,
