@@ -7,6 +7,8 @@
 //! readers and `config show`, and the CLI's flags and `--unset`, are driven
 //! by (or tested against) the table.
 
+use std::fmt;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -272,6 +274,31 @@ configure_fields! {
     /// `[A-Za-z0-9_.~+/=-]`), as `cluster_token` prints it on a member; a
     /// first node given none mints one. A secret like `api_secret`.
     cluster_token: String => Cluster, unset: false, key: None, since: None, older_key: None, secret: true;
+}
+
+impl fmt::Debug for ConfigureParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Through the wire form, so that a field added later is shown
+        // without touching this impl; secrets are replaced by a marker.
+        let mut value = serde_json::to_value(self).map_err(|_| fmt::Error)?;
+        if let Some(map) = value.as_object_mut() {
+            for field in secrets() {
+                if let Some(v) = map.get_mut(field) {
+                    *v = serde_json::Value::from("<redacted>");
+                }
+            }
+            if let Some(servers) = map.get_mut("turn_servers").and_then(|v| v.as_array_mut()) {
+                for server in servers.iter_mut().filter_map(|s| s.as_object_mut()) {
+                    for field in ["credential", "secret"] {
+                        if let Some(v) = server.get_mut(field) {
+                            *v = serde_json::Value::from("<redacted>");
+                        }
+                    }
+                }
+            }
+        }
+        write!(f, "ConfigureParams {value}")
+    }
 }
 
 #[cfg(test)]

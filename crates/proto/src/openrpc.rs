@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
 use crate::errors::{ErrorCode, INVALID_PARAMS};
+use crate::fields::ConfigureParams;
 use crate::types::*;
 use crate::{method, METHODS, PROTOCOL, VERSION};
 

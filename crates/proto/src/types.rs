@@ -10,8 +10,6 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use crate::fields::ConfigureParams;
-
 /// The two children the daemon supervises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum ProcessName {
@@ -71,31 +69,6 @@ pub struct InstallParams {
     /// Reinstall even when the same version is installed and verifies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
-}
-
-impl fmt::Debug for ConfigureParams {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Through the wire form, so that a field added later is shown
-        // without touching this impl; secrets are replaced by a marker.
-        let mut value = serde_json::to_value(self).map_err(|_| fmt::Error)?;
-        if let Some(map) = value.as_object_mut() {
-            for field in crate::fields::secrets() {
-                if let Some(v) = map.get_mut(field) {
-                    *v = serde_json::Value::from("<redacted>");
-                }
-            }
-            if let Some(servers) = map.get_mut("turn_servers").and_then(|v| v.as_array_mut()) {
-                for server in servers.iter_mut().filter_map(|s| s.as_object_mut()) {
-                    for field in ["credential", "secret"] {
-                        if let Some(v) = server.get_mut(field) {
-                            *v = serde_json::Value::from("<redacted>");
-                        }
-                    }
-                }
-            }
-        }
-        write!(f, "ConfigureParams {value}")
-    }
 }
 
 impl fmt::Debug for TurnServerParam {
@@ -657,6 +630,8 @@ pub struct ServiceInfo {
 
 #[cfg(test)]
 mod tests {
+    use crate::fields::ConfigureParams;
+
     use super::*;
 
     #[test]

@@ -6,8 +6,8 @@ use std::fmt;
 
 use hero_livekit_proto::ProcessName;
 
-pub use super::check::{FileObs, Observed};
 use super::check::check_rendered;
+pub use super::check::{FileObs, Observed};
 use super::credential::{mint_credential, MintError};
 use super::model::{Config, Credential};
 use super::parse::{read, Partial};

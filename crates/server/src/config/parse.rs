@@ -212,7 +212,7 @@ fn read_runtime_json(text: &str) -> Result<Reading, Unparseable> {
     let mut r = Reading::default();
     let mut settings = RedisSettings::default();
     for (k, v) in &map {
-        if redis::read_json(&mut r, &mut settings, k, v) {
+        if read_redis_json(&mut r, &mut settings, k, v) {
             continue;
         }
         match k.as_str() {
@@ -369,7 +369,7 @@ fn read_yaml_redis(r: &mut Reading, v: &Yaml) {
     };
     let mut settings = RedisSettings::default();
     for (k, v) in section {
-        if redis::read_yaml(r, &mut settings, k, v) {
+        if read_redis_yaml(r, &mut settings, k, v) {
             continue;
         }
         match k {
@@ -448,6 +448,125 @@ fn read_backend_env(text: &str) -> Result<Reading, Unparseable> {
         }
     }
     Ok(r)
+}
+
+// ------------------------------------------------------------ Redis settings
+
+/// Reads one `runtime.json` member into `s` when it is a Redis setting;
+/// `false` when `key` is not one of [`redis::FIELDS`].
+fn read_redis_json(r: &mut Reading, s: &mut RedisSettings, key: &str, v: &Json) -> bool {
+    let Some(&label) = redis::FIELDS.iter().find(|f| **f == key) else {
+        return false;
+    };
+    let string = |r: &mut Reading| match v {
+        Json::String(s) if s.is_empty() => None,
+        Json::String(s) => Some(s.clone()),
+        _ => {
+            r.wrong_type(label, "a string");
+            None
+        }
+    };
+    let list = |r: &mut Reading| match v {
+        Json::Array(items) if items.iter().all(Json::is_string) => {
+            items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect()
+        }
+        _ => {
+            r.wrong_type(label, "a list of strings");
+            Vec::new()
+        }
+    };
+    match key {
+        "redis_username" => s.username = string(r),
+        "redis_password" => s.password = string(r).map(Secret::new),
+        "redis_db" => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) => s.db = n,
+            None => r.wrong_type(label, "a database number"),
+        },
+        "redis_tls" => match v {
+            Json::Bool(b) => s.tls = *b,
+            _ => r.wrong_type(label, "true or false"),
+        },
+        "redis_tls_ca_file" => s.tls_ca_file = string(r),
+        "redis_tls_server_name" => s.tls_server_name = string(r),
+        "redis_tls_cert_file" => s.tls_cert_file = string(r),
+        "redis_tls_key_file" => s.tls_key_file = string(r),
+        "redis_sentinel_master" => s.sentinel_master = string(r),
+        "redis_sentinel_addresses" => s.sentinel_addresses = list(r),
+        "redis_sentinel_username" => s.sentinel_username = string(r),
+        "redis_sentinel_password" => s.sentinel_password = string(r).map(Secret::new),
+        _ => s.cluster_addresses = list(r),
+    }
+    true
+}
+
+/// Reads one key of `livekit.yaml`'s `redis:` section (other than
+/// `address`) into `s`; `false` when it is not one hero_livekit writes.
+fn read_redis_yaml(r: &mut Reading, s: &mut RedisSettings, key: &str, v: &Yaml) -> bool {
+    fn string(r: &mut Reading, label: &'static str, v: &Yaml) -> Option<String> {
+        match v {
+            Yaml::String(s) if s.is_empty() => None,
+            Yaml::String(s) => Some(s.clone()),
+            _ => {
+                r.wrong_type(label, "a string");
+                None
+            }
+        }
+    }
+    fn list(r: &mut Reading, label: &'static str, v: &Yaml) -> Vec<String> {
+        match v {
+            Yaml::Sequence(items) if items.iter().all(Yaml::is_string) => {
+                items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect()
+            }
+            _ => {
+                r.wrong_type(label, "a list of strings");
+                Vec::new()
+            }
+        }
+    }
+    match key {
+        "username" => s.username = string(r, "redis.username", v),
+        "password" => s.password = string(r, "redis.password", v).map(Secret::new),
+        "db" => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) => s.db = n,
+            None => r.wrong_type("redis.db", "a database number"),
+        },
+        "tls" => read_yaml_tls(r, s, v),
+        "sentinel_master_name" => s.sentinel_master = string(r, "redis.sentinel_master_name", v),
+        "sentinel_username" => s.sentinel_username = string(r, "redis.sentinel_username", v),
+        "sentinel_password" => s.sentinel_password = string(r, "redis.sentinel_password", v).map(Secret::new),
+        "sentinel_addresses" => s.sentinel_addresses = list(r, "redis.sentinel_addresses", v),
+        "cluster_addresses" => s.cluster_addresses = list(r, "redis.cluster_addresses", v),
+        _ => return false,
+    }
+    true
+}
+
+fn read_yaml_tls(r: &mut Reading, s: &mut RedisSettings, v: &Yaml) {
+    let Yaml::Mapping(m) = v else {
+        return r.wrong_type("redis.tls", "a mapping");
+    };
+    for (k, v) in m {
+        let path = |r: &mut Reading, label: &'static str| match v {
+            Yaml::String(p) if !p.is_empty() => Some(p.clone()),
+            _ => {
+                r.wrong_type(label, "a file path");
+                None
+            }
+        };
+        match k.as_str() {
+            Some("enabled") => match v {
+                Yaml::Bool(b) => s.tls = *b,
+                _ => r.wrong_type("redis.tls.enabled", "true or false"),
+            },
+            Some("server_name") => s.tls_server_name = path(r, "redis.tls.server_name"),
+            Some("ca_cert_file") => s.tls_ca_file = path(r, "redis.tls.ca_cert_file"),
+            Some("client_cert_file") => s.tls_cert_file = path(r, "redis.tls.client_cert_file"),
+            Some("client_key_file") => s.tls_key_file = path(r, "redis.tls.client_key_file"),
+            // `insecure` and anything else: not a key hero_livekit writes.
+            Some(other) => r.unexpected("key", &format!("redis.tls.{other}")),
+            None => r.wrong_type("redis.tls", "a mapping with string keys"),
+        }
+    }
 }
 
 #[cfg(test)]

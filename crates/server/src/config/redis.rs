@@ -13,14 +13,10 @@ use std::fmt::Write as _;
 use std::io::Read as _;
 
 use hero_livekit_proto::{fields, ConfigureParams};
-use serde_json::Value as Json;
-use serde_yaml::Value as Yaml;
 
+pub use super::model::RedisSettings;
 use super::model::Secret;
-use super::parse::Reading;
-use super::render::push_quoted;
-use super::rules::{given, given_list};
-use super::validate::{check_address, is_hostname, ValidationError};
+use super::rules::{check_address, given, given_list, is_hostname, push_quoted, ValidationError};
 
 /// The highest database number: Redis's default `databases 16`, which
 /// managed Redis services do not raise.
@@ -32,77 +28,6 @@ const MAX_ADDRESSES: usize = 16;
 /// The `configure`/`runtime.json` names of the settings, in rendering
 /// order (`redis_address` is a field of its own in [`super::Config`]).
 pub const FIELDS: [&str; fields::REDIS.len()] = fields::REDIS;
-
-/// How livekit-server reaches Redis, beyond `redis_address`. The default
-/// is "nothing more than the address".
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RedisSettings {
-    /// ACL user; always paired with `password`.
-    pub username: Option<String>,
-    /// `requirepass` or the ACL user's password.
-    pub password: Option<Secret>,
-    /// Database number, `0..=MAX_DB`.
-    pub db: u32,
-    /// Connect over TLS (LiveKit's `tls.enabled`).
-    pub tls: bool,
-    /// PEM CA bundle the server certificate is verified with (`tls.ca_cert_file`).
-    pub tls_ca_file: Option<String>,
-    /// Name the server certificate must carry (`tls.server_name`).
-    pub tls_server_name: Option<String>,
-    /// PEM client certificate (`tls.client_cert_file`); paired with the key.
-    pub tls_cert_file: Option<String>,
-    /// PEM client key (`tls.client_key_file`).
-    pub tls_key_file: Option<String>,
-    /// Sentinel master name (`sentinel_master_name`); paired with the addresses.
-    pub sentinel_master: Option<String>,
-    /// `host:port` of each sentinel.
-    pub sentinel_addresses: Vec<String>,
-    /// User the sentinels are asked as; paired with `sentinel_password`.
-    pub sentinel_username: Option<String>,
-    /// Password of the sentinels.
-    pub sentinel_password: Option<Secret>,
-    /// `host:port` of Redis Cluster nodes.
-    pub cluster_addresses: Vec<String>,
-}
-
-impl RedisSettings {
-    /// Whether every setting is at its default.
-    pub fn is_empty(&self) -> bool {
-        *self == RedisSettings::default()
-    }
-
-    /// The settings whose value differs, as `(runtime.json name,
-    /// livekit.yaml label)`, in [`FIELDS`] order.
-    pub(crate) fn differing(&self, other: &RedisSettings) -> Vec<(&'static str, &'static str)> {
-        let diffs = [
-            self.username != other.username,
-            self.password != other.password,
-            self.db != other.db,
-            self.tls != other.tls,
-            self.tls_ca_file != other.tls_ca_file,
-            self.tls_server_name != other.tls_server_name,
-            self.tls_cert_file != other.tls_cert_file,
-            self.tls_key_file != other.tls_key_file,
-            self.sentinel_master != other.sentinel_master,
-            self.sentinel_addresses != other.sentinel_addresses,
-            self.sentinel_username != other.sentinel_username,
-            self.sentinel_password != other.sentinel_password,
-            self.cluster_addresses != other.cluster_addresses,
-        ];
-        FIELDS
-            .into_iter()
-            .zip(diffs)
-            .filter(|(_, d)| *d)
-            .map(|(f, _)| (f, fields::field(f).and_then(|row| row.livekit_key).unwrap_or(f)))
-            .collect()
-    }
-
-    /// Whether a Redis is configured at all: an address, sentinels or
-    /// cluster nodes (LiveKit's `RedisConfig.IsConfigured`).
-    pub fn configured(&self, address: Option<&str>) -> bool {
-        address.is_some() || !self.sentinel_addresses.is_empty() || !self.cluster_addresses.is_empty()
-    }
-}
 
 // ------------------------------------------------------------ rendering
 
@@ -206,125 +131,6 @@ pub(crate) fn render_yaml(address: Option<&str>, s: &RedisSettings, out: &mut St
         out.push_str("  cluster_addresses: ");
         push_list(out, &s.cluster_addresses);
         out.push('\n');
-    }
-}
-
-// ------------------------------------------------------------ reading
-
-/// Reads one `runtime.json` member into `s` when it is a Redis setting;
-/// `false` when `key` is not one of [`FIELDS`].
-pub(crate) fn read_json(r: &mut Reading, s: &mut RedisSettings, key: &str, v: &Json) -> bool {
-    let Some(&label) = FIELDS.iter().find(|f| **f == key) else {
-        return false;
-    };
-    let string = |r: &mut Reading| match v {
-        Json::String(s) if s.is_empty() => None,
-        Json::String(s) => Some(s.clone()),
-        _ => {
-            r.wrong_type(label, "a string");
-            None
-        }
-    };
-    let list = |r: &mut Reading| match v {
-        Json::Array(items) if items.iter().all(Json::is_string) => {
-            items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect()
-        }
-        _ => {
-            r.wrong_type(label, "a list of strings");
-            Vec::new()
-        }
-    };
-    match key {
-        "redis_username" => s.username = string(r),
-        "redis_password" => s.password = string(r).map(Secret::new),
-        "redis_db" => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
-            Some(n) => s.db = n,
-            None => r.wrong_type(label, "a database number"),
-        },
-        "redis_tls" => match v {
-            Json::Bool(b) => s.tls = *b,
-            _ => r.wrong_type(label, "true or false"),
-        },
-        "redis_tls_ca_file" => s.tls_ca_file = string(r),
-        "redis_tls_server_name" => s.tls_server_name = string(r),
-        "redis_tls_cert_file" => s.tls_cert_file = string(r),
-        "redis_tls_key_file" => s.tls_key_file = string(r),
-        "redis_sentinel_master" => s.sentinel_master = string(r),
-        "redis_sentinel_addresses" => s.sentinel_addresses = list(r),
-        "redis_sentinel_username" => s.sentinel_username = string(r),
-        "redis_sentinel_password" => s.sentinel_password = string(r).map(Secret::new),
-        _ => s.cluster_addresses = list(r),
-    }
-    true
-}
-
-/// Reads one key of `livekit.yaml`'s `redis:` section (other than
-/// `address`) into `s`; `false` when it is not one hero_livekit writes.
-pub(crate) fn read_yaml(r: &mut Reading, s: &mut RedisSettings, key: &str, v: &Yaml) -> bool {
-    fn string(r: &mut Reading, label: &'static str, v: &Yaml) -> Option<String> {
-        match v {
-            Yaml::String(s) if s.is_empty() => None,
-            Yaml::String(s) => Some(s.clone()),
-            _ => {
-                r.wrong_type(label, "a string");
-                None
-            }
-        }
-    }
-    fn list(r: &mut Reading, label: &'static str, v: &Yaml) -> Vec<String> {
-        match v {
-            Yaml::Sequence(items) if items.iter().all(Yaml::is_string) => {
-                items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect()
-            }
-            _ => {
-                r.wrong_type(label, "a list of strings");
-                Vec::new()
-            }
-        }
-    }
-    match key {
-        "username" => s.username = string(r, "redis.username", v),
-        "password" => s.password = string(r, "redis.password", v).map(Secret::new),
-        "db" => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
-            Some(n) => s.db = n,
-            None => r.wrong_type("redis.db", "a database number"),
-        },
-        "tls" => read_yaml_tls(r, s, v),
-        "sentinel_master_name" => s.sentinel_master = string(r, "redis.sentinel_master_name", v),
-        "sentinel_username" => s.sentinel_username = string(r, "redis.sentinel_username", v),
-        "sentinel_password" => s.sentinel_password = string(r, "redis.sentinel_password", v).map(Secret::new),
-        "sentinel_addresses" => s.sentinel_addresses = list(r, "redis.sentinel_addresses", v),
-        "cluster_addresses" => s.cluster_addresses = list(r, "redis.cluster_addresses", v),
-        _ => return false,
-    }
-    true
-}
-
-fn read_yaml_tls(r: &mut Reading, s: &mut RedisSettings, v: &Yaml) {
-    let Yaml::Mapping(m) = v else {
-        return r.wrong_type("redis.tls", "a mapping");
-    };
-    for (k, v) in m {
-        let path = |r: &mut Reading, label: &'static str| match v {
-            Yaml::String(p) if !p.is_empty() => Some(p.clone()),
-            _ => {
-                r.wrong_type(label, "a file path");
-                None
-            }
-        };
-        match k.as_str() {
-            Some("enabled") => match v {
-                Yaml::Bool(b) => s.tls = *b,
-                _ => r.wrong_type("redis.tls.enabled", "true or false"),
-            },
-            Some("server_name") => s.tls_server_name = path(r, "redis.tls.server_name"),
-            Some("ca_cert_file") => s.tls_ca_file = path(r, "redis.tls.ca_cert_file"),
-            Some("client_cert_file") => s.tls_cert_file = path(r, "redis.tls.client_cert_file"),
-            Some("client_key_file") => s.tls_key_file = path(r, "redis.tls.client_key_file"),
-            // `insecure` and anything else: not a key hero_livekit writes.
-            Some(other) => r.unexpected("key", &format!("redis.tls.{other}")),
-            None => r.wrong_type("redis.tls", "a mapping with string keys"),
-        }
     }
 }
 

@@ -8,6 +8,9 @@
 //! `xxxx...`) is refused only for the credential (by its own rules), since
 //! a Redis or Prometheus password may really be `secret`.
 
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
 /// A value that may not be written. Maps to JSON-RPC -32602 with `field`.
 /// Never carries the offending value, which may be a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,6 +145,81 @@ pub(crate) fn given_in(wire: &serde_json::Map<String, serde_json::Value>, field:
         Some(Value::String(s)) => !is_empty(s),
         Some(Value::Array(a)) => !a.is_empty(),
         Some(_) => true,
+    }
+}
+
+/// Appends `s` as a JSON string literal. Control characters, and the
+/// characters YAML refuses raw (BOM, non-characters) or treats as line
+/// breaks in some versions (U+2028/2029), are escaped, so the literal is
+/// also a valid YAML double-quoted scalar with the same value.
+pub(crate) fn push_quoted(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}') => {
+                // Writing to a String cannot fail.
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Whether `host` is an RFC 1123 hostname: labels of 1-63 `[A-Za-z0-9-]`
+/// not starting or ending with `-`, at most 253 characters, and not an
+/// all-numeric dotted name that is no valid IPv4 address (`1.2.3`).
+pub(crate) fn is_hostname(host: &str) -> bool {
+    if host.is_empty() || host.len() > 253 {
+        return false;
+    }
+    let labels_ok = host.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    });
+    let all_numeric = host.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit()));
+    labels_ok && !all_numeric
+}
+
+/// A `host:port` Redis address given as `field` (the address, a sentinel's
+/// or a cluster node's).
+///
+/// # Errors
+/// The rule broken, naming `field`.
+pub(crate) fn check_address(field: &'static str, address: &str) -> Result<(), ValidationError> {
+    let bad = || ValidationError::new(field, "must be host:port (IPv6 as [addr]:port) with port 1-65535");
+    let (host_ok, port) = if let Some(rest) = address.strip_prefix('[') {
+        let (host, port) = rest.split_once("]:").ok_or_else(bad)?;
+        (host.parse::<Ipv6Addr>().is_ok(), port)
+    } else {
+        let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+        (host.parse::<Ipv4Addr>().is_ok() || is_hostname(host), port)
+    };
+    let port_ok =
+        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p != 0);
+    if host_ok && port_ok {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+/// A port parameter: 1-65535.
+///
+/// # Errors
+/// The value is 0 or above 65535.
+pub fn validate_port(field: &'static str, value: u32) -> Result<u16, ValidationError> {
+    match u16::try_from(value) {
+        Ok(p) if p != 0 => Ok(p),
+        _ => Err(ValidationError::new(field, "must be a port number 1-65535")),
     }
 }
 

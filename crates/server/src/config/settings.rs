@@ -14,11 +14,10 @@
 //! when it names a key that is not in `keys`.
 
 use std::collections::BTreeSet;
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv6Addr};
 
 use hero_livekit_proto::{fields, ConfigShowResult, ConfigureParams, SettingShow, TurnServerParam, UdpPortParam};
-use serde::{Serialize, Serializer};
 use serde_json::{json, Map, Value as Json};
 use serde_yaml::Value as Yaml;
 
@@ -26,54 +25,8 @@ use super::model::{
     Config, Secret, DEFAULT_BACKEND_PORT, DEFAULT_DOMAIN, DEFAULT_PORT, DEFAULT_RTC_PORT_RANGE_END,
     DEFAULT_RTC_PORT_RANGE_START, DEFAULT_RTC_TCP_PORT,
 };
-use super::render::push_quoted;
-use super::rules::{self, given, given_list, no_template};
-use super::validate::{is_hostname, validate_port, ValidationError};
-
-/// A livekit-server release number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct LivekitVersion {
-    pub major: u32,
-    pub minor: u32,
-    pub patch: u32,
-}
-
-impl LivekitVersion {
-    pub const fn new(major: u32, minor: u32, patch: u32) -> LivekitVersion {
-        LivekitVersion { major, minor, patch }
-    }
-
-    /// `1.9.1` or `v1.9.1`; a pre-release or build suffix (`-rc1`, `+x`) is
-    /// ignored. `None` for anything else, e.g. a custom build's label.
-    pub fn parse(text: &str) -> Option<LivekitVersion> {
-        let t = text.trim();
-        let t = t.strip_prefix('v').unwrap_or(t);
-        let core = t.split(['-', '+']).next()?;
-        let mut parts = core.split('.');
-        let mut num = || -> Option<u32> {
-            let p = parts.next()?;
-            (!p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| p.parse().ok())
-                .flatten()
-        };
-        let v = LivekitVersion::new(num()?, num()?, num()?);
-        parts.next().is_none().then_some(v)
-    }
-
-    /// What `livekit-server --version` prints: `livekit-server version 1.9.1`.
-    pub fn from_version_output(output: &str) -> Option<LivekitVersion> {
-        output.lines().find_map(|line| {
-            let rest = line.trim().strip_prefix("livekit-server version ")?;
-            LivekitVersion::parse(rest)
-        })
-    }
-}
-
-impl fmt::Display for LivekitVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
-    }
-}
+pub use super::model::{LivekitVersion, Settings, TurnAuth, TurnServer, UdpPort};
+use super::rules::{self, given, given_list, is_hostname, no_template, push_quoted, validate_port, ValidationError};
 
 /// The release `key` needs, when some 1.x release does not accept it: the
 /// table's `since` of the fields rendered at or under `key` (a key names
@@ -95,94 +48,6 @@ pub fn accepts(target: Option<LivekitVersion>, key: &str) -> bool {
         (Some(t), Some(needed)) => t >= needed,
         _ => true,
     }
-}
-
-/// `rtc.udp_port`: one port (`start == end`) or a range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UdpPort {
-    pub start: u16,
-    pub end: u16,
-}
-
-impl UdpPort {
-    fn contains(&self, p: u16) -> bool {
-        (self.start..=self.end).contains(&p)
-    }
-
-    fn to_json(self) -> Json {
-        if self.start == self.end {
-            json!(self.start)
-        } else {
-            json!(format!("{}-{}", self.start, self.end))
-        }
-    }
-}
-
-/// How an external TURN server authenticates clients.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TurnAuth {
-    /// Long-term credentials.
-    Credential { username: String, credential: Secret },
-    /// The shared secret of the TURN REST API.
-    Secret(Secret),
-}
-
-/// One entry of `rtc.turn_servers`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TurnServer {
-    pub host: String,
-    pub port: u16,
-    /// `udp`, `tcp` or `tls`.
-    pub protocol: String,
-    pub auth: TurnAuth,
-}
-
-/// The production settings. `None`, `false` and empty lists mean "not set":
-/// livekit-server's own default applies and the key is not rendered.
-/// Serialized, it is `runtime.json`'s form of each field (the `configure`
-/// parameter's JSON), secrets in clear: see [`to_json`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Settings {
-    pub bind_addresses: Vec<String>,
-    pub use_external_ip: bool,
-    pub rtc_enable_loopback_candidate: bool,
-    #[serde(serialize_with = "udp_port_json")]
-    pub rtc_udp_port: Option<UdpPort>,
-    pub stun_servers: Vec<String>,
-    #[serde(serialize_with = "turn_servers_json")]
-    pub turn_servers: Vec<TurnServer>,
-    pub turn_enabled: bool,
-    pub turn_domain: Option<String>,
-    pub turn_tls_port: Option<u16>,
-    pub turn_udp_port: Option<u16>,
-    pub turn_external_tls: bool,
-    pub turn_cert_file: Option<String>,
-    pub turn_key_file: Option<String>,
-    pub webhook_urls: Vec<String>,
-    pub room_auto_create: Option<bool>,
-    pub room_empty_timeout: Option<u32>,
-    pub room_departure_timeout: Option<u32>,
-    pub room_max_participants: Option<u32>,
-    pub room_enabled_codecs: Vec<String>,
-    pub log_level: Option<String>,
-    pub log_json: bool,
-    pub prometheus_port: Option<u16>,
-    pub prometheus_username: Option<String>,
-    #[serde(serialize_with = "exposed")]
-    pub prometheus_password: Option<Secret>,
-    pub region: Option<String>,
-}
-
-fn udp_port_json<S: Serializer>(v: &Option<UdpPort>, s: S) -> Result<S::Ok, S::Error> {
-    v.map(UdpPort::to_json).serialize(s)
-}
-
-fn turn_servers_json<S: Serializer>(v: &[TurnServer], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(v.iter().map(turn_param))
-}
-
-fn exposed<S: Serializer>(v: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
-    v.as_ref().map(Secret::expose).serialize(s)
 }
 
 /// The settings' `configure` names, in `runtime.json` order: the table's.
@@ -788,23 +653,6 @@ fn fallback_key(field: &str) -> Option<&'static str> {
 /// re-validation only): `runtime.json`'s form is the parameters' own.
 fn to_params(s: &Settings) -> Result<ConfigureParams, ValidationError> {
     serde_json::from_value(Json::Object(to_json(s))).map_err(|_| invalid("unset", "a setting has no configure form"))
-}
-
-fn turn_param(t: &TurnServer) -> TurnServerParam {
-    let (username, credential, secret) = match &t.auth {
-        TurnAuth::Credential { username, credential } => {
-            (Some(username.clone()), Some(credential.expose().to_string()), None)
-        }
-        TurnAuth::Secret(s) => (None, None, Some(s.expose().to_string())),
-    };
-    TurnServerParam {
-        host: t.host.clone(),
-        port: u32::from(t.port),
-        protocol: t.protocol.clone(),
-        username,
-        credential,
-        secret,
-    }
 }
 
 /// Each field's value in `runtime.json` form: the `configure` parameter's

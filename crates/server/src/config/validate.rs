@@ -4,14 +4,16 @@
 //! YAML, an env file or a shell could read differently is refused, and the
 //! error names the field and the rule without echoing the value.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use hero_livekit_proto::{fields, ConfigureParams};
 
 use super::credential::{mint_credential, MintError};
 use super::model::{Config, Credential, Secret};
 use super::redis;
+pub use super::rules::validate_port;
 use super::rules::{self, is_placeholder_word, is_template, TEMPLATE_RULE};
+pub(crate) use super::rules::{check_address, is_hostname};
 use super::settings::{self, Files};
 
 /// The config fields, in `runtime.json` order (the Redis settings of
@@ -118,24 +120,6 @@ pub fn validate_credential(c: &Credential) -> Result<(), ValidationError> {
     validate_api_secret(c.api_secret.expose())
 }
 
-/// Whether `host` is an RFC 1123 hostname: labels of 1-63 `[A-Za-z0-9-]`
-/// not starting or ending with `-`, at most 253 characters, and not an
-/// all-numeric dotted name that is no valid IPv4 address (`1.2.3`).
-pub(crate) fn is_hostname(host: &str) -> bool {
-    if host.is_empty() || host.len() > 253 {
-        return false;
-    }
-    let labels_ok = host.split('.').all(|l| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    });
-    let all_numeric = host.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit()));
-    labels_ok && !all_numeric
-}
-
 /// `domain`: a hostname, an IPv4 address or an IPv6 address (without
 /// brackets; `livekit_url` adds them).
 ///
@@ -162,29 +146,6 @@ pub fn validate_redis_address(address: &str) -> Result<(), ValidationError> {
     check_address("redis_address", address)
 }
 
-/// A `host:port` Redis address given as `field` (the address, a sentinel's
-/// or a cluster node's).
-///
-/// # Errors
-/// The rule broken, naming `field`.
-pub(crate) fn check_address(field: &'static str, address: &str) -> Result<(), ValidationError> {
-    let bad = || ValidationError::new(field, "must be host:port (IPv6 as [addr]:port) with port 1-65535");
-    let (host_ok, port) = if let Some(rest) = address.strip_prefix('[') {
-        let (host, port) = rest.split_once("]:").ok_or_else(bad)?;
-        (host.parse::<Ipv6Addr>().is_ok(), port)
-    } else {
-        let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
-        (host.parse::<Ipv4Addr>().is_ok() || is_hostname(host), port)
-    };
-    let port_ok =
-        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p != 0);
-    if host_ok && port_ok {
-        Ok(())
-    } else {
-        Err(bad())
-    }
-}
-
 /// `node_ip`: an IPv4 or IPv6 address.
 ///
 /// # Errors
@@ -193,17 +154,6 @@ pub fn validate_node_ip(ip: &str) -> Result<(), ValidationError> {
     ip.parse::<IpAddr>()
         .map(|_| ())
         .map_err(|_| ValidationError::new("node_ip", "must be an IPv4 or IPv6 address"))
-}
-
-/// A port parameter: 1-65535.
-///
-/// # Errors
-/// The value is 0 or above 65535.
-pub fn validate_port(field: &'static str, value: u32) -> Result<u16, ValidationError> {
-    match u16::try_from(value) {
-        Ok(p) if p != 0 => Ok(p),
-        _ => Err(ValidationError::new(field, "must be a port number 1-65535")),
-    }
 }
 
 /// Rules across fields: the three TCP ports differ from each other and the
