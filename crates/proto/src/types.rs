@@ -3,6 +3,10 @@
 //! Parameters are passed by name (a JSON object). Every parameter is optional
 //! unless stated otherwise, and unknown fields are refused so that a typo in a
 //! script fails loudly instead of being ignored.
+//!
+//! Longer than 600 lines: one small type per method's params, result and
+//! event, each a few lines with its wire docs; the configure fields are in
+//! [`crate::fields`].
 
 use std::collections::BTreeMap;
 use std::fmt;

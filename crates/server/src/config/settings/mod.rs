@@ -12,6 +12,10 @@
 //! `webhook.api_key` is not a setting: it is always the active API key,
 //! rendered from the one credential, since livekit-server refuses to start
 //! when it names a key that is not in `keys`.
+//!
+//! Longer than 600 lines because it holds one job whole: the rule of each
+//! setting and the rules across settings; its renderings, drift and `config
+//! show` are the files beside it.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;

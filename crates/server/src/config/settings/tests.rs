@@ -1,4 +1,6 @@
 //! The production settings' tests: merge, rules, renderings, drift, show.
+//! Longer than 600 lines: every setting is exercised through the same
+//! fixtures (`configured`, `yaml`, `at`).
 use super::super::check::check;
 use super::super::heal::{plan, FileObs};
 use super::super::render::{render, TripleFile};
