@@ -30,7 +30,9 @@ use super::model::{
     DEFAULT_RTC_PORT_RANGE_START, DEFAULT_RTC_TCP_PORT,
 };
 pub use super::model::{LivekitVersion, Settings, TurnAuth, TurnServer, UdpPort};
-use super::rules::{self, given, given_list, is_hostname, no_template, push_quoted, validate_port, ValidationError};
+use super::rules::{
+    self, check_address, given, given_list, is_hostname, no_template, push_quoted, validate_port, ValidationError,
+};
 
 /// The release `key` needs, when some 1.x release does not accept it: the
 /// table's `since` of the fields rendered at or under `key` (a key names
@@ -155,28 +157,15 @@ fn host_or_ip(s: &str) -> bool {
     s.parse::<IpAddr>().is_ok() || is_hostname(s)
 }
 
-/// `host:port`, `[v6]:port`.
+/// `host:port`, `[v6]:port`: the one parser of [`rules::check_address`],
+/// worded for a list.
 fn host_port(field: &'static str, s: &str) -> Result<(), ValidationError> {
-    let bad = || {
+    check_address(field, s).map_err(|_| {
         invalid(
             field,
             "each entry must be host:port (IPv6 as [addr]:port) with port 1-65535",
         )
-    };
-    let (host_ok, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (h, p) = rest.split_once("]:").ok_or_else(bad)?;
-        (h.parse::<Ipv6Addr>().is_ok(), p)
-    } else {
-        let (h, p) = s.rsplit_once(':').ok_or_else(bad)?;
-        (!h.contains(':') && host_or_ip(h), p)
-    };
-    let port_ok =
-        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p != 0);
-    if host_ok && port_ok {
-        Ok(())
-    } else {
-        Err(bad())
-    }
+    })
 }
 
 fn udp_port(p: &UdpPortParam) -> Result<UdpPort, ValidationError> {
