@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 
 pub mod cluster;
 pub mod lk;
+pub mod netns;
 pub mod observe;
+pub mod participant;
 pub mod real;
 mod squatter;
 
@@ -164,6 +166,10 @@ pub struct DaemonOpts {
 /// struct out keep compiling.)
 const NOFILE_VAR: &str = "HERO_LIVEKIT_TEST_RLIMIT_NOFILE";
 
+/// Set in [`DaemonOpts::env`] by [`DaemonOpts::in_netns`]: the network
+/// namespace the daemon (and so its children) runs in.
+const NETNS_VAR: &str = "HERO_LIVEKIT_TEST_NETNS";
+
 impl DaemonOpts {
     /// With the livekit-server test double as the livekit binary.
     pub fn double() -> DaemonOpts {
@@ -202,6 +208,12 @@ impl DaemonOpts {
     pub fn max_open_files(self, n: u64) -> DaemonOpts {
         self.env_var(NOFILE_VAR, n)
     }
+
+    /// The daemon runs inside `ns` (started through `ip netns exec`), and
+    /// so do the children it starts.
+    pub fn in_netns(self, ns: &netns::Netns) -> DaemonOpts {
+        self.env_var(NETNS_VAR, ns.name())
+    }
 }
 
 /// A running `hero_livekit_server`.
@@ -222,7 +234,15 @@ impl Daemon {
     pub fn try_start(root: &Root, opts: DaemonOpts) -> Result<Daemon, String> {
         let stderr_path = root.path().join(format!("daemon-{}.stderr", unique()));
         let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(bin("hero_livekit_server"));
+        let netns = opts.env.iter().find(|(k, _)| k == NETNS_VAR).map(|(_, v)| v.clone());
+        let mut cmd = match &netns {
+            Some(name) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", name]).arg(bin("hero_livekit_server"));
+                c
+            }
+            None => Command::new(bin("hero_livekit_server")),
+        };
         cmd.arg("--root").arg(root.path());
         cmd.arg("--backend-bin").arg(bin("lk-backend"));
         if opts.with_double {
@@ -230,7 +250,7 @@ impl Daemon {
         }
         cmd.args(&opts.extra_args);
         cmd.env("RUST_LOG", "info").env_remove("NOTIFY_SOCKET");
-        for (k, v) in &opts.env {
+        for (k, v) in opts.env.iter().filter(|(k, _)| k != NETNS_VAR) {
             cmd.env(k, v);
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);

@@ -55,6 +55,13 @@ fn assert_consistent(d: &Daemon) -> Value {
     h
 }
 
+/// A daemon on which only a mutation heals: the periodic reconcile is off
+/// (`HERO_LIVEKIT_DRIFT_CHECK_MS=0`), and without children, Redis or a
+/// cluster no other trigger asks the reconciler for a pass.
+fn only_mutations_heal() -> DaemonOpts {
+    DaemonOpts::default().env_var("HERO_LIVEKIT_DRIFT_CHECK_MS", 0)
+}
+
 #[test]
 fn clean_root_configure_with_empty_params_gives_a_consistent_minted_triple() {
     let root = Root::new();
@@ -105,7 +112,7 @@ fn hashes_in_health_equal_sha256sum_of_the_files() {
 #[test]
 fn a_field_changed_by_hand_is_named_in_health_and_healed() {
     let root = Root::new();
-    let d = Daemon::start(&root, DaemonOpts::default().no_drift_check());
+    let d = Daemon::start(&root, only_mutations_heal());
     let key = d.health()["api_key"].clone();
     let path = root.file("runtime.json");
     let mut rt: Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
@@ -151,9 +158,11 @@ fn the_periodic_check_heals_drift_without_any_call() {
 #[test]
 fn every_single_file_and_every_pair_deleted_is_healed_without_rotation() {
     let root = Root::new();
-    // The periodic reconcile would heal a deletion before `health` reports
-    // it missing; here `configure` is the call under test.
-    let mut d = Daemon::start(&root, DaemonOpts::default().no_drift_check());
+    // The trigger under test is `configure`. The others are off: the
+    // periodic reconcile (tick 0), the boot pass (nothing is wanted, so boot
+    // asks for none), the probe (no child runs, so it never asks for one),
+    // Redis and the cluster (not configured).
+    let mut d = Daemon::start(&root, only_mutations_heal());
     let original = pairs(&root)[0].clone();
     let sets: Vec<Vec<&str>> = vec![
         vec!["runtime.json"],
@@ -218,7 +227,9 @@ fn runtime_json_missing_and_a_valid_livekit_yaml_adopts_its_credential() {
 #[test]
 fn garbage_in_each_file_is_reported_and_healed_while_the_daemon_keeps_running() {
     let root = Root::new();
-    let d = Daemon::start(&root, DaemonOpts::default().no_drift_check());
+    // The trigger under test is `configure`; every other one is off, as in
+    // `every_single_file_and_every_pair_deleted_is_healed_without_rotation`.
+    let d = Daemon::start(&root, only_mutations_heal());
     let original = pairs(&root)[0].clone();
     let good: Vec<Vec<u8>> = FILES
         .iter()

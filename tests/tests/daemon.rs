@@ -380,3 +380,63 @@ fn ready_is_sent_to_notify_socket_once_the_socket_answers() {
     assert_eq!(&buf[..n], b"READY=1");
     assert!(d.socket.exists(), "READY=1 comes after the socket is bound");
 }
+
+/// Median wall time of `n` runs of `f`.
+fn median_of(n: usize, mut f: impl FnMut()) -> Duration {
+    let mut times: Vec<Duration> = (0..n)
+        .map(|_| {
+            let t0 = std::time::Instant::now();
+            f();
+            t0.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[n / 2]
+}
+
+#[test]
+fn health_answers_promptly_while_a_large_log_is_read() {
+    let root = Root::new();
+    let d = Daemon::start(&root, DaemonOpts::default());
+    // A log of more than 1 MiB, read whole by each `logs` call below.
+    let log = root.state().join("logs/livekit-server.log");
+    std::fs::create_dir_all(log.parent().expect("logs dir")).expect("mkdir logs");
+    let line = format!("{}\n", "x".repeat(99));
+    std::fs::write(&log, line.repeat(11_000)).expect("write the log");
+
+    let empty = median_of(41, || {
+        d.call("livekitservice.no_such_method", json!({}));
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (socket, stop) = (d.socket.clone(), std::sync::Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut reads = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = rpc(
+                        &socket,
+                        "livekitservice.logs",
+                        json!({"process": "livekit-server", "lines": 10000}),
+                    );
+                    assert_eq!(r["result"]["lines"].as_array().map(Vec::len), Some(10000), "{r}");
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    let health = median_of(41, || {
+        d.health();
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads: u32 = readers.into_iter().map(|r| r.join().expect("reader")).sum();
+    assert!(reads > 0, "the log was read while health was called");
+    // Read on the runtime thread, each 1 MiB read would stall every call
+    // queued behind it; off it, health stays within a small multiple of an
+    // idle empty call (generous: the readers share the machine's cores).
+    assert!(
+        health <= empty * 25,
+        "health median {health:?} while the log is read, against {empty:?} for an idle empty call ({reads} reads)"
+    );
+}

@@ -608,3 +608,70 @@ fn chaos_never_yields_a_ready_health_whose_token_is_refused() {
     wait_ready_for_tokens(&d, WAIT);
     assert_tokens_work(p, "after the chaos");
 }
+
+/// How many token-chain probes found the token refused, from `/metrics`.
+fn refused_probes(d: &Daemon) -> u64 {
+    let text = String::from_utf8_lossy(&get(&d.socket, "/metrics").body).into_owned();
+    text.lines()
+        .find(|l| l.starts_with("hero_livekit_token_chain_probes_total{") && l.contains("result=\"refused\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .map_or(0, |n| n as u64)
+}
+
+#[test]
+fn tokens_refused_for_a_reason_no_restart_cures_back_off_instead_of_looping() {
+    let root = Root::new();
+    // livekit-server serves with another secret than the one its file (and
+    // every other file) holds: every token gets 401 and no restart helps.
+    let other_keys = root.path().join("other-keys.yaml");
+    let wrapper = root.path().join("livekit-server-other-keys");
+    let d = Daemon::start(
+        &root,
+        DaemonOpts::default()
+            .arg("--livekit-bin")
+            .arg(wrapper.display().to_string()),
+    );
+    configure_free_ports(&d);
+    let (_, secret) = env_credential(&root.file("backend.env"));
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/bash\nargs=()\nwhile [ $# -gt 0 ]; do\n  if [ \"$1\" = --config ]; then\n    sed 's|{secret}|{other}|' \"$2\" > '{yaml}'\n    args+=(--config '{yaml}'); shift 2\n  else\n    args+=(\"$1\"); shift\n  fi\ndone\nexec '{double}' \"${{args[@]}}\"\n",
+            other = fresh_secret(),
+            yaml = other_keys.display(),
+            double = bin("livekit-server-double").display(),
+        ),
+    )
+    .expect("write the wrapper");
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let r = d.ok("livekitservice.start", json!({"timeout_ms": 30000}));
+    assert_eq!(r["ready_for_tokens"], false, "{r}");
+    wait_for(WAIT, "the first refusal", || (refused_probes(&d) > 0).then_some(()));
+
+    // Cost is counted in work, not in wall-clock CPU: probes of the chain
+    // (each one three loopback requests and, on failure, a reconcile pass)
+    // over a window. Backing off from 1 s doubling, a 7 s window holds at
+    // most the attempts at +1, +2, +4 s and the reprobe after the one
+    // lk-backend restart; a busy loop holds hundreds.
+    let (probes0, cpu0, t0) = (refused_probes(&d), cpu_ticks(d.pid()), Instant::now());
+    std::thread::sleep(Duration::from_secs(7));
+    let (probes, cpu, took) = (refused_probes(&d) - probes0, cpu_ticks(d.pid()) - cpu0, t0.elapsed());
+    eprintln!("{probes} refused probes and {cpu} CPU ticks in {took:?}");
+    assert!(
+        probes <= 8,
+        "{probes} refused probes in {took:?}: the failure does not back off"
+    );
+    let h = d.health();
+    let be = &h["processes"][BE];
+    assert!(
+        be["restarts"].as_u64().is_some_and(|n| n <= 1),
+        "lk-backend restarted at most once for it: {h}"
+    );
+    let error = h["token_chain"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("401") && error.contains("next try in") && error.contains("attempt"),
+        "health says what was tried and when the next try is: {error}"
+    );
+    assert!(!error.contains(&secret), "never a secret: {error}");
+}

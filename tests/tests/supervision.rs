@@ -244,10 +244,52 @@ fn stop_sends_sigterm_then_sigkill_after_timeout_ms() {
         assert_eq!(h["processes"][name]["state"], "stopped", "{h}");
         assert_eq!(h["processes"][name]["pid"], Value::Null, "{h}");
     }
+    let ended = |name: &str| {
+        h["processes"][name]["last_exit"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        ended(LK).contains("killed with SIGKILL at the drain deadline (300 ms)"),
+        "health says how livekit-server ended: {h}"
+    );
+    assert!(ended(BE).contains("exited on SIGTERM"), "and lk-backend: {h}");
     assert_eq!(status(p.livekit, "/"), None, "nothing answers after stop");
     assert!(
         !root.state().join("children/livekit-server.json").exists(),
         "no record of a stopped child"
+    );
+}
+
+#[test]
+fn the_operators_drain_deadline_bounds_stop_and_restart_when_a_call_gives_none() {
+    let root = Root::new();
+    let d = configured(&root, DaemonOpts::double().env_var("HERO_LIVEKIT_STOP_TIMEOUT_MS", 400));
+    set_behaviour(&root, &json!({"ignore_sigterm": true}));
+    start(&d);
+    let (lk, _) = pids(&d.health());
+
+    d.ok("livekitservice.restart", json!({"process": LK}));
+    wait_gone(lk, LK);
+    let h = d.health();
+    let ended = h["processes"][LK]["last_exit"].as_str().unwrap_or_default();
+    assert!(
+        ended.contains("killed with SIGKILL at the drain deadline (400 ms)") && ended.contains("restart"),
+        "the restart drained until the deadline, then killed: {h}"
+    );
+
+    let t0 = Instant::now();
+    let r = d.ok("livekitservice.stop", json!({}));
+    let took = t0.elapsed();
+    assert_eq!(r["killed"], json!([LK]), "{r}");
+    assert!(
+        took >= Duration::from_millis(400),
+        "SIGKILL only at the deadline ({took:?})"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "the operator's deadline, not the built-in 10 s ({took:?})"
     );
 }
 
@@ -474,20 +516,68 @@ fn a_child_whose_binary_file_was_replaced_is_still_adopted() {
 
     d.kill9();
     let d2 = Daemon::start(&root, opts);
-    let h = wait_ready_for_tokens(&d2, WAIT);
-    assert_eq!(pid_in(&h, LK), Some(lk), "the running child is adopted: {h}");
-    assert_eq!(h["processes"][LK]["adopted"], true, "{h}");
+    // Adopted (verified by pid, start time and executable: the file now
+    // under its name does not identify it), then replaced onto the binary
+    // in place by the reconcile, without any call.
+    let h = wait_for(WAIT, "livekit-server replaced onto the new binary and ready", || {
+        let h = d2.health();
+        (h["ready_for_tokens"] == true && pid_in(&h, LK).is_some_and(|p| p != lk)).then_some(h)
+    });
+    let stderr = d2.stderr();
+    assert!(
+        stderr.contains("process=livekit-server outcome=Adopted"),
+        "the running child was adopted first: {stderr}"
+    );
+    wait_gone(lk, LK);
     assert_tokens_work(p);
-
-    // `start` then moves it onto the new binary.
     let r = start(&d2);
-    assert_eq!(r["processes"][LK], "restarted", "{r}");
-    let h = d2.health();
+    assert_eq!(r["processes"][LK], "already_running", "{r}");
     let lk2 = pid_in(&h, LK).expect("pid");
-    assert_ne!(lk2, lk);
     let exe = std::fs::metadata(format!("/proc/{lk2}/exe")).expect("exe").ino();
     assert_eq!(exe, new_ino, "runs the new binary");
     drop(d);
+}
+
+#[test]
+fn a_binary_swapped_behind_the_daemons_back_is_run_after_the_next_tick() {
+    let root = Root::new();
+    let bin_dir = root.path().join("bin");
+    std::fs::create_dir_all(&bin_dir).expect("mkdir bin");
+    let lk_bin = bin_dir.join("livekit-server");
+    let copy_double = |to: &Path| {
+        std::fs::copy(bin("livekit-server-double"), to).expect("copy the double");
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    };
+    copy_double(&lk_bin);
+    // The trigger under test is the tick; no call is made after the swap.
+    let opts = DaemonOpts {
+        extra_args: vec!["--livekit-bin".into(), lk_bin.display().to_string()],
+        ..Default::default()
+    }
+    .drift_check_ms(200);
+    let d = configured(&root, opts);
+    let p = ports(&d);
+    start(&d);
+    let (lk, be) = pids(&d.health());
+
+    let tmp = bin_dir.join(".livekit-server.new");
+    copy_double(&tmp);
+    std::fs::rename(&tmp, &lk_bin).expect("rename over the binary");
+    let new_ino = std::fs::metadata(&lk_bin).expect("stat").ino();
+
+    let h = wait_for(WAIT, "livekit-server replaced onto the swapped binary", || {
+        let h = d.health();
+        (h["ready_for_tokens"] == true && pid_in(&h, LK).is_some_and(|p| p != lk)).then_some(h)
+    });
+    let lk2 = pid_in(&h, LK).expect("pid");
+    let exe = std::fs::metadata(format!("/proc/{lk2}/exe")).expect("exe").ino();
+    assert_eq!(exe, new_ino, "runs the binary now in place");
+    assert_eq!(
+        pid_in(&h, BE),
+        Some(be),
+        "lk-backend, whose binary did not change, kept"
+    );
+    assert_tokens_work(p);
 }
 
 #[test]

@@ -13,11 +13,9 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
 use crate::config::Credential;
+use crate::limits::Limits;
 use crate::mint::mint;
 use crate::request::{parse_token_request, ErrorKind, InputError};
-
-/// Largest `POST /token` body accepted, in bytes.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The credential in force, and the hash of the env file it came from.
 /// A reload replaces the `Arc` under a short write lock; each request
@@ -71,14 +69,22 @@ impl SharedCredential {
     }
 }
 
-/// The service's router.
-pub fn router(credential: Arc<SharedCredential>) -> Router {
+/// What every handler sees.
+#[derive(Debug, Clone)]
+struct AppState {
+    credential: Arc<SharedCredential>,
+    limits: Arc<Limits>,
+}
+
+/// The service's router, enforcing the body limits of `limits` (the
+/// connection-level ones are the accept loop's, in [`crate::serve`]).
+pub fn router(credential: Arc<SharedCredential>, limits: Arc<Limits>) -> Router {
     Router::new()
         .route("/token", post(issue_token))
         .route("/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(credential)
+        .with_state(AppState { credential, limits })
 }
 
 /// A 4xx/5xx answer in the one shape every client can parse.
@@ -96,6 +102,7 @@ fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorKind::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorKind::InvalidJson
         | ErrorKind::InvalidType
@@ -107,19 +114,23 @@ fn status_of(kind: ErrorKind) -> StatusCode {
 
 impl IntoResponse for InputError {
     fn into_response(self) -> Response {
-        error_response(status_of(self.kind), &self)
+        let mut response = error_response(status_of(self.kind), &self);
+        if self.kind == ErrorKind::BodyTimeout {
+            // The rest of the body may still come: the connection cannot
+            // carry another request, so hyper is told to close it.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 
-async fn issue_token(
-    State(shared): State<Arc<SharedCredential>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, InputError> {
+async fn issue_token(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, InputError> {
     check_json_content_type(&headers)?;
-    let bytes = read_limited(&headers, body).await?;
+    let bytes = read_limited(&state.limits, &headers, body).await?;
     let req = parse_token_request(&bytes)?;
-    let in_force = shared.current();
+    let in_force = state.credential.current();
     match mint(&in_force.credential, &req) {
         Ok(issued) => {
             tracing::debug!(room = %req.room, identity = %req.identity, "token issued");
@@ -154,12 +165,13 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), InputError> {
     }
 }
 
-async fn read_limited(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, InputError> {
+async fn read_limited(limits: &Limits, headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, InputError> {
+    let max = limits.max_body_bytes;
     let too_large = || {
         InputError::field(
             ErrorKind::PayloadTooLarge,
             "body",
-            format_args!("must be at most {MAX_BODY_BYTES} bytes"),
+            format_args!("must be at most {max} bytes (limits.max_body_bytes)"),
         )
     };
     // A declared length over the limit is refused before reading a byte.
@@ -167,13 +179,21 @@ async fn read_limited(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, I
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(InputError::field(
+    match tokio::time::timeout(limits.body_timeout, Limited::new(body, max).collect()).await {
+        Err(_) => Err(InputError::field(
+            ErrorKind::BodyTimeout,
+            "body",
+            format_args!(
+                "did not arrive within {} ms of the request head (limits.body_timeout)",
+                limits.body_timeout.as_millis()
+            ),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(InputError::field(
             ErrorKind::InvalidJson,
             "body",
             format_args!("could not be read: {e}"),
@@ -181,8 +201,8 @@ async fn read_limited(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, I
     }
 }
 
-async fn health(State(shared): State<Arc<SharedCredential>>) -> Response {
-    let in_force = shared.current();
+async fn health(State(state): State<AppState>) -> Response {
+    let in_force = state.credential.current();
     Json(json!({
         "status": "ok",
         "api_key": in_force.credential.api_key,

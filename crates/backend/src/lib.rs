@@ -4,6 +4,7 @@
 //! same credential the supervisor writes into `livekit.yaml`, and re-reads it
 //! on SIGHUP without dropping requests. Layout:
 //! - [`config`]: where the settings come from and what makes them valid (pure);
+//! - [`limits`]: every limit of the HTTP listener, in one value;
 //! - [`request`]: decoding and validating `POST /token` bodies (pure);
 //! - [`mint`]: signing a token with LiveKit's own library (pure);
 //! - [`app`]: the HTTP routes and the shared credential;
@@ -13,6 +14,7 @@
 
 pub mod app;
 pub mod config;
+pub mod limits;
 pub mod mint;
 pub mod request;
 pub mod serve;

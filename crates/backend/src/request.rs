@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// Default token lifetime, LiveKit's own default.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(6 * 3600);
@@ -67,8 +68,10 @@ pub enum ErrorKind {
     MissingField,
     /// A field has the right type but breaks a rule.
     InvalidValue,
-    /// The body is over [`crate::app::MAX_BODY_BYTES`].
+    /// The body is over `limits.max_body_bytes`.
     PayloadTooLarge,
+    /// The body did not arrive within `limits.body_timeout`.
+    BodyTimeout,
     /// The content type is not `application/json`.
     UnsupportedMediaType,
     /// No such route.
@@ -89,6 +92,7 @@ impl ErrorKind {
             ErrorKind::MissingField => "missing_field",
             ErrorKind::InvalidValue => "invalid_value",
             ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::BodyTimeout => "body_timeout",
             ErrorKind::UnsupportedMediaType => "unsupported_media_type",
             ErrorKind::NotFound => "not_found",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
@@ -219,6 +223,13 @@ fn required(field: &str, value: Option<String>) -> Result<String, InputError> {
 
 /// Control characters are refused: they end up in logs, in the server's room
 /// list and in other participants' UIs, where they can forge lines or hide text.
+/// So are format characters: an identity is the token's `sub`, shown to
+/// people and compared by applications, and a bidi override (U+202E), a
+/// zero-width space (U+200B) or a BOM makes it display as another string
+/// than the one signed. Metadata is not checked: it is the application's
+/// own payload (often JSON), never displayed as an identity by LiveKit,
+/// and refusing characters in it would break applications that carry
+/// user text there.
 fn check_name(field: &str, value: &str) -> Result<(), InputError> {
     if value.chars().count() > MAX_NAME_CHARS {
         return Err(InputError::field(
@@ -234,7 +245,28 @@ fn check_name(field: &str, value: &str) -> Result<(), InputError> {
             "must not contain control characters",
         ));
     }
+    if let Some(c) = value.chars().find(|c| is_format(*c)) {
+        return Err(InputError::field(
+            ErrorKind::InvalidValue,
+            field,
+            format_args!(
+                "must not contain format characters (bidi controls, zero-width characters, line and paragraph separators: Unicode categories Cf, Zl, Zp); found U+{:04X}",
+                u32::from(c)
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// Unicode general category Cf (format: bidi controls, zero-width
+/// characters, BOM, soft hyphen, tags...), Zl (U+2028) and Zp (U+2029):
+/// characters that change how the text around them displays, or break
+/// lines, without being visible themselves.
+pub fn is_format(c: char) -> bool {
+    matches!(
+        c.general_category(),
+        GeneralCategory::Format | GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator
+    )
 }
 
 #[cfg(test)]
@@ -387,6 +419,65 @@ mod tests {
         }
     }
 
+    /// The characters of the report and the Cf ranges around them, by code
+    /// point, against the Unicode data (UnicodeData.txt, field 2).
+    const FORMAT_EXAMPLES: [char; 16] = [
+        '\u{00AD}',
+        '\u{061C}',
+        '\u{180E}',
+        '\u{200B}',
+        '\u{200C}',
+        '\u{200D}',
+        '\u{200E}',
+        '\u{200F}',
+        '\u{202A}',
+        '\u{202E}',
+        '\u{2028}',
+        '\u{2029}',
+        '\u{2066}',
+        '\u{2069}',
+        '\u{FEFF}',
+        '\u{E0001}',
+    ];
+
+    #[test]
+    fn format_characters_are_refused_in_each_name_field_naming_it() {
+        for c in FORMAT_EXAMPLES {
+            for field in ["room", "identity", "name"] {
+                let mut body = serde_json::json!({"room": "r", "identity": "i"});
+                body[field] = serde_json::Value::String(format!("admin{c}gnp.exe"));
+                let err = parse(&body.to_string()).expect_err(&format!("{field} U+{:04X}", u32::from(c)));
+                assert_eq!(err.kind, ErrorKind::InvalidValue);
+                assert!(
+                    err.message
+                        .starts_with(&format!("{field}: must not contain format characters")),
+                    "{err:?}"
+                );
+                assert!(err.message.ends_with(&format!("U+{:04X}", u32::from(c))), "{err:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn is_format_follows_the_unicode_categories() {
+        for c in FORMAT_EXAMPLES {
+            assert!(is_format(c), "U+{:04X}", u32::from(c));
+        }
+        // Neighbours of the Cf ranges, and what people's names are made of.
+        for c in [
+            'a', 'é', 'ß', 'Ж', 'ع', '中', '😀', ' ', '\u{00A0}', '\u{061B}', '\u{2027}', '\u{202F}', '\u{2065}',
+            '\u{FEFE}', '\u{0301}',
+        ] {
+            assert!(!is_format(c), "U+{:04X}", u32::from(c));
+        }
+    }
+
+    #[test]
+    fn metadata_stays_free_text() {
+        let r = parse(r#"{"room":"r","identity":"i","metadata":"a\u202eb\u200bc\u2028d\n"}"#).expect("valid");
+        assert_eq!(r.metadata.as_deref(), Some("a\u{202e}b\u{200b}c\u{2028}d\n"));
+    }
+
     #[test]
     fn limits_are_inclusive() {
         let at_limit = "é".repeat(MAX_NAME_CHARS);
@@ -408,7 +499,7 @@ mod tests {
             let body = serde_json::json!({"room": room, "identity": "i"}).to_string();
             if let Ok(r) = parse(&body) {
                 proptest::prop_assert!(r.room.chars().count() <= MAX_NAME_CHARS);
-                proptest::prop_assert!(!r.room.chars().any(char::is_control));
+                proptest::prop_assert!(!r.room.chars().any(|c| c.is_control() || is_format(c)));
             }
         }
     }

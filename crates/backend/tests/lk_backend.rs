@@ -48,11 +48,17 @@ struct Backend {
 
 impl Backend {
     fn start_with_file(text: &str) -> Backend {
+        Backend::start_with_file_and_env(text, &[])
+    }
+
+    /// With `vars` in its environment (limits, RUST_LOG) besides the file.
+    fn start_with_file_and_env(text: &str, vars: &[(&str, &str)]) -> Backend {
         let dir = tempfile::tempdir().expect("temp dir");
         let env_file = dir.path().join("backend.env");
         std::fs::write(&env_file, text).expect("write env file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lk-backend"));
         cmd.arg("--env-file").arg(&env_file).env_clear();
+        cmd.envs(vars.iter().copied());
         Backend::start(cmd, env_file, dir)
     }
 
@@ -312,7 +318,10 @@ async fn oversized_body_gets_413_in_the_json_shape() {
     let (status, answer) = Conn::open(b.addr).await.post_json(&body).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(answer["error"], "payload_too_large");
-    assert_eq!(answer["message"], "body: must be at most 65536 bytes");
+    assert_eq!(
+        answer["message"],
+        "body: must be at most 65536 bytes (limits.max_body_bytes)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,5 +584,481 @@ async fn sigterm_and_sigint_stop_it_with_status_zero() {
             .wait_exit(Duration::from_secs(10))
             .expect("exits after the signal, idle keep-alive connection or not");
         assert_eq!(status.code(), Some(0), "{sig}");
+    }
+}
+
+// ---- Limits of the listener (issue 21): each closes what it bounds at its
+// own deadline, and names itself. Limits are short here (about a second);
+// lower bounds are loose (a timer never fires early, and each bound below
+// is measured from the client's connect, which the server's accept follows)
+// and upper bounds generous for a loaded machine.
+
+/// The most a close may come after its limit on a loaded machine.
+const SLACK: Duration = Duration::from_secs(15);
+
+/// Reads until the peer closes the connection (EOF or reset) or `deadline`
+/// passes. Returns what arrived and when the close came, `None` if it did
+/// not come by the deadline.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, deadline: Instant) -> (Vec<u8>, Option<Instant>) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline.into(), stream.read(&mut chunk)).await {
+            Err(_) => return (got, None),
+            Ok(Ok(0)) | Ok(Err(_)) => return (got, Some(Instant::now())),
+            Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Splits a raw HTTP/1.1 answer into its status line and its JSON body.
+fn raw_answer(bytes: &[u8]) -> (String, Value) {
+    let text = String::from_utf8_lossy(bytes);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    let status = head.lines().next().unwrap_or_default().to_string();
+    (status, parse_json(body.as_bytes()))
+}
+
+async fn connect(addr: SocketAddr) -> (tokio::net::TcpStream, Instant) {
+    let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    (s, Instant::now())
+}
+
+/// Writes `bytes` one at a time every 100 ms until the peer is gone: a
+/// slowloris client, whose every byte would restart a timer that is reset
+/// by activity.
+fn trickle(mut w: tokio::net::tcp::OwnedWriteHalf, bytes: &'static [u8]) {
+    use tokio::io::AsyncWriteExt;
+    tokio::spawn(async move {
+        for b in bytes.iter().cycle() {
+            if w.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_slow_request_heads_get_408_naming_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let limit = Duration::from_millis(1000);
+    let b = Backend::start_with_file_and_env(
+        &env_text(SECRET_A, 0),
+        &[
+            ("LK_BACKEND_HEADER_TIMEOUT_MS", "1000"),
+            ("LK_BACKEND_IDLE_TIMEOUT_MS", "60000"),
+        ],
+    );
+    let mut waits = Vec::new();
+    for n in 0..10 {
+        let addr = b.addr;
+        waits.push(tokio::spawn(async move {
+            let (s, opened) = connect(addr).await;
+            let (mut r, mut w) = s.into_split();
+            let slow = n % 2 == 1;
+            if slow {
+                w.write_all(b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                    .await
+                    .expect("write part of a head");
+                trickle(w, b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+            }
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let deadline = opened + limit + SLACK;
+            let closed = loop {
+                use tokio::io::AsyncReadExt;
+                match tokio::time::timeout_at(deadline.into(), r.read(&mut chunk)).await {
+                    Err(_) => break None,
+                    Ok(Ok(0)) | Ok(Err(_)) => break Some(Instant::now()),
+                    Ok(Ok(k)) => got.extend_from_slice(&chunk[..k]),
+                }
+            };
+            (slow, got, closed.map(|c| c - opened))
+        }));
+    }
+    for w in waits {
+        let (slow, got, after) = w.await.expect("connection task");
+        let after = after.unwrap_or_else(|| panic!("slow={slow}: still open {SLACK:?} after the header timeout"));
+        assert!(
+            after >= limit * 9 / 10,
+            "slow={slow}: closed after {after:?}, before the header timeout"
+        );
+        // A trickling client may reset the connection with its next byte
+        // before the answer is read; a silent one always reads it.
+        if !slow || !got.is_empty() {
+            let (status, body) = raw_answer(&got);
+            assert!(status.starts_with("HTTP/1.1 408"), "{status}");
+            assert_eq!(body["error"], "header_timeout");
+            assert_eq!(
+                body["message"],
+                "no whole request head arrived within 1000 ms (limits.header_timeout)"
+            );
+        }
+    }
+    // The service is unharmed.
+    let (status, _) = Conn::open(b.addr).await.send("GET", "/health", None, Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_and_trickled_bodies_get_408_naming_the_body_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let limit = Duration::from_millis(1000);
+    let b = Backend::start_with_file_and_env(&env_text(SECRET_A, 0), &[("LK_BACKEND_BODY_TIMEOUT_MS", "1000")]);
+    let head = b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n{\"room\":";
+    for slow in [false, true] {
+        let (s, opened) = connect(b.addr).await;
+        let (mut r, mut w) = s.into_split();
+        w.write_all(head).await.expect("write the head");
+        if slow {
+            trickle(w, b"\"rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr");
+        } else {
+            // Kept open, sending nothing more.
+            tokio::spawn(async move {
+                let _w = w;
+                std::future::pending::<()>().await;
+            });
+        }
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let deadline = opened + limit + SLACK;
+        let closed = loop {
+            use tokio::io::AsyncReadExt;
+            match tokio::time::timeout_at(deadline.into(), r.read(&mut chunk)).await {
+                Err(_) => break None,
+                Ok(Ok(0)) | Ok(Err(_)) => break Some(Instant::now()),
+                Ok(Ok(k)) => got.extend_from_slice(&chunk[..k]),
+            }
+        };
+        let after =
+            closed.unwrap_or_else(|| panic!("slow={slow}: still open {SLACK:?} after the body timeout")) - opened;
+        assert!(after >= limit * 9 / 10, "slow={slow}: closed after {after:?}");
+        if !slow || !got.is_empty() {
+            let (status, body) = raw_answer(&got);
+            assert!(status.starts_with("HTTP/1.1 408"), "{status}");
+            assert_eq!(body["error"], "body_timeout");
+            assert_eq!(
+                body["message"],
+                "body: did not arrive within 1000 ms of the request head (limits.body_timeout)"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_close_at_the_idle_timeout_and_new_ones_at_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let idle = Duration::from_millis(1000);
+    let b = Backend::start_with_file_and_env(
+        &env_text(SECRET_A, 0),
+        &[
+            ("LK_BACKEND_HEADER_TIMEOUT_MS", "60000"),
+            ("LK_BACKEND_IDLE_TIMEOUT_MS", "1000"),
+        ],
+    );
+    // Opened first and silent: it is bounded by the (long) header timeout,
+    // not by the idle one, so it must outlive the idle connections.
+    let (silent, _) = connect(b.addr).await;
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        let addr = b.addr;
+        waits.push(tokio::spawn(async move {
+            let (mut s, _) = connect(addr).await;
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                .await
+                .expect("write a request");
+            // The whole answer: its head, then the Content-Length bytes.
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let answered = loop {
+                let n = s.read(&mut chunk).await.expect("read the answer");
+                assert!(n > 0, "closed before answering");
+                got.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&got).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(str::to_string)
+                        })
+                        .and_then(|v| v.trim().parse().ok())
+                        .expect("content-length");
+                    if body.len() >= len {
+                        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                        break Instant::now();
+                    }
+                }
+            };
+            let (rest, closed) = read_until_closed(&mut s, answered + idle + SLACK).await;
+            (rest, closed.map(|c| c - answered))
+        }));
+    }
+    for w in waits {
+        let (rest, after) = w.await.expect("connection task");
+        let after = after.unwrap_or_else(|| panic!("idle connection still open {SLACK:?} after the idle timeout"));
+        assert!(
+            after >= idle * 9 / 10,
+            "closed {after:?} after the answer, before the idle timeout"
+        );
+        assert!(
+            rest.is_empty(),
+            "closed without another answer: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+    let mut probe = [0u8; 1];
+    match silent.try_read(&mut probe) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the silent new connection was closed at the idle timeout: {other:?}"),
+    }
+}
+
+fn raw_request(path: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Sends `request` on a new connection and reads one whole answer (its
+/// JSON body parsed) within `SLACK`.
+async fn exchange(addr: SocketAddr, request: &str) -> (tokio::net::TcpStream, String, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut c, opened) = connect(addr).await;
+    c.write_all(request.as_bytes()).await.expect("write");
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((opened + SLACK).into(), c.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+        let text = String::from_utf8_lossy(&got);
+        if text
+            .split_once("\r\n\r\n")
+            .is_some_and(|(_, body)| serde_json::from_str::<Value>(body).is_ok())
+        {
+            break;
+        }
+    }
+    let (status, body) = raw_answer(&got);
+    (c, status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_cap_the_oldest_connection_makes_room_for_a_token_request() {
+    let b = Backend::start_with_file_and_env(
+        &env_text(SECRET_A, 0),
+        &[
+            ("LK_BACKEND_MAX_CONNECTIONS", "4"),
+            ("LK_BACKEND_HEADER_TIMEOUT_MS", "60000"),
+        ],
+    );
+    // Four silent connections take every slot (accepted in order).
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(connect(b.addr).await);
+    }
+    let token_request = raw_request("/token", r#"{"room":"r","identity":"i"}"#);
+    let mut served = Vec::new();
+    for round in 0..2 {
+        // Kept open: each round's connection holds a slot from then on.
+        let (c, status, body) = exchange(b.addr, &token_request).await;
+        served.push(c);
+        assert!(status.starts_with("HTTP/1.1 200"), "round {round}: {status} {body}");
+        let token = body["token"].as_str().expect("token");
+        assert!(TokenVerifier::with_api_key(KEY, SECRET_A).verify(token).is_ok());
+        // The oldest silent connection was the one told to make room.
+        let (mut oldest, opened) = held.remove(0);
+        let (got, closed) = read_until_closed(&mut oldest, opened + SLACK).await;
+        assert!(closed.is_some(), "round {round}: the oldest connection is closed");
+        let (status, body) = raw_answer(&got);
+        assert!(status.starts_with("HTTP/1.1 503"), "{status}");
+        assert_eq!(body["error"], "too_many_connections");
+        let message = body["message"].as_str().expect("message");
+        assert!(
+            message.contains("4 connections are open, the limit (limits.max_connections)"),
+            "{message}"
+        );
+    }
+    assert!(b.wait_for_log("(limits.max_connections)"), "{}", b.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_cap_with_every_slot_busy_a_connection_gets_503_naming_it_and_tokens_flow_once_under_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = Backend::start_with_file_and_env(
+        &env_text(SECRET_A, 0),
+        &[
+            ("LK_BACKEND_MAX_CONNECTIONS", "2"),
+            ("LK_BACKEND_BODY_TIMEOUT_MS", "60000"),
+        ],
+    );
+    // Two requests in flight: their heads read and their handlers waiting
+    // for the body, which hyper shows by answering `100 Continue`. A
+    // connection in that state finishes its request before it makes room.
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let (mut c, _) = connect(b.addr).await;
+        c.write_all(
+            b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 27\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .await
+        .expect("write a head");
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 256];
+        while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+            let n = tokio::time::timeout(SLACK, c.read(&mut chunk))
+                .await
+                .expect("100 Continue in time")
+                .expect("read");
+            assert!(n > 0, "closed before 100 Continue");
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 100"), "{}", String::from_utf8_lossy(&got));
+        busy.push(c);
+    }
+    let token_request = raw_request("/token", r#"{"room":"r","identity":"i"}"#);
+    let asked = Instant::now();
+    let (_c, status, body) = exchange(b.addr, &token_request).await;
+    assert!(status.starts_with("HTTP/1.1 503"), "{status} {body}");
+    assert_eq!(body["error"], "too_many_connections");
+    assert_eq!(
+        body["message"],
+        "2 connections are open, the limit (limits.max_connections); close idle ones and retry"
+    );
+    assert!(asked.elapsed() < SLACK);
+
+    // One busy request completes: its answer is sent and, told to make room
+    // meanwhile, its connection closes; a token is served again.
+    let mut first = busy.remove(0);
+    first
+        .write_all(br#"{"room":"r","identity":"i"}"#)
+        .await
+        .expect("send the body");
+    let (got, closed) = read_until_closed(&mut first, Instant::now() + SLACK).await;
+    assert!(
+        closed.is_some(),
+        "the connection told to make room closes after its answer"
+    );
+    assert!(
+        String::from_utf8_lossy(&got).contains("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let (_c, status, body) = exchange(b.addr, &token_request).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status} {body}");
+    drop(busy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_characters_in_names_get_400_naming_the_field() {
+    let b = Backend::start_with_file(&env_text(SECRET_A, 0));
+    let mut c = Conn::open(b.addr).await;
+    for ch in [
+        '\u{202E}', '\u{200B}', '\u{2028}', '\u{2029}', '\u{FEFF}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+        '\u{061C}', '\u{200D}', '\u{00AD}',
+    ] {
+        for field in ["identity", "name", "room"] {
+            let mut body = json!({"room": "r", "identity": "i", "name": "n"});
+            body[field] = Value::String(format!("admin{ch}gnp.exe"));
+            let (status, answer) = c.post_json(&body).await;
+            assert_eq!(
+                status,
+                StatusCode::BAD_REQUEST,
+                "{field} U+{:04X}: {answer}",
+                u32::from(ch)
+            );
+            assert_eq!(answer["error"], "invalid_value");
+            let message = answer["message"].as_str().expect("message");
+            assert!(
+                message.starts_with(&format!("{field}: must not contain format characters")),
+                "{message}"
+            );
+            assert!(message.ends_with(&format!("U+{:04X}", u32::from(ch))), "{message}");
+        }
+    }
+    // The same text without the character is fine.
+    let (status, _) = c
+        .post_json(&json!({"room": "r", "identity": "admingnp.exe", "name": "Ådmin 😀"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_logging_never_shows_the_secret_the_token_or_the_body() {
+    const CANARY: &str = "metadata-canary-7f3a9c";
+    let b = Backend::start_with_file_and_env(&env_text(SECRET_A, 0), &[("RUST_LOG", "trace")]);
+    let mut c = Conn::open(b.addr).await;
+    let (status, body) = c
+        .post_json(&json!({"room": "r", "identity": "alice", "metadata": CANARY}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["token"].as_str().expect("token").to_string();
+    // lk-backend's own DEBUG line: RUST_LOG=trace is in force for it.
+    assert!(b.wait_for_log("token issued"), "{}", b.stderr());
+    let (status, _) = c.send("GET", "/health", None, Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    drop(c);
+    let log = b.stderr();
+    assert!(!log.contains(SECRET_A), "the secret is in the log");
+    assert!(!log.contains(&token), "the token is in the log");
+    // The payload of the JWT (base64 of the claims) is not there either.
+    let payload = token.split('.').nth(1).expect("a JWT has a payload");
+    assert!(!log.contains(payload), "the token's claims are in the log");
+    assert!(!log.contains(CANARY), "the request body is in the log");
+    // What could carry them: other crates' DEBUG and TRACE lines (hyper's
+    // reads and writes, axum's routing, were their `tracing` features on),
+    // capped at INFO whatever RUST_LOG says.
+    let foreign: Vec<&str> = log
+        .lines()
+        .filter(|l| (l.contains(" TRACE ") || l.contains(" DEBUG ")) && !l.contains("lk_backend"))
+        .collect();
+    assert!(foreign.is_empty(), "lines below INFO from other crates: {foreign:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_first_head_gets_431_naming_the_header_limit() {
+    let b = Backend::start_with_file_and_env(&env_text(SECRET_A, 0), &[("LK_BACKEND_MAX_HEADER_BYTES", "8192")]);
+    let request = format!(
+        "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
+    let (_c, status, body) = exchange(b.addr, &request).await;
+    assert!(status.starts_with("HTTP/1.1 431"), "{status}");
+    assert_eq!(body["error"], "header_too_large");
+    assert_eq!(
+        body["message"],
+        "the request head exceeds the 8192-byte limit (limits.max_header_bytes)"
+    );
+}
+
+#[test]
+fn an_invalid_limit_exits_2_naming_its_variable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env_file = dir.path().join("backend.env");
+    std::fs::write(&env_file, env_text(SECRET_A, 0)).expect("write env file");
+    for (var, value) in [
+        ("LK_BACKEND_HEADER_TIMEOUT_MS", "0"),
+        ("LK_BACKEND_MAX_CONNECTIONS", "many"),
+        ("LK_BACKEND_MAX_HEADER_BYTES", "100"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lk-backend"))
+            .arg("--env-file")
+            .arg(&env_file)
+            .env_clear()
+            .env(var, value)
+            .output()
+            .expect("run lk-backend");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert!(stderr.contains(var), "{stderr}");
+        assert!(out.stdout.is_empty(), "nothing was served");
     }
 }

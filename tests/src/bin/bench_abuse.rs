@@ -11,6 +11,7 @@
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use hero_livekit_tests::*;
@@ -18,7 +19,7 @@ use serde_json::json;
 
 const HEALTH_CALLS: usize = 300;
 
-fn main() {
+fn main() -> ExitCode {
     let root = Root::new();
     let d = Daemon::start(&root, DaemonOpts::default().env_var("RUST_LOG", "warn"));
     let pid = d.pid();
@@ -40,7 +41,7 @@ fn main() {
         }
         held.push(s);
     }
-    report(&d, before, &format!("200 WebSocket upgrades ({upgraded} accepted)"));
+    let mut met = report(&d, before, &format!("200 WebSocket upgrades ({upgraded} accepted)"));
     held.clear();
     settle(&d);
     let before = rss_kib(pid);
@@ -52,7 +53,7 @@ fn main() {
             s
         })
         .collect();
-    report(&d, before, "600 half-open connections");
+    met &= report(&d, before, "600 half-open connections");
     drop(half);
     settle(&d);
     let before = rss_kib(pid);
@@ -70,25 +71,41 @@ fn main() {
             break;
         }
     }
-    report(&d, before, "a 50 MiB body (refused)");
+    met &= report(&d, before, "a 50 MiB body (refused)");
     drop(s);
     println!(
         "all three, one after the other: +{} KiB over idle",
         rss_kib(pid).saturating_sub(idle)
     );
-    println!("target: at most 2048 KiB of growth under each; health answers throughout");
+    println!(
+        "target: at most {GROWTH_TARGET_KIB} KiB of growth under each; health answers throughout: {}",
+        if met { "PASS" } else { "FAIL" }
+    );
+    if met {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
-fn report(d: &Daemon, before: u64, what: &str) {
+/// Growth of the daemon's RSS allowed under one abuse.
+const GROWTH_TARGET_KIB: u64 = 2048;
+
+/// Prints one abuse's line; whether its growth is within the target.
+fn report(d: &Daemon, before: u64, what: &str) -> bool {
     let h = health_median(&d.socket);
     let rss = rss_kib(d.pid());
+    let growth = rss.saturating_sub(before);
+    let met = growth <= GROWTH_TARGET_KIB;
     println!(
-        "{:<52} {:>10} {:>9.0} µs   (+{} KiB)",
+        "{:<52} {:>10} {:>9.0} µs   (+{} KiB) {}",
         what,
         rss,
         micros(h),
-        rss.saturating_sub(before)
+        growth,
+        if met { "PASS" } else { "FAIL" }
     );
+    met
 }
 
 /// Waits (bounded) until the daemon has closed what an abuse held: its

@@ -13,6 +13,7 @@
 //!
 //! Run: `cargo build --release --workspace --bins && target/release/bench-cluster`.
 
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use hero_livekit_tests::cluster::{cross_validate, Node, Redis};
@@ -31,7 +32,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn main() {
+fn main() -> ExitCode {
     let redis = Redis::start();
     let a = Node::start(600_000);
     a.join(&redis.address(), "bench", None);
@@ -104,10 +105,11 @@ fn main() {
         "target: 1 s + the restart (median)",
         1000.0 + ms(restart)
     );
-    let verdict = if change <= Duration::from_secs(1) + restart {
-        "within target"
+    if change <= Duration::from_secs(1) + restart {
+        println!("within target: PASS");
+        ExitCode::SUCCESS
     } else {
-        "OVER TARGET"
-    };
-    println!("{verdict}");
+        println!("over target: FAIL");
+        ExitCode::FAILURE
+    }
 }

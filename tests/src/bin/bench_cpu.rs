@@ -19,7 +19,7 @@
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -34,15 +34,19 @@ const ROUNDS: usize = 5;
 
 type Sender = SocketSender;
 
-fn main() {
+fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if let [_, flag, socket] = args.as_slice() {
         if flag == "--floor" {
             floor(Path::new(socket));
-            return;
+            return ExitCode::SUCCESS;
         }
     }
-    bench();
+    if bench() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// The floor server: as little as a JSON-RPC server on a Unix socket can be.
@@ -88,7 +92,7 @@ fn floor(socket: &Path) {
     });
 }
 
-fn bench() {
+fn bench() -> bool {
     let root = Root::new();
     let d = supervising_daemon(&root);
 
@@ -181,21 +185,21 @@ fn bench() {
         .map(|t| t.count())
         .unwrap_or(0);
     println!("targets:");
-    verdict(
+    let mut met = verdict(
         "GET /health vs the floor's GET",
         ratios[1],
         "x",
         |v| v <= 1.2,
         "<= 1.2x",
     );
-    verdict(
+    met &= verdict(
         "JSON-RPC health vs the floor's JSON-RPC",
         ratios[3],
         "x",
         |v| v <= 1.5,
         "<= 1.5x",
     );
-    verdict(
+    met &= verdict(
         &format!("daemon RSS after the run ({threads} threads)"),
         rss as f64 / 1024.0,
         " MiB",
@@ -204,12 +208,15 @@ fn bench() {
     );
     let _ = floor.kill();
     let _ = floor.wait();
+    met
 }
 
 /// One target's line: the figure, the target and whether it is met.
-fn verdict(what: &str, value: f64, unit: &str, met: impl Fn(f64) -> bool, target: &str) {
-    let verdict = if met(value) { "PASS" } else { "FAIL" };
+fn verdict(what: &str, value: f64, unit: &str, met: impl Fn(f64) -> bool, target: &str) -> bool {
+    let met = met(value);
+    let verdict = if met { "PASS" } else { "FAIL" };
     println!("  {what:<46} {value:>7.2}{unit:<4} target {target:<10} {verdict}");
+    met
 }
 
 enum Req {

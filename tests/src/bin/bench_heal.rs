@@ -5,6 +5,7 @@
 //!
 //! Run: `cargo build --release --workspace --bins && target/release/bench-heal`.
 
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use hero_livekit_server::config::{self, FileCache, Rendered, StateDir, TripleFile};
@@ -36,7 +37,7 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn main() {
+fn main() -> ExitCode {
     let dir = tempfile::Builder::new()
         .prefix("hero_livekit_bench")
         .tempdir()
@@ -96,9 +97,17 @@ fn main() {
         "heal writing all three files (fsync each + dir)",
         us(write)
     );
+    let ratio = us(noop) / us(read3);
+    let met = ratio <= 2.0;
     println!(
-        "ratio no-op heal / read: {:.2}x (target <= 2x); health check / read: {:.2}x",
-        us(noop) / us(read3),
+        "ratio no-op heal / read: {:.2}x (target <= 2x) {}; health check / read: {:.2}x",
+        ratio,
+        if met { "PASS" } else { "FAIL" },
         us(cached) / us(read3)
     );
+    if met {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -10,7 +10,7 @@
 //! Run: `cargo build --release --workspace --bins && target/release/bench-health`.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -118,7 +118,7 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn main() {
+fn main() -> ExitCode {
     let root = Root::new();
     let d = supervising_daemon(&root);
 
@@ -178,19 +178,28 @@ fn main() {
         h_tp
     );
     let latency_ratio = us(h50) / us(e50);
+    let (latency_met, throughput_met) = (latency_ratio <= 1.5, ratios[0] >= THROUGHPUT_TARGET);
     println!(
         "ratio health/empty: median latency {latency_ratio:.2}x (target <= 1.5x: {}), throughput median {tp_ratio:.2}x, \
          each of the {THROUGHPUT_ROUNDS} side-by-side pairs [{}] (target >= {THROUGHPUT_TARGET}x on every one: {})",
-        pass(latency_ratio <= 1.5),
+        pass(latency_met),
         each.join(" "),
-        pass(ratios[0] >= THROUGHPUT_TARGET),
+        pass(throughput_met),
     );
     println!();
     println!("`hero_livekit health --quiet`, whole process, median of {CLI_RUNS}");
+    let cli_own = cli_t.saturating_sub(true_t);
+    let cli_met = cli_own <= Duration::from_millis(10);
     println!(
-        "cli {:.2} ms, /bin/true {:.2} ms, cli minus process spawn {:.2} ms (target <= 10 ms)",
+        "cli {:.2} ms, /bin/true {:.2} ms, cli minus process spawn {:.2} ms (target <= 10 ms: {})",
         cli_t.as_secs_f64() * 1e3,
         true_t.as_secs_f64() * 1e3,
-        (cli_t.saturating_sub(true_t)).as_secs_f64() * 1e3
+        cli_own.as_secs_f64() * 1e3,
+        pass(cli_met)
     );
+    if latency_met && throughput_met && cli_met {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

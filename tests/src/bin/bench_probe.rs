@@ -12,6 +12,7 @@
 //!
 //! Run: `cargo build --release --workspace --bins && target/release/bench-probe`.
 
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use hero_livekit_tests::observe::{pid_in, wait_ready_for_tokens};
@@ -23,7 +24,7 @@ const ROUNDS: usize = 8;
 const COST_WINDOW: Duration = Duration::from_secs(4);
 const COST_PROBE_MS: u64 = 20;
 
-fn main() {
+fn main() -> ExitCode {
     let (repairs, restarts) = repair_times();
     let (busy, idle) = (cpu_over_window(COST_PROBE_MS), cpu_over_window(600_000));
     let probes = COST_WINDOW.as_millis() as f64 / COST_PROBE_MS as f64;
@@ -48,10 +49,13 @@ fn main() {
         "tampered backend -> ready again (worst)",
         repairs.iter().max().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
+    let target = PROBE_MS as f64 + b.as_secs_f64() * 1e3;
+    let met = r.as_secs_f64() * 1e3 <= target;
     println!(
-        "{:<60} {:>10.1}",
+        "{:<60} {:>10.1} {}",
         "target: probe period + lk-backend restart",
-        PROBE_MS as f64 + b.as_secs_f64() * 1e3
+        target,
+        if met { "PASS" } else { "FAIL" }
     );
     println!(
         "{:<60} {:>10.1}",
@@ -66,6 +70,11 @@ fn main() {
         "daemon CPU share of one core at the default 5 s period (%)",
         per_probe_us / 5e6 * 100.0
     );
+    if met {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn opts(probe_ms: u64) -> DaemonOpts {

@@ -178,10 +178,22 @@ fn bench(cli: &Cli) -> Result<(), String> {
     println!("{:<52} {:>10.2}", "(a)  double alone: spawn -> first 200 on /", ms(a));
     println!("{:<52} {:>10.2}", "(a2) double + lk-backend: spawn -> both 200", ms(a2));
     println!("{:<52} {:>10.2}", "(b)  start RPC -> both ready (returned)", ms(b));
+    let mut failed = Vec::new();
+    let mut verdict = |what: &str, met: bool| {
+        if !met {
+            failed.push(what.to_string());
+        }
+        if met {
+            "PASS"
+        } else {
+            "FAIL"
+        }
+    };
     println!(
-        "{:<52} {:>10.2}   target <= 10",
+        "{:<52} {:>10.2}   target <= 10 {}",
         "     start overhead (b) - (a)",
-        ms(b) - ms(a)
+        ms(b) - ms(a),
+        verdict("start overhead", ms(b) - ms(a) <= 10.0)
     );
     println!("{:<52} {:>10.2}", "     start overhead (b) - (a2)", ms(b) - ms(a2));
     println!(
@@ -190,9 +202,10 @@ fn bench(cli: &Cli) -> Result<(), String> {
         ms(c)
     );
     println!(
-        "{:<52} {:>10.2}   target <= 20",
+        "{:<52} {:>10.2}   target <= 20 {}",
         "     crash overhead (c) - (a)",
-        ms(c) - ms(a)
+        ms(c) - ms(a),
+        verdict("crash overhead", ms(c) - ms(a) <= 20.0)
     );
     println!(
         "{:<52} {:>10.2}x / {:.2}x",
@@ -201,11 +214,16 @@ fn bench(cli: &Cli) -> Result<(), String> {
         ms(c) / ms(a)
     );
     println!(
-        "{:<52} {:>10.2}   target <= 10 (MiB)",
+        "{:<52} {:>10.2}   target <= 10 (MiB) {}",
         "(d)  daemon VmRSS supervising both (MiB)",
-        rss as f64 / 1024.0
+        rss as f64 / 1024.0,
+        verdict("daemon RSS", rss as f64 / 1024.0 <= 10.0)
     );
-    Ok(())
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("targets failed: {}", failed.join(", ")))
+    }
 }
 
 fn start_daemon(server: &Path, backend: &Path, double: &Path, root: &Path) -> Result<Daemon, String> {

@@ -202,8 +202,16 @@ fn bench(cli: &Cli) -> Result<(), String> {
     if let (Some(m), Some(t)) = (best_min, best_tok) {
         println!("best: minimal {:.0} req/s, token {:.0} req/s", m.per_sec, t.per_sec);
     }
-    println!("ratio token/minimal throughput (median of rounds): {median:.2} (target >= 0.50)");
-    Ok(())
+    let met = median >= 0.50;
+    println!(
+        "ratio token/minimal throughput (median of rounds): {median:.2} (target >= 0.50) {}",
+        if met { "PASS" } else { "FAIL" }
+    );
+    if met {
+        Ok(())
+    } else {
+        Err("a target failed".into())
+    }
 }
 
 fn print_round(name: &str, round: usize, r: Round) {

@@ -19,6 +19,7 @@ use hero_livekit_proto::{ClusterHealth, ClusterJoin, ClusterNode, ClusterState, 
 use redis::aio::ConnectionLike;
 use tokio::sync::{watch, Notify};
 
+use super::health::ClusterView;
 use super::plan::Intent;
 use super::reconcile::{Desired, Step, Target as Wanted};
 use super::{internal, period_from_env, unix_ms, LivekitService, DEFAULT_READY_TIMEOUT};
@@ -68,25 +69,6 @@ impl ClusterSide {
             wake: Arc::new(Notify::new()),
             poll: period_from_env("HERO_LIVEKIT_CLUSTER_POLL_MS", DEFAULT_POLL),
         }
-    }
-}
-
-/// The cluster as the last sync left it, for `health`: the nodes' ages are
-/// worked out when read, so that they keep growing while Redis is away.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct ClusterView {
-    /// `nodes[i].last_seen_ms` is 0 here; `seen_at_ms[i]` says when.
-    health: ClusterHealth,
-    seen_at_ms: Vec<u64>,
-}
-
-impl ClusterView {
-    pub(crate) fn to_health(&self, now_ms: u64) -> ClusterHealth {
-        let mut h = self.health.clone();
-        for (n, at) in h.nodes.iter_mut().zip(&self.seen_at_ms) {
-            n.last_seen_ms = now_ms.saturating_sub(*at);
-        }
-        h
     }
 }
 
@@ -471,7 +453,7 @@ impl LivekitService {
         let weak = Arc::downgrade(self);
         let wake = Arc::clone(&self.cluster.wake);
         let period = self.cluster.poll;
-        self.push_task(tokio::spawn(async move {
+        self.spawn_task(async move {
             let mut link: Option<Link> = None;
             loop {
                 {
@@ -500,7 +482,7 @@ impl LivekitService {
                     link = None;
                 }
             }
-        }));
+        });
     }
 
     async fn sync_round(&self, link: &mut Option<Link>) {

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use hero_livekit_proto::{
-    self as proto, BinaryHealth, Health, OverallStatus, ProcessHealth, ProcessName, ProcessState, RedisHealth,
-    TokenChainHealth,
+    self as proto, BinaryHealth, ClusterHealth, Health, OverallStatus, ProcessHealth, ProcessName, ProcessState,
+    RedisHealth, TokenChainHealth,
 };
 
 use crate::config::{self, Rendered, TripleFile};
@@ -25,7 +25,7 @@ pub(crate) struct View {
     pub redis: Option<RedisHealth>,
     pub chain: Chain,
     /// The cluster as the last background sync left it.
-    pub cluster: super::cluster::ClusterView,
+    pub cluster: ClusterView,
 }
 
 /// The token chain as the last probe left it.
@@ -213,6 +213,25 @@ impl PartialEq for MemoKey {
             && self.livekit == other.livekit
             && self.backend == other.backend
             && self.unix_ms == other.unix_ms
+    }
+}
+
+/// The cluster as the last sync left it, for `health`: the nodes' ages are
+/// worked out when read, so that they keep growing while Redis is away.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ClusterView {
+    /// `nodes[i].last_seen_ms` is 0 here; `seen_at_ms[i]` says when.
+    pub(super) health: ClusterHealth,
+    pub(super) seen_at_ms: Vec<u64>,
+}
+
+impl ClusterView {
+    pub(crate) fn to_health(&self, now_ms: u64) -> ClusterHealth {
+        let mut h = self.health.clone();
+        for (n, at) in h.nodes.iter_mut().zip(&self.seen_at_ms) {
+            n.last_seen_ms = now_ms.saturating_sub(*at);
+        }
+        h
     }
 }
 

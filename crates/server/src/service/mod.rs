@@ -4,12 +4,14 @@
 //! - The method surface (this file): each mutating method runs its body in a
 //!   task of its own and the RPC only awaits the result, so a client that
 //!   disconnects never cuts a write sequence or a pair of restarts in half.
-//! - [`reconcile`]: one level-triggered reconcile, called from boot, every
-//!   mutation, the periodic tick and a failed token-chain probe alike. It
-//!   compares the desired state with what is observed (the three files, each
-//!   child's state and the config it really runs) through pure planners
-//!   ([`crate::config::plan`] for the files, [`plan::plan_children`] for the
-//!   children) and applies the plans.
+//! - [`reconcile`]: one level-triggered reconcile, called by every mutation
+//!   with the ops lock held and by the one reconciler task
+//!   ([`background`]: boot, the periodic tick and a token-chain verdict wake
+//!   it through a coalescing signal). It compares the desired state with
+//!   what is observed (the three files, each child's state, the config it
+//!   really runs and the binary it was spawned from) through pure planners
+//!   ([`crate::config::plan`] for the files, [`plan::plan_children`] for
+//!   the children) and applies the plans.
 //! - [`health`]: the published [`health::View`] that `health` reads (one
 //!   `watch` value), the document and its memo.
 //! - [`specs`]: pure config-to-child-spec.
@@ -20,13 +22,21 @@
 //! The ops lock *is* the desired state: `desired: Mutex<Desired>`, and only
 //! a holder of it writes files or starts, stops and restarts children.
 //! `health` never takes it.
+//!
+//! About 1,000 lines: the boot, the method bodies of configure, start, stop,
+//! restart, logs and health still live here (install's are in
+//! [`installing`], the background tasks in [`background`]); one file per
+//! method group is the next split.
 
+mod background;
 mod cluster;
 mod health;
+mod installing;
 pub use health::HealthJson;
 mod plan;
 mod probe;
 mod reconcile;
+mod retry;
 mod specs;
 mod target;
 
@@ -37,22 +47,24 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hero_livekit_proto::{
-    self as proto, ConfigureParams, ConfigureResult, ErrorCode, Event, Health, InstallParams, InstallResult,
-    LogsParams, LogsResult, ProcessName, RedisHealth, RestartParams, RestartResult, StartOutcome, StartParams,
-    StartResult, StopParams, StopResult, TokenChainHealth,
+    self as proto, ConfigureParams, ConfigureResult, ErrorCode, Event, Health, InstallParams, LogsParams, LogsResult,
+    ProcessName, RestartParams, RestartResult, StartOutcome, StartParams, StartResult, StopParams, StopResult,
 };
 use serde_json::Value;
 use tokio::sync::{watch, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{self, Rendered, StateDir};
 use crate::error::ServiceError;
 use crate::events::EventBus;
 use crate::install;
-use crate::metrics::{self, InstallOutcome, Metrics, ProbeResult};
+use crate::metrics::{self, Metrics};
 use crate::paths::Paths;
 use crate::supervise::{self, Child, SupervisorOptions};
 
-use self::health::{BackendReport, Chain, ChildrenNow, Fingerprint, Memo, MemoKey, View};
+use self::background::Wake;
+use self::health::{Chain, Memo, MemoKey, View};
 use self::plan::Intent;
 use self::reconcile::{Desired, Step, Target};
 use self::specs::SpecPaths;
@@ -67,7 +79,9 @@ pub struct ServiceOptions {
 
 /// Default wait for children to become ready.
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default grace between SIGTERM and SIGKILL.
+/// Default drain deadline between SIGTERM and SIGKILL, for `stop`, for a
+/// restart and at daemon exit (`HERO_LIVEKIT_STOP_TIMEOUT_MS` overrides):
+/// livekit-server waits for its participants with no deadline of its own.
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bounds of every `timeout_ms` parameter: a zero wait would kill the child
 /// just spawned, an unbounded one would hold the ops lock forever.
@@ -137,8 +151,14 @@ pub struct LivekitService {
     openrpc: Arc<Value>,
     openrpc_bytes: Bytes,
     info_bytes: Bytes,
-    /// The background tasks, aborted at shutdown.
-    tasks: StdMutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The drain deadline when a call gives none.
+    stop_timeout: Duration,
+    /// Wakes the one reconciler task (coalescing).
+    wake: Arc<Wake>,
+    /// Every background task runs on this tracker and ends when `cancel`
+    /// is cancelled; `shutdown` waits for them.
+    tasks: TaskTracker,
+    cancel: CancellationToken,
     /// The cluster membership and its background sync.
     cluster: cluster::ClusterSide,
 }
@@ -243,12 +263,14 @@ impl LivekitService {
             configured: crate::redis::RedisTarget::from_config(&plan.config).is_some(),
             ..Default::default()
         });
+        let stop_timeout = period_from_env("HERO_LIVEKIT_STOP_TIMEOUT_MS", DEFAULT_STOP_TIMEOUT);
         let sup = |name| {
             let bus = events.clone();
             let mut opts = SupervisorOptions::new(
                 paths.children_dir(),
                 supervise::EventSink::new(move |ev| bus.publish(ev)),
             );
+            opts.stop_grace = stop_timeout;
             if name == ProcessName::LivekitServer {
                 opts.dependency = Some(supervise::Dependency {
                     what: "Redis",
@@ -260,7 +282,12 @@ impl LivekitService {
             Child::new(name, opts)
         };
         let binary_stamp = target::stamp(&livekit_bin).await;
-        let installed = install::installed(&livekit_bin, &paths.install_record());
+        let installed = {
+            let (bin, record) = (livekit_bin.clone(), paths.install_record());
+            tokio::task::spawn_blocking(move || install::installed(&bin, &record))
+                .await
+                .map_err(internal)?
+        };
         let plan = retarget_boot_plan(plan, target::detect(&livekit_bin, installed.as_ref()).await, &store).await?;
         let openrpc = Arc::new(proto::openrpc::document());
         let openrpc_bytes = Bytes::from(serde_json::to_vec(&*openrpc).map_err(internal)?);
@@ -283,7 +310,7 @@ impl LivekitService {
             installed: installed.clone(),
             redis: None,
             chain: Chain::default(),
-            cluster: cluster::ClusterView::default(),
+            cluster: health::ClusterView::default(),
         });
         let cluster = cluster::ClusterSide::load(paths.state_dir.clone()).await;
         let svc = Arc::new(LivekitService {
@@ -300,7 +327,10 @@ impl LivekitService {
             log_readers: Semaphore::new(LOG_READERS),
             subscriptions: Arc::new(Semaphore::new(max_subscriptions)),
             max_subscriptions,
-            tasks: StdMutex::new(Vec::new()),
+            stop_timeout,
+            wake: Arc::new(Wake::default()),
+            tasks: TaskTracker::new(),
+            cancel: CancellationToken::new(),
             cluster,
             spec_paths: SpecPaths {
                 livekit_bin,
@@ -321,13 +351,22 @@ impl LivekitService {
             // one); its writes are applied like any other heal. A write that
             // fails here is retried by every tick: the daemon serves and
             // says so in health rather than refuse to start.
-            if let Err(e) = svc.apply_files(&mut d, plan, "boot").await {
-                tracing::warn!(error = %e, "boot could not write the config triple; the reconcile retries");
-            }
+            let pending = match svc.apply_files(&mut d, plan, "boot").await {
+                Ok((heal, _)) => !heal.pending.is_empty(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "boot could not write the config triple; the reconcile retries");
+                    true
+                }
+            };
             svc.adopt_children(&mut d).await;
+            // The files were just healed: a pass is needed only for children
+            // a previous instance ran (started when gone, restarted when
+            // outdated) or for a write still pending.
+            if pending || d.want.values().any(|w| *w) {
+                svc.request_reconcile("boot", false);
+            }
         }
-        svc.spawn_reconcile("boot", false);
-        svc.start_tick();
+        svc.start_reconciler();
         svc.start_probe();
         svc.start_redis_check();
         svc.start_cluster_sync();
@@ -423,352 +462,6 @@ impl LivekitService {
                     d.want.insert(name, meant_to_run);
                 }
                 Err(e) => tracing::warn!(process = %name, error = %e, "adoption failed"),
-            }
-        }
-    }
-
-    // ------------------------------------------------------------ background
-
-    /// Runs a reconcile in its own task (boot, a failed probe): nobody waits
-    /// for it, and it queues behind any mutation in progress.
-    fn spawn_reconcile(self: &Arc<Self>, trigger: &'static str, chain_failed: bool) {
-        let svc = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut d = svc.desired.lock().await;
-            svc.reconcile_background(&mut d, trigger, chain_failed).await;
-        });
-    }
-
-    /// A reconcile nobody waits for: its failures are logged (and shown by
-    /// `health`), and the next tick tries again.
-    async fn reconcile_background(&self, d: &mut Desired, trigger: &'static str, chain_failed: bool) {
-        // A refusal is acted on only while it is about the state as it is
-        // now: one found in the middle of a mutation (one child restarted,
-        // the other not yet) is stale once the mutation is done.
-        let still_refused = chain_failed && {
-            let v = self.view.borrow();
-            v.chain.refused && !v.chain.last.ok && v.chain.probed.as_ref() == Some(&self.children_now(&v).fingerprint)
-        };
-        let intent = Intent {
-            unexplained_chain_failure: still_refused && d.may_restart_blindly(),
-            ..Intent::default()
-        };
-        let target = self.retarget_if_replaced(d).await;
-        let step = Step {
-            trigger,
-            target,
-            intent,
-            timeout: DEFAULT_READY_TIMEOUT,
-        };
-        match self.reconcile(d, step).await {
-            Ok(r) => {
-                if r.blind_restart {
-                    d.note_blind_restart();
-                }
-                for (name, e) in r.errors {
-                    tracing::warn!(process = %name, error = %e, trigger, "reconcile could not bring the child up");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, trigger, "reconcile failed; the next tick retries"),
-        }
-    }
-
-    /// The reconcile's target when the livekit-server binary is another one
-    /// than the renderings' version was detected for (an install, or a
-    /// binary replaced by hand): the config rendered for the version the new
-    /// one is. One `stat` when nothing changed. Must hold `desired`.
-    async fn retarget_if_replaced(&self, d: &mut Desired) -> Target {
-        let bin = &self.spec_paths.livekit_bin;
-        let stamp = target::stamp(bin).await;
-        if stamp == d.binary_stamp {
-            return Target::Current;
-        }
-        d.binary_stamp = stamp;
-        let (bin2, record) = (bin.clone(), self.paths.install_record());
-        d.installed = tokio::task::spawn_blocking(move || install::installed(&bin2, &record))
-            .await
-            .unwrap_or(None);
-        self.publish_desired(d);
-        let version = target::detect(bin, d.installed.as_ref()).await;
-        if version == d.rendered.config().livekit_version {
-            return Target::Current;
-        }
-        tracing::info!(
-            from = ?d.rendered.config().livekit_version.map(|v| v.to_string()),
-            to = ?version.map(|v| v.to_string()),
-            "livekit-server binary changed; livekit.yaml is rendered for its version"
-        );
-        let mut c = d.rendered.config().clone();
-        c.livekit_version = version;
-        Target::Config(Box::new(c))
-    }
-
-    fn push_task(&self, task: tokio::task::JoinHandle<()>) {
-        if let Ok(mut g) = self.tasks.lock() {
-            g.push(task);
-        }
-    }
-
-    /// The periodic level-triggered reconcile: files re-read in full (a
-    /// same-size in-place edit within one timestamp tick escapes the health
-    /// cache's stat check), children checked against the renderings.
-    fn start_tick(self: &Arc<Self>) {
-        let period = period_from_env("HERO_LIVEKIT_DRIFT_CHECK_MS", DEFAULT_TICK);
-        let weak = Arc::downgrade(self);
-        self.push_task(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let Some(svc) = weak.upgrade() else { return };
-                let mut d = svc.desired.lock().await;
-                match svc.cache.lock() {
-                    Ok(mut c) => c.invalidate(),
-                    Err(poisoned) => poisoned.into_inner().invalidate(),
-                }
-                svc.reconcile_background(&mut d, "drift", false).await;
-            }
-        }));
-    }
-
-    /// The token-chain probe: after every change (the children's state, the
-    /// config, a wake from a mutation) and every few seconds.
-    fn start_probe(self: &Arc<Self>) {
-        let period = period_from_env("HERO_LIVEKIT_TOKEN_PROBE_MS", DEFAULT_PROBE);
-        let weak = Arc::downgrade(self);
-        let wake = Arc::clone(&self.probe_wake);
-        let (mut lk, mut be, mut view) = (self.livekit.clone(), self.backend.clone(), self.view.subscribe());
-        self.push_task(tokio::spawn(async move {
-            loop {
-                {
-                    // Upgraded only for one probe, so that the task never
-                    // keeps the service alive while it waits.
-                    let Some(svc) = weak.upgrade() else { return };
-                    svc.probe_once().await;
-                }
-                let sleep = tokio::time::sleep(period);
-                tokio::pin!(sleep);
-                loop {
-                    tokio::select! {
-                        () = &mut sleep => break,
-                        () = wake.notified() => break,
-                        alive = lk.changed() => if alive { break } else { return },
-                        alive = be.changed() => if alive { break } else { return },
-                        changed = view.changed() => {
-                            if changed.is_err() {
-                                return;
-                            }
-                            // Only a new config needs a new proof; the
-                            // probe's own results change the view too.
-                            let v = view.borrow_and_update();
-                            if v.chain.probed.as_ref().is_some_and(|p| p.in_memory_hash != v.rendered.in_memory_hash()) {
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-        }));
-    }
-
-    /// The children and the fingerprint of what a probe would prove, from
-    /// one look at each child's status.
-    fn children_now(&self, view: &View) -> ChildrenNow {
-        let (livekit, lk_gen) = self.livekit.health_and_generation();
-        let (backend, be_gen) = self.backend.health_and_generation();
-        ChildrenNow {
-            livekit,
-            backend,
-            fingerprint: Fingerprint {
-                in_memory_hash: view.rendered.in_memory_hash().to_string(),
-                livekit: lk_gen,
-                backend: be_gen,
-            },
-        }
-    }
-
-    /// One probe; a failure (or an lk-backend that loaded another file)
-    /// triggers the reconcile.
-    async fn probe_once(self: &Arc<Self>) {
-        let (now, ports, expected_backend, expected_livekit) = {
-            let v = self.view.borrow();
-            let c = v.rendered.config();
-            (
-                self.children_now(&v),
-                (c.backend_port, c.port),
-                v.rendered.sha256(config::TripleFile::BackendEnv).to_string(),
-                v.rendered.sha256(config::TripleFile::LivekitYaml).to_string(),
-            )
-        };
-        // livekit-server spawned onto a file that a heal replaced a moment
-        // later (a crash restart racing the repair of a drift) runs, as far
-        // as anyone can prove, an outdated rendering: nothing else would ask
-        // the reconcile to restart it before the next tick.
-        let livekit_outdated = now.livekit.ready
-            && now
-                .livekit
-                .config_sha256
-                .as_deref()
-                .is_some_and(|sha| sha != expected_livekit);
-        let not_ready = [
-            (&now.livekit, ProcessName::LivekitServer),
-            (&now.backend, ProcessName::LkBackend),
-        ]
-        .into_iter()
-        .find(|(h, _)| !h.ready)
-        .map(|(h, name)| format!("{name} is not ready ({})", h.state));
-        let ran = not_ready.is_none();
-        let checked_at_ms = unix_ms();
-        let (outcome, backend) = match not_ready {
-            Some(why) => (
-                probe::ProbeOutcome {
-                    accepted: false,
-                    refused: false,
-                    error: Some(why),
-                    backend_sha256: None,
-                    latency: Duration::ZERO,
-                },
-                None,
-            ),
-            None => {
-                let o = probe::probe(ports.0, ports.1, PROBE_TIMEOUT).await;
-                let report = now.backend.pid.map(|pid| BackendReport {
-                    pid,
-                    sha256: o.backend_sha256.clone(),
-                });
-                (o, report)
-            }
-        };
-        // A verdict about a state that changed while it ran proves nothing:
-        // probe again at once.
-        let after = self.children_now(&self.view.borrow()).fingerprint;
-        if after != now.fingerprint {
-            self.probe_wake.notify_one();
-            return;
-        }
-        let result = match (ran, outcome.accepted, outcome.refused) {
-            (false, ..) => ProbeResult::NotReady,
-            (true, true, _) => ProbeResult::Accepted,
-            (true, false, true) => ProbeResult::Refused,
-            (true, false, false) => ProbeResult::Failed,
-        };
-        self.metrics.count_probe(result, outcome.latency);
-        let (was_ok, was_error) = {
-            let v = self.view.borrow();
-            (v.chain.last.ok, v.chain.last.error.clone())
-        };
-        let last = TokenChainHealth {
-            ok: outcome.accepted,
-            checked_at_ms,
-            latency_ms: u64::try_from(outcome.latency.as_millis()).unwrap_or(u64::MAX),
-            error: outcome.error.clone(),
-        };
-        let backend_outdated = backend
-            .as_ref()
-            .is_some_and(|r| r.sha256.as_deref() != Some(expected_backend.as_str()));
-        self.update_view(|v| {
-            v.chain = Chain {
-                last,
-                probed: Some(now.fingerprint.clone()),
-                backend: backend.clone(),
-                refused: outcome.refused,
-            };
-            true
-        });
-        let children_up = backend.is_some();
-        if children_up && !outcome.accepted {
-            let error = outcome.error.unwrap_or_default();
-            // Once per failure, not once per probe while it lasts.
-            if was_ok || was_error.as_deref() != Some(error.as_str()) {
-                tracing::warn!(%error, "token chain failed");
-                self.events.publish(Event::TokenChainFailed { error });
-            }
-            // Only a refusal says the credentials differ; a leg that did not
-            // answer is a crash its supervisor is already handling.
-            self.spawn_reconcile("token_chain", outcome.refused);
-        } else if backend_outdated || livekit_outdated {
-            self.spawn_reconcile("token_chain", false);
-        } else if outcome.accepted && !was_ok {
-            tracing::info!(latency_ms = outcome.latency.as_millis() as u64, "token chain proven");
-        }
-    }
-
-    /// Checks every few seconds (and at once after `configure`) whether the
-    /// configured Redis answers, so that `health` can say so without ever
-    /// waiting on the network itself.
-    fn start_redis_check(self: &Arc<Self>) {
-        let period = period_from_env("HERO_LIVEKIT_REDIS_CHECK_MS", DEFAULT_REDIS_CHECK);
-        let weak = Arc::downgrade(self);
-        let wake = Arc::clone(&self.redis_wake);
-        self.push_task(tokio::spawn(async move {
-            loop {
-                {
-                    let Some(svc) = weak.upgrade() else { return };
-                    let target = crate::redis::RedisTarget::from_config(svc.view.borrow().rendered.config());
-                    let checked = match &target {
-                        None => None,
-                        Some(target) => {
-                            let result = crate::redis::ping(target, REDIS_PING_TIMEOUT).await;
-                            Some(RedisHealth {
-                                address: target.describe(),
-                                reachable: result.is_ok(),
-                                error: result.err().map(|e| e.message),
-                            })
-                        }
-                    };
-                    svc.redis_state.send_modify(|s| {
-                        s.checks += 1;
-                        s.configured = checked.is_some();
-                        s.down = checked.as_ref().and_then(|c| c.error.clone());
-                    });
-                    svc.set_redis(checked);
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(period) => {}
-                    () = wake.notified() => {}
-                }
-            }
-        }));
-    }
-
-    fn set_redis(&self, checked: Option<RedisHealth>) {
-        self.update_view(|v| {
-            if v.redis == checked {
-                return false;
-            }
-            match &checked {
-                Some(RedisHealth {
-                    address,
-                    reachable: true,
-                    ..
-                }) => tracing::info!(%address, "redis answers"),
-                Some(RedisHealth { error: Some(error), .. }) => tracing::warn!(%error, "redis check failed"),
-                _ => {}
-            }
-            v.redis = checked;
-            true
-        });
-    }
-
-    /// Waits (bounded) until the probe has proven the chain for the state as
-    /// it is now, so that a `start` that returns ready is a proven one.
-    async fn await_proof(&self, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut rx = self.view.subscribe();
-        self.probe_wake.notify_one();
-        loop {
-            // A probe ran against the state as it is now, whatever it found.
-            let settled = {
-                let v = rx.borrow_and_update();
-                let fp = self.children_now(&v).fingerprint;
-                v.chain.probed.as_ref() == Some(&fp)
-            };
-            if settled {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
-                return;
             }
         }
     }
@@ -904,129 +597,6 @@ impl LivekitService {
         config::settings::show(self.view.borrow().rendered.config())
     }
 
-    /// `livekitservice.install`: the download and its verification run
-    /// outside the ops lock, bounded by an overall deadline, so a slow mirror
-    /// never holds up a heal; only the swap into place and the reconcile
-    /// that follows take the lock.
-    ///
-    /// # Errors
-    /// Invalid source/sha256, download or verification failure or the
-    /// deadline (previous binary intact), write failure.
-    pub async fn install(self: &Arc<Self>, p: InstallParams) -> Result<InstallResult, ServiceError> {
-        self.run_to_completion(|s| async move {
-            let _installing = s.installing.lock().await;
-            let installed = async {
-                let staged = s.stage_binary(&p).await?;
-                let mut d = s.desired.lock().await;
-                s.commit_binary(&mut d, staged).await
-            }
-            .await;
-            s.count_install(&installed);
-            installed
-        })
-        .await
-    }
-
-    fn count_install(&self, r: &Result<InstallResult, ServiceError>) {
-        self.metrics.count_install(match r {
-            Ok(r) if r.changed => InstallOutcome::Installed,
-            Ok(_) => InstallOutcome::Unchanged,
-            Err(_) => InstallOutcome::Failed,
-        });
-    }
-
-    /// Where install progress goes: the event bus.
-    fn install_progress(&self) -> impl FnMut(install::InstallProgress) + Send {
-        let events = self.events.clone();
-        move |pr: install::InstallProgress| {
-            events.publish(Event::InstallProgress {
-                phase: pr.phase.to_string(),
-                bytes_done: pr.bytes_done,
-                bytes_total: pr.bytes_total,
-            })
-        }
-    }
-
-    /// Fetches and verifies a binary without touching anything in place,
-    /// within the install deadline (`HERO_LIVEKIT_INSTALL_DEADLINE_MS`).
-    async fn stage_binary(&self, p: &InstallParams) -> Result<install::Staged, ServiceError> {
-        let req = install::InstallRequest::from(p);
-        let mut progress = self.install_progress();
-        let deadline = period_from_env("HERO_LIVEKIT_INSTALL_DEADLINE_MS", DEFAULT_INSTALL_DEADLINE);
-        let record = self.paths.install_record();
-        let staging = install::stage(&req, &self.spec_paths.livekit_bin, &record, &mut progress);
-        match tokio::time::timeout(deadline, staging).await {
-            Ok(staged) => staged.map_err(install_error),
-            Err(_) => Err(ServiceError::new(
-                ErrorCode::InstallFailed,
-                format!(
-                    "the install did not complete within {} ms; the previous binary is intact",
-                    deadline.as_millis()
-                ),
-            )
-            .with_hint(
-                "check the source and the network, or install from a local file with `hero_livekit install --source PATH`",
-            )),
-        }
-    }
-
-    /// Puts a staged binary in place and reconciles. Must hold `desired`.
-    async fn commit_binary(&self, d: &mut Desired, staged: install::Staged) -> Result<InstallResult, ServiceError> {
-        let livekit_bin = &self.spec_paths.livekit_bin;
-        let outcome = match staged {
-            install::Staged::Done(outcome) => outcome,
-            install::Staged::Ready(ready) => {
-                let mut progress = self.install_progress();
-                install::commit(*ready, livekit_bin, &self.paths.install_record(), &mut progress)
-                    .await
-                    .map_err(install_error)?
-            }
-        };
-        if outcome.changed {
-            self.events.publish(Event::Installed {
-                version: outcome.version.clone(),
-                sha256: outcome.sha256.clone(),
-            });
-        }
-        // Another version may read other keys: livekit.yaml is rendered for
-        // the binary now in place, and the reconcile restarts livekit-server
-        // onto it like after any change of its file.
-        d.binary_stamp = None;
-        let target = self.retarget_if_replaced(d).await;
-        let step = Step {
-            trigger: "install",
-            target,
-            intent: Intent::default(),
-            timeout: DEFAULT_READY_TIMEOUT,
-        };
-        let mut r = self.reconcile(d, step).await?;
-        if let Some(e) = r.failure(false) {
-            return Err(e);
-        }
-        Ok(InstallResult {
-            version: outcome.version,
-            path: outcome.path.display().to_string(),
-            sha256: outcome.sha256,
-            source: outcome.source,
-            changed: outcome.changed,
-            warnings: outcome.warnings,
-            heal: r.heal,
-        })
-    }
-
-    /// An install by `start` (`update`, or a binary gone with a source
-    /// known): `start` needs the binary before it can go on, so it fetches
-    /// with the lock held, within the same deadline. Must hold `desired`.
-    async fn install_locked(&self, d: &mut Desired, p: &InstallParams) -> Result<InstallResult, ServiceError> {
-        let installed = async {
-            let staged = self.stage_binary(p).await?;
-            self.commit_binary(d, staged).await
-        }
-        .await;
-        self.count_install(&installed);
-        installed
-    }
-
     /// `livekitservice.start`.
     ///
     /// # Errors
@@ -1045,12 +615,18 @@ impl LivekitService {
         let mut d = self.desired.lock().await;
         let mut install_result = None;
         if p.update == Some(true) {
-            let params = self.last_install_params();
+            let params = self.last_install_params().await;
             install_result = Some(self.install_locked(&mut d, &params).await?);
         }
         let reset = p.reset == Some(true);
-        if !self.spec_paths.livekit_bin.is_file() {
-            match self.known_source() {
+        // Two stats, off the runtime thread that serves every caller.
+        let (livekit_bin, backend_bin) = (self.spec_paths.livekit_bin.clone(), self.spec_paths.backend_bin.clone());
+        let (have_livekit, have_backend) =
+            tokio::task::spawn_blocking(move || (livekit_bin.is_file(), backend_bin.is_file()))
+                .await
+                .map_err(internal)?;
+        if !have_livekit {
+            match self.known_source().await {
                 Some(params) => install_result = Some(self.install_locked(&mut d, &params).await?),
                 None => {
                     return Err(ServiceError::new(
@@ -1063,7 +639,7 @@ impl LivekitService {
                 }
             }
         }
-        if !self.spec_paths.backend_bin.is_file() {
+        if !have_backend {
             return Err(ServiceError::new(
                 ErrorCode::StartFailed,
                 format!("lk-backend not found at {}", self.spec_paths.backend_bin.display()),
@@ -1099,7 +675,16 @@ impl LivekitService {
         }
         let mut processes = BTreeMap::new();
         for name in ProcessName::ALL {
-            let outcome = r.outcomes.get(&name).copied().unwrap_or(StartOutcome::AlreadyRunning);
+            // An install by this call already replaced a child onto the new
+            // binary: restarted by this call, whatever its reconcile found.
+            let by_install = install_result
+                .as_ref()
+                .is_some_and(|i| i.heal.restarted.contains(&name));
+            let outcome = match r.outcomes.get(&name).copied() {
+                _ if by_install => StartOutcome::Restarted,
+                Some(o) => o,
+                None => StartOutcome::AlreadyRunning,
+            };
             processes.insert(name, outcome);
         }
         drop(d);
@@ -1119,8 +704,8 @@ impl LivekitService {
     /// What `update` installs: the pinned release when the last install came
     /// from the official releases (or there was none), else the same custom
     /// source fetched again, checked by its own checksum files.
-    fn last_install_params(&self) -> InstallParams {
-        match self.known_source() {
+    async fn last_install_params(&self) -> InstallParams {
+        match self.known_source().await {
             Some(p)
                 if !p
                     .source
@@ -1143,8 +728,11 @@ impl LivekitService {
 
     /// The source recorded by the last install, if any, pinned to the
     /// artifact checksum it had then.
-    fn known_source(&self) -> Option<InstallParams> {
-        let r = install::read_record(&self.paths.install_record())?;
+    async fn known_source(&self) -> Option<InstallParams> {
+        let record = self.paths.install_record();
+        let r = tokio::task::spawn_blocking(move || install::read_record(&record))
+            .await
+            .ok()??;
         Some(InstallParams {
             version: Some(r.version),
             source: Some(r.source),
@@ -1158,7 +746,7 @@ impl LivekitService {
     /// # Errors
     /// A bad `timeout_ms`; signalling failed.
     pub async fn stop(self: &Arc<Self>, p: StopParams) -> Result<StopResult, ServiceError> {
-        let timeout = timeout_param(p.timeout_ms, DEFAULT_STOP_TIMEOUT)?;
+        let timeout = timeout_param(p.timeout_ms, self.stop_timeout)?;
         self.run_to_completion(|s| async move {
             let mut d = s.desired.lock().await;
             for name in ProcessName::ALL {
@@ -1349,16 +937,14 @@ impl LivekitService {
     /// progress to finish, then stop the children or leave them running
     /// (recorded) for the next instance to adopt.
     pub async fn shutdown(&self, stop_children: bool) {
-        if let Ok(mut g) = self.tasks.lock() {
-            for t in g.drain(..) {
-                t.abort();
-            }
-        }
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
         let _d = self.desired.lock().await;
         if stop_children {
             let (a, b) = tokio::join!(
-                self.livekit.stop(DEFAULT_STOP_TIMEOUT),
-                self.backend.stop(DEFAULT_STOP_TIMEOUT)
+                self.livekit.stop(self.stop_timeout),
+                self.backend.stop(self.stop_timeout)
             );
             for r in [a, b] {
                 if let Err(e) = r {
@@ -1369,6 +955,14 @@ impl LivekitService {
             self.livekit.detach().await;
             self.backend.detach().await;
         }
+    }
+}
+
+impl Drop for LivekitService {
+    /// A service dropped without `shutdown` (a library user, a test) still
+    /// ends its background tasks.
+    fn drop(&mut self) {
+        self.cancel.cancel();
     }
 }
 

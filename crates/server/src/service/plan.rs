@@ -23,6 +23,10 @@ pub(crate) struct ChildObs {
     /// SIGHUP), else its spawn record. `None` when nothing runs or lk-backend
     /// could not say.
     pub running_sha256: Option<String>,
+    /// The running process was spawned from the program file in place now
+    /// (true when nothing runs or either side cannot be known: a missing
+    /// file never makes a restart, which could only fail).
+    pub binary_current: bool,
 }
 
 /// What the caller asks of this reconcile beyond convergence.
@@ -47,15 +51,21 @@ pub(crate) enum ChildAction {
     Start,
     /// Stop it and start it again, for this reason.
     Restart(String),
+    /// Stop it: its target is down (`stop` asked, and its own stop did not
+    /// complete; every pass retries until it is seen stopped).
+    Stop,
 }
 
 /// Decides, for each child, from the desired state and the observations.
 ///
-/// - a child that should not run is kept as it is (only `stop` stops);
+/// - a child that should not run is stopped when it still runs (a `stop`
+///   that failed is retried by every pass), else left as it is;
 /// - a child whose file is not current on disk (a write is pending) is not
 ///   touched: starting it would run a stale file;
 /// - a running child whose running config differs from the rendering is
-///   restarted (the field failure: a child that read another secret);
+///   restarted (the field failure: a child that read another secret), and
+///   so is one spawned from another binary than the one in place now
+///   (`install --force`, a file swapped by hand, seen by the tick);
 /// - a wanted child that is stopped is started; one in `backoff` is left to
 ///   its own restart policy and one `failed` waits for `start`, unless the
 ///   intent is `ensure_running`.
@@ -84,7 +94,10 @@ fn plan_one(
     intent: &Intent,
 ) -> ChildAction {
     if !wanted.get(&name).copied().unwrap_or(false) {
-        return ChildAction::Keep;
+        let runs = observed
+            .get(&name)
+            .is_some_and(|o| matches!(o.state, ProcessState::Running | ProcessState::Starting));
+        return if runs { ChildAction::Stop } else { ChildAction::Keep };
     }
     let file = config_file_of(name);
     if !current_files.contains(&file) {
@@ -103,6 +116,9 @@ fn plan_one(
                 Some(running) if running == expected => {}
                 Some(_) => return ChildAction::Restart(format!("it runs an outdated {file}")),
                 None => return ChildAction::Restart(format!("it cannot say which {file} it runs")),
+            }
+            if !obs.binary_current {
+                return ChildAction::Restart("its binary was replaced by another one".into());
             }
             if intent.unexplained_chain_failure && name == ProcessName::LkBackend {
                 return ChildAction::Restart("the token chain failed".into());
@@ -155,6 +171,7 @@ mod tests {
             ChildObs {
                 state,
                 running_sha256: running,
+                binary_current: true,
             }
         };
         [(LK, one(LK, lk)), (BE, one(BE, be))].into_iter().collect()
@@ -222,16 +239,25 @@ mod tests {
     }
 
     #[test]
-    fn stopped_wanted_children_start_unwanted_ones_stay() {
+    fn stopped_wanted_children_start_and_running_unwanted_ones_stop() {
         let r = rendered();
         let o = obs(&r, (Stopped, false), (Stopped, false));
         let p = plan_children(&r, &both(true), &o, &ALL_FILES, &Intent::default());
         assert_eq!(actions(&p), (ChildAction::Start, ChildAction::Start));
         let p = plan_children(&r, &both(false), &o, &ALL_FILES, &Intent::default());
         assert_eq!(actions(&p), (ChildAction::Keep, ChildAction::Keep));
-        let running = obs(&r, (Running, false), (Running, false));
+        let running = obs(&r, (Running, false), (Starting, false));
         let p = plan_children(&r, &both(false), &running, &ALL_FILES, &Intent::default());
-        assert_eq!(actions(&p), (ChildAction::Keep, ChildAction::Keep), "only stop stops");
+        assert_eq!(
+            actions(&p),
+            (ChildAction::Stop, ChildAction::Stop),
+            "a target down is retried until seen stopped"
+        );
+        for state in [Backoff, Failed] {
+            let o = obs(&r, (state, false), (Stopped, false));
+            let p = plan_children(&r, &both(false), &o, &ALL_FILES, &Intent::default());
+            assert_eq!(actions(&p), (ChildAction::Keep, ChildAction::Keep), "{state}");
+        }
     }
 
     #[test]
@@ -282,6 +308,28 @@ mod tests {
             actions(&p),
             (ChildAction::Keep, ChildAction::Restart("the token chain failed".into()))
         );
+    }
+
+    #[test]
+    fn a_child_running_another_binary_is_replaced_unless_its_file_is_pending() {
+        let r = rendered();
+        let mut o = obs(&r, (Running, true), (Running, true));
+        if let Some(lk) = o.get_mut(&LK) {
+            lk.binary_current = false;
+        }
+        let p = plan_children(&r, &both(true), &o, &ALL_FILES, &Intent::default());
+        assert_eq!(
+            actions(&p),
+            (
+                ChildAction::Restart("its binary was replaced by another one".into()),
+                ChildAction::Keep
+            )
+        );
+        let pending = [TripleFile::RuntimeJson, TripleFile::BackendEnv];
+        let p = plan_children(&r, &both(true), &o, &pending, &Intent::default());
+        assert_eq!(p[&LK], ChildAction::Keep, "never restarted onto a pending file");
+        let p = plan_children(&r, &both(false), &o, &ALL_FILES, &Intent::default());
+        assert_eq!(p[&LK], ChildAction::Stop, "not wanted: stopped, not replaced");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! convergence ([`Intent`]).
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -171,12 +172,19 @@ impl LivekitService {
             let action = actions.get(&name).cloned().unwrap_or(ChildAction::Keep);
             let spec = child_spec(name, &rendered, &self.spec_paths);
             let child = self.child(name);
-            let timeout = step.timeout;
+            let (timeout, stop_timeout) = (step.timeout, self.stop_timeout);
             async move {
                 let result = match &action {
                     ChildAction::Keep => return (name, action, None),
                     ChildAction::Start => child.start(spec, timeout).await,
                     ChildAction::Restart(_) => child.restart(spec, timeout).await,
+                    ChildAction::Stop => match child.stop(stop_timeout).await {
+                        Ok(o) => {
+                            tracing::info!(process = %name, killed = o.killed, trigger = step.trigger, "stopped: its target is down");
+                            return (name, action, None);
+                        }
+                        Err(e) => Err(e),
+                    },
                 };
                 (name, action, Some(result))
             }
@@ -248,12 +256,14 @@ impl LivekitService {
                 Err(e) => tracing::debug!(error = %e, "lk-backend did not say what it has loaded"),
             }
         }
+        let current = self.binaries_current().await;
         [
             (
                 ProcessName::LivekitServer,
                 ChildObs {
                     state: lk.state,
                     running_sha256: lk.config_sha256,
+                    binary_current: current[0],
                 },
             ),
             (
@@ -261,11 +271,28 @@ impl LivekitService {
                 ChildObs {
                     state: be.state,
                     running_sha256: be_running,
+                    binary_current: current[1],
                 },
             ),
         ]
         .into_iter()
         .collect()
+    }
+
+    /// Whether livekit-server and lk-backend (in that order) run the
+    /// program file in place now: two `stat`s, off the runtime thread. An
+    /// unknown side (nothing runs, the file is missing) counts as current.
+    async fn binaries_current(&self) -> [bool; 2] {
+        let running = [self.livekit.running_program(), self.backend.running_program()];
+        let files = [self.spec_paths.livekit_bin.clone(), self.spec_paths.backend_bin.clone()];
+        let in_place =
+            tokio::task::spawn_blocking(move || files.map(|f| std::fs::metadata(f).ok().map(|m| (m.dev(), m.ino()))))
+                .await
+                .unwrap_or([None, None]);
+        [0, 1].map(|i| match (running[i], in_place[i]) {
+            (Some(r), Some(f)) => r == f,
+            _ => true,
+        })
     }
 
     /// Writes what `plan` says and makes the truth follow `runtime.json`.

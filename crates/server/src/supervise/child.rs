@@ -4,6 +4,11 @@
 //! process, restart history and record, and handles one request at a time,
 //! so requests for the same child never interleave. `health()` reads a
 //! `watch` snapshot and never waits for the task.
+//!
+//! Longer than this crate's files should be (about 1,300 lines), because
+//! the task still decides crash restarts, the Redis hold and the ready
+//! timeout itself; moving those decisions into the reconcile (issue 18) is
+//! what splits it into a pure `step` and the process plumbing.
 
 use std::collections::VecDeque;
 use std::io;
@@ -309,6 +314,14 @@ impl Child {
         (health, s.generation)
     }
 
+    /// Device and inode of the program file the running process was
+    /// spawned from (a wrapper script's when it is one), `None` when nothing
+    /// runs: the reconcile compares it with the file in place now to replace
+    /// a child whose binary was swapped (an install, a hand edit).
+    pub fn running_program(&self) -> Option<(u64, u64)> {
+        self.status.borrow().program
+    }
+
     /// Resolves when the child's status changes; `false` once the
     /// supervising task is gone.
     pub async fn changed(&mut self) -> bool {
@@ -340,6 +353,9 @@ struct Status {
     log_tail: Option<Vec<String>>,
     reason: Option<String>,
     degraded: bool,
+    /// Device and inode of the program file the running process was
+    /// spawned from (see [`Child::running_program`]).
+    program: Option<(u64, u64)>,
 }
 
 impl Status {
@@ -357,6 +373,7 @@ impl Status {
             log_tail: None,
             reason: None,
             degraded: false,
+            program: None,
         }
     }
 }
@@ -534,11 +551,21 @@ impl Actor {
         }
         self.spec = Some(spec.clone());
         let ready = matches!(self.life, Life::Running(_));
+        let program_now = if proc_of(&self.life).is_some() && !force {
+            let program = spec.program.clone();
+            // A stat, off the runtime thread that serves every caller.
+            tokio::task::spawn_blocking(move || std::fs::metadata(program).ok().map(|m| (m.dev(), m.ino())))
+                .await
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
         if let Some(proc) = proc_of(&self.life) {
             let reason = if force {
                 Some("restart requested".to_owned())
             } else {
-                restart_reason(proc, &spec)
+                restart_reason(proc, &spec, program_now)
             };
             let Some(reason) = reason else {
                 if ready {
@@ -769,9 +796,14 @@ impl Actor {
             true
         };
         let exit = self.reap().await;
-        let signal = if killed { "SIGKILL" } else { "SIGTERM" };
-        self.last_exit = Some(format!("{exit} after {signal} ({why})"));
-        self.publish(None);
+        let how = if killed {
+            format!("killed with SIGKILL at the drain deadline ({} ms)", grace.as_millis())
+        } else {
+            "exited on SIGTERM".to_owned()
+        };
+        self.last_exit = Some(format!("{exit}: {how} ({why})"));
+        // The state event carries how it ended, for whoever follows events.
+        self.publish(self.last_exit.clone());
         Ok(killed)
     }
 
@@ -1192,6 +1224,7 @@ impl Actor {
             },
             reason: self.reason.clone(),
             degraded: self.degraded,
+            program: proc.map(|p| program_of(&p.record)),
         });
         if self.published != (state, pid) {
             self.published = (state, pid);
@@ -1214,8 +1247,10 @@ async fn read_tail(path: PathBuf) -> Option<Vec<String>> {
         .ok()
 }
 
-/// Why a running process does not match `spec`, if it does not.
-fn restart_reason(proc: &Proc, spec: &ChildSpec) -> Option<String> {
+/// Why a running process does not match `spec`, if it does not;
+/// `program_now` is the device and inode of `spec.program` as it is now
+/// (`None` when missing: a restart could only fail, so none is asked).
+fn restart_reason(proc: &Proc, spec: &ChildSpec, program_now: Option<(u64, u64)>) -> Option<String> {
     let record = &proc.record;
     if record.config_sha256 != spec.config_sha256 {
         return Some(format!(
@@ -1224,18 +1259,20 @@ fn restart_reason(proc: &Proc, spec: &ChildSpec) -> Option<String> {
             short_hash(&spec.config_sha256)
         ));
     }
-    // A record of an older daemon knows only the executable.
-    let (dev, ino) = match (record.program_dev, record.program_ino) {
-        (Some(dev), Some(ino)) => (dev, ino),
-        _ => (record.exe_dev, record.exe_ino),
-    };
-    // A stat of one file; a missing program keeps the running process (a
-    // restart could only fail).
-    match std::fs::metadata(&spec.program) {
-        Ok(meta) if meta.dev() != dev || meta.ino() != ino => {
+    match program_now {
+        Some(now) if now != program_of(record) => {
             Some(format!("{} was replaced by another binary", spec.program.display()))
         }
         _ => None,
+    }
+}
+
+/// The program file a record's process was spawned from; a record of an
+/// older daemon knows only the executable.
+fn program_of(record: &ChildRecord) -> (u64, u64) {
+    match (record.program_dev, record.program_ino) {
+        (Some(dev), Some(ino)) => (dev, ino),
+        _ => (record.exe_dev, record.exe_ino),
     }
 }
 
