@@ -179,6 +179,18 @@ impl DaemonOpts {
         }
     }
 
+    /// With the real livekit-server v1.13.5 as the livekit binary
+    /// ([`real::real_livekit_bin`]); `None` when it is not built and this is
+    /// not CI, so that the test returns early.
+    pub fn real() -> Option<DaemonOpts> {
+        let bin = real::real_livekit_bin()?;
+        Some(
+            DaemonOpts::default()
+                .arg("--livekit-bin")
+                .arg(bin.display().to_string()),
+        )
+    }
+
     /// The period of the daemon's full drift check (`HERO_LIVEKIT_DRIFT_CHECK_MS`).
     pub fn drift_check_ms(mut self, ms: u64) -> DaemonOpts {
         self.env.push(("HERO_LIVEKIT_DRIFT_CHECK_MS".into(), ms.to_string()));

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod notify;
 pub mod paths;
 pub mod peer;
+pub mod redact;
 mod redis;
 pub mod rpc;
 pub mod runtime;

@@ -1,8 +1,14 @@
 //! `livekit-server-double`: a TEST DOUBLE of livekit-server, not LiveKit.
 //!
-//! The real binary cannot be downloaded where hero_livekit's end-to-end tests
-//! run, so this program imitates the parts of it that the supervisor depends
-//! on, as read from LiveKit's sources (`shared/reference/livekit.md`):
+//! The end-to-end tests also run the real livekit-server v1.13.5 (built by
+//! `scripts/test`); the double stays for what the real server cannot be made
+//! to do: serve with keys other than its file's, crash or exit at a chosen
+//! point, answer 406 for a chosen time, ignore SIGTERM (the switches below),
+//! and claim an older release. Every behaviour it shares with LiveKit is run
+//! against both binaries by `tests/tests/conformance.rs`, which fails when
+//! their status or text differ. It imitates the parts of livekit-server that
+//! the supervisor depends on, as read from LiveKit's sources
+//! (`shared/reference/livekit.md`) and checked against the real binary:
 //!
 //! - the command line the supervisor uses: `--config FILE` (required),
 //!   `--bind ADDR` (repeatable, replaces `bind_addresses`), `--node-ip IP`.
@@ -30,9 +36,13 @@
 //!   server does. While running it PINGs every second, and `GET /` answers
 //!   406 `Not Ready` while the last PING failed (LiveKit's node stats go
 //!   stale without Redis);
-//! - `GET /` answers 200 `OK` (406 `Not Ready` while not ready);
-//!   `/rtc/validate` checks a join token exactly like LiveKit's auth
-//!   middleware and `validate` handler, with the same status codes and texts;
+//! - `GET /` answers 200 `OK` (406 `Not Ready\nNode Updated At <time>`
+//!   while not ready); `/rtc/validate` checks a join token exactly like
+//!   LiveKit's auth middleware and `validate` handler, with the same status
+//!   codes and texts, the whole refused token echoed as 1.13.5 does (and,
+//!   as there, a token without `exp` never expires); Twirp
+//!   `RoomService/ListRooms` answers `{"rooms":[]}` to a `roomList` grant;
+//!   the auth middleware wraps every path, `GET /` included;
 //! - `--version` prints `livekit-server version X.Y.Z`. The double claims
 //!   LiveKit's release that hero_livekit pins, or the version written in
 //!   `<its own path>.version`; a key newer than that release (`prometheus`
@@ -66,11 +76,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::Router;
 use base64::Engine;
 use clap::Parser;
-use livekit_api::access_token::TokenVerifier;
 use serde::Deserialize;
 use serde_yaml::Value;
 
@@ -112,7 +121,6 @@ struct Config {
     bind_addresses: Option<Vec<String>>,
     prometheus_port: Option<u32>,
     prometheus: Option<PrometheusConfig>,
-    environment: Option<String>,
     rtc: Option<RtcConfig>,
     redis: Option<RedisConfig>,
     audio: Option<Value>,
@@ -135,6 +143,12 @@ struct Config {
     metric: Option<Value>,
     /// 1.13.2 and later (see [`NEWER_KEYS`]).
     debug_handler: Option<Value>,
+    agents: Option<Value>,
+    api: Option<Value>,
+    enable_data_tracks: Option<Value>,
+    enable_participant_data_blob: Option<Value>,
+    node_stats: Option<Value>,
+    trace: Option<Value>,
 }
 
 /// `prometheus:` (1.7.1 and later; `prometheus_port` before).
@@ -273,6 +287,24 @@ struct RtcConfig {
     reconnect_on_data_channel_error: Option<bool>,
     datachannel_slow_threshold: Option<i64>,
     forward_stats: Option<Value>,
+    advertise_internal_ip: Option<Value>,
+    allow_udp_unstable_fallback: Option<Value>,
+    data_channel_max_buffered_amount: Option<Value>,
+    datachannel_data_track_target_latency: Option<Value>,
+    datachannel_lossy_target_latency: Option<Value>,
+    enable_rtp_stream_restart_detection: Option<Value>,
+    external_ip_only: Option<Value>,
+    force_tcp: Option<Value>,
+    host_acceptance_min_wait: Option<Value>,
+    prflx_acceptance_min_wait: Option<Value>,
+    relay_acceptance_min_wait: Option<Value>,
+    sctp_cwnd_ca_step: Option<Value>,
+    sctp_fast_rtx_wnd: Option<Value>,
+    sctp_min_cwnd: Option<Value>,
+    skip_external_ip_validation: Option<Value>,
+    srflx_acceptance_min_wait: Option<Value>,
+    tcp_fallback_rtt_threshold: Option<Value>,
+    use_stun_port_as_ice: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -304,13 +336,13 @@ struct RoomConfig {
     enable_remote_unmute: Option<bool>,
     playout_delay: Option<Value>,
     sync_streams: Option<bool>,
-    create_room_enabled: Option<bool>,
     create_room_timeout: Option<Value>,
     create_room_attempts: Option<i64>,
     max_metadata_size: Option<u32>,
     max_room_name_length: Option<i64>,
     max_participant_identity_length: Option<i64>,
     room_configurations: Option<Value>,
+    update_batch_target_size: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -329,6 +361,10 @@ struct TurnConfig {
     relay_range_start: Option<u16>,
     relay_range_end: Option<u16>,
     external_tls: Option<bool>,
+    allow_restricted_peer_cidrs: Option<Value>,
+    bind_addresses: Option<Value>,
+    deny_peer_cidrs: Option<Value>,
+    ttl_seconds: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -665,6 +701,40 @@ fn check_webhook(config: &Config, keys: &BTreeMap<String, String>) -> Result<(),
     }
 }
 
+/// LiveKit's `APIKeyAuthMiddleware`, which wraps every path: the token's
+/// claims (`None` without a token), or the 401 it answers. At 1.13.5 a
+/// refused token's text echoes the whole token; the double does the same,
+/// so that the supervisor's redaction is tested against it too.
+fn authenticate(
+    keys: &BTreeMap<String, String>,
+    authorization: Option<&str>,
+    query_token: Option<&str>,
+) -> Result<Option<serde_json::Value>, (StatusCode, String)> {
+    let unauthorized = |text: String| Err((StatusCode::UNAUTHORIZED, text));
+    let token = match authorization {
+        Some(h) if !h.is_empty() => match h.strip_prefix("Bearer ") {
+            Some(t) => t,
+            None => return unauthorized("invalid authorization header. Must start with Bearer ".into()),
+        },
+        _ => query_token.unwrap_or(""),
+    };
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let Some(payload) = unverified_payload(token) else {
+        return unauthorized("invalid authorization token".into());
+    };
+    let iss = payload.get("iss").and_then(serde_json::Value::as_str).unwrap_or("");
+    let secret = keys.get(iss).map(String::as_str).unwrap_or("");
+    if secret.is_empty() {
+        return unauthorized(format!("invalid API key: {iss}"));
+    }
+    if let Err(e) = verify(token, secret, &payload) {
+        return unauthorized(format!("invalid token: {token}, error: {e}"));
+    }
+    Ok(Some(payload))
+}
+
 /// Status and plain-text body of `/rtc/validate`, decided from the request
 /// and the keys. Mirrors `APIKeyAuthMiddleware` then `RTCService.validate`.
 fn validate(
@@ -674,28 +744,10 @@ fn validate(
     query_room: Option<&str>,
 ) -> (StatusCode, String) {
     let unauthorized = |text: String| (StatusCode::UNAUTHORIZED, text);
-    let token = match authorization {
-        Some(h) if !h.is_empty() => match h.strip_prefix("Bearer ") {
-            Some(t) => t,
-            None => return unauthorized("invalid authorization header. Must start with Bearer ".into()),
-        },
-        _ => query_token.unwrap_or(""),
+    let grants = match authenticate(keys, authorization, query_token) {
+        Ok(g) => g,
+        Err(refused) => return refused,
     };
-    let mut grants: Option<serde_json::Value> = None;
-    if !token.is_empty() {
-        let Some(payload) = unverified_payload(token) else {
-            return unauthorized("invalid authorization token".into());
-        };
-        let iss = payload.get("iss").and_then(serde_json::Value::as_str).unwrap_or("");
-        let secret = keys.get(iss).map(String::as_str).unwrap_or("");
-        if secret.is_empty() {
-            return unauthorized("invalid API key".into());
-        }
-        if let Err(e) = TokenVerifier::with_api_key(iss, secret).verify(token) {
-            return unauthorized(format!("invalid authorization token: {}", verify_error_text(&e)));
-        }
-        grants = Some(payload);
-    }
     let Some(video) = grants.as_ref().and_then(|g| g.get("video")).filter(|v| v.is_object()) else {
         return unauthorized("no permissions to access the room".into());
     };
@@ -735,46 +787,79 @@ fn validate(
 }
 
 /// The JWT payload without checking the signature: LiveKit reads `iss` this
-/// way to find which secret to verify with.
+/// way to find which secret to verify with. Its parser already refuses a
+/// signing method other than HMAC.
 fn unverified_payload(token: &str) -> Option<serde_json::Value> {
     let mut parts = token.split('.');
-    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
+    let (header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {
         return None;
     }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    value.is_object().then_some(value)
+    let decode = |segment: &str| -> Option<serde_json::Value> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(segment.trim_end_matches('='))
+            .ok()?;
+        serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .filter(serde_json::Value::is_object)
+    };
+    let alg = decode(header)?.get("alg")?.as_str()?.to_string();
+    ["HS256", "HS384", "HS512"].contains(&alg.as_str()).then_some(())?;
+    decode(payload)
 }
 
-/// golang-jwt v5's wording for the failure behind a livekit-api verify error
-/// (whose `Display` is always "failed to encode jwt", hence `{:?}`).
-fn verify_error_text(e: &livekit_api::access_token::AccessTokenError) -> String {
-    let debug = format!("{e:?}");
-    let rules: [(&str, &str); 6] = [
-        ("InvalidSignature", "token signature is invalid: signature is invalid"),
-        ("ExpiredSignature", "token has invalid claims: token is expired"),
-        ("ImmatureSignature", "token has invalid claims: token is not valid yet"),
-        (
-            "MissingRequiredClaim",
-            "token has invalid claims: token is missing required claim: exp claim is required",
-        ),
-        (
-            "InvalidAlgorithm",
-            "token is unverifiable: error while executing keyfunc: unexpected signing method",
-        ),
-        ("InvalidIssuer", "token has invalid claims: token has invalid issuer"),
-    ];
-    rules
-        .iter()
-        .find(|(kind, _)| debug.contains(kind))
-        .map(|(_, text)| (*text).to_string())
-        .unwrap_or_else(|| format!("token is malformed: {debug}"))
+/// LiveKit's leeway on `exp` and `nbf` (protocol `auth.tokenLeeway`).
+const TOKEN_LEEWAY_SECS: i64 = 60;
+
+/// `APIKeyTokenVerifier.Verify` at 1.13.5 (golang-jwt v5 with HMAC methods,
+/// the issuer, and a minute of leeway): the signature first, then `exp` and
+/// `nbf` when present. A token without `exp` never expires at this release.
+/// The error is golang-jwt's wording.
+fn verify(token: &str, secret: &str, claims: &serde_json::Value) -> Result<(), &'static str> {
+    use hmac::{Hmac, Mac};
+    let (signing_input, signature) = token.rsplit_once('.').ok_or("token is malformed")?;
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(signature.trim_end_matches('='))
+        .map_err(|_| "token is malformed: could not base64 decode signature")?;
+    let header = signing_input.split('.').next().unwrap_or_default();
+    let alg = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|h| h.get("alg")?.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let key = secret.as_bytes();
+    let input = signing_input.as_bytes();
+    let valid = match alg.as_str() {
+        "HS384" => Hmac::<sha2::Sha384>::new_from_slice(key)
+            .map(|m| m.chain_update(input).verify_slice(&signature).is_ok())
+            .unwrap_or(false),
+        "HS512" => Hmac::<sha2::Sha512>::new_from_slice(key)
+            .map(|m| m.chain_update(input).verify_slice(&signature).is_ok())
+            .unwrap_or(false),
+        _ => Hmac::<sha2::Sha256>::new_from_slice(key)
+            .map(|m| m.chain_update(input).verify_slice(&signature).is_ok())
+            .unwrap_or(false),
+    };
+    if !valid {
+        return Err("token signature is invalid: signature is invalid");
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let time = |name: &str| claims.get(name).and_then(serde_json::Value::as_f64).map(|v| v as i64);
+    if time("exp").is_some_and(|exp| now > exp + TOKEN_LEEWAY_SECS) {
+        return Err("token has invalid claims: token is expired");
+    }
+    if time("nbf").is_some_and(|nbf| now + TOKEN_LEEWAY_SECS < nbf) {
+        return Err("token has invalid claims: token is not valid yet");
+    }
+    Ok(())
 }
 
-/// Console or JSON log lines on stdout, like the real server's zap logger.
+/// Console or JSON log lines on stderr, like the real server's zap logger
+/// (stdout carries only a startup error, as in the real server).
 #[derive(Debug, Clone, Copy)]
 struct Logger {
     json: bool,
@@ -795,13 +880,13 @@ impl Logger {
         let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
         if self.json {
             let extra: String = body.iter().map(|f| format!(", {f}")).collect();
-            println!(
+            eprintln!(
                 "{{\"level\": \"{}\", \"ts\": \"{ts}\", \"logger\": \"livekit\", \"msg\": {}{extra}}}",
                 level.to_lowercase(),
                 json_str(msg)
             );
         } else {
-            println!("{ts}\t{level}\tlivekit\t{msg}\t{{{}}}", body.join(", "));
+            eprintln!("{ts}\t{level}\tlivekit\t{msg}\t{{{}}}", body.join(", "));
         }
     }
 }
@@ -821,6 +906,9 @@ struct AppState {
     ready_at: Instant,
     /// The last PING of the configured Redis answered (always true without one).
     redis_ok: std::sync::atomic::AtomicBool,
+    /// Unix seconds of the last moment the node was known healthy (its
+    /// start, then each answered PING): LiveKit's node stats' `UpdatedAt`.
+    stats_updated: std::sync::atomic::AtomicU64,
 }
 
 /// How often the running double PINGs its Redis, and how long one may take.
@@ -841,7 +929,7 @@ fn run(server: Server, behaviour: Behaviour) -> ExitCode {
     runtime.block_on(async move {
         if let Some(redis) = &server.redis {
             if let Err(e) = redis_link::ping(redis, Duration::from_secs(2)).await {
-                println!("unable to connect to redis: {e}");
+                println!("unable to connect to redis: {}", go_dial_error(redis, &e));
                 return ExitCode::SUCCESS;
             }
         }
@@ -862,6 +950,7 @@ async fn serve(server: Server, behaviour: Behaviour) -> ExitCode {
         keys: server.keys,
         ready_at: Instant::now() + Duration::from_millis(behaviour.ready_delay_ms.unwrap_or(0)),
         redis_ok: std::sync::atomic::AtomicBool::new(true),
+        stats_updated: std::sync::atomic::AtomicU64::new(unix_now()),
     });
     if let Some(redis) = server.redis.clone() {
         let state = Arc::clone(&state);
@@ -871,6 +960,11 @@ async fn serve(server: Server, behaviour: Behaviour) -> ExitCode {
                 tokio::time::sleep(REDIS_PING_PERIOD).await;
                 let ok = redis_link::ping(&redis, REDIS_PING_PERIOD * 2).await;
                 let was = state.redis_ok.swap(ok.is_ok(), std::sync::atomic::Ordering::Relaxed);
+                if ok.is_ok() {
+                    state
+                        .stats_updated
+                        .store(unix_now(), std::sync::atomic::Ordering::Relaxed);
+                }
                 match ok {
                     Err(e) if was => log.error("redis ping failed, node stats going stale", &[("error", json_str(&e))]),
                     Ok(()) if !was => log.info("redis answers again", &[]),
@@ -882,6 +976,7 @@ async fn serve(server: Server, behaviour: Behaviour) -> ExitCode {
     let app = Router::new()
         .route("/", get(readiness))
         .route("/rtc/validate", any(rtc_validate))
+        .route("/twirp/livekit.RoomService/ListRooms", post(list_rooms))
         .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found\n") })
         .with_state(state);
     for listener in server.http {
@@ -910,7 +1005,7 @@ async fn serve(server: Server, behaviour: Behaviour) -> ExitCode {
         let code = behaviour.exit_code.unwrap_or(2);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            println!("panic: livekit-server-double crashing as double-behaviour.json asks");
+            eprintln!("panic: livekit-server-double crashing as double-behaviour.json asks");
             std::process::exit(i32::from(code));
         });
     }
@@ -961,11 +1056,98 @@ async fn wait_for_exit_signal(signals: ExitSignals, log: Logger, ignore_sigterm:
     }
 }
 
-async fn readiness(State(state): State<Arc<AppState>>) -> Response {
+async fn readiness(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<ValidateQuery>,
+) -> Response {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if let Err((status, body)) = authenticate(&state.keys, authorization, query.access_token.as_deref()) {
+        return text(status, body);
+    }
     if Instant::now() < state.ready_at || !state.redis_ok.load(std::sync::atomic::Ordering::Relaxed) {
-        return (StatusCode::NOT_ACCEPTABLE, "Not Ready").into_response();
+        // LiveKit's `healthCheck`: the time its node stats were last
+        // updated, as Go prints a `time.Time` in UTC.
+        let updated = state.stats_updated.load(std::sync::atomic::Ordering::Relaxed);
+        return text(
+            StatusCode::NOT_ACCEPTABLE,
+            format!("Not Ready\nNode Updated At {}", go_utc_time(updated)),
+        );
     }
     text(StatusCode::OK, "OK".into())
+}
+
+/// `2026-12-07 17:35:39 +0000 UTC`: Go's `time.Time.String()` in UTC for
+/// whole seconds since the epoch.
+fn go_utc_time(unix: u64) -> String {
+    let (days, secs) = (unix / 86_400, unix % 86_400);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} +0000 UTC",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// go-redis's words for a refused connection to a plain address (`dial
+/// tcp 127.0.0.1:6379: connect: connection refused`); other failures keep
+/// the Rust client's words.
+fn go_dial_error(redis: &RedisConfig, error: &str) -> String {
+    let plain = redis.sentinel_addresses.as_ref().is_none_or(Vec::is_empty)
+        && redis.cluster_addresses.as_ref().is_none_or(Vec::is_empty);
+    match redis.address.as_deref() {
+        Some(address) if plain && error.contains("Connection refused") => {
+            format!("dial tcp {address}: connect: connection refused")
+        }
+        _ => error.to_string(),
+    }
+}
+
+/// Twirp `RoomService.ListRooms`: the middleware's refusals as plain text,
+/// a missing `roomList` grant as Twirp's JSON error. The double has no
+/// rooms.
+async fn list_rooms(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<ValidateQuery>,
+) -> Response {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let grants = match authenticate(&state.keys, authorization, query.access_token.as_deref()) {
+        Ok(g) => g,
+        Err((status, body)) => return text(status, body),
+    };
+    let listed = grants
+        .as_ref()
+        .and_then(|g| g.get("video"))
+        .and_then(|v| v.get("roomList"))
+        .and_then(serde_json::Value::as_bool)
+        == Some(true);
+    let (status, body) = if listed {
+        (StatusCode::OK, r#"{"rooms":[]}"#)
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            r#"{"code":"unauthenticated","msg":"permissions denied"}"#,
+        )
+    };
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 #[derive(Debug, Deserialize)]

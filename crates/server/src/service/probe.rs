@@ -39,6 +39,10 @@ pub(crate) struct ProbeOutcome {
 
 /// Runs the probe against lk-backend on `backend_port` and livekit-server
 /// on `livekit_port`, both on loopback, within `timeout`.
+/// livekit-server's answer on `/rtc/validate` for a good token whose room
+/// does not exist (`room.auto_create: false`).
+const ROOM_NOT_FOUND: &[u8] = b"requested room does not exist";
+
 pub(crate) async fn probe(backend_port: u16, livekit_port: u16, timeout: Duration) -> ProbeOutcome {
     let started = Instant::now();
     let deadline = started + timeout;
@@ -73,7 +77,12 @@ pub(crate) async fn probe(backend_port: u16, livekit_port: u16, timeout: Duratio
         let (status, body) = request(livekit_port, http::Method::GET, &path, None, deadline)
             .await
             .map_err(|e| format!("livekit-server GET /rtc/validate: {e}"))?;
-        if status == 200 {
+        // 404 `requested room does not exist` is an acceptance too: LiveKit
+        // looks the room up only after its auth middleware verified the
+        // token's key, signature and lifetime, and with `room.auto_create`
+        // off the probe's room never exists. Only LiveKit's own text counts,
+        // so a stranger on the port answering 404 does not pass.
+        if status == 200 || (status == 404 && body.starts_with(ROOM_NOT_FOUND)) {
             Ok(())
         } else {
             refused = status == 401;

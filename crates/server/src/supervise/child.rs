@@ -1241,10 +1241,18 @@ impl Actor {
 
 /// The last lines of a log, `None` when it cannot be read (e.g. never written).
 async fn read_tail(path: PathBuf) -> Option<Vec<String>> {
-    tokio::task::spawn_blocking(move || logs::tail(&path, TAIL_LINES))
+    let lines = tokio::task::spawn_blocking(move || logs::tail(&path, TAIL_LINES))
         .await
         .ok()?
-        .ok()
+        .ok()?;
+    // The tail reaches health and events; livekit-server 1.13.5 logs every
+    // token it refused, whole.
+    Some(
+        lines
+            .into_iter()
+            .map(|l| crate::redact::jwts(&l).into_owned())
+            .collect(),
+    )
 }
 
 /// Why a running process does not match `spec`, if it does not;
@@ -1347,5 +1355,28 @@ fn find_adoptable(dir: &std::path::Path, name: ProcessName) -> io::Result<Found>
     match verify(&record) {
         Verification::Verified => Ok(Found::Verified(record, fd)),
         Verification::Mismatch(reason) => discard(reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// livekit-server logs the tokens it refuses; the tail that health and
+    /// events quote must not carry them.
+    #[tokio::test]
+    async fn the_log_tail_quoted_in_health_has_no_token() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("livekit-server.log");
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJwcm9iZSJ9.c2lnbmF0dXJlX2J5dGVz";
+        std::fs::write(
+            &log,
+            format!("starting\ninvalid token: {jwt}, error: token signature is invalid\n"),
+        )
+        .expect("write log");
+        let tail = read_tail(log).await.expect("tail");
+        assert_eq!(tail.len(), 2);
+        assert!(!tail.iter().any(|l| l.contains("eyJ")), "{tail:?}");
+        assert!(tail[1].contains(crate::redact::REDACTED), "{tail:?}");
     }
 }
