@@ -5,6 +5,7 @@
 //! is 0 only on success, and every failure prints the daemon's actionable
 //! hint. A current-thread runtime keeps a one-shot invocation cheap.
 
+mod args;
 mod cli;
 mod output;
 mod settings_args;
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = args::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -4,44 +4,14 @@
 use clap::Args;
 use hero_livekit_client::wire as proto;
 
-/// The names `--unset` takes, in either spelling.
-pub const UNSETTABLE: [&str; 27] = [
-    "redis_address",
-    "node_ip",
-    "bind_addresses",
-    "use_external_ip",
-    "rtc_enable_loopback_candidate",
-    "rtc_udp_port",
-    "stun_servers",
-    "turn_servers",
-    "turn_enabled",
-    "turn_domain",
-    "turn_tls_port",
-    "turn_udp_port",
-    "turn_external_tls",
-    "turn_cert_file",
-    "turn_key_file",
-    "webhook_urls",
-    "room_auto_create",
-    "room_empty_timeout",
-    "room_departure_timeout",
-    "room_max_participants",
-    "room_enabled_codecs",
-    "log_level",
-    "log_json",
-    "prometheus_port",
-    "prometheus_username",
-    "prometheus_password",
-    "region",
-];
-
-/// `--unset` accepts each name in snake or kebab case.
+/// `--unset` accepts each name the table marks as removable, in snake or
+/// kebab case; the result is the parameter name.
 pub fn parse_unset(s: &str) -> Result<String, String> {
     let snake = s.replace('-', "_");
-    if UNSETTABLE.contains(&snake.as_str()) {
+    if proto::fields::field(&snake).is_some_and(|f| f.unset) {
         Ok(snake)
     } else {
-        let kebab: Vec<String> = UNSETTABLE.iter().map(|n| n.replace('_', "-")).collect();
+        let kebab: Vec<String> = proto::fields::unsettable().map(|n| n.replace('_', "-")).collect();
         Err(format!("must be one of {}", kebab.join(", ")))
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use hero_livekit_client::wire as proto;
 use hero_livekit_client::{Client, ClientError};
 
-use crate::cli::{UpArgs, DEFAULT_READY_TIMEOUT};
+use crate::args::{UpArgs, DEFAULT_READY_TIMEOUT};
 use crate::output::{self, Out};
 
 /// How long a freshly spawned daemon gets to open its socket, and a dying

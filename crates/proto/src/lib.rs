@@ -10,11 +10,13 @@
 
 pub mod envfile;
 pub mod errors;
+pub mod fields;
 pub mod openrpc;
 pub mod paths;
 pub mod types;
 
 pub use errors::{ErrorCode, ErrorData};
+pub use fields::ConfigureParams;
 pub use types::*;
 
 /// Wire protocol version. Bumped when a method or a shape changes in a way an

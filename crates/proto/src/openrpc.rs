@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
 use crate::errors::{ErrorCode, INVALID_PARAMS};
+use crate::fields::ConfigureParams;
 use crate::types::*;
 use crate::{method, METHODS, PROTOCOL, VERSION};
 
@@ -184,65 +185,12 @@ mod tests {
             .iter()
             .map(|p| p["name"].as_str().expect("name"))
             .collect();
-        for f in [
-            "api_key",
-            "api_secret",
-            "domain",
-            "redis_address",
-            "port",
-            "rtc_tcp_port",
-            "rtc_port_range_start",
-            "rtc_port_range_end",
-            "node_ip",
-            "backend_port",
-            "unset",
-            "bind_addresses",
-            "use_external_ip",
-            "rtc_enable_loopback_candidate",
-            "rtc_udp_port",
-            "stun_servers",
-            "turn_servers",
-            "turn_enabled",
-            "turn_domain",
-            "turn_tls_port",
-            "turn_udp_port",
-            "turn_external_tls",
-            "turn_cert_file",
-            "turn_key_file",
-            "webhook_urls",
-            "room_auto_create",
-            "room_empty_timeout",
-            "room_departure_timeout",
-            "room_max_participants",
-            "room_enabled_codecs",
-            "log_level",
-            "log_json",
-            "prometheus_port",
-            "prometheus_username",
-            "prometheus_password",
-            "region",
-            "redis_username",
-            "redis_password",
-            "redis_db",
-            "redis_tls",
-            "redis_tls_ca_file",
-            "redis_tls_server_name",
-            "redis_tls_cert_file",
-            "redis_tls_key_file",
-            "redis_sentinel_master",
-            "redis_sentinel_addresses",
-            "redis_sentinel_username",
-            "redis_sentinel_password",
-            "redis_cluster_addresses",
-            "cluster",
-            "cluster_token",
-        ] {
-            assert!(params.contains(&f), "configure documents {f}");
-        }
+        let mut table: Vec<&str> = crate::fields::CONFIGURE_FIELDS.iter().map(|f| f.name).collect();
+        table.sort_unstable();
+        assert_eq!(params, table, "the document lists exactly the table's fields, by name");
         for p in configure["params"].as_array().expect("params") {
             assert!(p["description"].is_string(), "{} has a description", p["name"]);
         }
-        assert_eq!(params.len(), 51, "every configure parameter is listed above");
     }
 
     #[test]

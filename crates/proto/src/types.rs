@@ -3,6 +3,10 @@
 //! Parameters are passed by name (a JSON object). Every parameter is optional
 //! unless stated otherwise, and unknown fields are refused so that a typo in a
 //! script fails loudly instead of being ignored.
+//!
+//! Longer than 600 lines: one small type per method's params, result and
+//! event, each a few lines with its wire docs; the configure fields are in
+//! [`crate::fields`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -69,216 +73,6 @@ pub struct InstallParams {
     /// Reinstall even when the same version is installed and verifies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
-}
-
-/// `configure` parameters. An absent or empty value keeps the current one;
-/// placeholders such as `secret` or `changeme` count as empty.
-/// `Debug` shows which secrets are given, never their value.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigureParams {
-    /// 3-64 characters of `[A-Za-z0-9_-]`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_key: Option<String>,
-    /// 32-256 characters of `[A-Za-z0-9_.~+/=-]`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_secret: Option<String>,
-    /// Public hostname or IP of this LiveKit node.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub domain: Option<String>,
-    /// `host:port` of Redis, for multi-node deployments.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_address: Option<String>,
-    /// Redis ACL user (`AUTH username password`); needs `redis_password`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_username: Option<String>,
-    /// Redis password (`requirepass` or the ACL user's); a secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_password: Option<String>,
-    /// Redis database number, 0-15 (0 for Redis Cluster).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_db: Option<u32>,
-    /// Connect to Redis over TLS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_tls: Option<bool>,
-    /// PEM file of the CA that signed the Redis server's certificate (absolute path).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_tls_ca_file: Option<String>,
-    /// Name the Redis server's certificate is verified against, when it differs from the host.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_tls_server_name: Option<String>,
-    /// PEM client certificate for mutual TLS; needs `redis_tls_key_file`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_tls_cert_file: Option<String>,
-    /// PEM private key of `redis_tls_cert_file`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_tls_key_file: Option<String>,
-    /// Sentinel master name; needs `redis_sentinel_addresses`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_sentinel_master: Option<String>,
-    /// `host:port` of each sentinel; replaces the list (an empty list keeps it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_sentinel_addresses: Option<Vec<String>>,
-    /// User the sentinels are asked as; needs `redis_sentinel_password`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_sentinel_username: Option<String>,
-    /// Password of the sentinels (a secret).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_sentinel_password: Option<String>,
-    /// `host:port` of Redis Cluster nodes; replaces the list (an empty list keeps it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_cluster_addresses: Option<Vec<String>>,
-    /// livekit-server HTTP/WebSocket port (default 7880).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u32>,
-    /// ICE/TCP port (default 7881).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rtc_tcp_port: Option<u32>,
-    /// First UDP media port (default 50000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rtc_port_range_start: Option<u32>,
-    /// Last UDP media port (default 60000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rtc_port_range_end: Option<u32>,
-    /// IP address livekit-server advertises to clients.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_ip: Option<String>,
-    /// lk-backend HTTP port (default 7890).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backend_port: Option<u32>,
-    /// Optional fields to remove, since an empty value keeps the current
-    /// one: `redis_address`, `node_ip`, any other `redis_*` setting, or any
-    /// production setting below (it returns to LiveKit's default).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unset: Option<Vec<String>>,
-    /// IP addresses livekit-server listens on (`bind_addresses`; default: all).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bind_addresses: Option<Vec<String>>,
-    /// Discover the public IP through STUN (`rtc.use_external_ip`; default false).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub use_external_ip: Option<bool>,
-    /// Offer loopback addresses as ICE candidates
-    /// (`rtc.enable_loopback_candidate`; default false; livekit-server
-    /// 1.3.2+): for local development and tests on one machine.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rtc_enable_loopback_candidate: Option<bool>,
-    /// One muxed UDP media port (`7882`) or a range (`"7882-7892"`)
-    /// (`rtc.udp_port`); when set, livekit-server uses it instead of the port range.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rtc_udp_port: Option<UdpPortParam>,
-    /// STUN servers as `host:port` (`rtc.stun_servers`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stun_servers: Option<Vec<String>>,
-    /// External TURN servers handed to clients (`rtc.turn_servers`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub turn_servers: Option<Vec<TurnServerParam>>,
-    /// Run the embedded TURN server (`turn.enabled`; default false). Needs
-    /// `turn_domain` and either `turn_external_tls` or a cert pair.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub turn_enabled: Option<bool>,
-    /// Public hostname of the embedded TURN server (`turn.domain`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub turn_domain: Option<String>,
-    /// TURN/TLS port (`turn.tls_port`; default 5349).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub turn_tls_port: Option<u32>,
-    /// TURN/UDP port (`turn.udp_port`; default 3478).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub turn_udp_port: Option<u32>,
-    /// TLS for TURN is ended by a proxy in front (`turn.external_tls`);
-    /// excludes `turn_cert_file`/`turn_key_file`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub turn_external_tls: Option<bool>,
-    /// Absolute path of the TURN/TLS certificate (`turn.cert_file`); must exist and be readable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub turn_cert_file: Option<String>,
-    /// Absolute path of the TURN/TLS private key (`turn.key_file`); must exist and be readable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub turn_key_file: Option<String>,
-    /// http(s) URLs livekit-server posts webhooks to (`webhook.urls`);
-    /// `webhook.api_key` is always the active API key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook_urls: Option<Vec<String>>,
-    /// Create rooms on first join (`room.auto_create`; default true).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub room_auto_create: Option<bool>,
-    /// Seconds an empty room lives (`room.empty_timeout`; default 300).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub room_empty_timeout: Option<u32>,
-    /// Seconds a room lives after the last participant left (`room.departure_timeout`; default 20).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub room_departure_timeout: Option<u32>,
-    /// Most participants in a room, 0 for no limit (`room.max_participants`; default 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub room_max_participants: Option<u32>,
-    /// Codec MIME types rooms may use (`room.enabled_codecs`), e.g. `audio/opus`, `video/vp8`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub room_enabled_codecs: Option<Vec<String>>,
-    /// `debug`, `info`, `warn` or `error` (`logging.level`; default info).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log_level: Option<String>,
-    /// JSON log lines, for production log pipelines (`logging.json`; default false).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log_json: Option<bool>,
-    /// Port of livekit-server's Prometheus endpoint (`prometheus.port`,
-    /// `prometheus_port` before livekit-server 1.7.1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prometheus_port: Option<u32>,
-    /// Basic-auth user of the Prometheus endpoint (livekit-server 1.7.1 and later).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prometheus_username: Option<String>,
-    /// Basic-auth password of the Prometheus endpoint (a secret; 1.7.1 and later).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prometheus_password: Option<String>,
-    /// Region of this node, for multi-region routing (`region`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    /// Join the named cluster on the configured Redis (1-64 characters of
-    /// `[A-Za-z0-9_-]`): its first node publishes its credential, the
-    /// others adopt it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<String>,
-    /// The cluster's join secret (32-256 characters of
-    /// `[A-Za-z0-9_.~+/=-]`), as `cluster_token` prints it on a member; a
-    /// first node given none mints one. A secret like `api_secret`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster_token: Option<String>,
-}
-
-impl ConfigureParams {
-    /// The parameters that carry a secret: never shown by `Debug`.
-    pub const SECRET_FIELDS: [&'static str; 5] = [
-        "api_secret",
-        "redis_password",
-        "redis_sentinel_password",
-        "prometheus_password",
-        "cluster_token",
-    ];
-}
-
-impl fmt::Debug for ConfigureParams {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Through the wire form, so that a field added later is shown
-        // without touching this impl; secrets are replaced by a marker.
-        let mut value = serde_json::to_value(self).map_err(|_| fmt::Error)?;
-        if let Some(map) = value.as_object_mut() {
-            for field in Self::SECRET_FIELDS {
-                if let Some(v) = map.get_mut(field) {
-                    *v = serde_json::Value::from("<redacted>");
-                }
-            }
-            if let Some(servers) = map.get_mut("turn_servers").and_then(|v| v.as_array_mut()) {
-                for server in servers.iter_mut().filter_map(|s| s.as_object_mut()) {
-                    for field in ["credential", "secret"] {
-                        if let Some(v) = server.get_mut(field) {
-                            *v = serde_json::Value::from("<redacted>");
-                        }
-                    }
-                }
-            }
-        }
-        write!(f, "ConfigureParams {value}")
-    }
 }
 
 impl fmt::Debug for TurnServerParam {
@@ -840,6 +634,8 @@ pub struct ServiceInfo {
 
 #[cfg(test)]
 mod tests {
+    use crate::fields::ConfigureParams;
+
     use super::*;
 
     #[test]

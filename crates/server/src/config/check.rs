@@ -2,15 +2,77 @@
 //! in-memory config, and if not, which field of which file differs?
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use hero_livekit_proto::FileHealth;
 
-use super::heal::{FileObs, Observed};
 use super::model::{sha256_hex, Config};
 use super::parse::{read, Reading};
 use super::redis::RedisSettings;
 use super::render::{render, Rendered, TripleFile};
 use super::settings;
+
+/// What one file of the triple looked like when observed.
+#[derive(Clone, PartialEq, Eq)]
+pub enum FileObs {
+    /// No such file.
+    Missing,
+    /// The file's bytes.
+    Present(Vec<u8>),
+    /// The file exists but could not be read; the OS error text.
+    Unreadable(String),
+}
+
+impl fmt::Debug for FileObs {
+    // The bytes hold the secret: show only their length.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileObs::Missing => f.write_str("Missing"),
+            FileObs::Present(b) => write!(f, "Present({} bytes)", b.len()),
+            FileObs::Unreadable(e) => f.debug_tuple("Unreadable").field(e).finish(),
+        }
+    }
+}
+
+/// The three files as observed at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// `runtime.json`.
+    pub runtime_json: FileObs,
+    /// `livekit.yaml`.
+    pub livekit_yaml: FileObs,
+    /// `backend.env`.
+    pub backend_env: FileObs,
+}
+
+impl Observed {
+    /// All three files missing: a fresh state directory.
+    pub fn missing() -> Observed {
+        Observed {
+            runtime_json: FileObs::Missing,
+            livekit_yaml: FileObs::Missing,
+            backend_env: FileObs::Missing,
+        }
+    }
+
+    /// The observation of `file`.
+    pub fn get(&self, file: TripleFile) -> &FileObs {
+        match file {
+            TripleFile::RuntimeJson => &self.runtime_json,
+            TripleFile::LivekitYaml => &self.livekit_yaml,
+            TripleFile::BackendEnv => &self.backend_env,
+        }
+    }
+
+    /// The observation of `file`, to replace it.
+    pub fn get_mut(&mut self, file: TripleFile) -> &mut FileObs {
+        match file {
+            TripleFile::RuntimeJson => &mut self.runtime_json,
+            TripleFile::LivekitYaml => &mut self.livekit_yaml,
+            TripleFile::BackendEnv => &mut self.backend_env,
+        }
+    }
+}
 
 /// The state of one file against its rendering.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,6 +4,7 @@ use rand::rngs::OsRng;
 use rand::TryRngCore;
 
 use super::model::{Credential, Secret};
+use super::rules;
 
 /// `livekit-server generate-keys` draws API keys from this alphabet (no
 /// `0 1 I O l`, which read alike).
@@ -87,49 +88,14 @@ fn base62_fixed(mut bytes: [u8; 32]) -> String {
     digits.iter().map(|&d| char::from(d)).collect()
 }
 
-/// Words that templates and tutorials leave where a real value belongs.
-const PLACEHOLDER_WORDS: &[&str] = &[
-    "secret",
-    "devkey",
-    "changeme",
-    "change-me",
-    "change_me",
-    "changethis",
-    "apikey",
-    "api_key",
-    "api-key",
-    "apisecret",
-    "api_secret",
-    "api-secret",
-    "todo",
-    "tbd",
-    "fixme",
-    "placeholder",
-    "example",
-    "none",
-    "null",
-];
-
 /// Whether `value` is a placeholder rather than a real value: empty or
 /// blank, a template word (`secret`, `devkey`, `changeme`, `your-api-key`,
 /// ...), a run of `x`, or a `<...>` / `${...}` template. Case-insensitive.
-/// Placeholders count as empty: `configure` keeps the current value and boot
-/// does not adopt a credential made of them.
+/// A credential made of them is not adopted from old files at boot, and
+/// `configure` refuses one for the credential ([`super::rules`] says what
+/// other fields do with them).
 pub fn is_placeholder(value: &str) -> bool {
-    let t = value.trim();
-    if t.is_empty() {
-        return true;
-    }
-    let lower = t.to_ascii_lowercase();
-    if PLACEHOLDER_WORDS.contains(&lower.as_str())
-        || lower.starts_with("your-")
-        || lower.starts_with("your_")
-        || (lower.len() >= 3 && lower.bytes().all(|b| b == b'x'))
-    {
-        return true;
-    }
-    let angle = t.find('<').is_some_and(|open| t[open..].contains('>'));
-    angle || t.contains("${")
+    rules::is_empty(value) || rules::is_placeholder_word(value) || rules::is_template(value.trim())
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! `runtime.json`, `livekit.yaml` and `backend.env`, which must always agree.
 //!
 //! Functional core, imperative shell:
+//! - [`rules`]: the leaf: [`ValidationError`] and the one meaning of
+//!   "given" every `configure` field follows.
 //! - [`model`]: the in-memory [`Config`], the one source of truth, and the
 //!   redacting [`Secret`].
 //! - [`credential`]: minting in LiveKit's format, placeholder detection.
@@ -35,6 +37,7 @@ pub mod model;
 mod parse;
 pub mod redis;
 pub mod render;
+pub mod rules;
 pub mod settings;
 pub mod store;
 pub mod validate;

@@ -3,11 +3,10 @@
 use std::fmt;
 use std::net::Ipv6Addr;
 
+use hero_livekit_proto::{fields, ProcessName, TurnServerParam};
+use serde::{Serialize, Serializer};
+use serde_json::{json, Value as Json};
 use sha2::{Digest, Sha256};
-
-use super::redis::RedisSettings;
-use super::render::{render, TripleFile};
-use super::settings::{LivekitVersion, Settings};
 
 /// Default public hostname of the node.
 pub const DEFAULT_DOMAIN: &str = "localhost";
@@ -150,12 +149,280 @@ impl Config {
     pub fn backend_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.backend_port)
     }
+}
 
-    /// The `in_memory_hash` of `health`: sha256 (hex) of the canonical
-    /// `runtime.json` rendering, which holds every field. Equal configs give
-    /// equal hashes and the hash is comparable with `files.runtime.json.sha256`.
-    pub fn hash(&self) -> String {
-        sha256_hex(&render(self, TripleFile::RuntimeJson))
+/// One file of the config triple.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TripleFile {
+    /// The supervisor's own record; holds every field.
+    RuntimeJson,
+    /// Read by livekit-server at startup.
+    LivekitYaml,
+    /// Read by lk-backend (at startup and on SIGHUP).
+    BackendEnv,
+}
+
+impl TripleFile {
+    /// All three, in write order: `runtime.json` first, so that a crash
+    /// between two writes leaves the new values in the file boot trusts most.
+    pub const ALL: [TripleFile; 3] = [TripleFile::RuntimeJson, TripleFile::LivekitYaml, TripleFile::BackendEnv];
+
+    /// The file name inside the state directory.
+    pub const fn name(self) -> &'static str {
+        match self {
+            TripleFile::RuntimeJson => "runtime.json",
+            TripleFile::LivekitYaml => "livekit.yaml",
+            TripleFile::BackendEnv => "backend.env",
+        }
+    }
+
+    /// The child that reads this file and must restart when it changes.
+    pub const fn reader(self) -> Option<ProcessName> {
+        match self {
+            TripleFile::RuntimeJson => None,
+            TripleFile::LivekitYaml => Some(ProcessName::LivekitServer),
+            TripleFile::BackendEnv => Some(ProcessName::LkBackend),
+        }
+    }
+
+    /// Position in [`TripleFile::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            TripleFile::RuntimeJson => 0,
+            TripleFile::LivekitYaml => 1,
+            TripleFile::BackendEnv => 2,
+        }
+    }
+}
+
+impl fmt::Display for TripleFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+// ------------------------------------------------------------ production settings
+
+/// A livekit-server release number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LivekitVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl LivekitVersion {
+    pub const fn new(major: u32, minor: u32, patch: u32) -> LivekitVersion {
+        LivekitVersion { major, minor, patch }
+    }
+
+    /// `1.9.1` or `v1.9.1`; a pre-release or build suffix (`-rc1`, `+x`) is
+    /// ignored. `None` for anything else, e.g. a custom build's label.
+    pub fn parse(text: &str) -> Option<LivekitVersion> {
+        let t = text.trim();
+        let t = t.strip_prefix('v').unwrap_or(t);
+        let core = t.split(['-', '+']).next()?;
+        let mut parts = core.split('.');
+        let mut num = || -> Option<u32> {
+            let p = parts.next()?;
+            (!p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| p.parse().ok())
+                .flatten()
+        };
+        let v = LivekitVersion::new(num()?, num()?, num()?);
+        parts.next().is_none().then_some(v)
+    }
+
+    /// What `livekit-server --version` prints: `livekit-server version 1.9.1`.
+    pub fn from_version_output(output: &str) -> Option<LivekitVersion> {
+        output.lines().find_map(|line| {
+            let rest = line.trim().strip_prefix("livekit-server version ")?;
+            LivekitVersion::parse(rest)
+        })
+    }
+}
+
+impl fmt::Display for LivekitVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// `rtc.udp_port`: one port (`start == end`) or a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpPort {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl UdpPort {
+    pub(crate) fn contains(&self, p: u16) -> bool {
+        (self.start..=self.end).contains(&p)
+    }
+
+    pub(crate) fn to_json(self) -> Json {
+        if self.start == self.end {
+            json!(self.start)
+        } else {
+            json!(format!("{}-{}", self.start, self.end))
+        }
+    }
+}
+
+/// How an external TURN server authenticates clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnAuth {
+    /// Long-term credentials.
+    Credential { username: String, credential: Secret },
+    /// The shared secret of the TURN REST API.
+    Secret(Secret),
+}
+
+/// One entry of `rtc.turn_servers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnServer {
+    pub host: String,
+    pub port: u16,
+    /// `udp`, `tcp` or `tls`.
+    pub protocol: String,
+    pub auth: TurnAuth,
+}
+
+/// The production settings. `None`, `false` and empty lists mean "not set":
+/// livekit-server's own default applies and the key is not rendered.
+/// Serialized, it is `runtime.json`'s form of each field (the `configure`
+/// parameter's JSON), secrets in clear: see [`super::settings::to_json`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Settings {
+    pub bind_addresses: Vec<String>,
+    pub use_external_ip: bool,
+    pub rtc_enable_loopback_candidate: bool,
+    #[serde(serialize_with = "udp_port_json")]
+    pub rtc_udp_port: Option<UdpPort>,
+    pub stun_servers: Vec<String>,
+    #[serde(serialize_with = "turn_servers_json")]
+    pub turn_servers: Vec<TurnServer>,
+    pub turn_enabled: bool,
+    pub turn_domain: Option<String>,
+    pub turn_tls_port: Option<u16>,
+    pub turn_udp_port: Option<u16>,
+    pub turn_external_tls: bool,
+    pub turn_cert_file: Option<String>,
+    pub turn_key_file: Option<String>,
+    pub webhook_urls: Vec<String>,
+    pub room_auto_create: Option<bool>,
+    pub room_empty_timeout: Option<u32>,
+    pub room_departure_timeout: Option<u32>,
+    pub room_max_participants: Option<u32>,
+    pub room_enabled_codecs: Vec<String>,
+    pub log_level: Option<String>,
+    pub log_json: bool,
+    pub prometheus_port: Option<u16>,
+    pub prometheus_username: Option<String>,
+    #[serde(serialize_with = "exposed")]
+    pub prometheus_password: Option<Secret>,
+    pub region: Option<String>,
+}
+
+fn udp_port_json<S: Serializer>(v: &Option<UdpPort>, s: S) -> Result<S::Ok, S::Error> {
+    v.map(UdpPort::to_json).serialize(s)
+}
+
+fn turn_servers_json<S: Serializer>(v: &[TurnServer], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(turn_param))
+}
+
+fn exposed<S: Serializer>(v: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
+    v.as_ref().map(Secret::expose).serialize(s)
+}
+
+pub(crate) fn turn_param(t: &TurnServer) -> TurnServerParam {
+    let (username, credential, secret) = match &t.auth {
+        TurnAuth::Credential { username, credential } => {
+            (Some(username.clone()), Some(credential.expose().to_string()), None)
+        }
+        TurnAuth::Secret(s) => (None, None, Some(s.expose().to_string())),
+    };
+    TurnServerParam {
+        host: t.host.clone(),
+        port: u32::from(t.port),
+        protocol: t.protocol.clone(),
+        username,
+        credential,
+        secret,
+    }
+}
+
+// ------------------------------------------------------------ Redis settings
+
+/// How livekit-server reaches Redis, beyond `redis_address`. The default
+/// is "nothing more than the address".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// ACL user; always paired with `password`.
+    pub username: Option<String>,
+    /// `requirepass` or the ACL user's password.
+    pub password: Option<Secret>,
+    /// Database number, `0..=MAX_DB`.
+    pub db: u32,
+    /// Connect over TLS (LiveKit's `tls.enabled`).
+    pub tls: bool,
+    /// PEM CA bundle the server certificate is verified with (`tls.ca_cert_file`).
+    pub tls_ca_file: Option<String>,
+    /// Name the server certificate must carry (`tls.server_name`).
+    pub tls_server_name: Option<String>,
+    /// PEM client certificate (`tls.client_cert_file`); paired with the key.
+    pub tls_cert_file: Option<String>,
+    /// PEM client key (`tls.client_key_file`).
+    pub tls_key_file: Option<String>,
+    /// Sentinel master name (`sentinel_master_name`); paired with the addresses.
+    pub sentinel_master: Option<String>,
+    /// `host:port` of each sentinel.
+    pub sentinel_addresses: Vec<String>,
+    /// User the sentinels are asked as; paired with `sentinel_password`.
+    pub sentinel_username: Option<String>,
+    /// Password of the sentinels.
+    pub sentinel_password: Option<Secret>,
+    /// `host:port` of Redis Cluster nodes.
+    pub cluster_addresses: Vec<String>,
+}
+
+impl RedisSettings {
+    /// Whether every setting is at its default.
+    pub fn is_empty(&self) -> bool {
+        *self == RedisSettings::default()
+    }
+
+    /// The settings whose value differs, as `(runtime.json name,
+    /// livekit.yaml label)`, in the table's order.
+    pub(crate) fn differing(&self, other: &RedisSettings) -> Vec<(&'static str, &'static str)> {
+        let diffs = [
+            self.username != other.username,
+            self.password != other.password,
+            self.db != other.db,
+            self.tls != other.tls,
+            self.tls_ca_file != other.tls_ca_file,
+            self.tls_server_name != other.tls_server_name,
+            self.tls_cert_file != other.tls_cert_file,
+            self.tls_key_file != other.tls_key_file,
+            self.sentinel_master != other.sentinel_master,
+            self.sentinel_addresses != other.sentinel_addresses,
+            self.sentinel_username != other.sentinel_username,
+            self.sentinel_password != other.sentinel_password,
+            self.cluster_addresses != other.cluster_addresses,
+        ];
+        fields::REDIS
+            .into_iter()
+            .zip(diffs)
+            .filter(|(_, d)| *d)
+            .map(|(f, _)| (f, fields::field(f).and_then(|row| row.livekit_key).unwrap_or(f)))
+            .collect()
+    }
+
+    /// Whether a Redis is configured at all: an address, sentinels or
+    /// cluster nodes (LiveKit's `RedisConfig.IsConfigured`).
+    pub fn configured(&self, address: Option<&str>) -> bool {
+        address.is_some() || !self.sentinel_addresses.is_empty() || !self.cluster_addresses.is_empty()
     }
 }
 
@@ -166,6 +433,7 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::render::render;
     use super::*;
 
     fn sample() -> Config {

@@ -12,15 +12,11 @@
 use std::fmt::Write as _;
 use std::io::Read as _;
 
-use hero_livekit_proto::ConfigureParams;
-use serde_json::Value as Json;
-use serde_yaml::Value as Yaml;
+use hero_livekit_proto::{fields, ConfigureParams};
 
-use super::credential::is_placeholder;
+pub use super::model::RedisSettings;
 use super::model::Secret;
-use super::parse::Reading;
-use super::render::push_quoted;
-use super::validate::{check_address, is_hostname, ValidationError};
+use super::rules::{check_address, given, given_list, is_hostname, push_quoted, ValidationError};
 
 /// The highest database number: Redis's default `databases 16`, which
 /// managed Redis services do not raise.
@@ -31,107 +27,7 @@ const MAX_ADDRESSES: usize = 16;
 
 /// The `configure`/`runtime.json` names of the settings, in rendering
 /// order (`redis_address` is a field of its own in [`super::Config`]).
-pub const FIELDS: [&str; 13] = [
-    "redis_username",
-    "redis_password",
-    "redis_db",
-    "redis_tls",
-    "redis_tls_ca_file",
-    "redis_tls_server_name",
-    "redis_tls_cert_file",
-    "redis_tls_key_file",
-    "redis_sentinel_master",
-    "redis_sentinel_addresses",
-    "redis_sentinel_username",
-    "redis_sentinel_password",
-    "redis_cluster_addresses",
-];
-
-/// How livekit-server reaches Redis, beyond `redis_address`. The default
-/// is "nothing more than the address".
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RedisSettings {
-    /// ACL user; always paired with `password`.
-    pub username: Option<String>,
-    /// `requirepass` or the ACL user's password.
-    pub password: Option<Secret>,
-    /// Database number, `0..=MAX_DB`.
-    pub db: u32,
-    /// Connect over TLS (LiveKit's `tls.enabled`).
-    pub tls: bool,
-    /// PEM CA bundle the server certificate is verified with (`tls.ca_cert_file`).
-    pub tls_ca_file: Option<String>,
-    /// Name the server certificate must carry (`tls.server_name`).
-    pub tls_server_name: Option<String>,
-    /// PEM client certificate (`tls.client_cert_file`); paired with the key.
-    pub tls_cert_file: Option<String>,
-    /// PEM client key (`tls.client_key_file`).
-    pub tls_key_file: Option<String>,
-    /// Sentinel master name (`sentinel_master_name`); paired with the addresses.
-    pub sentinel_master: Option<String>,
-    /// `host:port` of each sentinel.
-    pub sentinel_addresses: Vec<String>,
-    /// User the sentinels are asked as; paired with `sentinel_password`.
-    pub sentinel_username: Option<String>,
-    /// Password of the sentinels.
-    pub sentinel_password: Option<Secret>,
-    /// `host:port` of Redis Cluster nodes.
-    pub cluster_addresses: Vec<String>,
-}
-
-impl RedisSettings {
-    /// Whether every setting is at its default.
-    pub fn is_empty(&self) -> bool {
-        *self == RedisSettings::default()
-    }
-
-    /// The settings whose value differs, as `(runtime.json name,
-    /// livekit.yaml label)`, in [`FIELDS`] order.
-    pub(crate) fn differing(&self, other: &RedisSettings) -> Vec<(&'static str, &'static str)> {
-        let diffs = [
-            (self.username != other.username, "redis.username"),
-            (self.password != other.password, "redis.password"),
-            (self.db != other.db, "redis.db"),
-            (self.tls != other.tls, "redis.tls.enabled"),
-            (self.tls_ca_file != other.tls_ca_file, "redis.tls.ca_cert_file"),
-            (self.tls_server_name != other.tls_server_name, "redis.tls.server_name"),
-            (self.tls_cert_file != other.tls_cert_file, "redis.tls.client_cert_file"),
-            (self.tls_key_file != other.tls_key_file, "redis.tls.client_key_file"),
-            (
-                self.sentinel_master != other.sentinel_master,
-                "redis.sentinel_master_name",
-            ),
-            (
-                self.sentinel_addresses != other.sentinel_addresses,
-                "redis.sentinel_addresses",
-            ),
-            (
-                self.sentinel_username != other.sentinel_username,
-                "redis.sentinel_username",
-            ),
-            (
-                self.sentinel_password != other.sentinel_password,
-                "redis.sentinel_password",
-            ),
-            (
-                self.cluster_addresses != other.cluster_addresses,
-                "redis.cluster_addresses",
-            ),
-        ];
-        FIELDS
-            .iter()
-            .zip(diffs)
-            .filter(|(_, (d, _))| *d)
-            .map(|(f, (_, y))| (*f, y))
-            .collect()
-    }
-
-    /// Whether a Redis is configured at all: an address, sentinels or
-    /// cluster nodes (LiveKit's `RedisConfig.IsConfigured`).
-    pub fn configured(&self, address: Option<&str>) -> bool {
-        address.is_some() || !self.sentinel_addresses.is_empty() || !self.cluster_addresses.is_empty()
-    }
-}
+pub const FIELDS: [&str; fields::REDIS.len()] = fields::REDIS;
 
 // ------------------------------------------------------------ rendering
 
@@ -235,125 +131,6 @@ pub(crate) fn render_yaml(address: Option<&str>, s: &RedisSettings, out: &mut St
         out.push_str("  cluster_addresses: ");
         push_list(out, &s.cluster_addresses);
         out.push('\n');
-    }
-}
-
-// ------------------------------------------------------------ reading
-
-/// Reads one `runtime.json` member into `s` when it is a Redis setting;
-/// `false` when `key` is not one of [`FIELDS`].
-pub(crate) fn read_json(r: &mut Reading, s: &mut RedisSettings, key: &str, v: &Json) -> bool {
-    let Some(&label) = FIELDS.iter().find(|f| **f == key) else {
-        return false;
-    };
-    let string = |r: &mut Reading| match v {
-        Json::String(s) if s.is_empty() => None,
-        Json::String(s) => Some(s.clone()),
-        _ => {
-            r.wrong_type(label, "a string");
-            None
-        }
-    };
-    let list = |r: &mut Reading| match v {
-        Json::Array(items) if items.iter().all(Json::is_string) => {
-            items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect()
-        }
-        _ => {
-            r.wrong_type(label, "a list of strings");
-            Vec::new()
-        }
-    };
-    match key {
-        "redis_username" => s.username = string(r),
-        "redis_password" => s.password = string(r).map(Secret::new),
-        "redis_db" => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
-            Some(n) => s.db = n,
-            None => r.wrong_type(label, "a database number"),
-        },
-        "redis_tls" => match v {
-            Json::Bool(b) => s.tls = *b,
-            _ => r.wrong_type(label, "true or false"),
-        },
-        "redis_tls_ca_file" => s.tls_ca_file = string(r),
-        "redis_tls_server_name" => s.tls_server_name = string(r),
-        "redis_tls_cert_file" => s.tls_cert_file = string(r),
-        "redis_tls_key_file" => s.tls_key_file = string(r),
-        "redis_sentinel_master" => s.sentinel_master = string(r),
-        "redis_sentinel_addresses" => s.sentinel_addresses = list(r),
-        "redis_sentinel_username" => s.sentinel_username = string(r),
-        "redis_sentinel_password" => s.sentinel_password = string(r).map(Secret::new),
-        _ => s.cluster_addresses = list(r),
-    }
-    true
-}
-
-/// Reads one key of `livekit.yaml`'s `redis:` section (other than
-/// `address`) into `s`; `false` when it is not one hero_livekit writes.
-pub(crate) fn read_yaml(r: &mut Reading, s: &mut RedisSettings, key: &str, v: &Yaml) -> bool {
-    fn string(r: &mut Reading, label: &'static str, v: &Yaml) -> Option<String> {
-        match v {
-            Yaml::String(s) if s.is_empty() => None,
-            Yaml::String(s) => Some(s.clone()),
-            _ => {
-                r.wrong_type(label, "a string");
-                None
-            }
-        }
-    }
-    fn list(r: &mut Reading, label: &'static str, v: &Yaml) -> Vec<String> {
-        match v {
-            Yaml::Sequence(items) if items.iter().all(Yaml::is_string) => {
-                items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect()
-            }
-            _ => {
-                r.wrong_type(label, "a list of strings");
-                Vec::new()
-            }
-        }
-    }
-    match key {
-        "username" => s.username = string(r, "redis.username", v),
-        "password" => s.password = string(r, "redis.password", v).map(Secret::new),
-        "db" => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
-            Some(n) => s.db = n,
-            None => r.wrong_type("redis.db", "a database number"),
-        },
-        "tls" => read_yaml_tls(r, s, v),
-        "sentinel_master_name" => s.sentinel_master = string(r, "redis.sentinel_master_name", v),
-        "sentinel_username" => s.sentinel_username = string(r, "redis.sentinel_username", v),
-        "sentinel_password" => s.sentinel_password = string(r, "redis.sentinel_password", v).map(Secret::new),
-        "sentinel_addresses" => s.sentinel_addresses = list(r, "redis.sentinel_addresses", v),
-        "cluster_addresses" => s.cluster_addresses = list(r, "redis.cluster_addresses", v),
-        _ => return false,
-    }
-    true
-}
-
-fn read_yaml_tls(r: &mut Reading, s: &mut RedisSettings, v: &Yaml) {
-    let Yaml::Mapping(m) = v else {
-        return r.wrong_type("redis.tls", "a mapping");
-    };
-    for (k, v) in m {
-        let path = |r: &mut Reading, label: &'static str| match v {
-            Yaml::String(p) if !p.is_empty() => Some(p.clone()),
-            _ => {
-                r.wrong_type(label, "a file path");
-                None
-            }
-        };
-        match k.as_str() {
-            Some("enabled") => match v {
-                Yaml::Bool(b) => s.tls = *b,
-                _ => r.wrong_type("redis.tls.enabled", "true or false"),
-            },
-            Some("server_name") => s.tls_server_name = path(r, "redis.tls.server_name"),
-            Some("ca_cert_file") => s.tls_ca_file = path(r, "redis.tls.ca_cert_file"),
-            Some("client_cert_file") => s.tls_cert_file = path(r, "redis.tls.client_cert_file"),
-            Some("client_key_file") => s.tls_key_file = path(r, "redis.tls.client_key_file"),
-            // `insecure` and anything else: not a key hero_livekit writes.
-            Some(other) => r.unexpected("key", &format!("redis.tls.{other}")),
-            None => r.wrong_type("redis.tls", "a mapping with string keys"),
-        }
     }
 }
 
@@ -574,21 +351,6 @@ fn validate_together(address: Option<&str>, s: &RedisSettings, prefer: &[&str]) 
     Ok(())
 }
 
-/// A given string parameter: `None` when absent, empty or a placeholder.
-fn given(v: &Option<String>) -> Option<&str> {
-    v.as_deref().filter(|s| !is_placeholder(s))
-}
-
-/// A given list parameter: `None` when absent or empty.
-fn given_list(v: &Option<Vec<String>>) -> Option<&[String]> {
-    v.as_deref().filter(|l| !l.is_empty())
-}
-
-/// Whether `name` is one of the settings `configure {unset}` removes here.
-pub fn is_unsettable(name: &str) -> bool {
-    FIELDS.contains(&name)
-}
-
 /// Merges the Redis parameters of `configure` into `current`: a given value
 /// replaces, an absent or empty one keeps, an `unset` entry removes. Each
 /// given value is checked on its own (files opened and read) before the
@@ -602,7 +364,7 @@ pub fn merge(current: &RedisSettings, p: &ConfigureParams, unset: &[String]) -> 
     let mut given_names: Vec<&'static str> = Vec::new();
     macro_rules! take_string {
         ($field:literal, $param:expr, $slot:expr, $check:expr) => {
-            if let Some(v) = given(&$param) {
+            if let Some(v) = given($field, $param.as_deref())? {
                 $check($field, v)?;
                 $slot = Some(v.to_string());
                 given_names.push($field);
@@ -610,7 +372,7 @@ pub fn merge(current: &RedisSettings, p: &ConfigureParams, unset: &[String]) -> 
         };
     }
     take_string!("redis_username", p.redis_username, s.username, check_name);
-    if let Some(v) = given(&p.redis_password) {
+    if let Some(v) = given("redis_password", p.redis_password.as_deref())? {
         check_password("redis_password", v)?;
         s.password = Some(Secret::new(v));
         given_names.push("redis_password");
@@ -655,7 +417,7 @@ pub fn merge(current: &RedisSettings, p: &ConfigureParams, unset: &[String]) -> 
         s.sentinel_master,
         check_name
     );
-    if let Some(l) = given_list(&p.redis_sentinel_addresses) {
+    if let Some(l) = given_list("redis_sentinel_addresses", p.redis_sentinel_addresses.as_deref())? {
         check_list("redis_sentinel_addresses", l)?;
         s.sentinel_addresses = l.to_vec();
         given_names.push("redis_sentinel_addresses");
@@ -666,12 +428,12 @@ pub fn merge(current: &RedisSettings, p: &ConfigureParams, unset: &[String]) -> 
         s.sentinel_username,
         check_name
     );
-    if let Some(v) = given(&p.redis_sentinel_password) {
+    if let Some(v) = given("redis_sentinel_password", p.redis_sentinel_password.as_deref())? {
         check_password("redis_sentinel_password", v)?;
         s.sentinel_password = Some(Secret::new(v));
         given_names.push("redis_sentinel_password");
     }
-    if let Some(l) = given_list(&p.redis_cluster_addresses) {
+    if let Some(l) = given_list("redis_cluster_addresses", p.redis_cluster_addresses.as_deref())? {
         check_list("redis_cluster_addresses", l)?;
         s.cluster_addresses = l.to_vec();
         given_names.push("redis_cluster_addresses");
@@ -703,288 +465,5 @@ pub fn merge(current: &RedisSettings, p: &ConfigureParams, unset: &[String]) -> 
 }
 
 #[cfg(test)]
-mod tests {
-    use hero_livekit_proto::ConfigureParams;
-
-    use super::super::model::{Config, Credential, Secret};
-    use super::super::validate::{apply_configure_with, ConfigureError};
-    use super::*;
-
-    fn current() -> Config {
-        let mut c = Config::with_credential(Credential {
-            api_key: "APIabcdefghijkm".into(),
-            api_secret: Secret::new("0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"),
-        });
-        c.redis_address = Some("10.0.0.5:6379".into());
-        c
-    }
-
-    fn configure(c: &Config, p: ConfigureParams) -> Result<Config, ValidationError> {
-        match apply_configure_with(Some(c), &p, || panic!("must not mint")) {
-            Ok(u) => Ok(u.config),
-            Err(ConfigureError::Invalid(e)) => Err(e),
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    fn pem(dir: &std::path::Path, name: &str) -> String {
-        let path = dir.join(name);
-        std::fs::write(&path, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").expect("write");
-        path.to_string_lossy().into_owned()
-    }
-
-    #[test]
-    fn each_bad_value_is_refused_naming_its_field_without_echoing_it() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ca = pem(dir.path(), "ca.pem");
-        let not_pem = dir.path().join("x.txt");
-        std::fs::write(&not_pem, "hello").expect("write");
-        let not_pem = not_pem.to_string_lossy().into_owned();
-        let c = current();
-        let cases: Vec<(ConfigureParams, &str, &str)> = vec![
-            (
-                ConfigureParams {
-                    redis_password: Some("pass\nLEAKED".into()),
-                    ..Default::default()
-                },
-                "redis_password",
-                "line break",
-            ),
-            (
-                ConfigureParams {
-                    redis_sentinel_password: Some("pass\rLEAKED".into()),
-                    redis_sentinel_master: Some("m".into()),
-                    ..Default::default()
-                },
-                "redis_sentinel_password",
-                "line break",
-            ),
-            (
-                ConfigureParams {
-                    redis_username: Some("a user".into()),
-                    ..Default::default()
-                },
-                "redis_username",
-                "without whitespace",
-            ),
-            (
-                ConfigureParams {
-                    redis_username: Some("livekit".into()),
-                    ..Default::default()
-                },
-                "redis_username",
-                "needs redis_password",
-            ),
-            (
-                ConfigureParams {
-                    redis_db: Some(16),
-                    ..Default::default()
-                },
-                "redis_db",
-                "0-15",
-            ),
-            (
-                ConfigureParams {
-                    redis_tls_ca_file: Some(ca.clone()),
-                    ..Default::default()
-                },
-                "redis_tls_ca_file",
-                "needs redis_tls: true",
-            ),
-            (
-                ConfigureParams {
-                    redis_tls: Some(true),
-                    redis_tls_ca_file: Some("relative/ca.pem".into()),
-                    ..Default::default()
-                },
-                "redis_tls_ca_file",
-                "absolute path",
-            ),
-            (
-                ConfigureParams {
-                    redis_tls: Some(true),
-                    redis_tls_ca_file: Some(format!("{ca}.missing")),
-                    ..Default::default()
-                },
-                "redis_tls_ca_file",
-                "readable file",
-            ),
-            (
-                ConfigureParams {
-                    redis_tls: Some(true),
-                    redis_tls_ca_file: Some(not_pem),
-                    ..Default::default()
-                },
-                "redis_tls_ca_file",
-                "PEM",
-            ),
-            (
-                ConfigureParams {
-                    redis_tls: Some(true),
-                    redis_tls_cert_file: Some(ca.clone()),
-                    ..Default::default()
-                },
-                "redis_tls_cert_file",
-                "needs redis_tls_key_file",
-            ),
-            (
-                ConfigureParams {
-                    redis_tls: Some(true),
-                    redis_tls_server_name: Some("not a host".into()),
-                    ..Default::default()
-                },
-                "redis_tls_server_name",
-                "hostname",
-            ),
-            (
-                ConfigureParams {
-                    redis_sentinel_master: Some("mymaster".into()),
-                    unset: Some(vec!["redis_address".into()]),
-                    ..Default::default()
-                },
-                "redis_sentinel_master",
-                "needs redis_sentinel_addresses",
-            ),
-            (
-                ConfigureParams {
-                    redis_sentinel_addresses: Some(vec!["10.0.0.1:26379".into()]),
-                    redis_sentinel_master: Some("mymaster".into()),
-                    ..Default::default()
-                },
-                "redis_sentinel_addresses",
-                "exclude each other",
-            ),
-            (
-                ConfigureParams {
-                    redis_cluster_addresses: Some(vec!["10.0.0.1:7000".into(), "nope".into()]),
-                    ..Default::default()
-                },
-                "redis_cluster_addresses",
-                "host:port",
-            ),
-            (
-                ConfigureParams {
-                    redis_cluster_addresses: Some(vec!["10.0.0.1:7000".into(), "10.0.0.1:7000".into()]),
-                    ..Default::default()
-                },
-                "redis_cluster_addresses",
-                "twice",
-            ),
-            (
-                ConfigureParams {
-                    redis_cluster_addresses: Some(vec!["10.0.0.1:7000".into()]),
-                    redis_db: Some(2),
-                    unset: Some(vec!["redis_address".into()]),
-                    ..Default::default()
-                },
-                "redis_db",
-                "database 0",
-            ),
-            (
-                ConfigureParams {
-                    redis_password: Some("pw-for-nothing".into()),
-                    unset: Some(vec!["redis_address".into()]),
-                    ..Default::default()
-                },
-                "redis_password",
-                "needs redis_address",
-            ),
-            (
-                ConfigureParams {
-                    redis_db: Some(1),
-                    unset: Some(vec!["redis_db".into()]),
-                    ..Default::default()
-                },
-                "redis_db",
-                "both given a value and unset",
-            ),
-        ];
-        for (params, field, rule) in cases {
-            let e = configure(&c, params.clone()).expect_err(field);
-            assert_eq!(e.field, field, "{params:?}: {e}");
-            assert!(e.rule.contains(rule), "{field}: {}", e.rule);
-            assert!(!e.to_string().contains("LEAKED"), "{e}");
-        }
-    }
-
-    #[test]
-    fn every_setting_is_taken_kept_and_unset() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (ca, cert, key) = (
-            pem(dir.path(), "ca.pem"),
-            pem(dir.path(), "c.pem"),
-            pem(dir.path(), "c.key"),
-        );
-        let c = configure(
-            &current(),
-            ConfigureParams {
-                redis_username: Some("livekit".into()),
-                redis_password: Some("p@ss: #word \"q\"".into()),
-                redis_db: Some(15),
-                redis_tls: Some(true),
-                redis_tls_ca_file: Some(ca.clone()),
-                redis_tls_server_name: Some("redis.internal".into()),
-                redis_tls_cert_file: Some(cert.clone()),
-                redis_tls_key_file: Some(key.clone()),
-                ..Default::default()
-            },
-        )
-        .expect("valid");
-        assert_eq!(
-            c.redis,
-            RedisSettings {
-                username: Some("livekit".into()),
-                password: Some(Secret::new("p@ss: #word \"q\"")),
-                db: 15,
-                tls: true,
-                tls_ca_file: Some(ca),
-                tls_server_name: Some("redis.internal".into()),
-                tls_cert_file: Some(cert),
-                tls_key_file: Some(key),
-                ..Default::default()
-            }
-        );
-        // Empty values keep; a password is never in Debug output.
-        let kept = configure(
-            &c,
-            ConfigureParams {
-                redis_password: Some(String::new()),
-                redis_cluster_addresses: Some(vec![]),
-                ..Default::default()
-            },
-        )
-        .expect("valid");
-        assert_eq!(kept, c);
-        assert!(!format!("{kept:?}").contains("p@ss"));
-        // Sentinel instead of an address, in one call.
-        let s = configure(
-            &c,
-            ConfigureParams {
-                redis_sentinel_master: Some("mymaster".into()),
-                redis_sentinel_addresses: Some(vec!["10.0.0.1:26379".into(), "s2.internal:26379".into()]),
-                redis_sentinel_username: Some("sentinel".into()),
-                redis_sentinel_password: Some("sentinel-pass".into()),
-                unset: Some(vec!["redis_address".into()]),
-                ..Default::default()
-            },
-        )
-        .expect("valid");
-        assert_eq!(s.redis_address, None);
-        assert_eq!(s.redis.sentinel_addresses.len(), 2);
-        // Everything unset at once.
-        let all: Vec<String> = FIELDS
-            .iter()
-            .map(|f| f.to_string())
-            .chain(["redis_address".to_string()])
-            .collect();
-        let none = configure(
-            &s,
-            ConfigureParams {
-                unset: Some(all),
-                ..Default::default()
-            },
-        )
-        .expect("valid");
-        assert!(none.redis.is_empty() && none.redis_address.is_none());
-    }
-}
+#[path = "redis_tests.rs"]
+mod tests;

@@ -9,58 +9,19 @@
 
 use std::fmt::{self, Write as _};
 
-use hero_livekit_proto::{envfile, ProcessName};
+use hero_livekit_proto::envfile;
 
+pub use super::model::TripleFile;
 use super::model::{sha256_hex, Config};
+pub(crate) use super::rules::push_quoted;
 use super::settings;
 
-/// One file of the config triple.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum TripleFile {
-    /// The supervisor's own record; holds every field.
-    RuntimeJson,
-    /// Read by livekit-server at startup.
-    LivekitYaml,
-    /// Read by lk-backend (at startup and on SIGHUP).
-    BackendEnv,
-}
-
-impl TripleFile {
-    /// All three, in write order: `runtime.json` first, so that a crash
-    /// between two writes leaves the new values in the file boot trusts most.
-    pub const ALL: [TripleFile; 3] = [TripleFile::RuntimeJson, TripleFile::LivekitYaml, TripleFile::BackendEnv];
-
-    /// The file name inside the state directory.
-    pub const fn name(self) -> &'static str {
-        match self {
-            TripleFile::RuntimeJson => "runtime.json",
-            TripleFile::LivekitYaml => "livekit.yaml",
-            TripleFile::BackendEnv => "backend.env",
-        }
-    }
-
-    /// The child that reads this file and must restart when it changes.
-    pub const fn reader(self) -> Option<ProcessName> {
-        match self {
-            TripleFile::RuntimeJson => None,
-            TripleFile::LivekitYaml => Some(ProcessName::LivekitServer),
-            TripleFile::BackendEnv => Some(ProcessName::LkBackend),
-        }
-    }
-
-    /// Position in [`TripleFile::ALL`].
-    pub const fn index(self) -> usize {
-        match self {
-            TripleFile::RuntimeJson => 0,
-            TripleFile::LivekitYaml => 1,
-            TripleFile::BackendEnv => 2,
-        }
-    }
-}
-
-impl fmt::Display for TripleFile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+impl Config {
+    /// The `in_memory_hash` of `health`: sha256 (hex) of the canonical
+    /// `runtime.json` rendering, which holds every field. Equal configs give
+    /// equal hashes and the hash is comparable with `files.runtime.json.sha256`.
+    pub fn hash(&self) -> String {
+        sha256_hex(&render(self, TripleFile::RuntimeJson))
     }
 }
 
@@ -75,29 +36,6 @@ pub fn render(config: &Config, file: TripleFile) -> Vec<u8> {
         TripleFile::BackendEnv => render_backend_env(config),
     }
     .into_bytes()
-}
-
-/// Appends `s` as a JSON string literal. Control characters, and the
-/// characters YAML refuses raw (BOM, non-characters) or treats as line
-/// breaks in some versions (U+2028/2029), are escaped, so the literal is
-/// also a valid YAML double-quoted scalar with the same value.
-pub(crate) fn push_quoted(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}') => {
-                // Writing to a String cannot fail.
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 fn render_runtime_json(c: &Config) -> String {
@@ -219,6 +157,8 @@ impl fmt::Debug for Rendered {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+
+    use hero_livekit_proto::ProcessName;
 
     use proptest::prelude::*;
     use serde::Deserialize;

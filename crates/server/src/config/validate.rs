@@ -4,50 +4,24 @@
 //! YAML, an env file or a shell could read differently is refused, and the
 //! error names the field and the rule without echoing the value.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
-use hero_livekit_proto::ConfigureParams;
+use hero_livekit_proto::{fields, ConfigureParams};
 
-use super::credential::{is_placeholder, mint_credential, MintError};
+use super::credential::{mint_credential, MintError};
 use super::model::{Config, Credential, Secret};
 use super::redis;
+pub use super::rules::validate_port;
+use super::rules::{self, is_placeholder_word, is_template, TEMPLATE_RULE};
+pub(crate) use super::rules::{check_address, is_hostname};
 use super::settings::{self, Files};
 
 /// The config fields, in `runtime.json` order (the Redis settings of
 /// [`redis::FIELDS`] follow `redis_address` there); the names of
 /// `changed_fields` and of [`ValidationError::field`].
-pub const FIELDS: [&str; 10] = [
-    "api_key",
-    "api_secret",
-    "domain",
-    "redis_address",
-    "port",
-    "rtc_tcp_port",
-    "rtc_port_range_start",
-    "rtc_port_range_end",
-    "node_ip",
-    "backend_port",
-];
+pub const FIELDS: [&str; fields::CORE.len()] = fields::CORE;
 
-/// A value that may not be written. Maps to JSON-RPC -32602 with `field`.
-/// Never carries the offending value, which may be a secret.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {rule}")]
-pub struct ValidationError {
-    /// The parameter name: one of [`FIELDS`], or `unset`.
-    pub field: &'static str,
-    /// The rule the value breaks, as a sentence fragment.
-    pub rule: String,
-}
-
-impl ValidationError {
-    pub(crate) fn new(field: &'static str, rule: impl Into<String>) -> ValidationError {
-        ValidationError {
-            field,
-            rule: rule.into(),
-        }
-    }
-}
+pub use super::rules::ValidationError;
 
 /// Names the class of a refused character without printing it verbatim
 /// when it could be part of a secret worth hiding.
@@ -86,11 +60,27 @@ fn check_chars(
     Ok(())
 }
 
+/// Refuses what a template or tutorial left in a credential field, saying
+/// so rather than which character or length rule it happens to break.
+fn not_a_placeholder(field: &'static str, value: &str, what: &str) -> Result<(), ValidationError> {
+    if is_template(value) {
+        return Err(ValidationError::new(field, TEMPLATE_RULE));
+    }
+    if is_placeholder_word(value) {
+        return Err(ValidationError::new(
+            field,
+            format!("is a placeholder word left by a template or tutorial, not a real {what}; give a real one, or leave it empty to keep the current one"),
+        ));
+    }
+    Ok(())
+}
+
 /// `api_key`: 3-64 characters of `[A-Za-z0-9_-]`, not a placeholder.
 ///
 /// # Errors
 /// The rule broken.
 pub fn validate_api_key(key: &str) -> Result<(), ValidationError> {
+    not_a_placeholder("api_key", key, "key")?;
     check_chars(
         "api_key",
         key,
@@ -99,9 +89,6 @@ pub fn validate_api_key(key: &str) -> Result<(), ValidationError> {
         |c| c.is_ascii_alphanumeric() || c == '_' || c == '-',
         "[A-Za-z0-9_-]",
     )?;
-    if is_placeholder(key) {
-        return Err(ValidationError::new("api_key", "is a placeholder, not a real key"));
-    }
     Ok(())
 }
 
@@ -112,6 +99,7 @@ pub fn validate_api_key(key: &str) -> Result<(), ValidationError> {
 /// # Errors
 /// The rule broken.
 pub fn validate_api_secret(secret: &str) -> Result<(), ValidationError> {
+    not_a_placeholder("api_secret", secret, "secret")?;
     check_chars(
         "api_secret",
         secret,
@@ -120,12 +108,6 @@ pub fn validate_api_secret(secret: &str) -> Result<(), ValidationError> {
         |c| c.is_ascii_alphanumeric() || "_.~+/=-".contains(c),
         "[A-Za-z0-9_.~+/=-]",
     )?;
-    if is_placeholder(secret) {
-        return Err(ValidationError::new(
-            "api_secret",
-            "is a placeholder, not a real secret",
-        ));
-    }
     Ok(())
 }
 
@@ -136,24 +118,6 @@ pub fn validate_api_secret(secret: &str) -> Result<(), ValidationError> {
 pub fn validate_credential(c: &Credential) -> Result<(), ValidationError> {
     validate_api_key(&c.api_key)?;
     validate_api_secret(c.api_secret.expose())
-}
-
-/// Whether `host` is an RFC 1123 hostname: labels of 1-63 `[A-Za-z0-9-]`
-/// not starting or ending with `-`, at most 253 characters, and not an
-/// all-numeric dotted name that is no valid IPv4 address (`1.2.3`).
-pub(crate) fn is_hostname(host: &str) -> bool {
-    if host.is_empty() || host.len() > 253 {
-        return false;
-    }
-    let labels_ok = host.split('.').all(|l| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    });
-    let all_numeric = host.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit()));
-    labels_ok && !all_numeric
 }
 
 /// `domain`: a hostname, an IPv4 address or an IPv6 address (without
@@ -182,29 +146,6 @@ pub fn validate_redis_address(address: &str) -> Result<(), ValidationError> {
     check_address("redis_address", address)
 }
 
-/// A `host:port` Redis address given as `field` (the address, a sentinel's
-/// or a cluster node's).
-///
-/// # Errors
-/// The rule broken, naming `field`.
-pub(crate) fn check_address(field: &'static str, address: &str) -> Result<(), ValidationError> {
-    let bad = || ValidationError::new(field, "must be host:port (IPv6 as [addr]:port) with port 1-65535");
-    let (host_ok, port) = if let Some(rest) = address.strip_prefix('[') {
-        let (host, port) = rest.split_once("]:").ok_or_else(bad)?;
-        (host.parse::<Ipv6Addr>().is_ok(), port)
-    } else {
-        let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
-        (host.parse::<Ipv4Addr>().is_ok() || is_hostname(host), port)
-    };
-    let port_ok =
-        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p != 0);
-    if host_ok && port_ok {
-        Ok(())
-    } else {
-        Err(bad())
-    }
-}
-
 /// `node_ip`: an IPv4 or IPv6 address.
 ///
 /// # Errors
@@ -213,17 +154,6 @@ pub fn validate_node_ip(ip: &str) -> Result<(), ValidationError> {
     ip.parse::<IpAddr>()
         .map(|_| ())
         .map_err(|_| ValidationError::new("node_ip", "must be an IPv4 or IPv6 address"))
-}
-
-/// A port parameter: 1-65535.
-///
-/// # Errors
-/// The value is 0 or above 65535.
-pub fn validate_port(field: &'static str, value: u32) -> Result<u16, ValidationError> {
-    match u16::try_from(value) {
-        Ok(p) if p != 0 => Ok(p),
-        _ => Err(ValidationError::new(field, "must be a port number 1-65535")),
-    }
 }
 
 /// Rules across fields: the three TCP ports differ from each other and the
@@ -321,14 +251,9 @@ pub enum ConfigureError {
     Mint(#[from] MintError),
 }
 
-/// A given string parameter, or `None` when it is absent, empty or a
-/// placeholder (all of which keep the current value).
-fn given(v: &Option<String>) -> Option<&str> {
-    v.as_deref().filter(|s| !is_placeholder(s))
-}
-
 /// Merges `configure` parameters into the current config and validates
-/// the result. An absent, empty or placeholder value keeps the current one;
+/// the result. An absent or empty value keeps the current one (see
+/// [`rules`] for templates and placeholder words);
 /// without a current config, missing key and secret are minted and other
 /// fields take their defaults. A key given without a secret (and none held)
 /// mints only the secret, and vice versa.
@@ -349,11 +274,11 @@ pub fn apply_configure_with(
     params: &ConfigureParams,
     mint: impl FnOnce() -> Result<Credential, MintError>,
 ) -> Result<ConfigUpdate, ConfigureError> {
-    let key = given(&params.api_key);
-    let secret = given(&params.api_secret);
-    let domain = given(&params.domain);
-    let redis = given(&params.redis_address);
-    let node_ip = given(&params.node_ip);
+    let key = rules::given("api_key", params.api_key.as_deref())?;
+    let secret = rules::given("api_secret", params.api_secret.as_deref())?;
+    let domain = rules::given("domain", params.domain.as_deref())?;
+    let redis = rules::given("redis_address", params.redis_address.as_deref())?;
+    let node_ip = rules::given("node_ip", params.node_ip.as_deref())?;
     // Each given value is checked on its own first, so the error names the
     // field the operator typed even when other fields are also wrong.
     if let Some(k) = key {
@@ -445,10 +370,6 @@ pub fn apply_configure_with(
     })
 }
 
-/// The optional fields `configure {unset}` may remove, besides the Redis
-/// settings of [`redis::FIELDS`].
-pub const UNSETTABLE: [&str; 2] = ["redis_address", "node_ip"];
-
 /// Which optional fields `unset` removes: `(redis_address, node_ip)`. A
 /// field both given a value and unset in one call is refused rather than
 /// guessed at.
@@ -459,17 +380,21 @@ fn unset_fields(unset: &[String], redis: Option<&str>, node_ip: Option<&str>) ->
             "redis_address" => ("redis_address", &mut out.0, redis.is_some()),
             "node_ip" => ("node_ip", &mut out.1, node_ip.is_some()),
             // `redis::merge` and the production settings' own merge remove these.
-            other if redis::is_unsettable(other) || settings::FIELDS.contains(&other) => continue,
+            other if fields::field(other).is_some_and(|f| f.unset) => continue,
             _ => {
+                let core: Vec<&str> = FIELDS
+                    .into_iter()
+                    .filter(|f| fields::field(f).is_some_and(|f| f.unset))
+                    .collect();
                 return Err(ValidationError::new(
                     "unset",
                     format!(
                         "each entry must be one of {}, {} or a production setting ({})",
-                        UNSETTABLE.join(", "),
+                        core.join(", "),
                         redis::FIELDS.join(", "),
                         settings::FIELDS.join(", ")
                     ),
-                ))
+                ));
             }
         };
         if given {
@@ -509,545 +434,5 @@ pub fn changed(old: &Config, new: &Config) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const KEY: &str = "APIabcdefghijkm";
-    const SECRET: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
-
-    fn current() -> Config {
-        Config::with_credential(Credential {
-            api_key: KEY.into(),
-            api_secret: Secret::new(SECRET),
-        })
-    }
-
-    fn no_mint() -> Result<Credential, MintError> {
-        Err(MintError::new("this test must not mint"))
-    }
-
-    fn fixed_mint() -> Result<Credential, MintError> {
-        Ok(Credential {
-            api_key: "APImintedkey234".into(),
-            api_secret: Secret::new("mintedSecretmintedSecretmintedSecret1234567"),
-        })
-    }
-
-    fn invalid(params: ConfigureParams) -> ValidationError {
-        match apply_configure_with(Some(&current()), &params, no_mint) {
-            Err(ConfigureError::Invalid(e)) => e,
-            other => panic!("expected a validation error, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn bad_keys_and_secrets_name_their_field_and_never_echo_the_secret() {
-        let long_ok = "A".repeat(40);
-        let cases: Vec<(ConfigureParams, &str)> = vec![
-            (
-                ConfigureParams {
-                    api_key: Some("APIab\ncd".into()),
-                    ..Default::default()
-                },
-                "api_key",
-            ),
-            (
-                ConfigureParams {
-                    api_key: Some("API\"quoted".into()),
-                    ..Default::default()
-                },
-                "api_key",
-            ),
-            (
-                ConfigureParams {
-                    api_key: Some("API:colon".into()),
-                    ..Default::default()
-                },
-                "api_key",
-            ),
-            (
-                ConfigureParams {
-                    api_key: Some("API#hash".into()),
-                    ..Default::default()
-                },
-                "api_key",
-            ),
-            (
-                ConfigureParams {
-                    api_key: Some("API space".into()),
-                    ..Default::default()
-                },
-                "api_key",
-            ),
-            (
-                ConfigureParams {
-                    api_key: Some("ab".into()),
-                    ..Default::default()
-                },
-                "api_key",
-            ),
-            (
-                ConfigureParams {
-                    api_key: Some("k".repeat(65)),
-                    ..Default::default()
-                },
-                "api_key",
-            ),
-            (
-                ConfigureParams {
-                    api_secret: Some(format!("{long_ok}\nLEAK")),
-                    ..Default::default()
-                },
-                "api_secret",
-            ),
-            (
-                ConfigureParams {
-                    api_secret: Some(format!("{long_ok}\"LEAK")),
-                    ..Default::default()
-                },
-                "api_secret",
-            ),
-            (
-                ConfigureParams {
-                    api_secret: Some(format!("{long_ok}:LEAK")),
-                    ..Default::default()
-                },
-                "api_secret",
-            ),
-            (
-                ConfigureParams {
-                    api_secret: Some(format!("{long_ok}#LEAK")),
-                    ..Default::default()
-                },
-                "api_secret",
-            ),
-            (
-                ConfigureParams {
-                    api_secret: Some(format!("{long_ok} LEAK")),
-                    ..Default::default()
-                },
-                "api_secret",
-            ),
-            (
-                ConfigureParams {
-                    api_secret: Some(format!("{long_ok}$LEAK")),
-                    ..Default::default()
-                },
-                "api_secret",
-            ),
-            (
-                ConfigureParams {
-                    api_secret: Some(format!("{long_ok}\\LEAK")),
-                    ..Default::default()
-                },
-                "api_secret",
-            ),
-            (
-                ConfigureParams {
-                    api_secret: Some("shortLEAKsecret".into()),
-                    ..Default::default()
-                },
-                "api_secret",
-            ),
-            (
-                ConfigureParams {
-                    api_secret: Some("L".repeat(257)),
-                    ..Default::default()
-                },
-                "api_secret",
-            ),
-        ];
-        for (params, field) in cases {
-            let e = invalid(params.clone());
-            assert_eq!(e.field, field, "{params:?}");
-            assert!(!e.to_string().contains("LEAK"), "error echoes the value: {e}");
-            assert!(e.to_string().starts_with(&format!("{field}: ")));
-        }
-    }
-
-    #[test]
-    fn bad_domains_redis_addresses_and_node_ips_name_their_field() {
-        let cases: Vec<(ConfigureParams, &str)> = vec![
-            (
-                ConfigureParams {
-                    domain: Some("bad domain".into()),
-                    ..Default::default()
-                },
-                "domain",
-            ),
-            (
-                ConfigureParams {
-                    domain: Some("-lead.example.com".into()),
-                    ..Default::default()
-                },
-                "domain",
-            ),
-            (
-                ConfigureParams {
-                    domain: Some("a..b".into()),
-                    ..Default::default()
-                },
-                "domain",
-            ),
-            (
-                ConfigureParams {
-                    domain: Some("[::1]".into()),
-                    ..Default::default()
-                },
-                "domain",
-            ),
-            (
-                ConfigureParams {
-                    domain: Some("host:7880".into()),
-                    ..Default::default()
-                },
-                "domain",
-            ),
-            (
-                ConfigureParams {
-                    domain: Some("1.2.3".into()),
-                    ..Default::default()
-                },
-                "domain",
-            ),
-            (
-                ConfigureParams {
-                    domain: Some(format!("{}.com", "a".repeat(64))),
-                    ..Default::default()
-                },
-                "domain",
-            ),
-            (
-                ConfigureParams {
-                    redis_address: Some("redis".into()),
-                    ..Default::default()
-                },
-                "redis_address",
-            ),
-            (
-                ConfigureParams {
-                    redis_address: Some("redis:0".into()),
-                    ..Default::default()
-                },
-                "redis_address",
-            ),
-            (
-                ConfigureParams {
-                    redis_address: Some("redis:65536".into()),
-                    ..Default::default()
-                },
-                "redis_address",
-            ),
-            (
-                ConfigureParams {
-                    redis_address: Some("redis:+80".into()),
-                    ..Default::default()
-                },
-                "redis_address",
-            ),
-            (
-                ConfigureParams {
-                    redis_address: Some("::1:6379".into()),
-                    ..Default::default()
-                },
-                "redis_address",
-            ),
-            (
-                ConfigureParams {
-                    redis_address: Some("[nothex]:6379".into()),
-                    ..Default::default()
-                },
-                "redis_address",
-            ),
-            (
-                ConfigureParams {
-                    redis_address: Some("re dis:6379".into()),
-                    ..Default::default()
-                },
-                "redis_address",
-            ),
-            (
-                ConfigureParams {
-                    node_ip: Some("example.com".into()),
-                    ..Default::default()
-                },
-                "node_ip",
-            ),
-            (
-                ConfigureParams {
-                    node_ip: Some("10.0.0.256".into()),
-                    ..Default::default()
-                },
-                "node_ip",
-            ),
-        ];
-        for (params, field) in cases {
-            assert_eq!(invalid(params.clone()).field, field, "{params:?}");
-        }
-    }
-
-    #[test]
-    fn good_domains_redis_addresses_and_node_ips_are_accepted() {
-        for d in [
-            "localhost",
-            "media.example.com",
-            "10.0.0.1",
-            "2001:db8::1",
-            "a-b.c9",
-            "xn--bcher-kva.example",
-        ] {
-            assert!(validate_domain(d).is_ok(), "{d}");
-        }
-        for r in ["redis:6379", "10.0.0.2:6379", "[::1]:6379", "cache.internal.example:1"] {
-            assert!(validate_redis_address(r).is_ok(), "{r}");
-        }
-        for ip in ["10.0.0.1", "::1", "fe80::1"] {
-            assert!(validate_node_ip(ip).is_ok(), "{ip}");
-        }
-    }
-
-    #[test]
-    fn ports_out_of_range_or_clashing_name_the_field_that_was_given() {
-        let cases: Vec<(ConfigureParams, &str)> = vec![
-            (
-                ConfigureParams {
-                    port: Some(0),
-                    ..Default::default()
-                },
-                "port",
-            ),
-            (
-                ConfigureParams {
-                    port: Some(65536),
-                    ..Default::default()
-                },
-                "port",
-            ),
-            (
-                ConfigureParams {
-                    rtc_tcp_port: Some(70000),
-                    ..Default::default()
-                },
-                "rtc_tcp_port",
-            ),
-            (
-                ConfigureParams {
-                    backend_port: Some(0),
-                    ..Default::default()
-                },
-                "backend_port",
-            ),
-            (
-                ConfigureParams {
-                    rtc_port_range_start: Some(0),
-                    ..Default::default()
-                },
-                "rtc_port_range_start",
-            ),
-            (
-                ConfigureParams {
-                    port: Some(7890),
-                    ..Default::default()
-                },
-                "port",
-            ),
-            (
-                ConfigureParams {
-                    backend_port: Some(7880),
-                    ..Default::default()
-                },
-                "backend_port",
-            ),
-            (
-                ConfigureParams {
-                    rtc_tcp_port: Some(7890),
-                    ..Default::default()
-                },
-                "rtc_tcp_port",
-            ),
-            (
-                ConfigureParams {
-                    rtc_port_range_start: Some(60001),
-                    ..Default::default()
-                },
-                "rtc_port_range_start",
-            ),
-            (
-                ConfigureParams {
-                    rtc_port_range_end: Some(49999),
-                    ..Default::default()
-                },
-                "rtc_port_range_end",
-            ),
-        ];
-        for (params, field) in cases {
-            assert_eq!(invalid(params.clone()).field, field, "{params:?}");
-        }
-    }
-
-    #[test]
-    fn tcp_ports_may_lie_inside_the_udp_range() {
-        let p = ConfigureParams {
-            port: Some(55000),
-            ..Default::default()
-        };
-        let u = apply_configure_with(Some(&current()), &p, no_mint).expect("UDP and TCP do not collide");
-        assert_eq!(u.config.port, 55000);
-    }
-
-    #[test]
-    fn a_failed_validation_happens_before_minting() {
-        let p = ConfigureParams {
-            domain: Some("bad domain".into()),
-            ..Default::default()
-        };
-        let r = apply_configure_with(None, &p, no_mint);
-        assert!(
-            matches!(r, Err(ConfigureError::Invalid(ValidationError { field: "domain", .. }))),
-            "{r:?}"
-        );
-    }
-
-    #[test]
-    fn absent_empty_and_placeholder_values_keep_the_current_ones() {
-        let cur = current();
-        for v in [
-            None,
-            Some(""),
-            Some("  "),
-            Some("secret"),
-            Some("changeme"),
-            Some("<your-secret>"),
-        ] {
-            let p = ConfigureParams {
-                api_key: v.map(String::from),
-                api_secret: v.map(String::from),
-                domain: v.map(String::from),
-                redis_address: v.map(String::from),
-                node_ip: v.map(String::from),
-                ..Default::default()
-            };
-            let u = apply_configure_with(Some(&cur), &p, no_mint).expect("keeps everything");
-            assert_eq!(u.config, cur);
-            assert!(u.changed_fields.is_empty());
-            assert!(!u.minted);
-        }
-    }
-
-    #[test]
-    fn without_current_config_a_credential_is_minted_and_defaults_apply() {
-        let u = apply_configure_with(None, &ConfigureParams::default(), fixed_mint).expect("mints");
-        assert!(u.minted);
-        assert_eq!(u.config.api_key, "APImintedkey234");
-        assert_eq!(u.config.port, 7880);
-        assert_eq!(
-            u.changed_fields,
-            FIELDS
-                .iter()
-                .chain(&settings::FIELDS)
-                .map(|f| f.to_string())
-                .collect::<Vec<_>>()
-        );
-    }
-
-    #[test]
-    fn a_key_without_a_secret_mints_only_the_secret() {
-        let p = ConfigureParams {
-            api_key: Some("mykey".into()),
-            ..Default::default()
-        };
-        let u = apply_configure_with(None, &p, fixed_mint).expect("mints secret");
-        assert_eq!(u.config.api_key, "mykey");
-        assert_eq!(
-            u.config.api_secret.expose(),
-            "mintedSecretmintedSecretmintedSecret1234567"
-        );
-        assert!(u.minted);
-        let p = ConfigureParams {
-            api_secret: Some(SECRET.into()),
-            ..Default::default()
-        };
-        let u = apply_configure_with(None, &p, fixed_mint).expect("mints key");
-        assert_eq!(u.config.api_key, "APImintedkey234");
-        assert_eq!(u.config.api_secret.expose(), SECRET);
-    }
-
-    #[test]
-    fn a_new_key_keeps_the_held_secret_and_reports_only_what_changed() {
-        let p = ConfigureParams {
-            api_key: Some("otherkey".into()),
-            domain: Some("media.example.com".into()),
-            port: Some(7880),
-            ..Default::default()
-        };
-        let u = apply_configure_with(Some(&current()), &p, no_mint).expect("valid");
-        assert_eq!(u.config.api_secret.expose(), SECRET);
-        assert_eq!(u.changed_fields, vec!["api_key".to_string(), "domain".to_string()]);
-        assert!(!u.minted);
-    }
-
-    #[test]
-    fn optional_fields_are_set_when_given() {
-        let p = ConfigureParams {
-            redis_address: Some("[::1]:6379".into()),
-            node_ip: Some("192.0.2.7".into()),
-            ..Default::default()
-        };
-        let u = apply_configure_with(Some(&current()), &p, no_mint).expect("valid");
-        assert_eq!(u.config.redis_address.as_deref(), Some("[::1]:6379"));
-        assert_eq!(u.config.node_ip.as_deref(), Some("192.0.2.7"));
-        assert_eq!(
-            u.changed_fields,
-            vec!["redis_address".to_string(), "node_ip".to_string()]
-        );
-    }
-
-    #[test]
-    fn validate_config_refuses_placeholder_credentials() {
-        let mut c = current();
-        c.api_secret = Secret::new("x".repeat(40));
-        assert_eq!(validate_config(&c).expect_err("placeholder").field, "api_secret");
-        c = current();
-        c.api_key = "devkey".into();
-        assert_eq!(validate_config(&c).expect_err("placeholder").field, "api_key");
-        assert!(validate_config(&current()).is_ok());
-    }
-
-    #[test]
-    fn unset_removes_optional_fields_and_refuses_what_it_cannot_mean() {
-        let mut with = current();
-        with.redis_address = Some("10.0.0.5:6379".into());
-        with.node_ip = Some("10.0.0.7".into());
-        let unset = |names: &[&str]| ConfigureParams {
-            unset: Some(names.iter().map(|n| n.to_string()).collect()),
-            ..ConfigureParams::default()
-        };
-
-        let u = apply_configure_with(Some(&with), &unset(&["redis_address"]), no_mint).expect("unset redis");
-        assert_eq!(
-            (u.config.redis_address.as_deref(), u.config.node_ip.as_deref()),
-            (None, Some("10.0.0.7"))
-        );
-        assert_eq!(u.changed_fields, ["redis_address"]);
-        let u = apply_configure_with(Some(&with), &unset(&["node_ip", "redis_address"]), no_mint).expect("both");
-        assert_eq!((u.config.redis_address, u.config.node_ip), (None, None));
-        assert_eq!(u.changed_fields, ["redis_address", "node_ip"]);
-        // Unsetting what is not set changes nothing.
-        let u = apply_configure_with(Some(&current()), &unset(&["node_ip"]), no_mint).expect("no-op");
-        assert!(u.changed_fields.is_empty());
-
-        let e = invalid(unset(&["api_secret"]));
-        assert_eq!(
-            (e.field, e.rule.as_str()),
-            ("unset", "each entry must be one of redis_address, node_ip, redis_username, redis_password, redis_db, redis_tls, redis_tls_ca_file, redis_tls_server_name, redis_tls_cert_file, redis_tls_key_file, redis_sentinel_master, redis_sentinel_addresses, redis_sentinel_username, redis_sentinel_password, redis_cluster_addresses or a production setting (bind_addresses, use_external_ip, rtc_enable_loopback_candidate, rtc_udp_port, stun_servers, turn_servers, turn_enabled, turn_domain, turn_tls_port, turn_udp_port, turn_external_tls, turn_cert_file, turn_key_file, webhook_urls, room_auto_create, room_empty_timeout, room_departure_timeout, room_max_participants, room_enabled_codecs, log_level, log_json, prometheus_port, prometheus_username, prometheus_password, region)")
-        );
-        let e = invalid(ConfigureParams {
-            redis_address: Some("10.0.0.6:6379".into()),
-            ..unset(&["redis_address"])
-        });
-        assert_eq!(
-            (e.field, e.rule.as_str()),
-            ("redis_address", "is both given a value and unset; pick one")
-        );
-    }
-}
+#[path = "validate_tests.rs"]
+mod tests;
