@@ -422,11 +422,13 @@ async fn short_secret_is_logged_and_the_server_runs() {
     let (port, rtc) = free_ports();
     let mut d = Double::spawn(&config_yaml(port, rtc, &keys_section(KEY, "shortsecret")), port, None);
     d.wait_ready().await;
-    let out = d.stdout();
-    assert!(
-        out.contains("secret is too short, should be at least 32 characters for security"),
-        "{out}"
-    );
+    // The warning is written to stderr before the server listens, but the
+    // thread reading that pipe may not have taken it in yet: wait for it.
+    let out = hero_livekit_tests::wait_for(Duration::from_secs(10), "the short-secret warning", || {
+        let out = d.stdout();
+        out.contains("secret is too short, should be at least 32 characters for security")
+            .then_some(out)
+    });
     assert!(!out.contains("shortsecret"), "the secret itself is not logged");
     assert_eq!(
         d.validate(&join_token(KEY, "shortsecret", room_grant("r"))).await,

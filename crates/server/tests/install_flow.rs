@@ -846,12 +846,19 @@ async fn a_running_process_keeps_its_old_binary_across_an_install() {
     .await
     .expect("install old");
     let old_inode = fs::metadata(&root.target).expect("stat").ino();
-    // coreutils may dispatch on argv[0]; keep it `sleep`.
-    let mut child = Command::new(&root.target)
-        .arg0("sleep")
-        .arg("30")
-        .spawn()
-        .expect("exec old binary");
+    // coreutils may dispatch on argv[0]; keep it `sleep`. A fork by another
+    // test of this process may still hold the just-written file open for
+    // writing until its own exec: ETXTBSY is that moment, so try again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut child = loop {
+        match Command::new(&root.target).arg0("sleep").arg("30").spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && std::time::Instant::now() < deadline => {
+                tokio::task::yield_now().await;
+                std::thread::park_timeout(std::time::Duration::from_millis(5));
+            }
+            other => break other.expect("exec old binary"),
+        }
+    };
     let exe = PathBuf::from(format!("/proc/{}/exe", child.id()));
     assert_eq!(
         fs::read_link(&exe).expect("exe link"),
