@@ -783,3 +783,32 @@ fn a_head_that_never_completes_is_answered_408_naming_the_limit_then_closed() {
         .is_some_and(|m| m.contains("limits.header_timeout")));
     assert_health_answers(&d.socket);
 }
+
+/// jsonrpsee logs whole request bodies at TRACE; a `configure` body holds the
+/// API secret and the Redis password. Whatever RUST_LOG says, neither reaches
+/// the daemon's log, through the front's own path (a single call) or
+/// jsonrpsee's (a batch).
+#[test]
+fn no_secret_reaches_the_log_at_rust_log_trace() {
+    let root = Root::new();
+    let d = Daemon::start(&root, DaemonOpts::double().env_var("RUST_LOG", "trace"));
+    let secret = "TraceMarkerSecret0123456789abcdefghijklmnop";
+    let password = "TraceMarkerRedisPassword";
+    let single = d.call(
+        "livekitservice.configure",
+        json!({"api_secret": secret, "redis_address": "127.0.0.1:1", "redis_password": password}),
+    );
+    assert!(single.get("result").is_some(), "{single}");
+    let batch = post(
+        &d.socket,
+        &json!([{"jsonrpc": "2.0", "id": 7, "method": "livekitservice.configure",
+                 "params": {"api_secret": format!("{secret}X"), "redis_password": format!("{password}X")}}]),
+    );
+    assert_eq!(batch.status, 200, "{}", String::from_utf8_lossy(&batch.body));
+    let log = d.stderr();
+    // The log is really at TRACE: the daemon's own verbose lines are there.
+    assert!(log.contains("TRACE") || log.contains("DEBUG"), "{log}");
+    for s in [secret, password] {
+        assert!(!log.contains(s), "{s} in the daemon's log:\n{log}");
+    }
+}

@@ -36,16 +36,35 @@ struct Args {
     metrics_listen: Option<std::net::SocketAddr>,
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    tracing_subscriber::fmt()
+/// RUST_LOG chooses what is logged, except that targets other than the
+/// daemon's own are capped at INFO whatever it says: jsonrpsee logs whole
+/// request bodies at TRACE (`HTTP body: {...}`), and a `configure` body
+/// holds `api_secret` and the Redis passwords. The daemon's own lines never
+/// carry a secret at any level.
+fn init_tracing() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let own_or_info = tracing_subscriber::filter::filter_fn(|meta| admitted(meta.target(), *meta.level()));
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+        .with_filter(own_or_info)
+        .with_filter(filter);
+    tracing_subscriber::registry().with(layer).init();
+}
+
+/// Whether a line of `target` at `level` may be logged: any of the
+/// daemon's own, others at INFO or less verbose.
+fn admitted(target: &str, level: tracing::Level) -> bool {
+    target == "hero_livekit_server" || target.starts_with("hero_livekit_server::") || level <= tracing::Level::INFO
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing();
 
     let socket_group = match args.socket_group.as_deref().map(resolve_group).transpose() {
         Ok(g) => g,
@@ -114,5 +133,28 @@ fn raise_fd_limit() {
                 "could not raise the open-file limit"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admitted;
+    use tracing::Level;
+
+    #[test]
+    fn other_crates_are_capped_at_info_whatever_rust_log_says() {
+        for target in [
+            "jsonrpsee-http",
+            "jsonrpsee-server",
+            "hyper::proto::h1::io",
+            "redis",
+            "reqwest",
+        ] {
+            assert!(!admitted(target, Level::TRACE), "{target}");
+            assert!(!admitted(target, Level::DEBUG), "{target}");
+            assert!(admitted(target, Level::INFO), "{target}");
+        }
+        assert!(admitted("hero_livekit_server::service", Level::TRACE));
+        assert!(!admitted("hero_livekit_server_evil", Level::DEBUG));
     }
 }
