@@ -613,3 +613,43 @@ fn a_redis_back_with_an_older_snapshot_gets_the_current_generation_back() {
     }
     cross_validate(&all);
 }
+
+/// A joining node is listed in every member's `health.cluster.nodes` at
+/// once: its first heartbeat is announced on the channel, and members sync
+/// on any message. The poll here is 30 s, so only the announcement can make
+/// the bound (issue 19 item 7 asks 1 s; 2.5 s leaves room for a loaded
+/// 2-core machine).
+#[test]
+fn a_joining_node_is_listed_by_every_member_within_a_second_not_at_the_next_poll() {
+    const SLOW_POLL_MS: u64 = 30_000;
+    let redis = Redis::start();
+    let a = Node::start(SLOW_POLL_MS);
+    a.join(&redis.address(), "c1", None);
+    let token = a.cluster_token();
+    wait_cluster(&a, "the first node joined", |c| c["state"] == "joined");
+    let mut nodes = vec![a];
+    let mut listing = Vec::new();
+    for _ in 0..2 {
+        let n = Node::start(SLOW_POLL_MS);
+        let t = std::time::Instant::now();
+        let r = n.join(&redis.address(), "c1", Some(&token));
+        let id = r["cluster"]["node_id"].as_str().expect("node_id").to_string();
+        nodes.push(n);
+        let took = poll(WAIT, || {
+            nodes
+                .iter()
+                .all(|n| {
+                    n.health()["cluster"]["nodes"]
+                        .as_array()
+                        .is_some_and(|l| l.iter().any(|x| x["id"] == id))
+                })
+                .then(|| t.elapsed())
+        })
+        .unwrap_or_else(|| panic!("node {id} never listed by every member"));
+        listing.push(took);
+    }
+    println!("a joining node listed by every member after: {listing:?} (poll {SLOW_POLL_MS} ms)");
+    for took in listing {
+        assert!(took < Duration::from_millis(2500), "listed after {took:?}, not at once");
+    }
+}
