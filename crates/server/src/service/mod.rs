@@ -764,16 +764,17 @@ impl LivekitService {
     /// # Errors
     /// A bad `timeout_ms`; signalling failed.
     pub async fn stop(self: &Arc<Self>, p: StopParams) -> Result<StopResult, ServiceError> {
-        let given = match (p.timeout_ms, p.drain_timeout_ms) {
+        // An error names the field the caller gave.
+        let timeout = match (p.timeout_ms, p.drain_timeout_ms) {
             (Some(a), Some(b)) if a != b => {
                 return Err(ServiceError::invalid(
                     "drain_timeout_ms",
                     "is the same deadline as timeout_ms: give one, or both equal",
                 ))
             }
-            (a, b) => b.or(a),
+            (_, Some(b)) => drain_param(Some(b), self.stop_timeout)?,
+            (a, None) => timeout_param(a, self.stop_timeout)?,
         };
-        let timeout = drain_param(given, self.stop_timeout)?;
         self.run_to_completion(|s| async move {
             let mut d = s.desired.lock().await;
             for name in ProcessName::ALL {
