@@ -121,6 +121,7 @@ fn fixture() -> &'static Fixture {
                 paths,
                 livekit_bin: None,
                 backend_bin: None,
+                stop_timeout: None,
             })
             .await
             {

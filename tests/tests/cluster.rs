@@ -613,3 +613,99 @@ fn a_redis_back_with_an_older_snapshot_gets_the_current_generation_back() {
     }
     cross_validate(&all);
 }
+
+/// A joining node is listed in every member's `health.cluster.nodes` at
+/// once: its first heartbeat is announced on the channel, and members sync
+/// on any message. The poll here is 30 s, so only the announcement can make
+/// the bound (issue 19 item 7 asks 1 s; 2.5 s leaves room for a loaded
+/// 2-core machine).
+#[test]
+fn a_joining_node_is_listed_by_every_member_within_a_second_not_at_the_next_poll() {
+    const SLOW_POLL_MS: u64 = 30_000;
+    let redis = Redis::start();
+    let a = Node::start(SLOW_POLL_MS);
+    a.join(&redis.address(), "c1", None);
+    let token = a.cluster_token();
+    wait_cluster(&a, "the first node joined", |c| c["state"] == "joined");
+    let mut nodes = vec![a];
+    let mut listing = Vec::new();
+    for _ in 0..2 {
+        let n = Node::start(SLOW_POLL_MS);
+        let t = std::time::Instant::now();
+        let r = n.join(&redis.address(), "c1", Some(&token));
+        let id = r["cluster"]["node_id"].as_str().expect("node_id").to_string();
+        nodes.push(n);
+        let took = poll(WAIT, || {
+            nodes
+                .iter()
+                .all(|n| {
+                    n.health()["cluster"]["nodes"]
+                        .as_array()
+                        .is_some_and(|l| l.iter().any(|x| x["id"] == id))
+                })
+                .then(|| t.elapsed())
+        })
+        .unwrap_or_else(|| panic!("node {id} never listed by every member"));
+        listing.push(took);
+    }
+    println!("a joining node listed by every member after: {listing:?} (poll {SLOW_POLL_MS} ms)");
+    for took in listing {
+        assert!(took < Duration::from_millis(2500), "listed after {took:?}, not at once");
+    }
+}
+
+/// The calls of `command` Redis has served so far (`INFO commandstats`).
+fn calls(redis: &Redis, command: &str) -> u64 {
+    let info = redis.cli(&["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A burst of announcements makes a few sync rounds, not one each: every
+/// round reads the record once (a GET), and 500 messages published at once
+/// cost the member a handful of reads. The member syncing at all is shown by
+/// a node joined after the burst being listed; that one round per message
+/// never comes is a non-event, watched for over a window (one round takes
+/// about a millisecond here: uncoalesced, the 500 would be read well within
+/// it even on a loaded machine).
+#[test]
+fn a_burst_of_announcements_is_coalesced_into_a_few_sync_rounds() {
+    const SLOW_POLL_MS: u64 = 30_000;
+    const BURST: u64 = 500;
+    const MOST: u64 = 50;
+    let redis = Redis::start();
+    let a = Node::start(SLOW_POLL_MS);
+    a.join(&redis.address(), "c1", None);
+    let token = a.cluster_token();
+    wait_cluster(&a, "the first node joined", |c| c["state"] == "joined");
+    let before = calls(&redis, "get");
+    redis.cli(&[
+        "EVAL",
+        "for i = 1, tonumber(ARGV[1]) do redis.call('PUBLISH', KEYS[1], '1') end return 0",
+        "1",
+        "hero_livekit:{c1}:changed",
+        &BURST.to_string(),
+    ]);
+    let b = Node::start(SLOW_POLL_MS);
+    let r = b.join(&redis.address(), "c1", Some(&token));
+    let id = r["cluster"]["node_id"].as_str().expect("node_id").to_string();
+    wait_cluster(&a, "the member lists the node joined after the burst", |c| {
+        c["nodes"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x["id"] == id.as_str()))
+    });
+    let too_many = poll(Duration::from_secs(3), || {
+        let reads = calls(&redis, "get") - before;
+        (reads > MOST).then_some(reads)
+    });
+    let reads = calls(&redis, "get") - before;
+    println!("{BURST} announcements at once: {reads} record reads in all (both nodes)");
+    assert_eq!(
+        too_many, None,
+        "a burst of {BURST} made more than {MOST} reads: not coalesced"
+    );
+}

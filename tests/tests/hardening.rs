@@ -713,6 +713,11 @@ fn a_timeout_outside_its_bounds_is_refused_naming_the_field_and_nothing_is_done(
             "{method} {ms}: {r}"
         );
     }
+    for (method, ms) in [("livekitservice.stop", 0u64), ("livekitservice.restart", 600_001)] {
+        let r = d.call(method, serde_json::json!({"drain_timeout_ms": ms}));
+        assert_eq!(r["error"]["code"], -32602, "{method} {ms}: {r}");
+        assert_eq!(r["error"]["data"]["field"], "drain_timeout_ms", "{method} {ms}: {r}");
+    }
     let h = d.health();
     assert_eq!(h["processes"]["livekit-server"]["state"], "stopped", "{h}");
 }

@@ -293,6 +293,58 @@ fn the_operators_drain_deadline_bounds_stop_and_restart_when_a_call_gives_none()
     );
 }
 
+/// The drain deadline per call (`restart`'s `drain_timeout_ms`, `stop`'s
+/// `timeout_ms` or `drain_timeout_ms`), else the daemon's
+/// `--stop-timeout-ms`, which beats the environment.
+#[test]
+fn a_calls_drain_deadline_beats_the_daemons_flag_which_beats_its_env() {
+    let root = Root::new();
+    let opts = DaemonOpts::double()
+        .env_var("HERO_LIVEKIT_STOP_TIMEOUT_MS", 5000)
+        .arg("--stop-timeout-ms")
+        .arg("400");
+    let d = configured(&root, opts);
+    set_behaviour(&root, &json!({"ignore_sigterm": true}));
+    start(&d);
+    let last_exit = |d: &Daemon| {
+        d.health()["processes"][LK]["last_exit"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    let r = d.ok(
+        "livekitservice.restart",
+        json!({"process": LK, "drain_timeout_ms": 250}),
+    );
+    assert_eq!(r["killed"], json!([LK]), "restart says it killed at the deadline: {r}");
+    let ended = last_exit(&d);
+    assert!(ended.contains("at the drain deadline (250 ms) (restart)"), "{ended}");
+
+    let r = d.ok("livekitservice.restart", json!({"process": BE}));
+    assert_eq!(r["killed"], json!([]), "lk-backend exits on SIGTERM: {r}");
+    let r = d.ok("livekitservice.restart", json!({"process": LK}));
+    assert_eq!(r["killed"], json!([LK]), "{r}");
+    let ended = last_exit(&d);
+    assert!(ended.contains("(400 ms) (restart)"), "the flag, not the env: {ended}");
+
+    let r = d.call(
+        "livekitservice.stop",
+        json!({"timeout_ms": 300, "drain_timeout_ms": 200}),
+    );
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("drain_timeout_ms")),
+        "two different deadlines are refused: {r}"
+    );
+    assert_eq!(d.health()["processes"][LK]["state"], "running", "and nothing stopped");
+    let r = d.ok("livekitservice.stop", json!({"drain_timeout_ms": 300}));
+    assert_eq!(r["killed"], json!([LK]), "{r}");
+    let ended = last_exit(&d);
+    assert!(ended.contains("(300 ms) (stop)"), "{ended}");
+}
+
 #[test]
 fn restart_replaces_one_child_or_both() {
     let root = Root::new();

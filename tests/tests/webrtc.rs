@@ -416,3 +416,128 @@ fn chaos_never_yields_a_ready_health_whose_real_join_fails() {
         "health said ready while a real join failed: {failed:?}"
     );
 }
+
+/// The daemon's events, read on a thread of their own from the moment of
+/// the tap.
+struct EventTap {
+    lines: std::sync::mpsc::Receiver<Value>,
+}
+
+impl EventTap {
+    fn new(d: &Daemon) -> EventTap {
+        let socket = d.socket.clone();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async move {
+                let client = hero_livekit_client::Client::new(&socket);
+                let Ok(mut events) = client.subscribe_events().await else {
+                    return;
+                };
+                let _ = ready_tx.send(());
+                while let Some(m) = events.next().await {
+                    let Ok(v) = serde_json::to_value(&m) else { continue };
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+            });
+        });
+        ready.recv_timeout(WAIT).expect("subscribed to events");
+        EventTap { lines }
+    }
+
+    /// The next event `want` accepts, skipping others.
+    fn wait(&self, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) if want(&v) => return v,
+                Ok(_) => {}
+                Err(e) => panic!("no event {what} within {WAIT:?}: {e}"),
+            }
+        }
+    }
+}
+
+/// The state event of `process` that says how its process ended.
+fn ended_event(tap: &EventTap, process: &str) -> String {
+    let v = tap.wait(&format!("saying how {process} ended"), |v| {
+        v["type"] == "state"
+            && v["process"] == process
+            && v["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("on SIGTERM") || d.contains("at the drain deadline"))
+    });
+    v["detail"].as_str().unwrap_or_default().to_string()
+}
+
+/// livekit-server waits for its participants after SIGTERM with no deadline
+/// of its own: `restart` and `stop` end at the caller's drain deadline,
+/// kill it, and say so in their result and in an event; the participants
+/// rejoin the new server and hear each other again.
+#[test]
+fn restart_and_stop_with_participants_end_at_the_drain_deadline_and_say_how() {
+    const DRAIN_MS: u64 = 2000;
+    let drain = Duration::from_millis(DRAIN_MS);
+    // The restart also waits for the new server to be ready and proven;
+    // the daemon's default drain (10 s) would overshoot this.
+    let margin = Duration::from_secs(7);
+    let Some(w) = World::new() else { return };
+    let (mut a, mut b) = conversation(&w.ns, w.backend(), "r1", "alice", "bob");
+    let tap = EventTap::new(&w.d);
+    let lk = pid_in(&w.d.health(), LK).expect("livekit-server pid in health");
+    let (ma, mb) = (a.mark(), b.mark());
+
+    let t = Instant::now();
+    let r = w.d.ok(
+        "livekitservice.restart",
+        json!({"process": LK, "drain_timeout_ms": DRAIN_MS, "timeout_ms": 30000}),
+    );
+    let took = t.elapsed();
+    println!("restart of livekit-server with participants, drain {DRAIN_MS} ms: {took:?}, {r}");
+    assert_eq!(r["killed"], json!([LK]), "killed at the deadline: {r}");
+    assert!(took >= drain, "the drain deadline was given ({took:?})");
+    assert!(
+        took < drain + margin,
+        "the call's drain deadline, not the default ({took:?})"
+    );
+    let detail = ended_event(&tap, LK);
+    assert!(
+        detail.contains(&format!("killed with SIGKILL at the drain deadline ({DRAIN_MS} ms)")),
+        "{detail}"
+    );
+    assert_ne!(pid_in(&w.d.health(), LK), Some(lk), "a new livekit-server");
+    a.wait_heard("bob", ma, HEARD_FRAMES, true, WAIT);
+    b.wait_heard("alice", mb, HEARD_FRAMES, true, WAIT);
+
+    let t = Instant::now();
+    let r = w.d.ok("livekitservice.stop", json!({"drain_timeout_ms": DRAIN_MS}));
+    let took = t.elapsed();
+    println!("stop with participants, drain {DRAIN_MS} ms: {took:?}, {r}");
+    assert_eq!(r["killed"], json!([LK]), "{r}");
+    assert!(
+        r["stopped"].as_array().is_some_and(|s| s.len() == 2),
+        "both were running: {r}"
+    );
+    assert!(took >= drain && took < drain + margin, "{took:?}");
+    // Both children's state events, in whichever order they come (lk-backend,
+    // without participants, exits on SIGTERM at once).
+    let mut ended: std::collections::BTreeMap<String, String> = Default::default();
+    while ended.len() < 2 {
+        let v = tap.wait("saying how a child ended on stop", |v| {
+            v["type"] == "state" && v["detail"].as_str().is_some_and(|d| d.ends_with("(stop)"))
+        });
+        let process = v["process"].as_str().unwrap_or_default().to_string();
+        ended.insert(process, v["detail"].as_str().unwrap_or_default().to_string());
+    }
+    assert!(
+        ended[LK].contains("killed with SIGKILL at the drain deadline (2000 ms)"),
+        "{ended:?}"
+    );
+    assert!(ended[BE].contains("exited on SIGTERM"), "{ended:?}");
+}

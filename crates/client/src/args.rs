@@ -193,8 +193,8 @@ impl StartArgs {
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
-    /// Grace period before SIGKILL.
-    #[arg(long)]
+    /// Drain deadline: how long each child gets to exit after SIGTERM before SIGKILL (default: the daemon's --stop-timeout-ms).
+    #[arg(long, visible_alias = "drain-timeout-ms")]
     pub timeout_ms: Option<u64>,
 }
 
@@ -203,8 +203,12 @@ pub struct RestartArgs {
     /// `livekit-server` or `lk-backend` (default: both).
     #[arg(long)]
     pub process: Option<ProcessName>,
+    /// How long to wait for readiness once the old process is gone.
     #[arg(long)]
     pub timeout_ms: Option<u64>,
+    /// Drain deadline: how long each child gets to exit after SIGTERM before SIGKILL (default: the daemon's --stop-timeout-ms).
+    #[arg(long)]
+    pub drain_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]

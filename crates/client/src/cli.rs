@@ -47,6 +47,7 @@ async fn dispatch(cli: &Cli, client: &Client, out: &Out) -> Result<ExitCode, Cli
             &client
                 .stop(&proto::StopParams {
                     timeout_ms: a.timeout_ms,
+                    drain_timeout_ms: None,
                 })
                 .await?,
         ),
@@ -55,6 +56,7 @@ async fn dispatch(cli: &Cli, client: &Client, out: &Out) -> Result<ExitCode, Cli
                 .restart(&proto::RestartParams {
                     process: a.process,
                     timeout_ms: a.timeout_ms,
+                    drain_timeout_ms: a.drain_timeout_ms,
                 })
                 .await?,
         ),

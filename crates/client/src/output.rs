@@ -252,11 +252,11 @@ impl Out {
         }
         for p in &r.stopped {
             let how = if r.killed.contains(p) {
-                " (killed after the grace period)"
+                "killed with SIGKILL at the drain deadline"
             } else {
-                ""
+                "exited on SIGTERM"
             };
-            println!("{p}: stopped{how}");
+            println!("{p}: stopped ({how})");
         }
     }
 
@@ -268,7 +268,14 @@ impl Out {
             self.heal(&r.heal);
         }
         for p in &r.restarted {
-            println!("{p}: restarted");
+            // Not running before, it was only started: say nothing of how
+            // an old process ended unless it had to be killed.
+            let how = if r.killed.contains(p) {
+                " (the old process was killed with SIGKILL at the drain deadline)"
+            } else {
+                ""
+            };
+            println!("{p}: restarted{how}");
         }
     }
 

@@ -136,9 +136,14 @@ pub struct StartParams {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StopParams {
-    /// Grace period between SIGTERM and SIGKILL (default 10000).
+    /// The drain deadline: how long each child gets to exit after SIGTERM
+    /// before SIGKILL (default the daemon's `--stop-timeout-ms`, 10000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// The same drain deadline under `restart`'s name; giving both with
+    /// different values is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -147,9 +152,16 @@ pub struct RestartParams {
     /// One child to restart; both when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessName>,
-    /// How long to wait for readiness (default 30000).
+    /// How long to wait for readiness (default 30000), counted once the
+    /// old process is gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// The drain deadline: how long each child restarted gets to exit after
+    /// SIGTERM before SIGKILL (default the daemon's `--stop-timeout-ms`,
+    /// 10000). livekit-server waits for its participants with no deadline
+    /// of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -313,7 +325,8 @@ pub struct StartResult {
 pub struct StopResult {
     /// Children that were running and are now stopped.
     pub stopped: Vec<ProcessName>,
-    /// Children that ignored SIGTERM and were killed.
+    /// Children that did not exit on SIGTERM within the drain deadline and
+    /// were killed with SIGKILL; the others in `stopped` exited on SIGTERM.
     pub killed: Vec<ProcessName>,
 }
 
@@ -325,6 +338,11 @@ pub struct RestartResult {
     pub heal: HealReport,
     /// The children restarted as asked.
     pub restarted: Vec<ProcessName>,
+    /// Children (asked for or following a healed file) that did not exit on
+    /// SIGTERM within the drain deadline and were killed with SIGKILL; the
+    /// others restarted exited on SIGTERM.
+    #[serde(default)]
+    pub killed: Vec<ProcessName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -48,6 +48,9 @@ pub struct DaemonOptions {
     pub livekit_bin: Option<PathBuf>,
     pub backend_bin: Option<PathBuf>,
     pub stop_children_on_exit: bool,
+    /// `--stop-timeout-ms`: the default drain deadline of `stop`, `restart`
+    /// and the daemon's exit.
+    pub stop_timeout: Option<Duration>,
     /// `--metrics-listen`: also serve `GET /metrics` on this TCP address.
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
@@ -83,6 +86,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), Box<dyn std::error::Error + 
         paths: opts.paths.clone(),
         livekit_bin: opts.livekit_bin.clone(),
         backend_bin: opts.backend_bin.clone(),
+        stop_timeout: opts.stop_timeout,
     })
     .await?;
     let methods: Methods = crate::rpc::module(service.clone())?.into();

@@ -31,6 +31,9 @@ struct Args {
     /// Stop the children when the daemon exits (default: leave them running for the next instance to adopt).
     #[arg(long)]
     stop_children_on_exit: bool,
+    /// Default drain deadline of stop, restart and exit: how long a child gets after SIGTERM before SIGKILL (default: $HERO_LIVEKIT_STOP_TIMEOUT_MS, else 10000).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    stop_timeout_ms: Option<u64>,
     /// Also serve GET /metrics (no secret, no authentication) on TCP: PORT for 127.0.0.1:PORT, or IP:PORT to name another interface.
     #[arg(long, value_name = "ADDR", value_parser = hero_livekit_server::metrics::listen::parse_addr)]
     metrics_listen: Option<std::net::SocketAddr>,
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         livekit_bin: args.livekit_bin,
         backend_bin: args.backend_bin,
         stop_children_on_exit: args.stop_children_on_exit,
+        stop_timeout: args.stop_timeout_ms.map(std::time::Duration::from_millis),
         metrics_listen: args.metrics_listen,
     };
     raise_fd_limit();

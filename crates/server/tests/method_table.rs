@@ -15,6 +15,7 @@ async fn openrpc_document_equals_the_registered_method_table() {
         paths,
         livekit_bin: None,
         backend_bin: None,
+        stop_timeout: None,
     })
     .await
     .expect("boot on an empty root");

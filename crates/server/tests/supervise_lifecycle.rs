@@ -6,7 +6,7 @@ mod supervise_common;
 use std::time::{Duration, Instant, SystemTime};
 
 use hero_livekit_proto::{ProcessName, ProcessState, StartOutcome};
-use hero_livekit_server::supervise::{Child, ChildRecord, ChildSpec, StopOutcome, SuperviseError};
+use hero_livekit_server::supervise::{Child, ChildRecord, ChildSpec, Started, StopOutcome, SuperviseError};
 use supervise_common::*;
 
 const READY: Duration = Duration::from_secs(20);
@@ -122,13 +122,23 @@ async fn restart_replaces_the_process_and_leaves_the_event_to_the_caller() {
     let child = Child::new(ProcessName::LkBackend, s.options(&events));
     let spec = s.spec(ProcessName::LkBackend, free_port(), &[], "c");
     assert_eq!(
-        child.restart(spec.clone(), READY).await.expect("restart of nothing"),
-        StartOutcome::Started
+        child
+            .restart(spec.clone(), READY, None)
+            .await
+            .expect("restart of nothing"),
+        Started {
+            outcome: StartOutcome::Started,
+            killed: false
+        }
     );
     let old = child.health().pid.expect("pid");
     assert_eq!(
-        child.restart(spec.clone(), READY).await.expect("restart"),
-        StartOutcome::Restarted
+        child.restart(spec.clone(), READY, None).await.expect("restart"),
+        Started {
+            outcome: StartOutcome::Restarted,
+            killed: false
+        },
+        "the fixture exits on SIGTERM"
     );
     let h = child.health();
     assert!(h.ready && h.pid != Some(old) && !alive(old));
@@ -399,4 +409,34 @@ async fn stop_of_a_child_in_backoff_leaves_it_stopped() {
         }
     );
     assert_eq!(child.health().state, ProcessState::Stopped);
+}
+
+#[tokio::test]
+async fn restart_kills_a_child_that_ignores_sigterm_at_the_callers_drain_deadline_and_says_so() {
+    let s = Scratch::new();
+    let events = Events::default();
+    let child = Child::new(ProcessName::LivekitServer, s.options(&events));
+    let spec = s.spec(ProcessName::LivekitServer, free_port(), &["--ignore-term"], "c");
+    child.start(spec.clone(), READY).await.expect("start");
+    let old = child.health().pid.expect("pid");
+    // Below the supervisor's own stop_grace (5 s here): the exit record
+    // names the deadline honoured.
+    let drain = Duration::from_millis(300);
+    let t0 = Instant::now();
+    let r = child.restart(spec, READY, Some(drain)).await.expect("restart");
+    let took = t0.elapsed();
+    assert_eq!(
+        r,
+        Started {
+            outcome: StartOutcome::Restarted,
+            killed: true
+        }
+    );
+    assert!(took >= drain, "SIGTERM given its drain deadline ({took:?})");
+    assert!(!alive(old), "the old process is gone");
+    assert!(child
+        .health()
+        .last_exit
+        .is_some_and(|e| e.contains("SIGKILL at the drain deadline (300 ms)")));
+    child.stop(Duration::from_millis(300)).await.expect("stop");
 }

@@ -1,7 +1,9 @@
 //! The cluster's Redis protocol: the keys (one hash slot per cluster), the
 //! first writer's `SET NX`, the generation compare-and-set (a Lua script,
 //! atomic on the server), the announcement on pub/sub (a generation, never
-//! a secret) and the heartbeats with a TTL.
+//! a secret) and the heartbeats with a TTL; a node's first heartbeat (its
+//! entry absent: new, or back after it expired) is announced too, so that
+//! members list it at once rather than at their next poll.
 //!
 //! Written against [`ConnectionLike`], so that whichever way the daemon
 //! connects to Redis (plain, TLS, sentinel, cluster) serves. Connections
@@ -226,6 +228,15 @@ pub struct Beat {
     pub at_ms: u64,
 }
 
+/// What a heartbeat found: the nodes alive, and whether this node's entry
+/// was absent before the beat (a join, or a return after it expired), which
+/// the caller announces so members list it without waiting for their poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Beats {
+    pub alive: Vec<Beat>,
+    pub first: bool,
+}
+
 /// Writes this node's heartbeat with a TTL and lists the nodes whose
 /// heartbeat is alive (ids whose entry expired are dropped from the set).
 ///
@@ -237,12 +248,16 @@ pub async fn heartbeat<C: ConnectionLike + Send>(
     keys: &Keys,
     beat: &Beat,
     ttl: Duration,
-) -> Result<Vec<Beat>, RemoteError> {
+) -> Result<Beats, RemoteError> {
     // Strings and integers only: serializing cannot fail.
     let json = serde_json::to_string(beat).unwrap_or_default();
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
     let mut pipe = redis::pipe();
+    // EXISTS in the same transaction as the SET: exactly one beat of a
+    // node's run of beats finds its entry absent.
     pipe.atomic()
+        .cmd("EXISTS")
+        .arg(keys.node(&beat.id))
         .cmd("SET")
         .arg(keys.node(&beat.id))
         .arg(&json)
@@ -255,9 +270,14 @@ pub async fn heartbeat<C: ConnectionLike + Send>(
         .ignore()
         .cmd("SMEMBERS")
         .arg(keys.members());
-    let (ids,): (Vec<String>,) = bounded(&t.address, t.timeout, "the heartbeat", pipe.query_async(c)).await?;
+    let (existed, ids): (i64, Vec<String>) =
+        bounded(&t.address, t.timeout, "the heartbeat", pipe.query_async(c)).await?;
+    let first = existed == 0;
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Beats {
+            alive: Vec::new(),
+            first,
+        });
     }
     let node_keys: Vec<String> = ids.iter().map(|id| keys.node(id)).collect();
     let cmd = redis::cmd("MGET").arg(&node_keys).clone();
@@ -275,7 +295,7 @@ pub async fn heartbeat<C: ConnectionLike + Send>(
         bounded(&t.address, t.timeout, "SREM", cmd.query_async::<i64>(c)).await?;
     }
     alive.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(alive)
+    Ok(Beats { alive, first })
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use hero_livekit_proto::{ClusterHealth, ClusterJoin, ClusterNode, ClusterState, ConfigureParams, ErrorCode, Event};
 use redis::aio::ConnectionLike;
 use tokio::sync::{watch, Notify};
@@ -467,7 +467,20 @@ impl LivekitService {
                         tokio::select! {
                             () = sleep => {}
                             () = wake.notified() => {}
-                            m = messages.next() => lost = m.is_none(),
+                            m = messages.next() => {
+                                lost = m.is_none();
+                                // Coalesce: the messages already here (a
+                                // burst of joins, or ones that came during
+                                // the last round) make one round together,
+                                // so at most one round runs and one waits.
+                                while !lost {
+                                    match messages.next().now_or_never() {
+                                        Some(Some(_)) => {}
+                                        Some(None) => lost = true,
+                                        None => break,
+                                    }
+                                }
+                            }
                         }
                     }
                     None => {
@@ -590,7 +603,14 @@ impl LivekitService {
         };
         let ttl = (self.cluster.poll * HEARTBEAT_PERIODS).max(MIN_HEARTBEAT_TTL);
         let beats = remote::heartbeat(conn, t, keys, &beat, ttl).await?;
-        Ok((state, error, beats))
+        if beats.first {
+            // A node new to the list: tell the members so that each lists it
+            // now (their sync on any message), not at its next poll. The
+            // message is the generation, as for a new credential: no secret,
+            // and a member that already runs it only re-reads the list.
+            remote::announce(conn, t, keys, beat.generation).await?;
+        }
+        Ok((state, error, beats.alive))
     }
 
     /// The decision taken again under the ops lock (a mutation may have run

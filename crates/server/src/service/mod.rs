@@ -75,6 +75,9 @@ pub struct ServiceOptions {
     pub paths: Paths,
     pub livekit_bin: Option<PathBuf>,
     pub backend_bin: Option<PathBuf>,
+    /// `--stop-timeout-ms`: the default drain deadline (else
+    /// `HERO_LIVEKIT_STOP_TIMEOUT_MS`, else 10 s).
+    pub stop_timeout: Option<Duration>,
 }
 
 /// Default wait for children to become ready.
@@ -193,6 +196,16 @@ fn timeout_param(ms: Option<u64>, default: Duration) -> Result<Duration, Service
     }
 }
 
+/// A drain deadline parameter (`drain_timeout_ms`, or `stop`'s
+/// `timeout_ms`), bounded like every timeout.
+///
+/// # Errors
+/// -32602 naming `drain_timeout_ms` outside 1..=600000.
+fn drain_param(ms: Option<u64>, default: Duration) -> Result<Duration, ServiceError> {
+    timeout_param(ms, default)
+        .map_err(|_| ServiceError::invalid("drain_timeout_ms", format!("must be 1-{MAX_TIMEOUT_MS} (milliseconds)")))
+}
+
 /// The boot plan for the binary in place: the config loaded from disk
 /// carries the version its `runtime.json` was rendered for, and when the
 /// installed binary is another one the plan is made again for it (the
@@ -263,7 +276,10 @@ impl LivekitService {
             configured: crate::redis::RedisTarget::from_config(&plan.config).is_some(),
             ..Default::default()
         });
-        let stop_timeout = period_from_env("HERO_LIVEKIT_STOP_TIMEOUT_MS", DEFAULT_STOP_TIMEOUT);
+        // The daemon's flag, else its environment, else 10 s.
+        let stop_timeout = opts
+            .stop_timeout
+            .unwrap_or_else(|| period_from_env("HERO_LIVEKIT_STOP_TIMEOUT_MS", DEFAULT_STOP_TIMEOUT));
         let sup = |name| {
             let bus = events.clone();
             let mut opts = SupervisorOptions::new(
@@ -748,7 +764,17 @@ impl LivekitService {
     /// # Errors
     /// A bad `timeout_ms`; signalling failed.
     pub async fn stop(self: &Arc<Self>, p: StopParams) -> Result<StopResult, ServiceError> {
-        let timeout = timeout_param(p.timeout_ms, self.stop_timeout)?;
+        // An error names the field the caller gave.
+        let timeout = match (p.timeout_ms, p.drain_timeout_ms) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(ServiceError::invalid(
+                    "drain_timeout_ms",
+                    "is the same deadline as timeout_ms: give one, or both equal",
+                ))
+            }
+            (_, Some(b)) => drain_param(Some(b), self.stop_timeout)?,
+            (a, None) => timeout_param(a, self.stop_timeout)?,
+        };
         self.run_to_completion(|s| async move {
             let mut d = s.desired.lock().await;
             for name in ProcessName::ALL {
@@ -781,6 +807,7 @@ impl LivekitService {
     /// A bad `timeout_ms`; as for `start`.
     pub async fn restart(self: &Arc<Self>, p: RestartParams) -> Result<RestartResult, ServiceError> {
         let timeout = timeout_param(p.timeout_ms, DEFAULT_READY_TIMEOUT)?;
+        let drain = drain_param(p.drain_timeout_ms, self.stop_timeout)?;
         self.run_to_completion(|s| async move {
             let mut d = s.desired.lock().await;
             let names: Vec<ProcessName> = match p.process {
@@ -795,6 +822,7 @@ impl LivekitService {
                 target: Target::Current,
                 intent: Intent {
                     restart: names.clone(),
+                    drain: Some(drain),
                     ..Intent::default()
                 },
                 timeout,
@@ -808,6 +836,7 @@ impl LivekitService {
             Ok(RestartResult {
                 heal: r.heal,
                 restarted: names,
+                killed: r.killed,
             })
         })
         .await

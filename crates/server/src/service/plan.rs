@@ -40,6 +40,9 @@ pub(crate) struct Intent {
     /// The token chain failed while every observation agreed: lk-backend
     /// (stateless, cheap to restart, unlike the media server) is restarted.
     pub unexplained_chain_failure: bool,
+    /// The drain deadline a caller gave for the children this stops or
+    /// restarts (else the daemon's default).
+    pub drain: Option<std::time::Duration>,
 }
 
 /// What to do to one child.

@@ -23,7 +23,7 @@ use super::{internal, LivekitService};
 use crate::config::{self, Config, HealPlan, Rendered, TripleFile};
 use crate::error::ServiceError;
 use crate::install::InstalledInfo;
-use crate::supervise::SuperviseError;
+use crate::supervise::{Started, SuperviseError};
 
 /// The least time between two restarts of lk-backend for a token-chain
 /// failure that no observation explains: a probe that keeps failing for a
@@ -105,6 +105,9 @@ pub(crate) struct Reconciled {
     pub outcomes: BTreeMap<ProcessName, StartOutcome>,
     /// Children that could not be brought to the desired state.
     pub errors: Vec<(ProcessName, SuperviseError)>,
+    /// Children stopped or restarted that did not exit on SIGTERM within
+    /// the drain deadline and were killed.
+    pub killed: Vec<ProcessName>,
     /// lk-backend was restarted for an unexplained token-chain failure.
     pub blind_restart: bool,
 }
@@ -172,16 +175,24 @@ impl LivekitService {
             let action = actions.get(&name).cloned().unwrap_or(ChildAction::Keep);
             let spec = child_spec(name, &rendered, &self.spec_paths);
             let child = self.child(name);
-            let (timeout, stop_timeout) = (step.timeout, self.stop_timeout);
+            let (timeout, drain) = (step.timeout, step.intent.drain.unwrap_or(self.stop_timeout));
             async move {
                 let result = match &action {
                     ChildAction::Keep => return (name, action, None),
-                    ChildAction::Start => child.start(spec, timeout).await,
-                    ChildAction::Restart(_) => child.restart(spec, timeout).await,
-                    ChildAction::Stop => match child.stop(stop_timeout).await {
+                    ChildAction::Start => child
+                        .start(spec, timeout)
+                        .await
+                        .map(|outcome| Started { outcome, killed: false }),
+                    ChildAction::Restart(_) => child.restart(spec, timeout, Some(drain)).await,
+                    ChildAction::Stop => match child.stop(drain).await {
                         Ok(o) => {
                             tracing::info!(process = %name, killed = o.killed, trigger = step.trigger, "stopped: its target is down");
-                            return (name, action, None);
+                            // Only `killed` is read for a stop (below).
+                            let r = Started {
+                                outcome: StartOutcome::AlreadyRunning,
+                                killed: o.killed,
+                            };
+                            return (name, action, Some(Ok(r)));
                         }
                         Err(e) => Err(e),
                     },
@@ -198,11 +209,18 @@ impl LivekitService {
             outcomes: BTreeMap::new(),
             errors: Vec::new(),
             blind_restart: false,
+            killed: Vec::new(),
         };
         for (name, action, result) in [a, b] {
             let Some(result) = result else { continue };
             match result {
-                Ok(outcome) => {
+                Ok(Started { outcome, killed }) => {
+                    if killed {
+                        r.killed.push(name);
+                    }
+                    if action == ChildAction::Stop {
+                        continue;
+                    }
                     if let ChildAction::Restart(reason) = action {
                         let requested = step.intent.restart.contains(&name);
                         if !requested {

@@ -127,12 +127,23 @@ pub struct Child {
 
 type Reply<T> = oneshot::Sender<Result<T, SuperviseError>>;
 
+/// What a start or restart did, and how the process it replaced ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Started {
+    pub outcome: StartOutcome,
+    /// The old process did not exit on SIGTERM within the drain deadline
+    /// and was killed with SIGKILL.
+    pub killed: bool,
+}
+
 enum Command {
     Start {
         spec: Box<ChildSpec>,
         timeout: Duration,
         force: bool,
-        reply: Reply<StartOutcome>,
+        /// The drain deadline for a process this stops (else `stop_grace`).
+        grace: Option<Duration>,
+        reply: Reply<Started>,
     },
     Stop {
         timeout: Duration,
@@ -212,27 +223,49 @@ impl Child {
     /// [`SuperviseError::Closed`]. After a failure the state is `failed`
     /// with the last exit and log tail (`stopped` for a port conflict).
     pub async fn start(&self, spec: ChildSpec, timeout: Duration) -> Result<StartOutcome, SuperviseError> {
+        self.start_with(spec, timeout, None).await.map(|s| s.outcome)
+    }
+
+    /// [`Child::start`] with the drain deadline for a process it replaces
+    /// (else the supervisor's `stop_grace`), saying how that one ended.
+    ///
+    /// # Errors
+    /// As [`Child::start`].
+    pub async fn start_with(
+        &self,
+        spec: ChildSpec,
+        timeout: Duration,
+        grace: Option<Duration>,
+    ) -> Result<Started, SuperviseError> {
         self.request(|reply| Command::Start {
             spec: Box::new(spec),
             timeout,
             force: false,
+            grace,
             reply,
         })
         .await
     }
 
-    /// Stops the child if it runs (gracefully, with the supervisor's
-    /// `stop_grace`), then starts `spec`: `Restarted`, or `Started` when
-    /// nothing ran. Clears `failed`. Emits no `Restarted` event: the caller
-    /// asked, and reports its own reason.
+    /// Stops the child if it runs (SIGTERM, SIGKILL after `grace`, else
+    /// the supervisor's `stop_grace`), then starts `spec`: `Restarted`, or
+    /// `Started` when nothing ran, and whether SIGKILL was needed. Clears
+    /// `failed`. Emits no `Restarted` event: the caller asked, and reports
+    /// its own reason; the state event says how the old process ended.
     ///
     /// # Errors
     /// As [`Child::start`].
-    pub async fn restart(&self, spec: ChildSpec, timeout: Duration) -> Result<StartOutcome, SuperviseError> {
+    pub async fn restart(
+        &self,
+        spec: ChildSpec,
+        timeout: Duration,
+        grace: Option<Duration>,
+    ) -> Result<Started, SuperviseError> {
         self.request(|reply| Command::Start {
             spec: Box::new(spec),
             timeout,
             force: true,
+            grace,
             reply,
         })
         .await
@@ -511,9 +544,10 @@ impl Actor {
                 spec,
                 timeout,
                 force,
+                grace,
                 reply,
             } => {
-                let result = self.start(*spec, timeout, force).await;
+                let result = self.start(*spec, timeout, force, grace).await;
                 let _ = reply.send(result);
             }
             Command::Stop { timeout, reply } => {
@@ -543,7 +577,14 @@ impl Actor {
 
     // ------------------------------------------------------------ requests
 
-    async fn start(&mut self, spec: ChildSpec, timeout: Duration, force: bool) -> Result<StartOutcome, SuperviseError> {
+    async fn start(
+        &mut self,
+        spec: ChildSpec,
+        timeout: Duration,
+        force: bool,
+        grace: Option<Duration>,
+    ) -> Result<Started, SuperviseError> {
+        let started = |outcome| Started { outcome, killed: false };
         self.check_name(&spec)?;
         let deadline = Instant::now() + timeout;
         if proc_of(&self.life).is_none() {
@@ -569,15 +610,15 @@ impl Actor {
             };
             let Some(reason) = reason else {
                 if ready {
-                    return Ok(StartOutcome::AlreadyRunning);
+                    return Ok(started(StartOutcome::AlreadyRunning));
                 }
                 return match self.await_ready(&spec, deadline, false).await {
-                    Ok(()) => Ok(StartOutcome::AlreadyRunning),
+                    Ok(()) => Ok(started(StartOutcome::AlreadyRunning)),
                     Err(e) => Err(self.start_failed(e, &spec).await),
                 };
             };
-            let grace = self.opts.stop_grace;
-            self.terminate(grace, "restart").await?;
+            let grace = grace.unwrap_or(self.opts.stop_grace);
+            let killed = self.terminate(grace, "restart").await?;
             self.restarts += 1;
             if !force {
                 // The supervisor's own decision; an asked-for restart is
@@ -591,13 +632,16 @@ impl Actor {
             // The readiness wait starts once the old process is gone.
             let deadline = Instant::now() + timeout;
             return match self.launch(&spec, deadline, false).await {
-                Ok(()) => Ok(StartOutcome::Restarted),
+                Ok(()) => Ok(Started {
+                    outcome: StartOutcome::Restarted,
+                    killed,
+                }),
                 Err(e) => Err(self.start_failed(e, &spec).await),
             };
         }
         self.clear_failures();
         match self.launch(&spec, deadline, false).await {
-            Ok(()) => Ok(StartOutcome::Started),
+            Ok(()) => Ok(started(StartOutcome::Started)),
             Err(e) => Err(self.start_failed(e, &spec).await),
         }
     }

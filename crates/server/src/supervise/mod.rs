@@ -39,7 +39,7 @@ mod spawn;
 mod spec;
 
 pub use backoff::{BackoffPolicy, Decision, Failure};
-pub use child::{AdoptOutcome, Child, StopOutcome, SupervisorOptions};
+pub use child::{AdoptOutcome, Child, Started, StopOutcome, SupervisorOptions};
 pub use error::SuperviseError;
 pub use events::EventSink;
 pub use hero_livekit_proto::StartOutcome;
