@@ -329,9 +329,16 @@ fn chaos_never_yields_a_ready_health_whose_real_join_fails() {
     let settle = Duration::from_millis(600);
     let quiet_since = Arc::new(Mutex::new(Instant::now()));
     let in_flight = Arc::new(AtomicU64::new(0));
+    // Blows begun so far: a join counts only when none began between the
+    // health sample and the join's end (its token may be older than the
+    // blow, and the SDK may retry a refused connect past the window).
+    let blows = Arc::new(AtomicU64::new(0));
+    // Joins judged so far: the main thread waits for one per quiet window.
+    let judged = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
         let (quiet_since, in_flight, stop) = (quiet_since.clone(), in_flight.clone(), stop.clone());
+        let (blows, judged) = (blows.clone(), judged.clone());
         std::thread::spawn(move || {
             let quiet = || {
                 in_flight.load(Ordering::SeqCst) == 0
@@ -343,17 +350,20 @@ fn chaos_never_yields_a_ready_health_whose_real_join_fails() {
                     std::thread::park_timeout(Duration::from_millis(5));
                     continue;
                 }
+                let epoch = blows.load(Ordering::SeqCst);
                 let Some(h) = try_health(&socket) else { continue };
                 samples += 1;
                 if h["ready_for_tokens"] != true {
+                    std::thread::park_timeout(Duration::from_millis(5));
                     continue;
                 }
                 let j = joiner.join("chaos", &format!("sampler-{samples}"), WAIT);
                 // Only a sample taken wholly inside a quiet window counts.
-                if !quiet() {
+                if !quiet() || blows.load(Ordering::SeqCst) != epoch {
                     continue;
                 }
                 joins += 1;
+                judged.fetch_add(1, Ordering::SeqCst);
                 if !j.ok {
                     failed.push(j.message);
                 }
@@ -363,6 +373,7 @@ fn chaos_never_yields_a_ready_health_whose_real_join_fails() {
     };
     let mark = |on: bool| {
         if on {
+            blows.fetch_add(1, Ordering::SeqCst);
             in_flight.fetch_add(1, Ordering::SeqCst);
         } else {
             if let Ok(mut t) = quiet_since.lock() {
@@ -400,9 +411,11 @@ fn chaos_never_yields_a_ready_health_whose_real_join_fails() {
         // Let the system converge before the next blow, so the sampler gets
         // quiet windows to judge.
         let _ = poll(WAIT, || (w.d.health()["ready_for_tokens"] == true).then_some(()));
+        let before = judged.load(Ordering::SeqCst);
         mark(false);
-        // A quiet window for the sampler to judge, not a wait for an event.
-        std::thread::sleep(settle * 3);
+        // A quiet window lasts until the sampler has judged three joins in
+        // it (bounded: health may not come back ready after this blow).
+        let _ = poll(WAIT, || (judged.load(Ordering::SeqCst) >= before + 3).then_some(()));
     }
     stop.store(true, Ordering::SeqCst);
     let (samples, joins, failed) = sampler.join().expect("sampler");

@@ -114,6 +114,18 @@ fn read_holder(lock: &Path) -> (Option<i32>, Option<PathBuf>) {
     (pid, socket)
 }
 
+/// Whether `pid`'s thread-group leader exists and has not exited (a zombie
+/// or dead leader belongs to a process that is going away).
+fn leader_runs(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the parenthesised command name, which may hold spaces.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state != "Z" && state != "X")
+}
+
 /// Takes the exclusive lock. A holder that answers on its socket (read
 /// from the lock file, so a holder serving another socket is found too) is
 /// a live instance: refused at once. A holder that does not answer is
@@ -133,9 +145,15 @@ fn take_lock(file: &File, lock: &Path) -> Result<(), BindError> {
             }
             Err(TryLockError::WouldBlock) => {
                 let (pid, socket) = read_holder(lock);
-                let live = socket
-                    .as_deref()
-                    .is_some_and(|s| std::os::unix::net::UnixStream::connect(s).is_ok());
+                // A killed holder's leader turns zombie while another of its
+                // threads may still be finishing a system call (an fsync on
+                // the blocking pool): its listening socket then still takes
+                // connections, though nobody will ever accept them. Only a
+                // holder whose leader still runs is live.
+                let live = pid.is_none_or(leader_runs)
+                    && socket
+                        .as_deref()
+                        .is_some_and(|s| std::os::unix::net::UnixStream::connect(s).is_ok());
                 if live || std::time::Instant::now() >= deadline {
                     return Err(BindError::Locked {
                         lock: lock.into(),
