@@ -99,6 +99,24 @@ fn bind_probe(port: u16) -> bool {
     socket.set_reuseaddr(true).is_ok() && socket.bind((std::net::Ipv4Addr::UNSPECIFIED, port).into()).is_ok()
 }
 
+/// `health` over a new connection, `None` when the daemon does not answer
+/// (a chaos run kills it now and then): unlike [`rpc`], never panics.
+pub fn try_health(socket: &Path) -> Option<Value> {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "livekitservice.health", "params": {}}).to_string();
+    let request = format!(
+        "POST /rpc HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = UnixStream::connect(socket).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(request.as_bytes()).ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let v: Value = serde_json::from_slice(&out[split + 4..]).ok()?;
+    v.get("result").cloned()
+}
+
 /// Polls `f` until it returns `Some` or `timeout` passes; the interval grows
 /// from 1 ms to 50 ms so fast events are seen fast.
 pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {

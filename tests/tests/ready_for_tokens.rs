@@ -50,25 +50,6 @@ fn call_and_hang_up(socket: &Path, method: &str, params: Value, cut: Duration) {
     drop(s);
 }
 
-/// `health` over a new connection, `None` when the daemon does not answer
-/// (the chaos run kills it now and then).
-fn try_health(socket: &Path) -> Option<Value> {
-    use std::io::Read;
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "livekitservice.health", "params": {}}).to_string();
-    let request = format!(
-        "POST /rpc HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut s = UnixStream::connect(socket).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    s.write_all(request.as_bytes()).ok()?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).ok()?;
-    let split = out.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let v: Value = serde_json::from_slice(&out[split + 4..]).ok()?;
-    v.get("result").cloned()
-}
-
 fn random_cut() -> Duration {
     Duration::from_micros(rand::rng().random_range(0..6_000))
 }

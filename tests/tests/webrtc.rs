@@ -11,7 +11,6 @@
 //! Without the real livekit-server built (and outside CI) each test says so
 //! and returns.
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -290,24 +289,6 @@ fn a_join_the_server_refuses_is_reported_as_failed_without_its_token() {
     let mut good = Joiner::start(&w.ns, w.backend());
     let j = good.join("r1", "alice", WAIT);
     assert!(j.ok, "{}", j.message);
-}
-
-/// `health` over a new connection, `None` when the daemon does not answer
-/// (the chaos run kills it now and then).
-fn try_health(socket: &Path) -> Option<Value> {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "livekitservice.health", "params": {}}).to_string();
-    let request = format!(
-        "POST /rpc HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut s = UnixStream::connect(socket).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    s.write_all(request.as_bytes()).ok()?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).ok()?;
-    let split = out.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let v: Value = serde_json::from_slice(&out[split + 4..]).ok()?;
-    v.get("result").cloned()
 }
 
 /// The ready_for_tokens invariant with real joins: a chaos run (new
