@@ -125,6 +125,12 @@ async fn dispatch(cli: &Cli, client: &Client, out: &Out) -> Result<ExitCode, Cli
                 .await?;
             out.cluster_token(&t);
         }
+        Command::Cluster(ClusterCommand::Leave) => {
+            let l: proto::ClusterLeave = client
+                .call(proto::method::CLUSTER_LEAVE, &serde_json::json!({}))
+                .await?;
+            out.cluster_leave(&l);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

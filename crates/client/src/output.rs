@@ -220,6 +220,19 @@ impl Out {
         );
     }
 
+    pub fn cluster_leave(&self, l: &proto::ClusterLeave) {
+        if self.emit(l) {
+            return;
+        }
+        println!(
+            "left cluster {} (node {}); serving alone with the credential {}",
+            l.cluster, l.node_id, l.api_key
+        );
+        if !l.heartbeat_removed {
+            println!("redis could not be reached: this node's heartbeat expires on its own within three poll periods");
+        }
+    }
+
     pub fn start(&self, r: &proto::StartResult) {
         if self.emit(r) {
             return;
@@ -457,6 +470,9 @@ impl Out {
             } => format!("cluster {cluster} credential generation {generation} ({api_key}) applied"),
             Event::ClusterRepublished { cluster, generation } => {
                 format!("cluster {cluster}: redis was empty, republished generation {generation}")
+            }
+            Event::ClusterLeft { cluster, node_id } => {
+                format!("left cluster {cluster} (node {node_id}); serving alone with the same credential")
             }
         };
         println!("#{} {text}", m.seq);

@@ -46,6 +46,7 @@ pub mod method {
     pub const DISCOVER: &str = "rpc.discover";
     pub const CLUSTER_TOKEN: &str = "livekitservice.cluster_token";
     pub const CLUSTER_STATUS: &str = "livekitservice.cluster_status";
+    pub const CLUSTER_LEAVE: &str = "livekitservice.cluster_leave";
 }
 
 /// Whether a method may change state. Peers admitted only through
@@ -167,6 +168,13 @@ pub const METHODS: &[MethodSpec] = &[
         summary: "The cluster this node belongs to, the generation of its credential and the nodes seen by their heartbeats. Read-only.",
         access: Access::ReadOnly,
         errors: &[],
+        subscription: false,
+    },
+    MethodSpec {
+        name: method::CLUSTER_LEAVE,
+        summary: "Leave the cluster: this node's heartbeat and its membership file are removed; it keeps serving with the credential it runs, as a single node.",
+        access: Access::Mutating,
+        errors: &[E::NotInCluster, E::WriteFailed, E::Unauthorized],
         subscription: false,
     },
     MethodSpec {

@@ -219,6 +219,36 @@ pub async fn announce<C: ConnectionLike + Send>(
     Ok(())
 }
 
+/// Removes node `id`'s heartbeat and its entry in the member set (a node
+/// leaving the cluster). Idempotent.
+///
+/// # Errors
+/// Redis does not answer within the timeout, or fails the call.
+pub async fn remove_beat<C: ConnectionLike + Send>(
+    c: &mut C,
+    t: &Target,
+    keys: &Keys,
+    id: &str,
+) -> Result<(), RemoteError> {
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("DEL")
+        .arg(keys.node(id))
+        .ignore()
+        .cmd("SREM")
+        .arg(keys.members())
+        .arg(id)
+        .ignore();
+    bounded(
+        &t.address,
+        t.timeout,
+        "removing the heartbeat",
+        pipe.query_async::<()>(c),
+    )
+    .await?;
+    Ok(())
+}
+
 /// One node's heartbeat: who it is, the generation it runs, where it serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Beat {

@@ -40,6 +40,9 @@ const DEFAULT_POLL: Duration = Duration::from_secs(5);
 const HEARTBEAT_PERIODS: u32 = 3;
 /// Nor is a node whose beat is late on a busy machine with a short poll.
 const MIN_HEARTBEAT_TTL: Duration = Duration::from_secs(5);
+/// The first pause before a round that follows one that lost Redis; it
+/// doubles up to the poll period.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
 
 /// The cluster side of the service.
 pub(super) struct ClusterSide {
@@ -91,6 +94,8 @@ struct Link {
     cluster: String,
     conn: crate::redis::Conn,
     pubsub: Option<crate::redis::Messages>,
+    /// The node id this link last wrote a heartbeat for.
+    beat: Option<String>,
 }
 
 fn unavailable(e: &RemoteError) -> ServiceError {
@@ -295,6 +300,16 @@ impl LivekitService {
             generation: r.generation,
             published: r.published,
         });
+        // `cluster status` agrees with the join's result at once, before
+        // the sync's first round lists the nodes.
+        self.set_cluster_health(ClusterHealth {
+            name: Some(r.name.clone()),
+            state: ClusterState::Joined,
+            generation: r.generation,
+            node_id: Some(r.node_id.clone()),
+            nodes: Vec::new(),
+            error: None,
+        });
         if r.credential_replaced {
             self.events.publish(Event::CredentialReplaced {
                 cluster: r.name.clone(),
@@ -396,6 +411,104 @@ impl LivekitService {
         Ok((Wanted::Config(Box::new(next)), change))
     }
 
+    /// A member must keep a Redis: without one it could neither follow
+    /// the cluster's credential nor change it, and would stay
+    /// `unreachable` for good. Leaving comes first. -32602 naming the field
+    /// that removed the last Redis, nothing changed.
+    pub(super) fn check_member_keeps_redis(&self, p: &ConfigureParams, next: &Config) -> Result<(), ServiceError> {
+        let Some(m) = self.membership() else { return Ok(()) };
+        if p.cluster.is_some() || crate::redis::RedisTarget::from_config(next).is_some() {
+            return Ok(());
+        }
+        let field = p
+            .unset
+            .iter()
+            .flatten()
+            .find(|f| ["redis_address", "redis_sentinel_addresses", "redis_cluster_addresses"].contains(&f.as_str()))
+            .map_or("redis_address", String::as_str)
+            .to_string();
+        Err(ServiceError::invalid(
+            field,
+            format!(
+                "this node is a member of cluster {}, whose credential lives in Redis: it cannot be left without a Redis; nothing was changed",
+                m.name
+            ),
+        )
+        .with_hint("run `hero_livekit cluster leave` first; the node then keeps its credential and serves alone"))
+    }
+
+    /// `livekitservice.cluster_leave`: the node's heartbeat is removed from
+    /// Redis (best effort: one that cannot be reached lets it expire), its
+    /// membership file deleted, and it keeps serving with the credential it
+    /// runs, as a single node. Redis's record is left to the other members.
+    ///
+    /// # Errors
+    /// `not_in_cluster`; `write_failed` when the membership file cannot be
+    /// removed (then nothing changed: the node is still a member).
+    pub async fn cluster_leave(
+        self: &Arc<Self>,
+        _p: hero_livekit_proto::NoParams,
+    ) -> Result<hero_livekit_proto::ClusterLeave, ServiceError> {
+        self.run_to_completion(|s| async move { s.cluster_leave_now().await })
+            .await
+    }
+
+    async fn cluster_leave_now(&self) -> Result<hero_livekit_proto::ClusterLeave, ServiceError> {
+        let d = self.desired.lock().await;
+        let m = self
+            .membership()
+            .ok_or_else(|| ServiceError::new(ErrorCode::NotInCluster, "this node has not joined a cluster"))?;
+        // The file first: a node that cannot forget its membership would
+        // rejoin at its next boot, so it has not left.
+        let dir = self.store.dir().to_path_buf();
+        tokio::task::spawn_blocking(move || local::remove(&dir))
+            .await
+            .map_err(internal)?
+            .map_err(|e| {
+                ServiceError::new(
+                    ErrorCode::WriteFailed,
+                    format!("removing {}: {e}; this node is still a member", local::FILE),
+                )
+            })?;
+        self.cluster.member.send_replace(None);
+        let heartbeat_removed = match target_of(d.rendered.config()) {
+            Some(t) => {
+                let keys = Keys::new(&m.name);
+                let removed = async {
+                    let mut c = remote::connect(&t).await?;
+                    remote::remove_beat(&mut c, &t, &keys, &m.node_id).await?;
+                    // Members sync on any message: they drop this node now.
+                    remote::announce(&mut c, &t, &keys, m.generation.unwrap_or(0)).await
+                }
+                .await;
+                match removed {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(cluster = %m.name, error = %e, "left the cluster; its heartbeat expires on its own");
+                        false
+                    }
+                }
+            }
+            None => false,
+        };
+        self.set_cluster_health(ClusterHealth::default());
+        tracing::info!(cluster = %m.name, node_id = %m.node_id, heartbeat_removed, "left the cluster");
+        self.events.publish(Event::ClusterLeft {
+            cluster: m.name.clone(),
+            node_id: m.node_id.clone(),
+        });
+        // The sync removes a heartbeat a round in flight wrote meanwhile.
+        self.cluster.wake.notify_one();
+        let api_key = d.rendered.config().api_key.clone();
+        drop(d);
+        Ok(hero_livekit_proto::ClusterLeave {
+            cluster: m.name,
+            node_id: m.node_id,
+            heartbeat_removed,
+            api_key,
+        })
+    }
+
     /// `livekitservice.cluster_token`.
     ///
     /// # Errors
@@ -455,12 +568,25 @@ impl LivekitService {
         let period = self.cluster.poll;
         self.spawn_task(async move {
             let mut link: Option<Link> = None;
+            // After a round that lost Redis, the next comes sooner than the
+            // poll: without a link there is no subscription, and a member
+            // that waited a whole period would miss every announcement in
+            // it (a join listed only at the poll after next).
+            let mut retry = RECONNECT_FIRST;
             loop {
-                {
+                let reached = {
                     let Some(svc) = weak.upgrade() else { return };
-                    svc.sync_round(&mut link).await;
-                }
-                let sleep = tokio::time::sleep(period);
+                    svc.sync_round(&mut link).await
+                };
+                let pause = if reached {
+                    retry = RECONNECT_FIRST;
+                    period
+                } else {
+                    let p = retry.min(period);
+                    retry = (retry * 2).min(period);
+                    p
+                };
+                let sleep = tokio::time::sleep(pause);
                 let mut lost = false;
                 match link.as_mut().and_then(|l| l.pubsub.as_mut()) {
                     Some(messages) => {
@@ -498,15 +624,28 @@ impl LivekitService {
         });
     }
 
-    async fn sync_round(&self, link: &mut Option<Link>) {
+    /// One round; `false` when a configured Redis could not be reached or
+    /// failed a call (the caller retries sooner than the poll).
+    async fn sync_round(&self, link: &mut Option<Link>) -> bool {
         let Some(m) = self.membership() else {
+            // Left the cluster: the last heartbeat this link wrote goes now,
+            // not at its expiry (a round that raced the leave may have
+            // written it after the leave removed it).
+            if let Some(l) = link.as_mut() {
+                if let Some(id) = l.beat.take() {
+                    let keys = Keys::new(&l.cluster);
+                    if let Err(e) = remote::remove_beat(&mut l.conn, &l.target, &keys, &id).await {
+                        tracing::debug!(error = %e, "removing this node's heartbeat after leaving");
+                    }
+                }
+            }
             *link = None;
             // Outside a cluster the view is left alone unless it still
             // shows one: a single node's health never changes for this.
             if self.view.borrow().cluster.health.name.is_some() {
                 self.set_cluster_health(ClusterHealth::default());
             }
-            return;
+            return true;
         };
         let health = |state, error: Option<String>, m: &Membership| ClusterHealth {
             name: Some(m.name.clone()),
@@ -523,7 +662,8 @@ impl LivekitService {
                 Some("no Redis is configured".into()),
                 &m,
             ));
-            return;
+            // Nothing to reach: a configure that adds a Redis wakes the sync.
+            return true;
         };
         let keys = Keys::new(&m.name);
         if link.as_ref().is_none_or(|l| l.target != target || l.cluster != m.name) {
@@ -534,26 +674,29 @@ impl LivekitService {
                         cluster: m.name.clone(),
                         conn,
                         pubsub: None,
+                        beat: None,
                     })
                 }
                 Err(e) => {
                     *link = None;
                     self.set_cluster_health(health(ClusterState::Unreachable, Some(e.to_string()), &m));
-                    return;
+                    return false;
                 }
             }
         }
-        let Some(l) = link.as_mut() else { return };
+        let Some(l) = link.as_mut() else { return false };
         if l.pubsub.is_none() {
             match remote::subscriber(&target, &keys).await {
                 Ok(p) => l.pubsub = Some(p),
-                // The poll still brings changes, one period late.
-                Err(e) => tracing::debug!(error = %e, "cluster subscription failed; polling"),
+                // The poll still brings changes meanwhile; the round
+                // after a short pause subscribes again.
+                Err(e) => tracing::debug!(error = %e, "cluster subscription failed; retrying"),
             }
         }
         match self.sync_with(&mut l.conn, &target, &keys).await {
             Ok((state, error, beats)) => {
                 let m = self.membership().unwrap_or(m);
+                l.beat = Some(m.node_id.clone());
                 let seen = beats.iter().map(|b| b.at_ms).collect();
                 let mut h = health(state, error, &m);
                 h.nodes = beats
@@ -566,11 +709,13 @@ impl LivekitService {
                     })
                     .collect();
                 self.set_cluster(h, Some(seen));
+                l.pubsub.is_some()
             }
             Err(e) => {
                 *link = None;
                 let m = self.membership().unwrap_or(m);
                 self.set_cluster_health(health(ClusterState::Unreachable, Some(e.to_string()), &m));
+                false
             }
         }
     }
