@@ -5,10 +5,24 @@
 //! is 0 only on success, and every failure prints the daemon's actionable
 //! hint. A current-thread runtime keeps a one-shot invocation cheap.
 
+/// `println!` for everything the CLI prints on stdout, through
+/// [`output::write_stdout`]: a reader that closed the pipe ends the process
+/// quietly instead of the panic `println!` raises.
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod args;
 mod cli;
+mod deployments;
 mod output;
 mod settings_args;
+mod table;
 mod up;
 
 use std::process::ExitCode;

@@ -102,13 +102,13 @@ pub async fn up(
                 .values()
                 .any(|o| *o != proto::StartOutcome::AlreadyRunning);
         if !changed {
-            println!("already up: nothing changed");
+            outln!("already up: nothing changed");
         }
-        println!("LiveKit is ready for tokens");
-        println!("  livekit url   {}", health.livekit_url);
-        println!("  backend url   {}  (POST /token)", health.backend_url);
-        println!("  api key       {}", health.api_key);
-        println!("  daemon socket {}", client.socket().display());
+        outln!("LiveKit is ready for tokens");
+        outln!("  livekit url   {}", health.livekit_url);
+        outln!("  backend url   {}  (POST /token)", health.backend_url);
+        outln!("  api key       {}", health.api_key);
+        outln!("  daemon socket {}", client.socket().display());
     }
     Ok(if health.ready_for_tokens {
         ExitCode::SUCCESS
