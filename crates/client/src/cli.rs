@@ -20,10 +20,45 @@ pub async fn run(mut cli: Cli) -> ExitCode {
     let client = Client::new(&socket);
     match dispatch(&cli, &client, &out).await {
         Ok(code) => code,
+        Err(e @ ClientError::NotRunning { .. }) if cli.socket.is_none() => {
+            out.error(&not_running_here(e, cli.root.as_deref()));
+            ExitCode::FAILURE
+        }
         Err(e) => {
             out.error(&e);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// No daemon on this root's socket: says which root this CLI used and why,
+/// and names the root of every daemon that does run here, so that a CLI and
+/// a daemon started with different roots find each other.
+fn not_running_here(e: ClientError, root_flag: Option<&std::path::Path>) -> ClientError {
+    let root = resolve_root(root_flag);
+    let from = if root_flag.is_some() {
+        "--root"
+    } else if std::env::var_os("PATH_ROOT").is_some_and(|v| !v.is_empty()) {
+        "$PATH_ROOT"
+    } else {
+        "the default; --root or $PATH_ROOT change it"
+    };
+    let others: Vec<String> = crate::deployments::running_daemons()
+        .into_iter()
+        .filter(|d| !crate::deployments::same_root(&d.root, &root))
+        .map(|d| format!("root {} (pid {})", d.root.display(), d.pid))
+        .collect();
+    let hint = match others.first() {
+        None => e.hint().to_string(),
+        Some(_) => format!(
+            "a hero_livekit_server runs with {}: talk to it with `hero_livekit --root DIR ...` or `PATH_ROOT=DIR`, DIR being its root",
+            others.join(", ")
+        ),
+    };
+    ClientError::Refused {
+        kind: "not_running",
+        message: format!("{e} (this CLI's root: {}, {from})", root.display()),
+        hint,
     }
 }
 

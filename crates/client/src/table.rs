@@ -99,6 +99,7 @@ impl Table {
 /// there is not (a blank cell aside). Lines that begin with a space (the
 /// details printed under a row) are not rows. `Err` names the first line
 /// out of place.
+#[cfg(test)]
 pub fn columns_line_up(lines: &[String]) -> Result<(), String> {
     let Some(header) = lines.first() else {
         return Err("no header".into());
@@ -118,6 +119,7 @@ pub fn columns_line_up(lines: &[String]) -> Result<(), String> {
 }
 
 /// Where each header word begins (header words hold no double space).
+#[cfg(test)]
 fn column_starts(header: &str) -> Vec<usize> {
     let chars: Vec<char> = header.chars().collect();
     (0..chars.len())
@@ -126,6 +128,7 @@ fn column_starts(header: &str) -> Vec<usize> {
 }
 
 /// A cell left blank: only spaces from `at` to the next column's gap.
+#[cfg(test)]
 fn blank_cell(chars: &[char], at: usize) -> bool {
     chars[at..].iter().take(GAP + 1).all(|c| *c == ' ')
 }
