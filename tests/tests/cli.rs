@@ -462,3 +462,32 @@ fn ctrl_c_of_a_foreground_daemon_says_the_children_keep_running_and_how_to_stop_
         "livekit-server still runs"
     );
 }
+
+// ---------------------------------------------------------------------
+// Cluster
+// ---------------------------------------------------------------------
+
+#[test]
+fn cluster_status_right_after_a_join_through_the_cli_agrees_with_it() {
+    use hero_livekit_tests::cluster::{Node, Redis};
+    let redis = Redis::start();
+    // A long poll: only the join itself can make the sync report.
+    let node = Node::start(600_000);
+    let root = node.root.path();
+    let joined = run(
+        root,
+        &["configure", "--redis-address", &redis.address(), "--cluster", "media"],
+    );
+    assert!(joined.status.success(), "{}", show(&joined));
+    assert!(text(&joined.stdout).contains("cluster media joined"), "{}", show(&joined));
+
+    let status = run(root, &["cluster", "status"]);
+    assert!(status.status.success(), "{}", show(&status));
+    let out = text(&status.stdout);
+    assert!(!out.contains("not in a cluster"), "{}", show(&status));
+    assert!(out.contains("media"), "{}", show(&status));
+
+    let json = run(root, &["--json", "cluster", "status"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON status");
+    assert_eq!(v["name"], "media", "{}", show(&json));
+}
