@@ -139,14 +139,16 @@ fn commands_in(line: &str, found: &mut Vec<String>) {
         from = i + CMD.len();
         let before = line[..i].trim_end();
         let in_position = before.is_empty()
-            || ["$(", "|", "&&", ";", "sudo", "then", "="].iter().any(|p| before.ends_with(p))
+            || ["$(", "|", "&&", ";", "sudo", "then", "="]
+                .iter()
+                .any(|p| before.ends_with(p))
             || before.ends_with("$(sudo");
         if !in_position {
             continue;
         }
         let rest = &line[i..];
         let end = rest
-            .find(|c| c == '|' || c == ')' || c == ';')
+            .find(['|', ')', ';'])
             .filter(|_| !rest.contains('['))
             .unwrap_or(rest.len());
         let end = rest[..end].find("&&").unwrap_or(end);
@@ -311,7 +313,10 @@ fn events_says_when_the_daemon_went_away_and_exits_non_zero() {
     let status = wait_for(PATIENCE, "events to exit", || events.try_wait().ok().flatten());
     let err = std::fs::read_to_string(&err_path).unwrap_or_default();
     assert!(!status.success(), "events exited {status}: {err}");
-    assert!(err.contains("error: ") && err.contains("closed the event stream"), "{err}");
+    assert!(
+        err.contains("error: ") && err.contains("closed the event stream"),
+        "{err}"
+    );
     assert!(err.contains("hint: "), "{err}");
 }
 
@@ -319,7 +324,10 @@ fn events_says_when_the_daemon_went_away_and_exits_non_zero() {
 fn a_token_refused_by_lk_backend_prints_error_and_hint() {
     let root = Root::new();
     let _d = started_daemon(&root);
-    let o = run(root.path(), &["token", "--room", "r1", "--identity", "alice", "--ttl-seconds", "1"]);
+    let o = run(
+        root.path(),
+        &["token", "--room", "r1", "--identity", "alice", "--ttl-seconds", "1"],
+    );
     assert_refusal(&o);
     assert!(text(&o.stderr).contains("ttl_seconds"), "names the field: {}", show(&o));
     let ok = run(root.path(), &["token", "--room", "r1", "--identity", "alice"]);
@@ -438,11 +446,7 @@ fn the_instance_lock_refusal_is_printed_once() {
         Ok(_) => panic!("a second daemon on the same root started"),
         Err(e) => e,
     };
-    assert_eq!(
-        err.matches("holds the instance lock").count(),
-        1,
-        "said once: {err}"
-    );
+    assert_eq!(err.matches("holds the instance lock").count(), 1, "said once: {err}");
 }
 
 #[test]
@@ -479,7 +483,11 @@ fn cluster_status_right_after_a_join_through_the_cli_agrees_with_it() {
         &["configure", "--redis-address", &redis.address(), "--cluster", "media"],
     );
     assert!(joined.status.success(), "{}", show(&joined));
-    assert!(text(&joined.stdout).contains("cluster media joined"), "{}", show(&joined));
+    assert!(
+        text(&joined.stdout).contains("cluster media joined"),
+        "{}",
+        show(&joined)
+    );
 
     let status = run(root, &["cluster", "status"]);
     assert!(status.status.success(), "{}", show(&status));

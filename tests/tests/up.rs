@@ -833,10 +833,19 @@ fn up_onto_the_ports_of_another_deployment_says_so_naming_its_root_and_starts_no
         "names the other deployment's root: {r}"
     );
     assert!(
-        r.stderr.lines().any(|l| l.starts_with("hint: ") && l.contains(&first_root)),
+        r.stderr
+            .lines()
+            .any(|l| l.starts_with("hint: ") && l.contains(&first_root)),
         "{r}"
     );
     assert!(second.daemons().is_empty(), "no second daemon: {r}");
-    assert!(!second.root.path().join("var").exists(), "nothing written under the second root");
-    assert_eq!(first.health()["ready_for_tokens"], true, "the first deployment serves on");
+    assert!(
+        !second.root.path().join("var").exists(),
+        "nothing written under the second root"
+    );
+    assert_eq!(
+        first.health()["ready_for_tokens"],
+        true,
+        "the first deployment serves on"
+    );
 }

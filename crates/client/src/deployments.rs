@@ -115,7 +115,8 @@ fn listening_inodes(table: &str, port: u16) -> Vec<String> {
             let cols: Vec<&str> = line.split_whitespace().collect();
             let local_port = cols.get(1)?.rsplit(':').next()?;
             let listens = *cols.get(3)? == LISTEN;
-            (listens && u16::from_str_radix(local_port, 16).ok()? == port).then(|| cols.get(9).map(|i| i.to_string()))?
+            (listens && u16::from_str_radix(local_port, 16).ok()? == port)
+                .then(|| cols.get(9).map(|i| i.to_string()))?
         })
         .collect()
 }

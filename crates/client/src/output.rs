@@ -129,7 +129,8 @@ impl Out {
         } else {
             outln!(
                 "livekit-server {} already installed at {}: nothing to do",
-                r.version, r.path
+                r.version,
+                r.path
             );
         }
         self.heal(&r.heal);
@@ -183,7 +184,9 @@ impl Out {
             };
             outln!(
                 "cluster {} joined as node {} (generation {}): {how}",
-                c.name, c.node_id, c.generation
+                c.name,
+                c.node_id,
+                c.generation
             );
         }
         self.heal(&r.heal);
@@ -722,7 +725,12 @@ mod tests {
             node_id: Some("node-a".into()),
             nodes: vec![
                 node("node-a", 12, "ws://10.0.0.1:7880", 400),
-                node("a-much-longer-node-identifier-0123", 3, "ws://media-b.example.org:7880", 123_456),
+                node(
+                    "a-much-longer-node-identifier-0123",
+                    3,
+                    "ws://media-b.example.org:7880",
+                    123_456,
+                ),
                 node("n", 12, "ws://h:1", 0),
             ],
             error: None,

@@ -140,7 +140,11 @@ mod tests {
     #[test]
     fn colour_does_not_move_a_column() {
         let mut t = Table::new(&["PROCESS", "STATE", "PID"]);
-        t.row(vec!["livekit-server".into(), Cell::colored("running", "32"), "41".into()]);
+        t.row(vec![
+            "livekit-server".into(),
+            Cell::colored("running", "32"),
+            "41".into(),
+        ]);
         t.row(vec!["lk-backend".into(), Cell::colored("failed", "31"), "-".into()]);
         t.row(vec!["x".into(), "backoff".into(), "7".into()]);
         let plain = t.lines(false);

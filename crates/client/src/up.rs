@@ -186,7 +186,11 @@ fn name_port_holder(e: ClientError, root: &Path) -> ClientError {
         let rest = &text[i + 5..];
         let port: u16 = rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
         let j = rest.find("held by pid ")?;
-        let pid: i32 = rest[j + 12..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+        let pid: i32 = rest[j + 12..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()?;
         Some((port, pid))
     });
     match held.and_then(|(port, pid)| Some((port, pid, crate::deployments::deployment_of(pid)?))) {
