@@ -343,6 +343,8 @@ fn refusals_of_the_daemon_and_of_the_cli_each_print_error_and_hint() {
     assert_refusal(&run(&root.path().join("nothing-here"), &["health"]));
     assert_refusal(&cli(&["--root", "relative/root", "health"]).output().expect("run"));
     assert_refusal(&run(root.path(), &["cluster", "token"]));
+    // And the parser's own: a flag the command does not take.
+    assert_refusal(&run(root.path(), &["stop", "--process", "lk-backend"]));
 }
 
 // ---------------------------------------------------------------------

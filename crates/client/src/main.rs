@@ -29,8 +29,22 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Prints what clap says (help and version on stdout, a refusal on stderr)
+/// and, for a refusal, the `hint:` line every refusal of this CLI ends with.
+fn parser_stopped(e: &clap::Error) -> ExitCode {
+    // Printing fails only when the reader went away: nothing left to tell.
+    let _ = e.print();
+    if e.use_stderr() {
+        eprintln!("hint: `hero_livekit --help` lists the commands and `hero_livekit <command> --help` its flags");
+    }
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
+}
+
 fn main() -> ExitCode {
-    let args = args::Cli::parse();
+    let args = match args::Cli::try_parse() {
+        Ok(a) => a,
+        Err(e) => return parser_stopped(&e),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
