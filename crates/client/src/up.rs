@@ -181,24 +181,23 @@ fn name_port_holder(e: ClientError, root: &Path) -> ClientError {
     if e.code() != Some(proto::ErrorCode::PortConflict) {
         return e;
     }
-    let text = e.to_string();
-    let held = text.find("port ").and_then(|i| {
-        let rest = &text[i + 5..];
-        let port: u16 = rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
-        let j = rest.find("held by pid ")?;
-        let pid: i32 = rest[j + 12..]
-            .split(|c: char| !c.is_ascii_digit())
-            .next()?
-            .parse()
-            .ok()?;
-        Some((port, pid))
-    });
-    match held.and_then(|(port, pid)| Some((port, pid, crate::deployments::deployment_of(pid)?))) {
+    match held_port(&e.to_string()).and_then(|(port, pid)| Some((port, pid, crate::deployments::deployment_of(pid)?))) {
         Some((port, pid, (process, other))) if !crate::deployments::same_root(&other, root) => {
             another_deployment(port, pid, &process, &other, root)
         }
         _ => e,
     }
+}
+
+/// The port and the holder's pid in the daemon's `port P is held by pid N`.
+fn held_port(text: &str) -> Option<(u16, i32)> {
+    let number = |s: &str| s.split(|c: char| !c.is_ascii_digit()).next().map(str::to_string);
+    let i = text.find("port ")?;
+    let rest = &text[i + "port ".len()..];
+    let port = number(rest)?.parse().ok()?;
+    let j = rest.find("held by pid ")?;
+    let pid = number(&rest[j + "held by pid ".len()..])?.parse().ok()?;
+    Some((port, pid))
 }
 
 /// Polls health until ready for tokens or the deadline, then returns the
@@ -344,4 +343,19 @@ fn daemon_exe() -> PathBuf {
 fn create_private_dirs(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::held_port;
+
+    #[test]
+    fn the_daemons_port_conflict_names_the_port_and_the_holder() {
+        assert_eq!(
+            held_port("livekit-server cannot start: port 7880 is held by pid 20807; stop that process or configure another port"),
+            Some((7880, 20807))
+        );
+        assert_eq!(held_port("port 7880 is free"), None);
+        assert_eq!(held_port("no port here"), None);
+    }
 }
