@@ -497,6 +497,21 @@ fn cluster_status_right_after_a_join_through_the_cli_agrees_with_it() {
     assert!(!out.contains("not in a cluster"), "{}", show(&status));
     assert!(out.contains("media"), "{}", show(&status));
 
+    // Once the node's heartbeat is listed, its table lines up too.
+    let table = wait_for(PATIENCE, "the node listed in cluster status", || {
+        let out = text(&run(root, &["cluster", "status"]).stdout);
+        let table: Vec<String> = out
+            .split("\n\n")
+            .find(|b| b.starts_with("NODE"))?
+            .lines()
+            .map(str::to_string)
+            .collect();
+        (table.len() >= 2).then_some(table)
+    });
+    let lines: Vec<&str> = table.iter().map(String::as_str).collect();
+    columns_line_up(&lines).unwrap_or_else(|e| panic!("{e}"));
+    assert!(table[1].contains("(this node)"), "{table:?}");
+
     let json = run(root, &["--json", "cluster", "status"]);
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON status");
     assert_eq!(v["name"], "media", "{}", show(&json));
