@@ -242,6 +242,8 @@ async fn cluster_status(client: &Client) -> Result<proto::ClusterHealth, ClientE
         if std::time::Instant::now() >= deadline {
             return Ok(proto::ClusterHealth {
                 name: Some(member.cluster),
+                // The join stored the membership only after it succeeded.
+                state: proto::ClusterState::Joined,
                 error: Some("joined; the first sync with Redis has not reported yet".into()),
                 ..c
             });
