@@ -92,6 +92,7 @@ pub async fn up(
         "backend_url": health.backend_url,
         "api_key": health.api_key,
         "socket": client.socket(),
+        "root": root,
     });
     if out.is_json() {
         out.json_value(&summary);
@@ -113,6 +114,8 @@ pub async fn up(
         outln!("  backend url   {}  (POST /token)", health.backend_url);
         outln!("  api key       {}", health.api_key);
         outln!("  daemon socket {}", client.socket().display());
+        // The root every later command must name (or find in PATH_ROOT).
+        outln!("  root          {}", root.display());
     }
     Ok(if health.ready_for_tokens {
         ExitCode::SUCCESS
