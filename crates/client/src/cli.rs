@@ -10,16 +10,55 @@ use crate::args::{Cli, ClusterCommand, Command, ConfigCommand};
 use crate::output::{self, Out};
 
 /// Runs one invocation and turns its outcome into an exit status.
-pub async fn run(cli: Cli) -> ExitCode {
-    let socket = resolve_socket(cli.root.as_deref(), cli.socket.as_deref());
+pub async fn run(mut cli: Cli) -> ExitCode {
     let out = Out::new(cli.json);
+    if let Err(e) = absolute_paths(&mut cli) {
+        out.error(&e);
+        return ExitCode::FAILURE;
+    }
+    let socket = resolve_socket(cli.root.as_deref(), cli.socket.as_deref());
     let client = Client::new(&socket);
     match dispatch(&cli, &client, &out).await {
         Ok(code) => code,
+        Err(e @ ClientError::NotRunning { .. }) if cli.socket.is_none() => {
+            out.error(&not_running_here(e, cli.root.as_deref()));
+            ExitCode::FAILURE
+        }
         Err(e) => {
             out.error(&e);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// No daemon on this root's socket: says which root this CLI used and why,
+/// and names the root of every daemon that does run here, so that a CLI and
+/// a daemon started with different roots find each other.
+fn not_running_here(e: ClientError, root_flag: Option<&std::path::Path>) -> ClientError {
+    let root = resolve_root(root_flag);
+    let from = if root_flag.is_some() {
+        "--root"
+    } else if std::env::var_os("PATH_ROOT").is_some_and(|v| !v.is_empty()) {
+        "$PATH_ROOT"
+    } else {
+        "the default; --root or $PATH_ROOT change it"
+    };
+    let others: Vec<String> = crate::deployments::running_daemons()
+        .into_iter()
+        .filter(|d| !crate::deployments::same_root(&d.root, &root))
+        .map(|d| format!("root {} (pid {})", d.root.display(), d.pid))
+        .collect();
+    let hint = match others.first() {
+        None => e.hint().to_string(),
+        Some(_) => format!(
+            "a hero_livekit_server runs with {}: talk to it with `hero_livekit --root DIR ...` or `PATH_ROOT=DIR`, DIR being its root",
+            others.join(", ")
+        ),
+    };
+    ClientError::Refused {
+        kind: "not_running",
+        message: format!("{e} (this CLI's root: {}, {from})", root.display()),
+        hint,
     }
 }
 
@@ -93,6 +132,16 @@ async fn dispatch(cli: &Cli, client: &Client, out: &Out) -> Result<ExitCode, Cli
             while let Some(ev) = events.next().await {
                 out.event(&ev);
             }
+            // The stream only ends when the daemon closes it: it stopped
+            // or restarted, and a watcher must not take that for success.
+            return Err(ClientError::Refused {
+                kind: "daemon_gone",
+                message: format!(
+                    "the daemon on {} closed the event stream: it stopped or restarted",
+                    client.socket().display()
+                ),
+                hint: "`hero_livekit health` says whether a daemon answers again; run `hero_livekit events` anew to keep watching".into(),
+            });
         }
         Command::Token(a) => {
             let h = client.health().await?;
@@ -100,25 +149,14 @@ async fn dispatch(cli: &Cli, client: &Client, out: &Out) -> Result<ExitCode, Cli
                 "room": a.room, "identity": a.identity, "name": a.name,
                 "ttl_seconds": a.ttl_seconds, "metadata": a.metadata,
             });
-            let resp = output::post_token(&h.backend_url, &body)
-                .await
-                .map_err(|detail| ClientError::Transport {
-                    socket: client.socket().to_path_buf(),
-                    detail,
-                })?;
-            out.token(&resp);
+            out.token(&output::post_token(&h.backend_url, &body).await?);
         }
         Command::Up(a) => {
             let root = resolve_root(cli.root.as_deref());
             return crate::up::up(a, client, out, &root, cli.root.as_deref(), cli.socket.as_deref()).await;
         }
         Command::Discover => out.json_value(&client.discover().await?),
-        Command::Cluster(ClusterCommand::Status) => {
-            let c: proto::ClusterHealth = client
-                .call(proto::method::CLUSTER_STATUS, &serde_json::json!({}))
-                .await?;
-            out.cluster_status(&c);
-        }
+        Command::Cluster(ClusterCommand::Status) => out.cluster_status(&cluster_status(client).await?),
         Command::Cluster(ClusterCommand::Token) => {
             let t: proto::ClusterTokenResult = client
                 .call(proto::method::CLUSTER_TOKEN, &serde_json::json!({}))
@@ -133,4 +171,90 @@ async fn dispatch(cli: &Cli, client: &Client, out: &Out) -> Result<ExitCode, Cli
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a relative `--root` (the daemon `up` starts has another working
+/// directory, and the path would mean another place there), naming the
+/// absolute path it would have meant; makes a relative `--source` of
+/// `install` and `up` absolute against this working directory, the one the
+/// operator typed it in, since the daemon resolves nothing against its own.
+///
+/// # Errors
+/// [`ClientError::Refused`] for a relative `--root`, or a working directory
+/// that cannot be read.
+fn absolute_paths(cli: &mut Cli) -> Result<(), ClientError> {
+    let cwd = || {
+        std::env::current_dir().map_err(|e| ClientError::Refused {
+            kind: "invalid_params",
+            message: format!("cannot read the current directory to resolve a relative path: {e}"),
+            hint: "give the path as an absolute one".into(),
+        })
+    };
+    if let Some(root) = cli.root.as_deref().filter(|r| r.is_relative()) {
+        let meant = cwd()?.join(root);
+        return Err(ClientError::Refused {
+            kind: "invalid_params",
+            message: format!(
+                "--root: must be an absolute path, got `{}` (here it would mean {})",
+                root.display(),
+                meant.display()
+            ),
+            hint: format!("pass it absolute: `--root {}`", meant.display()),
+        });
+    }
+    let install = match &mut cli.command {
+        Command::Install(a) => a,
+        Command::Up(a) => &mut a.install,
+        _ => return Ok(()),
+    };
+    if let Some(source) = install.source.as_mut() {
+        // A URL names its scheme before `://`; anything else is a path.
+        if !source.contains("://") && std::path::Path::new(source.as_str()).is_relative() {
+            *source = cwd()?.join(source.as_str()).display().to_string();
+        }
+    }
+    Ok(())
+}
+
+/// `cluster status`, agreeing with a join that just succeeded.
+///
+/// The daemon answers `cluster_status` from the view its background sync
+/// publishes, which a join only wakes: right after `configure --cluster`
+/// the view may still say no cluster although the membership is stored.
+/// Then (and only then) the membership is asked for (`cluster_token`, full
+/// access; its secret is not kept or shown) and the view polled until the
+/// sync has published, within a few seconds.
+async fn cluster_status(client: &Client) -> Result<proto::ClusterHealth, ClientError> {
+    const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+    let status = || client.call::<_, proto::ClusterHealth>(proto::method::CLUSTER_STATUS, &proto::NoParams {});
+    let c = status().await?;
+    if c.name.is_some() {
+        return Ok(c);
+    }
+    let Ok(member) = client
+        .call::<_, proto::ClusterTokenResult>(proto::method::CLUSTER_TOKEN, &serde_json::json!({}))
+        .await
+    else {
+        // Not a member, or not allowed to ask: the view is the answer.
+        return Ok(c);
+    };
+    let deadline = std::time::Instant::now() + SYNC_WAIT;
+    let mut delay = std::time::Duration::from_millis(20);
+    loop {
+        let c = status().await?;
+        if c.name.is_some() {
+            return Ok(c);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(proto::ClusterHealth {
+                name: Some(member.cluster),
+                // The join stored the membership only after it succeeded.
+                state: proto::ClusterState::Joined,
+                error: Some("joined; the first sync with Redis has not reported yet".into()),
+                ..c
+            });
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_millis(200));
+    }
 }
