@@ -156,7 +156,14 @@ async fn dispatch(cli: &Cli, client: &Client, out: &Out) -> Result<ExitCode, Cli
             return crate::up::up(a, client, out, &root, cli.root.as_deref(), cli.socket.as_deref()).await;
         }
         Command::Discover => out.json_value(&client.discover().await?),
-        Command::Cluster(ClusterCommand::Status) => out.cluster_status(&cluster_status(client).await?),
+        Command::Cluster(ClusterCommand::Status) => {
+            // The daemon publishes a join's view before the join returns,
+            // so this agrees with the join's result at once.
+            let c: proto::ClusterHealth = client
+                .call(proto::method::CLUSTER_STATUS, &serde_json::json!({}))
+                .await?;
+            out.cluster_status(&c);
+        }
         Command::Cluster(ClusterCommand::Token) => {
             let t: proto::ClusterTokenResult = client
                 .call(proto::method::CLUSTER_TOKEN, &serde_json::json!({}))
@@ -214,47 +221,4 @@ fn absolute_paths(cli: &mut Cli) -> Result<(), ClientError> {
         }
     }
     Ok(())
-}
-
-/// `cluster status`, agreeing with a join that just succeeded.
-///
-/// The daemon answers `cluster_status` from the view its background sync
-/// publishes, which a join only wakes: right after `configure --cluster`
-/// the view may still say no cluster although the membership is stored.
-/// Then (and only then) the membership is asked for (`cluster_token`, full
-/// access; its secret is not kept or shown) and the view polled until the
-/// sync has published, within a few seconds.
-async fn cluster_status(client: &Client) -> Result<proto::ClusterHealth, ClientError> {
-    const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-    let status = || client.call::<_, proto::ClusterHealth>(proto::method::CLUSTER_STATUS, &proto::NoParams {});
-    let c = status().await?;
-    if c.name.is_some() {
-        return Ok(c);
-    }
-    let Ok(member) = client
-        .call::<_, proto::ClusterTokenResult>(proto::method::CLUSTER_TOKEN, &serde_json::json!({}))
-        .await
-    else {
-        // Not a member, or not allowed to ask: the view is the answer.
-        return Ok(c);
-    };
-    let deadline = std::time::Instant::now() + SYNC_WAIT;
-    let mut delay = std::time::Duration::from_millis(20);
-    loop {
-        let c = status().await?;
-        if c.name.is_some() {
-            return Ok(c);
-        }
-        if std::time::Instant::now() >= deadline {
-            return Ok(proto::ClusterHealth {
-                name: Some(member.cluster),
-                // The join stored the membership only after it succeeded.
-                state: proto::ClusterState::Joined,
-                error: Some("joined; the first sync with Redis has not reported yet".into()),
-                ..c
-            });
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(std::time::Duration::from_millis(200));
-    }
 }

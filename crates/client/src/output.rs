@@ -238,12 +238,14 @@ impl Out {
         if self.emit(l) {
             return;
         }
-        println!(
+        outln!(
             "left cluster {} (node {}); serving alone with the credential {}",
-            l.cluster, l.node_id, l.api_key
+            l.cluster,
+            l.node_id,
+            l.api_key
         );
         if !l.heartbeat_removed {
-            println!("redis could not be reached: this node's heartbeat expires on its own within three poll periods");
+            outln!("redis could not be reached: this node's heartbeat expires on its own within three poll periods");
         }
     }
 
