@@ -23,10 +23,11 @@ use super::health::ClusterView;
 use super::plan::Intent;
 use super::reconcile::{Desired, Step, Target as Wanted};
 use super::{internal, period_from_env, unix_ms, LivekitService, DEFAULT_READY_TIMEOUT};
+use crate::cluster::beat::{self, Beat};
 use crate::cluster::decide::{self, Join, Remote, Sync};
 use crate::cluster::local::{self, Membership};
 use crate::cluster::record::{self, StoredRecord};
-use crate::cluster::remote::{self, Beat, Cas, Keys, RemoteError, Target};
+use crate::cluster::remote::{self, Cas, Keys, RemoteError, Target};
 use crate::cluster::{validate_name, validate_token};
 use crate::config::{self, Config, Credential, Secret};
 use crate::error::ServiceError;
@@ -110,8 +111,18 @@ fn target_of(c: &Config) -> Option<Target> {
 }
 
 /// What Redis holds, as `m`'s secret sees it.
-fn remote_of(cluster: &str, token: &Secret, raw: Option<String>) -> Remote {
-    let Some(raw) = raw else { return Remote::Absent };
+fn remote_of(cluster: &str, token: &Secret, raw: remote::Stored) -> Remote {
+    let raw = match raw {
+        remote::Stored::Absent => return Remote::Absent,
+        remote::Stored::TooLarge(size) => {
+            return Remote::Closed(record::RecordError::TooLarge {
+                cluster: cluster.to_string(),
+                size,
+                limit: remote::MAX_RECORD_BYTES,
+            })
+        }
+        remote::Stored::Value(v) => v,
+    };
     match StoredRecord::from_json(cluster, &raw).and_then(|r| r.open(cluster, token).map(|c| (r.generation, c))) {
         Ok((generation, credential)) => Remote::Open { generation, credential },
         Err(e) => Remote::Closed(e),
@@ -125,7 +136,117 @@ fn seal(m: &Membership, generation: u64, credential: &Credential) -> Result<Stri
 }
 
 fn new_node_id() -> String {
-    format!("{:016x}", rand::random::<u64>())
+    beat::new_id()
+}
+
+/// The members whose heartbeat opens with this node's join secret and
+/// passes the checks, sorted by id; and, when entries were left out (not
+/// sealed with the secret, over the size limit, malformed, from the
+/// future) or the set was over [`remote::MAX_MEMBERS`], a note saying so
+/// (counts only: nothing of what Redis held).
+fn open_listing(m: &Membership, listing: remote::Listing) -> (Vec<Beat>, Option<String>) {
+    let now = unix_ms();
+    let mut beats = Vec::new();
+    let mut ignored = 0usize;
+    for (id, entry) in listing.entries {
+        let opened = match entry {
+            remote::Entry::Value(raw) => beat::open(&m.name, &m.token, &id, &raw, now),
+            remote::Entry::TooLarge(n) => Err(beat::BeatError::TooLarge(n)),
+        };
+        match opened {
+            Ok(b) => beats.push(b),
+            Err(e) => {
+                ignored += 1;
+                tracing::debug!(cluster = %m.name, error = %e, "a member entry was not listed");
+            }
+        }
+    }
+    beats.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut notes = Vec::new();
+    if listing.total > remote::MAX_MEMBERS {
+        notes.push(format!(
+            "the member set holds {} entries, over the limit of {}: a sample was read",
+            listing.total,
+            remote::MAX_MEMBERS
+        ));
+    }
+    if ignored > 0 {
+        notes.push(format!(
+            "{ignored} member entries were not listed: not sealed with this cluster's join secret, over {} bytes, or malformed",
+            beat::MAX_BYTES
+        ));
+    }
+    (beats, (!notes.is_empty()).then(|| notes.join("; ")))
+}
+
+/// A record a joining node must not take: absent or older than what a
+/// live member runs.
+fn is_stale(remote: &Remote, floor: u64) -> bool {
+    match remote {
+        Remote::Absent => floor > 0,
+        Remote::Open { generation, .. } => *generation < floor,
+        Remote::Closed(_) => false,
+    }
+}
+
+/// How long a join waits for the members to restore a record that is
+/// older than what they run.
+const RESTORE_WAIT: Duration = Duration::from_secs(3);
+/// How often it looks meanwhile.
+const RESTORE_LOOK: Duration = Duration::from_millis(100);
+
+/// Asks the members to sync (any message does; one that runs `floor`
+/// restores the record) and waits until the record is at least `floor`,
+/// within [`RESTORE_WAIT`].
+///
+/// # Errors
+/// `generation_conflict` (retryable) when it is still older at the
+/// deadline; `redis_unavailable` when Redis fails meanwhile. Nothing
+/// changed either way.
+async fn wait_for_restore<C: ConnectionLike + Send>(
+    conn: &mut C,
+    t: &Target,
+    keys: &Keys,
+    member: &Membership,
+    floor: u64,
+) -> Result<Remote, ServiceError> {
+    remote::announce(conn, t, keys, floor)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let deadline = tokio::time::Instant::now() + RESTORE_WAIT;
+    let mut seen = None;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(RESTORE_LOOK).await;
+        let raw = remote::read(conn, t, keys).await.map_err(|e| unavailable(&e))?;
+        let remote = remote_of(&member.name, &member.token, raw);
+        if !is_stale(&remote, floor) {
+            return Ok(remote);
+        }
+        seen = match remote {
+            Remote::Open { generation, .. } => Some(generation),
+            _ => None,
+        };
+    }
+    let held = seen.map_or_else(|| "no record".to_string(), |g| format!("generation {g}"));
+    Err(ServiceError::new(
+        ErrorCode::GenerationConflict,
+        format!(
+            "cluster {}: redis holds {held}, older than generation {floor} that a live member runs (a replayed or rolled-back record); not joined, nothing was changed",
+            member.name
+        ),
+    )
+    .with_hint("the members restore the current record at their next sync; retry the join in a few seconds"))
+}
+
+/// The newest generation another live member runs, by its sealed
+/// heartbeat: a record older than this is a replay or a rollback.
+fn live_floor(beats: &[Beat], own_id: &str) -> u64 {
+    beats
+        .iter()
+        .filter(|b| b.id != own_id)
+        .map(|b| b.generation)
+        .max()
+        .unwrap_or(0)
 }
 
 impl LivekitService {
@@ -213,13 +334,24 @@ impl LivekitService {
         let keys = Keys::new(&name);
         let mut conn = remote::connect(&target).await.map_err(|e| unavailable(&e))?;
         let local_cred = d.rendered.config().credential();
+        // The newest generation a live member runs, by the heartbeats that
+        // open with this join secret: a record older than it (or none at
+        // all) is a replay or a rollback, and joining waits for the members
+        // to restore the current one.
+        let listing = remote::members(&mut conn, &target, &keys)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let floor = live_floor(&open_listing(&member, listing).0, &member.node_id);
         // Twice at most: a first write lost to another first node is read
         // back and adopted.
         for _ in 0..2 {
             let raw = remote::read(&mut conn, &target, &keys)
                 .await
                 .map_err(|e| unavailable(&e))?;
-            let remote = remote_of(&name, &member.token, raw);
+            let mut remote = remote_of(&name, &member.token, raw);
+            if is_stale(&remote, floor) {
+                remote = wait_for_restore(&mut conn, &target, &keys, &member, floor).await?;
+            }
             match decide::join(&local_cred, &remote, token_given || current.is_some()) {
                 Join::Publish => {
                     let json = seal(&member, 1, &next.credential())?;
@@ -720,8 +852,12 @@ impl LivekitService {
         }
     }
 
-    /// Reads the record, decides, acts (under the ops lock when something
-    /// is to be done), heartbeats.
+    /// Heartbeats and lists the members (sealed beats only, within the
+    /// limits), then reads the record and decides, acting under the ops
+    /// lock when something is to be done. The listing comes first so that
+    /// members are listed whatever the decision waits on, and so that the
+    /// decision knows the generations live members run (a record older
+    /// than one of them is a replay, never adopted).
     async fn sync_with<C: ConnectionLike + Send>(
         &self,
         conn: &mut C,
@@ -731,31 +867,41 @@ impl LivekitService {
         let Some(m) = self.membership() else {
             return Ok((ClusterState::NotConfigured, None, Vec::new()));
         };
-        let local_cred = self.view.borrow().rendered.config().credential();
-        let raw = remote::read(conn, t, keys).await?;
-        let decision = decide::sync(&local_cred, m.generation, &remote_of(&m.name, &m.token, raw));
-        let (state, error) = match decision {
-            Sync::Keep { generation } if m.generation == Some(generation) => (ClusterState::Joined, None),
-            Sync::Conflict(why) => (ClusterState::Conflict, Some(why)),
-            _ => self.sync_locked(conn, t, keys).await?,
-        };
-        let m = self.membership().unwrap_or(m);
-        let beat = Beat {
+        let own = Beat {
             id: m.node_id.clone(),
             generation: m.generation.unwrap_or(0),
             livekit_url: self.view.borrow().rendered.config().livekit_url(),
             at_ms: unix_ms(),
         };
+        let sealed = beat::seal(&m.name, &m.token, &own).map_err(|e| RemoteError {
+            address: t.address.clone(),
+            why: format!("sealing the heartbeat: {e}"),
+        })?;
         let ttl = (self.cluster.poll * HEARTBEAT_PERIODS).max(MIN_HEARTBEAT_TTL);
-        let beats = remote::heartbeat(conn, t, keys, &beat, ttl).await?;
-        if beats.first {
+        let listing = remote::heartbeat(conn, t, keys, &m.node_id, &sealed, ttl).await?;
+        if listing.first {
             // A node new to the list: tell the members so that each lists it
             // now (their sync on any message), not at its next poll. The
             // message is the generation, as for a new credential: no secret,
             // and a member that already runs it only re-reads the list.
-            remote::announce(conn, t, keys, beat.generation).await?;
+            remote::announce(conn, t, keys, own.generation).await?;
         }
-        Ok((state, error, beats.alive))
+        let (mut beats, note) = open_listing(&m, listing);
+        if !beats.iter().any(|b| b.id == own.id) {
+            // Sampled out of an oversized set: this node still lists itself.
+            beats.push(own);
+            beats.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        let floor = live_floor(&beats, &m.node_id);
+        let local_cred = self.view.borrow().rendered.config().credential();
+        let raw = remote::read(conn, t, keys).await?;
+        let decision = decide::sync(&local_cred, m.generation, &remote_of(&m.name, &m.token, raw), floor);
+        let (state, error) = match decision {
+            Sync::Keep { generation } if m.generation == Some(generation) => (ClusterState::Joined, None),
+            Sync::Conflict(why) => (ClusterState::Conflict, Some(why)),
+            _ => self.sync_locked(conn, t, keys, floor).await?,
+        };
+        Ok((state, error.or(note), beats))
     }
 
     /// The decision taken again under the ops lock (a mutation may have run
@@ -765,6 +911,7 @@ impl LivekitService {
         conn: &mut C,
         t: &Target,
         keys: &Keys,
+        floor: u64,
     ) -> Result<(ClusterState, Option<String>), RemoteError> {
         let mut d = self.desired.lock().await;
         let Some(m) = self.membership() else {
@@ -772,7 +919,7 @@ impl LivekitService {
         };
         let local_cred = d.rendered.config().credential();
         let raw = remote::read(conn, t, keys).await?;
-        let decision = decide::sync(&local_cred, m.generation, &remote_of(&m.name, &m.token, raw));
+        let decision = decide::sync(&local_cred, m.generation, &remote_of(&m.name, &m.token, raw), floor);
         let note = |e: ServiceError| (ClusterState::Conflict, Some(e.to_string()));
         let set_generation = |generation| Membership {
             generation: Some(generation),
