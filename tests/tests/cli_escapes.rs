@@ -241,7 +241,11 @@ fn a_childs_log_is_printed_cleaned() {
     let deadline = Instant::now() + WAIT;
     let mut next_append = Instant::now();
     while !String::from_utf8_lossy(&out).contains(&marker_shown) {
-        assert!(Instant::now() < deadline, "logs --follow printed {:?}", String::from_utf8_lossy(&out));
+        assert!(
+            Instant::now() < deadline,
+            "logs --follow printed {:?}",
+            String::from_utf8_lossy(&out)
+        );
         if Instant::now() >= next_append {
             append(&marker);
             next_append = Instant::now() + Duration::from_millis(500);
@@ -285,7 +289,9 @@ fn an_error_quoting_outside_text_is_printed_cleaned() {
     let err = String::from_utf8_lossy(&o.stderr);
     let lines: Vec<&str> = err.lines().collect();
     assert!(
-        lines.iter().any(|l| l.starts_with("error: ") && l.contains("evil\\u{1b}[2J\\u{1b}]0;t\\u{7}\\u{202e}\\u{9b}é中")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("error: ") && l.contains("evil\\u{1b}[2J\\u{1b}]0;t\\u{7}\\u{202e}\\u{9b}é中")),
         "the error, cleaned:\n{}",
         show(&o)
     );
