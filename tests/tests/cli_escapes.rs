@@ -15,6 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hero_livekit_tests::cluster::{Node, Redis, WAIT};
+use hero_livekit_tests::observe::{poll, set_behaviour};
 use hero_livekit_tests::*;
 use serde_json::{json, Value};
 
@@ -143,6 +144,7 @@ fn a_forged_heartbeat_is_printed_cleaned() {
     assert!(status.status.success(), "{}", show(&status));
     assert_both_inert(&status, false, "cluster status");
     let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.starts_with("cluster "), "the human layout:\n{}", show(&status));
     assert!(text.contains(&own_id), "{}", show(&status));
     if listed {
         let row = text
@@ -159,6 +161,11 @@ fn a_forged_heartbeat_is_printed_cleaned() {
 
     let health = run(root, &["health"]);
     assert_both_inert(&health, false, "health");
+    assert!(
+        String::from_utf8_lossy(&health.stdout).starts_with("status "),
+        "the human layout:\n{}",
+        show(&health)
+    );
 
     for args in [&["cluster", "status", "--json"][..], &["health", "--json"][..]] {
         let o = run(root, args);
@@ -308,4 +315,86 @@ fn an_error_quoting_outside_text_is_printed_cleaned() {
     let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(&o)));
     let message = v["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains(name), "the message as it is: {v}");
+}
+
+/// A child that fails at start, its log holding escapes: `restart`'s error,
+/// `health`'s log tail under the failed row and `events` print them
+/// cleaned.
+#[test]
+fn a_failed_childs_log_tail_and_events_are_printed_cleaned() {
+    let root = Root::new();
+    let d = Daemon::start(&root, DaemonOpts::double());
+    configure_free_ports(&d);
+    d.ok("livekitservice.start", json!({}));
+    let path = d.ok("livekitservice.logs", json!({"process": "livekit-server"}))["path"]
+        .as_str()
+        .expect("the log's path")
+        .to_string();
+
+    let mut events = cli(root.path(), &["events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run hero_livekit events");
+    let mut events_out = events.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = events_out.read_to_end(&mut all);
+        all
+    });
+
+    let raw = "last words\x1b[2J\x1b]0;title\x07\u{202e}\u{9b}é中";
+    let shown = "last words\\u{1b}[2J\\u{1b}]0;title\\u{7}\\u{202e}\\u{9b}é中";
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("open the child's log");
+    f.write_all(format!("{raw}\n").as_bytes()).expect("append to the log");
+    set_behaviour(&root, &json!({"exit_at_start": true, "exit_code": 0}));
+
+    // The restart's child exits at once: the daemon refuses with its log
+    // tail in the message.
+    let restart = run(root.path(), &["restart", "--process", "livekit-server"]);
+    assert!(!restart.status.success(), "{}", show(&restart));
+    assert_both_inert(&restart, false, "restart");
+    assert!(
+        String::from_utf8_lossy(&restart.stderr).contains(shown),
+        "the log tail in the error, cleaned:\n{}",
+        show(&restart)
+    );
+
+    let mut last = Value::Null;
+    let failed = poll(WAIT, || {
+        last = d.health();
+        (last["processes"]["livekit-server"]["state"] == "failed").then_some(())
+    });
+    assert!(failed.is_some(), "livekit-server failed: {last}");
+    let health = run(root.path(), &["health"]);
+    assert_both_inert(&health, false, "health");
+    let text = String::from_utf8_lossy(&health.stdout);
+    assert!(text.starts_with("status "), "the human layout:\n{}", show(&health));
+    assert!(
+        text.lines().any(|l| l == format!("  | {shown}")),
+        "the log tail, cleaned:\n{}",
+        show(&health)
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(events.id()).expect("a pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("stop events");
+    let _ = events.wait();
+    let out = reader.join().expect("the reader thread");
+    let mut err = Vec::new();
+    if let Some(mut e) = events.stderr.take() {
+        let _ = e.read_to_end(&mut err);
+    }
+    assert_inert(&out, false, "events stdout");
+    assert_inert(&err, false, "events stderr");
+    assert!(
+        String::from_utf8_lossy(&out).lines().any(|l| l.starts_with('#')),
+        "events were printed: {:?}",
+        String::from_utf8_lossy(&out)
+    );
 }

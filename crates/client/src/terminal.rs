@@ -336,6 +336,24 @@ mod tests {
     }
 
     #[test]
+    fn an_event_reads_back_cleaned() {
+        use hero_livekit_client::wire::{Event, EventMessage};
+        let m = EventMessage {
+            seq: 7,
+            unix_ms: 1,
+            event: Event::TokenChainFailed {
+                error: "401 \x1b[2Jinvalid\u{2028}key".into(),
+            },
+        };
+        let m = cleaned(&m).expect("reads back");
+        assert_eq!(m.seq, 7);
+        assert!(matches!(
+            m.event,
+            Event::TokenChainFailed { ref error } if error == "401 \\u{1b}[2Jinvalid\\u{2028}key"
+        ));
+    }
+
+    #[test]
     fn json_escapes_what_serde_leaves_and_keeps_the_value() {
         let v = serde_json::json!({
             "s": "\x1b[2J \u{7f} \u{9b} \u{202e} \u{2028} \u{e0001} é 中 😀 \t\n",
