@@ -210,17 +210,32 @@ pub struct LogStream {
 impl LogStream {
     pub fn push(&mut self, bytes: &[u8]) -> String {
         self.pending.extend_from_slice(bytes);
-        let whole = match std::str::from_utf8(&self.pending) {
-            Ok(_) => self.pending.len(),
-            // A sequence cut at the end (no error length): wait for the rest.
-            Err(e) if e.error_len().is_none() => e.valid_up_to(),
-            Err(_) => self.pending.len(),
-        };
+        let whole = complete_prefix(&self.pending);
         let rest = self.pending.split_off(whole);
         let text = String::from_utf8_lossy(&self.pending).into_owned();
         self.pending = rest;
         text.split('\n').map(clean_log_line).collect::<Vec<_>>().join("\n")
     }
+}
+
+/// How many bytes of `b` to decode now: all of them, unless its last
+/// character is a UTF-8 sequence cut short (a lead byte followed by fewer
+/// continuation bytes than it announces), which waits for the next read.
+fn complete_prefix(b: &[u8]) -> usize {
+    let n = b.len();
+    for back in 1..=n.min(4) {
+        let byte = b[n - back];
+        if byte & 0xc0 != 0x80 {
+            let need = match byte {
+                0xc0..=0xdf => 2,
+                0xe0..=0xef => 3,
+                0xf0..=0xf7 => 4,
+                _ => 1,
+            };
+            return if need > back { n - back } else { n };
+        }
+    }
+    n
 }
 
 #[cfg(test)]
@@ -380,5 +395,9 @@ mod tests {
         assert_eq!(format!("{first}{second}"), "é\\u{1b}[2J\t中\n");
         assert!(inert(&first, true) && inert(&second, true));
         assert_eq!(s.push(b"\xff\n"), "\u{fffd}\n");
+        // An invalid byte before a cut character: the character still whole.
+        let cut = "中".as_bytes();
+        let first = s.push(&[b'a', 0xff, cut[0]]);
+        assert_eq!(format!("{first}{}", s.push(&cut[1..])), "a\u{fffd}中");
     }
 }
