@@ -107,8 +107,11 @@ fn a_forged_heartbeat_is_printed_cleaned() {
         .expect("a node id once joined")
         .to_string();
 
-    // The key names and the JSON of `cluster::remote` (`Keys`, `Beat`),
-    // from an hour ahead so that it never looks stale.
+    // Under the key names of `cluster::remote` (`Keys`), a heartbeat as
+    // JSON, unsealed, from an hour ahead so that it never looks stale: a
+    // daemon that lists only sealed, checked heartbeats leaves it out, one
+    // that does not lists it; either way nothing raw may reach the
+    // terminal.
     let beat = json!({"id": EVIL_ID, "generation": 999, "livekit_url": EVIL_URL, "at_ms": now_ms() + 3_600_000});
     redis.cli(&[
         "SET",
@@ -120,12 +123,10 @@ fn a_forged_heartbeat_is_printed_cleaned() {
     redis.cli(&["SADD", "hero_livekit:{esc}:nodes", EVIL_ID]);
 
     // The node reads the members at each of its beats: after two of its
-    // own beats it has seen the forged one, listed it or refused it.
+    // own beats it has seen the forged one, listed it or refused it. Each
+    // beat writes another value (a new time; sealed, a new nonce).
     let own_key = format!("hero_livekit:{{esc}}:node:{own_id}");
-    let beat_at = || -> Option<u64> {
-        let v: Value = serde_json::from_str(redis.cli(&["GET", &own_key]).trim()).ok()?;
-        v["at_ms"].as_u64()
-    };
+    let beat_at = || redis.cli(&["GET", &own_key]);
     let mut seen = vec![beat_at()];
     let listed = wait_for(WAIT, "the node to list the forged beat or beat twice past it", || {
         let listed = node.health()["cluster"]["nodes"]
