@@ -1,17 +1,20 @@
 //! The reconcile's pure planner for the children: from what should run and
-//! what each child runs now, what to start and what to restart.
+//! what each child runs now, what to start, restart, stop, and what follows
+//! an exit (recover at once, back off, give up, hold for Redis).
 //!
 //! The files have their own pure planner ([`crate::config::plan`]); this one
 //! runs after their writes, knowing which files are current on disk. A
-//! reader of the code finds "what makes a child restart" here and nowhere
-//! else.
+//! reader of the code finds "what makes a child start, stop or restart"
+//! here and nowhere else: the child's own task only executes and reports.
 
 use std::collections::BTreeMap;
 
 use hero_livekit_proto::{ProcessName, ProcessState};
+use tokio::time::Instant;
 
 use super::specs::config_file_of;
 use crate::config::{Rendered, TripleFile};
+use crate::supervise::{BackoffPolicy, Decision, Failure};
 
 /// One child as observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +30,32 @@ pub(crate) struct ChildObs {
     /// (true when nothing runs or either side cannot be known: a missing
     /// file never makes a restart, which could only fail).
     pub binary_current: bool,
+    /// Without a process after an exit: what the planner decides on.
+    pub idle: Option<IdleObs>,
+}
+
+/// A child without a process after an exit, as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum IdleObs {
+    /// It exited (or a recovery failed) and nothing is decided yet.
+    Exited {
+        reason: String,
+        /// Its failures since the last healthy run (oldest first; the exit
+        /// itself is the last unless the dependency explains it).
+        failures: Vec<Failure>,
+        policy: BackoffPolicy,
+        /// The dependency explains the exit: held until a check newer than
+        /// this count passes.
+        held_after: Option<u64>,
+    },
+    /// Backing off until `until`; `due` once that instant has passed.
+    Backoff {
+        until: Instant,
+        due: bool,
+        last_exit: Option<String>,
+    },
+    /// Held for the dependency; `released` once a newer check passed.
+    Held { released: bool, what: &'static str },
 }
 
 /// What the caller asks of this reconcile beyond convergence.
@@ -43,6 +72,10 @@ pub(crate) struct Intent {
     /// The drain deadline a caller gave for the children this stops or
     /// restarts (else the daemon's default).
     pub drain: Option<std::time::Duration>,
+    /// Only what follows an exit is decided (a child's status changed, a
+    /// backoff is due, the dependency was checked): running children are
+    /// kept, their config and binary left to the full passes.
+    pub exits_only: bool,
 }
 
 /// What to do to one child.
@@ -57,6 +90,16 @@ pub(crate) enum ChildAction {
     /// Stop it: its target is down (`stop` asked, and its own stop did not
     /// complete; every pass retries until it is seen stopped).
     Stop,
+    /// Start it again after an exit, for this reason, its failure history
+    /// kept (the first restart after a healthy run, a backoff that is due,
+    /// the dependency back).
+    Recover(String),
+    /// Wait until `until` before recovering (repeated failures).
+    Backoff { until: Instant, detail: String },
+    /// Give up: `failed` until `start` (a crash loop).
+    GiveUp(String),
+    /// Wait for the dependency that explains the exit.
+    Hold(u64),
 }
 
 /// Decides, for each child, from the desired state and the observations.
@@ -69,9 +112,13 @@ pub(crate) enum ChildAction {
 ///   restarted (the field failure: a child that read another secret), and
 ///   so is one spawned from another binary than the one in place now
 ///   (`install --force`, a file swapped by hand, seen by the tick);
-/// - a wanted child that is stopped is started; one in `backoff` is left to
-///   its own restart policy and one `failed` waits for `start`, unless the
-///   intent is `ensure_running`.
+/// - a wanted child that is stopped is started; one `failed` waits for
+///   `start` (`ensure_running`);
+/// - after an exit ([`IdleObs`]): the backoff policy on its failure history
+///   says recover now, back off until an instant (recovered once due) or
+///   give up; an exit its dependency explains is held until a newer check
+///   passes, then recovered. `ensure_running` and `restart` start it at
+///   once, its history cleared.
 pub(crate) fn plan_children(
     rendered: &Rendered,
     wanted: &BTreeMap<ProcessName, bool>,
@@ -97,9 +144,10 @@ fn plan_one(
     intent: &Intent,
 ) -> ChildAction {
     if !wanted.get(&name).copied().unwrap_or(false) {
-        let runs = observed
-            .get(&name)
-            .is_some_and(|o| matches!(o.state, ProcessState::Running | ProcessState::Starting));
+        let runs = observed.get(&name).is_some_and(|o| {
+            matches!(o.state, ProcessState::Running | ProcessState::Starting)
+                || matches!(o.idle, Some(IdleObs::Exited { .. }))
+        });
         return if runs { ChildAction::Stop } else { ChildAction::Keep };
     }
     let file = config_file_of(name);
@@ -109,6 +157,15 @@ fn plan_one(
     let Some(obs) = observed.get(&name) else {
         return ChildAction::Keep;
     };
+    if let Some(idle) = &obs.idle {
+        if intent.ensure_running || intent.restart.contains(&name) {
+            return ChildAction::Start;
+        }
+        return after_exit(idle);
+    }
+    if intent.exits_only {
+        return ChildAction::Keep;
+    }
     match obs.state {
         ProcessState::Running | ProcessState::Starting => {
             if intent.restart.contains(&name) {
@@ -140,6 +197,38 @@ fn plan_one(
                 ChildAction::Keep
             }
         }
+    }
+}
+
+/// What follows an exit.
+fn after_exit(idle: &IdleObs) -> ChildAction {
+    match idle {
+        IdleObs::Exited {
+            held_after: Some(after),
+            ..
+        } => ChildAction::Hold(*after),
+        IdleObs::Exited {
+            reason,
+            failures,
+            policy,
+            held_after: None,
+        } => match policy.decide(failures) {
+            Decision::RestartNow => ChildAction::Recover(reason.clone()),
+            Decision::RestartAfter(pause) => ChildAction::Backoff {
+                // From the exit, not from whenever this pass runs.
+                until: failures.last().map_or_else(Instant::now, |f| f.at) + pause,
+                detail: format!("{reason}; restarting in {} ms", pause.as_millis()),
+            },
+            Decision::Fail => ChildAction::GiveUp(format!("crash loop, giving up: {reason}")),
+        },
+        IdleObs::Backoff { due: false, .. } | IdleObs::Held { released: false, .. } => ChildAction::Keep,
+        IdleObs::Backoff {
+            due: true, last_exit, ..
+        } => ChildAction::Recover(format!(
+            "backoff elapsed after: {}",
+            last_exit.as_deref().unwrap_or("an unexpected exit")
+        )),
+        IdleObs::Held { released: true, what } => ChildAction::Recover(format!("{what} answers again")),
     }
 }
 
@@ -175,6 +264,7 @@ mod tests {
                 state,
                 running_sha256: running,
                 binary_current: true,
+                idle: None,
             }
         };
         [(LK, one(LK, lk)), (BE, one(BE, be))].into_iter().collect()
@@ -347,5 +437,176 @@ mod tests {
             p[&BE],
             ChildAction::Restart("it cannot say which backend.env it runs".into())
         );
+    }
+
+    fn exited(failures: Vec<Failure>, held_after: Option<u64>) -> IdleObs {
+        IdleObs::Exited {
+            reason: "crashed: killed by signal 9".into(),
+            failures,
+            policy: BackoffPolicy::default(),
+            held_after,
+        }
+    }
+
+    fn with_idle(r: &Rendered, lk: IdleObs) -> BTreeMap<ProcessName, ChildObs> {
+        let mut o = obs(r, (Starting, false), (Running, true));
+        if let Some(c) = o.get_mut(&LK) {
+            c.running_sha256 = None;
+            c.idle = Some(lk);
+        }
+        o
+    }
+
+    fn failures(at: Instant, n: usize) -> Vec<Failure> {
+        (0..n)
+            .map(|i| Failure {
+                at: at + std::time::Duration::from_millis(100 * i as u64),
+                ran_for: std::time::Duration::from_millis(50),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_first_exit_after_a_healthy_run_is_recovered_at_once_even_in_an_exits_only_pass() {
+        let r = rendered();
+        let o = with_idle(&r, exited(failures(Instant::now(), 1), None));
+        let i = Intent {
+            exits_only: true,
+            ..Intent::default()
+        };
+        let p = plan_children(&r, &both(true), &o, &ALL_FILES, &i);
+        assert_eq!(
+            actions(&p),
+            (
+                ChildAction::Recover("crashed: killed by signal 9".into()),
+                ChildAction::Keep
+            )
+        );
+        // Not wanted: an exit is settled as stopped, never recovered.
+        let p = plan_children(&r, &both(false), &o, &ALL_FILES, &i);
+        assert_eq!(p[&LK], ChildAction::Stop);
+        // Never recovered onto a pending file.
+        let pending = [TripleFile::RuntimeJson, TripleFile::BackendEnv];
+        let p = plan_children(&r, &both(true), &o, &pending, &i);
+        assert_eq!(p[&LK], ChildAction::Keep);
+    }
+
+    #[test]
+    fn repeated_exits_back_off_from_the_exit_and_a_crash_loop_gives_up() {
+        let r = rendered();
+        let t0 = Instant::now();
+        let two = failures(t0, 2);
+        let last = two[1].at;
+        let p = plan_children(
+            &r,
+            &both(true),
+            &with_idle(&r, exited(two, None)),
+            &ALL_FILES,
+            &Intent::default(),
+        );
+        assert_eq!(
+            p[&LK],
+            ChildAction::Backoff {
+                until: last + std::time::Duration::from_millis(500),
+                detail: "crashed: killed by signal 9; restarting in 500 ms".into()
+            }
+        );
+        let p = plan_children(
+            &r,
+            &both(true),
+            &with_idle(&r, exited(failures(t0, 5), None)),
+            &ALL_FILES,
+            &Intent::default(),
+        );
+        assert_eq!(
+            p[&LK],
+            ChildAction::GiveUp("crash loop, giving up: crashed: killed by signal 9".into())
+        );
+        // `start` clears it all: started at once.
+        let start = Intent {
+            ensure_running: true,
+            ..Intent::default()
+        };
+        let p = plan_children(
+            &r,
+            &both(true),
+            &with_idle(&r, exited(failures(t0, 5), None)),
+            &ALL_FILES,
+            &start,
+        );
+        assert_eq!(p[&LK], ChildAction::Start);
+    }
+
+    #[test]
+    fn a_backoff_is_recovered_once_due_and_a_hold_once_released() {
+        let r = rendered();
+        let backoff = |due| IdleObs::Backoff {
+            until: Instant::now(),
+            due,
+            last_exit: Some("exited with code 3".into()),
+        };
+        let p = plan_children(
+            &r,
+            &both(true),
+            &with_idle(&r, backoff(false)),
+            &ALL_FILES,
+            &Intent::default(),
+        );
+        assert_eq!(p[&LK], ChildAction::Keep);
+        let p = plan_children(
+            &r,
+            &both(true),
+            &with_idle(&r, backoff(true)),
+            &ALL_FILES,
+            &Intent::default(),
+        );
+        assert_eq!(
+            p[&LK],
+            ChildAction::Recover("backoff elapsed after: exited with code 3".into())
+        );
+        let p = plan_children(
+            &r,
+            &both(true),
+            &with_idle(&r, exited(Vec::new(), Some(7))),
+            &ALL_FILES,
+            &Intent::default(),
+        );
+        assert_eq!(
+            p[&LK],
+            ChildAction::Hold(7),
+            "an exit Redis explains is held, not counted"
+        );
+        let held = |released| IdleObs::Held {
+            released,
+            what: "Redis",
+        };
+        let p = plan_children(
+            &r,
+            &both(true),
+            &with_idle(&r, held(false)),
+            &ALL_FILES,
+            &Intent::default(),
+        );
+        assert_eq!(p[&LK], ChildAction::Keep);
+        let p = plan_children(
+            &r,
+            &both(true),
+            &with_idle(&r, held(true)),
+            &ALL_FILES,
+            &Intent::default(),
+        );
+        assert_eq!(p[&LK], ChildAction::Recover("Redis answers again".into()));
+    }
+
+    #[test]
+    fn an_exits_only_pass_leaves_running_children_to_the_full_passes() {
+        let r = rendered();
+        let o = obs(&r, (Running, false), (Stopped, false));
+        let i = Intent {
+            exits_only: true,
+            ..Intent::default()
+        };
+        let p = plan_children(&r, &both(true), &o, &ALL_FILES, &i);
+        assert_eq!(actions(&p), (ChildAction::Keep, ChildAction::Keep));
     }
 }

@@ -5,15 +5,17 @@
 //! so requests for the same child never interleave. `health()` reads a
 //! `watch` snapshot and never waits for the task.
 //!
-//! Longer than this crate's files should be (about 1,300 lines), because
-//! the task still decides crash restarts, the Redis hold and the ready
-//! timeout itself; moving those decisions into the reconcile (issue 18) is
-//! what splits it into a pure `step` and the process plumbing.
+//! The task decides nothing about the child's life: it executes commands
+//! (start, restart, stop, adopt, detach, and the reconcile's verdicts after
+//! an exit: recover, back off, give up, hold) and reports what it observes
+//! (spawned, ready, exited with its status and how long it ran, a log tail
+//! that names its dependency), with the failure history. What follows an
+//! exit is decided by the reconcile (`service::plan`), which the status
+//! change wakes.
 
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,10 +23,10 @@ use hero_livekit_proto::{Event, ProcessHealth, ProcessName, ProcessState, StartO
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::backoff::{BackoffPolicy, Decision, Failure};
+use super::backoff::{BackoffPolicy, Failure};
 use super::error::SuperviseError;
 use super::events::EventSink;
-use super::hold::{self, Dependency};
+use super::hold::Dependency;
 use super::logs;
 use super::pidfd::{self, ChildExit, PidFd};
 use super::procfs;
@@ -62,8 +64,6 @@ pub struct SupervisorOptions {
     /// SIGTERM-to-SIGKILL grace used when the supervisor itself stops a
     /// child (config-change restart, not ready in time); `stop` takes its own.
     pub stop_grace: Duration,
-    /// How long a supervisor-driven restart may take to become ready.
-    pub restart_ready_timeout: Duration,
     /// How long `adopt` probes an adopted child before leaving it `starting`
     /// (default 5 s; the daemon adopts while booting, so keep it short).
     pub adopt_ready_timeout: Duration,
@@ -83,7 +83,6 @@ impl SupervisorOptions {
             events,
             backoff: BackoffPolicy::default(),
             stop_grace: Duration::from_secs(10),
-            restart_ready_timeout: Duration::from_secs(30),
             adopt_ready_timeout: Duration::from_secs(5),
             dependency: None,
         }
@@ -123,6 +122,7 @@ pub struct Child {
     name: ProcessName,
     tx: mpsc::Sender<Command>,
     status: watch::Receiver<Status>,
+    policy: BackoffPolicy,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, SuperviseError>>;
@@ -156,6 +156,41 @@ enum Command {
     Detach {
         reply: Reply<()>,
     },
+    Recover {
+        spec: Box<ChildSpec>,
+        timeout: Duration,
+        reply: Reply<()>,
+    },
+    Settle {
+        to: Settle,
+        reply: Reply<()>,
+    },
+}
+
+/// Where a child without a process stands after an exit: what the
+/// reconcile reads to decide what follows (see [`Child::idle`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Idle {
+    /// Its process exited unexpectedly (or a recovery of it failed) and
+    /// nothing is decided yet. `held_after` is set when its log tail names
+    /// its dependency while that is configured (the check count a release
+    /// must exceed): such an exit is not counted as a failure.
+    Exited { reason: String, held_after: Option<u64> },
+    /// Waiting until this instant, as the reconcile decided.
+    Backoff { until: Instant },
+    /// Waiting for its dependency, until a check newer than `after` passes.
+    Held { after: u64 },
+}
+
+/// The reconcile's verdict on a child in [`Idle::Exited`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settle {
+    /// Wait in `backoff` until `until`; `detail` goes to the state event.
+    Backoff { until: Instant, detail: String },
+    /// Give up: `failed` with the log tail, until `start`.
+    Failed { detail: String },
+    /// Wait for the dependency (`backoff` with its reason).
+    Held { after: u64 },
 }
 
 impl Child {
@@ -167,7 +202,11 @@ impl Child {
     pub fn new(name: ProcessName, opts: SupervisorOptions) -> Child {
         let (tx, rx) = mpsc::channel(16);
         let (status_tx, status_rx) = watch::channel(Status::stopped());
+        let policy = opts.backoff;
+        let dependency = opts.dependency.as_ref().map(|d| d.state.clone());
         let actor = Actor {
+            dependency,
+            ready_deadline: None,
             name,
             opts,
             rx,
@@ -179,7 +218,6 @@ impl Child {
             last_exit: None,
             port_conflict: None,
             log_tail: None,
-            pending: None,
             reason: None,
             degraded: false,
             closed: false,
@@ -190,7 +228,54 @@ impl Child {
             name,
             tx,
             status: status_rx,
+            policy,
         }
+    }
+
+    /// The restart policy the reconcile applies to this child's failures.
+    pub fn policy(&self) -> BackoffPolicy {
+        self.policy
+    }
+
+    /// Where the child stands when it has no process after an exit (`None`
+    /// while one runs, and when it was stopped or has failed).
+    pub fn idle(&self) -> Option<Idle> {
+        self.status.borrow().idle.clone()
+    }
+
+    /// The failures counted since the last healthy run or `start` (oldest
+    /// first): exits of a process that had not run healthily for long, and
+    /// recoveries that did not get ready.
+    pub fn failures(&self) -> Vec<Failure> {
+        self.status.borrow().failures.clone()
+    }
+
+    /// Starts the child again after an exit, as the reconcile decided:
+    /// counted as a restart, the failure history kept. Returns once the
+    /// process is spawned; it has `timeout` to become ready, else it is
+    /// stopped and reported exited again (a failure). A failed spawn is
+    /// reported the same way (and returned). Nothing is done when a
+    /// process runs.
+    ///
+    /// # Errors
+    /// As [`Child::start`], for the spawn.
+    pub async fn recover(&self, spec: ChildSpec, timeout: Duration) -> Result<(), SuperviseError> {
+        self.request(|reply| Command::Recover {
+            spec: Box::new(spec),
+            timeout,
+            reply,
+        })
+        .await
+    }
+
+    /// Applies the reconcile's verdict on an exit (see [`Settle`]); ignored
+    /// unless the child is idle after an exit (a process runs again, or it
+    /// was stopped, since the verdict was made).
+    ///
+    /// # Errors
+    /// [`SuperviseError::Closed`].
+    pub async fn settle(&self, to: Settle) -> Result<(), SuperviseError> {
+        self.request(|reply| Command::Settle { to, reply }).await
     }
 
     /// Which child this supervises.
@@ -200,13 +285,10 @@ impl Child {
 
     /// Makes the child run `spec` and waits until it is ready.
     ///
-    /// - running and ready from the same program file (device and inode of
-    ///   `spec.program` as spawned, a wrapper script's when it is one) and
-    ///   the same `config_sha256`: `AlreadyRunning`,
-    ///   nothing touched;
-    /// - running the same but not ready yet: waits for it, `AlreadyRunning`;
-    /// - running something else (config changed, binary replaced):
-    ///   restarted, `Restarted`;
+    /// - running and ready: `AlreadyRunning`, nothing touched (whether it
+    ///   runs the right config and program is the reconcile's question,
+    ///   which asks [`Child::restart`] when it does not);
+    /// - running but not ready yet: waits for it, `AlreadyRunning`;
     /// - otherwise (also in `backoff` or `failed`, which `start` clears):
     ///   ports checked, spawned, `Started`.
     ///
@@ -287,7 +369,7 @@ impl Child {
     /// verifies pid, start time and executable (an unverifiable record is
     /// deleted and its pid never signalled), then watches the process and
     /// probes readiness for up to `adopt_ready_timeout`. An adopted child is
-    /// supervised like a spawned one: a later crash is restarted from `spec`.
+    /// supervised like a spawned one: a later exit is reported alike.
     /// A child not ready in time stays `starting` and is re-probed
     /// periodically; `start` then waits for it. An adopted child running
     /// another config is left as it is: `start` restarts it.
@@ -389,6 +471,8 @@ struct Status {
     /// Device and inode of the program file the running process was
     /// spawned from (see [`Child::running_program`]).
     program: Option<(u64, u64)>,
+    idle: Option<Idle>,
+    failures: Vec<Failure>,
 }
 
 impl Status {
@@ -407,6 +491,8 @@ impl Status {
             reason: None,
             degraded: false,
             program: None,
+            idle: None,
+            failures: Vec::new(),
         }
     }
 }
@@ -429,13 +515,18 @@ enum Life {
     Starting(Proc),
     /// A process runs and answered its readiness probe.
     Running(Proc),
-    /// No process; the restart policy starts one at this instant.
+    /// No process; it exited and the reconcile has not decided yet. Shown
+    /// as `starting` without a pid (and without a state event: the
+    /// verdict's state, or the new process, follows at once), or as
+    /// `backoff` with the reason when its dependency explains the exit.
+    Exited { reason: String, held_after: Option<u64> },
+    /// No process; the reconcile starts one at this instant.
     Backoff(Instant),
     /// No process; a crash loop or a failed start gave up. `start` clears it.
     Failed,
-    /// No process; it stopped because its dependency is down and starts
-    /// again once a check newer than this count says it is back. Shown as
-    /// `backoff` with the reason.
+    /// No process; it stopped because its dependency is down, and the
+    /// reconcile starts it again once a check newer than this count says
+    /// it is back. Shown as `backoff` with the reason.
     Held(u64),
 }
 
@@ -444,7 +535,7 @@ enum Life {
 fn proc_of(life: &Life) -> Option<&Proc> {
     match life {
         Life::Starting(p) | Life::Running(p) => Some(p),
-        Life::Stopped | Life::Backoff(_) | Life::Failed | Life::Held(_) => None,
+        Life::Stopped | Life::Exited { .. } | Life::Backoff(_) | Life::Failed | Life::Held(_) => None,
     }
 }
 
@@ -453,15 +544,6 @@ enum Wait {
     Ready,
     Exited,
     TimedOut,
-    /// A request arrived during a supervisor-driven restart; it was stashed
-    /// in `pending` and the child left `starting`.
-    Interrupted,
-}
-
-/// Why a launch did not end with a ready child.
-enum LaunchError {
-    Interrupted,
-    Failed(SuperviseError),
 }
 
 struct Actor {
@@ -469,15 +551,20 @@ struct Actor {
     opts: SupervisorOptions,
     rx: mpsc::Receiver<Command>,
     status: watch::Sender<Status>,
-    /// The spec restarts use: the last one given to start/restart/adopt.
+    /// The spec of the process that runs or ran last (its log, its
+    /// readiness probe); what should run is the reconcile's business.
     spec: Option<ChildSpec>,
+    /// A recovered process must be ready by then, else it is stopped and
+    /// reported exited (the deadline the reconcile gave with `recover`).
+    ready_deadline: Option<Instant>,
+    /// The dependency's check results, watched while held (for the reason).
+    dependency: Option<watch::Receiver<super::hold::DependencyState>>,
     life: Life,
     failures: VecDeque<Failure>,
     restarts: u32,
     last_exit: Option<String>,
     port_conflict: Option<String>,
     log_tail: Option<Vec<String>>,
-    pending: Option<Command>,
     /// Why the child waits (held) or runs without being ready (406 while
     /// its dependency is down); `None` otherwise.
     reason: Option<String>,
@@ -486,6 +573,19 @@ struct Actor {
     degraded: bool,
     closed: bool,
     published: (ProcessState, Option<u32>),
+}
+
+/// Resolves when the dependency's state changes (`true`), or `false` once
+/// its checker is gone; never without a dependency.
+async fn dependency_changed(rx: Option<&mut watch::Receiver<super::hold::DependencyState>>) -> bool {
+    match rx {
+        Some(rx) => {
+            let alive = rx.changed().await.is_ok();
+            rx.borrow_and_update();
+            alive
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves when the supervised process exits; never without one.
@@ -501,18 +601,18 @@ impl Actor {
         let mut tick = tokio::time::interval(self.opts.log_check_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         while !self.closed {
-            if let Some(cmd) = self.pending.take() {
-                self.handle(cmd).await;
-                continue;
-            }
-            let backoff_until = match self.life {
-                Life::Backoff(until) => Some(until),
+            let ready_wait = match (&self.life, self.ready_deadline, &self.spec) {
+                (Life::Starting(_), Some(deadline), Some(spec)) => Some((spec.ready.clone(), deadline)),
                 _ => None,
             };
-            let release = match (&self.life, &self.opts.dependency) {
-                (Life::Held(after), Some(dep)) => Some(hold::next_verdict(dep.state.clone(), *after)),
-                _ => None,
-            };
+            let held = matches!(
+                self.life,
+                Life::Held(_)
+                    | Life::Exited {
+                        held_after: Some(_),
+                        ..
+                    }
+            );
             // Exits first: a request must never see a dead process as running.
             tokio::select! {
                 biased;
@@ -522,14 +622,15 @@ impl Actor {
                     // Every handle dropped: leave the child running, as detach.
                     None => self.closed = true,
                 },
-                () = tokio::time::sleep_until(backoff_until.unwrap_or_else(Instant::now)),
-                    if backoff_until.is_some() => self.backoff_elapsed().await,
-                back = async {
-                    match release {
-                        Some(r) => r.await,
+                ready = async {
+                    match &ready_wait {
+                        Some((probe, deadline)) => ready::wait_until_ready(probe, *deadline).await,
                         None => std::future::pending().await,
                     }
-                }, if matches!(self.life, Life::Held(_)) => self.dependency_verdict(back).await,
+                }, if ready_wait.is_some() => self.recovery_ready(ready).await,
+                alive = dependency_changed(self.dependency.as_mut()), if held => {
+                    if alive { self.refresh_held_reason() } else { self.dependency = None }
+                }
                 _ = tick.tick() => self.housekeeping().await,
             }
         }
@@ -562,6 +663,14 @@ impl Actor {
                 self.closed = true;
                 let _ = reply.send(Ok(()));
             }
+            Command::Recover { spec, timeout, reply } => {
+                let result = self.recover(*spec, timeout).await;
+                let _ = reply.send(result);
+            }
+            Command::Settle { to, reply } => {
+                self.settle(to).await;
+                let _ = reply.send(Ok(()));
+            }
         }
     }
 
@@ -590,48 +699,29 @@ impl Actor {
         if proc_of(&self.life).is_none() {
             self.attach_record().await?;
         }
-        self.spec = Some(spec.clone());
         let ready = matches!(self.life, Life::Running(_));
-        let program_now = if proc_of(&self.life).is_some() && !force {
-            let program = spec.program.clone();
-            // A stat, off the runtime thread that serves every caller.
-            tokio::task::spawn_blocking(move || std::fs::metadata(program).ok().map(|m| (m.dev(), m.ino())))
-                .await
-                .ok()
-                .flatten()
-        } else {
-            None
-        };
-        if let Some(proc) = proc_of(&self.life) {
-            let reason = if force {
-                Some("restart requested".to_owned())
-            } else {
-                restart_reason(proc, &spec, program_now)
-            };
-            let Some(reason) = reason else {
+        if proc_of(&self.life).is_some() {
+            if !force {
                 if ready {
                     return Ok(started(StartOutcome::AlreadyRunning));
                 }
-                return match self.await_ready(&spec, deadline, false).await {
+                // The spec of the process that runs stays the one it was
+                // started from.
+                let running = self.spec.clone().unwrap_or_else(|| spec.clone());
+                return match self.await_ready(&running, deadline).await {
                     Ok(()) => Ok(started(StartOutcome::AlreadyRunning)),
-                    Err(e) => Err(self.start_failed(e, &spec).await),
+                    Err(e) => Err(self.start_failed(e, &running).await),
                 };
-            };
+            }
+            self.spec = Some(spec.clone());
             let grace = grace.unwrap_or(self.opts.stop_grace);
             let killed = self.terminate(grace, "restart").await?;
+            // An asked-for restart is reported by whoever asked.
             self.restarts += 1;
-            if !force {
-                // The supervisor's own decision; an asked-for restart is
-                // reported by whoever asked.
-                self.opts.events.emit(Event::Restarted {
-                    process: self.name,
-                    reason,
-                });
-            }
             self.clear_failures();
             // The readiness wait starts once the old process is gone.
             let deadline = Instant::now() + timeout;
-            return match self.launch(&spec, deadline, false).await {
+            return match self.launch(&spec, deadline).await {
                 Ok(()) => Ok(Started {
                     outcome: StartOutcome::Restarted,
                     killed,
@@ -639,8 +729,9 @@ impl Actor {
                 Err(e) => Err(self.start_failed(e, &spec).await),
             };
         }
+        self.spec = Some(spec.clone());
         self.clear_failures();
-        match self.launch(&spec, deadline, false).await {
+        match self.launch(&spec, deadline).await {
             Ok(()) => Ok(started(StartOutcome::Started)),
             Err(e) => Err(self.start_failed(e, &spec).await),
         }
@@ -669,11 +760,11 @@ impl Actor {
             return Ok(outcome);
         }
         let deadline = Instant::now() + self.opts.adopt_ready_timeout;
-        match self.wait_ready(&spec.ready, deadline, false).await {
+        match self.wait_ready(&spec.ready, deadline).await {
             Wait::Ready => self.mark_ready(),
             Wait::Exited => self.on_exit().await,
             // Left `starting`: housekeeping re-probes, `start` waits for it.
-            Wait::TimedOut | Wait::Interrupted => {}
+            Wait::TimedOut => {}
         }
         Ok(AdoptOutcome::Adopted)
     }
@@ -682,29 +773,32 @@ impl Actor {
 
     /// Checks ports, spawns, records and waits for readiness. On success the
     /// child is `running`; on failure no process of ours is left behind.
-    async fn launch(&mut self, spec: &ChildSpec, deadline: Instant, interruptible: bool) -> Result<(), LaunchError> {
-        self.check_ports(spec).await.map_err(LaunchError::Failed)?;
+    async fn launch(&mut self, spec: &ChildSpec, deadline: Instant) -> Result<(), SuperviseError> {
+        self.spawn_child(spec).await?;
+        self.await_ready(spec, deadline).await
+    }
+
+    /// Checks ports, spawns and records: the child is `starting`.
+    async fn spawn_child(&mut self, spec: &ChildSpec) -> Result<(), SuperviseError> {
+        self.check_ports(spec).await?;
         let (spawn_spec, dir) = (spec.clone(), self.opts.children_dir.clone());
         let spawned = tokio::task::spawn_blocking(move || spawn_recorded(&spawn_spec, &dir))
             .await
-            .map_err(|e| {
-                LaunchError::Failed(SuperviseError::Io {
-                    process: self.name,
-                    action: "spawn (the blocking task failed)".into(),
-                    source: io::Error::other(e),
-                })
-            })?
-            .map_err(LaunchError::Failed)?;
+            .map_err(|e| SuperviseError::Io {
+                process: self.name,
+                action: "spawn (the blocking task failed)".into(),
+                source: io::Error::other(e),
+            })??;
         let (fd, record) = match spawned {
             Spawned::Running { pidfd, record } => (pidfd, record),
             Spawned::ExitedAtOnce { exit } => {
-                return Err(LaunchError::Failed(self.exited_during_startup(spec, exit).await));
+                return Err(self.exited_during_startup(spec, exit).await);
             }
         };
         let pidfd = match PidFd::register(record.pid, fd) {
             Ok(pidfd) => pidfd,
             Err((fd, source)) => {
-                return Err(LaunchError::Failed(self.abandon(record.pid, fd, source).await));
+                return Err(self.abandon(record.pid, fd, source).await);
             }
         };
         self.life = Life::Starting(Proc {
@@ -714,62 +808,45 @@ impl Actor {
             since: Instant::now(),
         });
         self.publish(None);
-        self.await_ready(spec, deadline, interruptible).await
+        Ok(())
     }
 
     /// Waits for the current process to become ready and cleans up when it
     /// does not: reaped when it exited, stopped when it is late.
-    async fn await_ready(
-        &mut self,
-        spec: &ChildSpec,
-        deadline: Instant,
-        interruptible: bool,
-    ) -> Result<(), LaunchError> {
+    async fn await_ready(&mut self, spec: &ChildSpec, deadline: Instant) -> Result<(), SuperviseError> {
         let started = Instant::now();
-        match self.wait_ready(&spec.ready, deadline, interruptible).await {
+        match self.wait_ready(&spec.ready, deadline).await {
             Wait::Ready => {
                 self.refresh_record().await;
                 self.mark_ready();
                 Ok(())
             }
-            Wait::Interrupted => Err(LaunchError::Interrupted),
             Wait::Exited => {
                 let exit = self.reap().await;
-                Err(LaunchError::Failed(self.exited_during_startup(spec, exit).await))
+                Err(self.exited_during_startup(spec, exit).await)
             }
             Wait::TimedOut => {
                 let waited = Instant::now().saturating_duration_since(started);
                 let grace = self.opts.stop_grace;
-                if let Err(e) = self.terminate(grace, "not ready").await {
-                    return Err(LaunchError::Failed(e));
-                }
-                Err(LaunchError::Failed(SuperviseError::NotReady {
+                self.terminate(grace, "not ready").await?;
+                Err(SuperviseError::NotReady {
                     process: self.name,
                     url: spec.ready.url(),
                     timeout_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
                     log_path: spec.log_path.clone(),
-                }))
+                })
             }
         }
     }
 
-    /// Races readiness against the process's exit (and, for supervisor
-    /// restarts, against incoming requests).
-    async fn wait_ready(&mut self, probe: &ReadyProbe, deadline: Instant, interruptible: bool) -> Wait {
+    /// Races readiness against the process's exit.
+    async fn wait_ready(&mut self, probe: &ReadyProbe, deadline: Instant) -> Wait {
         let Some(proc) = proc_of(&self.life) else {
             return Wait::Exited;
         };
-        let rx = &mut self.rx;
         tokio::select! {
             biased;
             () = proc.pidfd.exited() => Wait::Exited,
-            cmd = rx.recv(), if interruptible => {
-                match cmd {
-                    Some(cmd) => self.pending = Some(cmd),
-                    None => self.closed = true,
-                }
-                Wait::Interrupted
-            }
             ready = ready::wait_until_ready(probe, deadline) => {
                 if ready { Wait::Ready } else { Wait::TimedOut }
             }
@@ -817,6 +894,7 @@ impl Actor {
         self.port_conflict = None;
         self.reason = None;
         self.degraded = false;
+        self.ready_deadline = None;
         self.publish(None);
     }
 
@@ -884,6 +962,9 @@ impl Actor {
         }
     }
 
+    /// Reports an exit: the process is reaped, the failure counted (unless
+    /// the dependency explains it), and the child waits in `Exited` for the
+    /// reconcile's verdict.
     async fn on_exit(&mut self) {
         let was_ready = matches!(self.life, Life::Running(_));
         let Some(proc) = proc_of(&self.life) else {
@@ -893,25 +974,38 @@ impl Actor {
         let exit = self.reap().await;
         self.last_exit = Some(exit.to_string());
         self.degraded = false;
-        if !was_ready && self.hold_if_explained(None).await {
-            return;
+        self.ready_deadline = None;
+        let held_after = if was_ready {
+            None
+        } else {
+            self.explained_by_dependency(None).await
+        };
+        if held_after.is_none() {
+            self.push_failure(ran_for);
         }
-        self.push_failure(ran_for);
         let what = if was_ready {
             "crashed"
         } else {
             "exited before it was ready"
         };
-        self.recover(format!("{what}: {exit}"), true).await;
+        self.exited(format!("{what}: {exit}"), held_after);
     }
 
-    /// Holds the child when its dependency explains the exit (its log tail,
-    /// read now unless given, names it): no failure is counted. `true` when
-    /// held.
-    async fn hold_if_explained(&mut self, tail: Option<&[String]>) -> bool {
-        let Some(dep) = self.opts.dependency.clone() else {
-            return false;
+    /// Enters `Exited` and publishes it.
+    fn exited(&mut self, reason: String, held_after: Option<u64>) {
+        self.reason = match (held_after, &self.opts.dependency) {
+            (Some(_), Some(dep)) => Some(dep.reason()),
+            _ => None,
         };
+        self.idle(Life::Exited { reason, held_after });
+        self.publish(self.reason.clone());
+    }
+
+    /// Whether the dependency explains an exit (its log tail, read now
+    /// unless given, names it, while it is configured): the check count a
+    /// release must exceed.
+    async fn explained_by_dependency(&mut self, tail: Option<&[String]>) -> Option<u64> {
+        let dep = self.opts.dependency.clone()?;
         let read;
         let tail = match tail {
             Some(t) => t,
@@ -923,102 +1017,108 @@ impl Actor {
                 &read
             }
         };
-        let Some(after) = dep.explains_exit(tail) else {
-            return false;
-        };
-        self.idle(Life::Held(after));
-        self.reason = Some(dep.reason());
-        self.publish(self.reason.clone());
-        true
+        dep.explains_exit(tail)
     }
 
-    /// A check ran while held: when the dependency answers again, start the
-    /// child, as a restart that costs nothing from the crash budget; else
-    /// show the newest reason.
-    async fn dependency_verdict(&mut self, back: bool) {
-        if !back {
-            let reason = self.opts.dependency.as_ref().map(Dependency::reason);
-            if reason != self.reason {
-                self.reason = reason;
-                self.publish(self.reason.clone());
+    /// The reason shown while held follows the dependency's last check.
+    fn refresh_held_reason(&mut self) {
+        let reason = self.opts.dependency.as_ref().map(Dependency::reason);
+        if reason != self.reason {
+            self.reason = reason;
+            self.publish(self.reason.clone());
+        }
+    }
+
+    /// `recover`: the reconcile starts the child again after an exit.
+    async fn recover(&mut self, spec: ChildSpec, timeout: Duration) -> Result<(), SuperviseError> {
+        self.check_name(&spec)?;
+        if proc_of(&self.life).is_some() {
+            return Ok(());
+        }
+        self.restarts += 1;
+        self.reason = None;
+        self.idle(Life::Stopped);
+        self.spec = Some(spec.clone());
+        match self.spawn_child(&spec).await {
+            Ok(()) => {
+                self.ready_deadline = Some(Instant::now() + timeout);
+                Ok(())
             }
+            Err(e) => {
+                self.recovery_failed(&e).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// A recovery that did not get ready: a failure (unless the dependency
+    /// explains it), reported as an exit for the reconcile to decide on.
+    async fn recovery_failed(&mut self, e: &SuperviseError) {
+        let held_after = match e {
+            SuperviseError::ExitedDuringStartup { log_tail, status, .. } => {
+                self.last_exit = Some(status.clone());
+                self.explained_by_dependency(Some(log_tail)).await
+            }
+            _ => None,
+        };
+        let summary = summarize(e);
+        if held_after.is_none() {
+            self.last_exit = Some(summary.clone());
+            self.push_failure(Duration::ZERO);
+        }
+        self.exited(format!("restart failed: {summary}"), held_after);
+    }
+
+    /// A recovered process answered its probe, or its deadline passed (it
+    /// is stopped, and that is a failed recovery).
+    async fn recovery_ready(&mut self, ready: bool) {
+        if ready {
+            self.refresh_record().await;
+            self.mark_ready();
             return;
         }
-        self.life = Life::Stopped;
-        self.reason = None;
-        self.recover(format!("{} answers again", self.dependency_name()), false)
-            .await;
+        self.ready_deadline = None;
+        let grace = self.opts.stop_grace;
+        let Some(spec) = self.spec.clone() else { return };
+        let waited = proc_of(&self.life).map_or(Duration::ZERO, |p| p.since.elapsed());
+        if let Err(e) = self.terminate(grace, "not ready").await {
+            tracing::warn!(process = %self.name, error = %e, "a recovery not ready in time could not be stopped");
+            return;
+        }
+        let e = SuperviseError::NotReady {
+            process: self.name,
+            url: spec.ready.url(),
+            timeout_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+            log_path: spec.log_path.clone(),
+        };
+        self.recovery_failed(&e).await;
     }
 
-    fn dependency_name(&self) -> &'static str {
-        self.opts.dependency.as_ref().map_or("its dependency", |d| d.what)
-    }
-
-    async fn backoff_elapsed(&mut self) {
-        self.life = Life::Stopped;
-        let reason = format!(
-            "backoff elapsed after: {}",
-            self.last_exit.as_deref().unwrap_or("an unexpected exit")
-        );
-        self.recover(reason, false).await;
-    }
-
-    /// Applies the restart policy until the child runs, waits in backoff, or
-    /// has failed. `decide_first` is false when a backoff pause has elapsed
-    /// and the restart is due now.
-    async fn recover(&mut self, mut reason: String, decide_first: bool) {
-        let mut decide = decide_first;
-        loop {
-            let decision = if decide {
-                self.opts.backoff.decide(self.failures.make_contiguous())
-            } else {
-                Decision::RestartNow
-            };
-            decide = true;
-            match decision {
-                Decision::Fail => {
-                    self.idle(Life::Failed);
-                    self.log_tail = match &self.spec {
-                        Some(spec) => read_tail(spec.log_path.clone()).await,
-                        None => None,
-                    };
-                    self.publish(Some(format!("crash loop, giving up: {reason}")));
-                    return;
-                }
-                Decision::RestartAfter(pause) => {
-                    self.idle(Life::Backoff(Instant::now() + pause));
-                    self.publish(Some(format!("{reason}; restarting in {} ms", pause.as_millis())));
-                    return;
-                }
-                Decision::RestartNow => {
-                    let Some(spec) = self.spec.clone() else {
-                        self.idle(Life::Failed);
-                        self.publish(Some(format!("{reason}; no spec to restart from")));
-                        return;
-                    };
-                    self.restarts += 1;
-                    self.opts.events.emit(Event::Restarted {
-                        process: self.name,
-                        reason,
-                    });
-                    self.idle(Life::Stopped);
-                    let deadline = Instant::now() + self.opts.restart_ready_timeout;
-                    match self.launch(&spec, deadline, true).await {
-                        Ok(()) | Err(LaunchError::Interrupted) => return,
-                        Err(LaunchError::Failed(e)) => {
-                            if let SuperviseError::ExitedDuringStartup { log_tail, status, .. } = &e {
-                                self.last_exit = Some(status.clone());
-                                if self.hold_if_explained(Some(log_tail)).await {
-                                    return;
-                                }
-                            }
-                            let summary = summarize(&e);
-                            self.last_exit = Some(summary.clone());
-                            self.push_failure(Duration::ZERO);
-                            reason = format!("restart failed: {summary}");
-                        }
-                    }
-                }
+    /// Applies the reconcile's verdict on an exit, unless the child left
+    /// its idle state since.
+    async fn settle(&mut self, to: Settle) {
+        if !matches!(self.life, Life::Exited { .. } | Life::Backoff(_) | Life::Held(_)) {
+            return;
+        }
+        match to {
+            Settle::Backoff { until, detail } => {
+                self.reason = None;
+                self.life = Life::Backoff(until);
+                self.publish(Some(detail));
+            }
+            Settle::Failed { detail } => {
+                self.reason = None;
+                self.life = Life::Failed;
+                self.log_tail = match &self.spec {
+                    Some(spec) => read_tail(spec.log_path.clone()).await,
+                    None => None,
+                };
+                self.publish(Some(detail));
+            }
+            Settle::Held { after } => {
+                self.life = Life::Held(after);
+                self.reason = self.opts.dependency.as_ref().map(Dependency::reason);
+                self.publish(self.reason.clone());
             }
         }
     }
@@ -1162,20 +1262,17 @@ impl Actor {
 
     /// Records a failed `start`/`restart` in the state: `failed` with the
     /// reason and log tail, or `stopped` with the port conflict.
-    async fn start_failed(&mut self, e: LaunchError, spec: &ChildSpec) -> SuperviseError {
-        let e = match e {
-            LaunchError::Failed(e) => e,
-            // Only supervisor restarts are interruptible.
-            LaunchError::Interrupted => SuperviseError::Closed { process: self.name },
-        };
-        let held = match &e {
+    async fn start_failed(&mut self, e: SuperviseError, spec: &ChildSpec) -> SuperviseError {
+        let held_after = match &e {
             SuperviseError::ExitedDuringStartup { log_tail, status, .. } => {
                 self.last_exit = Some(status.clone());
-                self.hold_if_explained(Some(log_tail)).await
+                self.explained_by_dependency(Some(log_tail)).await
             }
-            _ => false,
+            _ => None,
         };
-        if held {
+        if held_after.is_some() {
+            // The reconcile holds it for the dependency.
+            self.exited(format!("exited during startup: {}", summarize(&e)), held_after);
             return e;
         }
         if matches!(e, SuperviseError::PortConflict { .. }) {
@@ -1228,7 +1325,12 @@ impl Actor {
             Life::Stopped => ProcessState::Stopped,
             Life::Starting(_) => ProcessState::Starting,
             Life::Running(_) => ProcessState::Running,
-            Life::Backoff(_) | Life::Held(_) => ProcessState::Backoff,
+            Life::Exited { held_after: None, .. } => ProcessState::Starting,
+            Life::Exited {
+                held_after: Some(_), ..
+            }
+            | Life::Backoff(_)
+            | Life::Held(_) => ProcessState::Backoff,
             Life::Failed => ProcessState::Failed,
         }
     }
@@ -1269,8 +1371,21 @@ impl Actor {
             reason: self.reason.clone(),
             degraded: self.degraded,
             program: proc.map(|p| program_of(&p.record)),
+            idle: match &self.life {
+                Life::Exited { reason, held_after } => Some(Idle::Exited {
+                    reason: reason.clone(),
+                    held_after: *held_after,
+                }),
+                Life::Backoff(until) => Some(Idle::Backoff { until: *until }),
+                Life::Held(after) => Some(Idle::Held { after: *after }),
+                Life::Stopped | Life::Starting(_) | Life::Running(_) | Life::Failed => None,
+            },
+            failures: self.failures.iter().copied().collect(),
         });
-        if self.published != (state, pid) {
+        // An exit awaiting the reconcile's verdict makes no state event:
+        // the verdict's state, or the new process, follows at once.
+        let awaiting = matches!(self.life, Life::Exited { held_after: None, .. });
+        if !awaiting && self.published != (state, pid) {
             self.published = (state, pid);
             tracing::info!(process = %self.name, %state, ?pid, detail = detail.as_deref(), "child state");
             self.opts.events.emit(Event::State {
@@ -1299,26 +1414,6 @@ async fn read_tail(path: PathBuf) -> Option<Vec<String>> {
     )
 }
 
-/// Why a running process does not match `spec`, if it does not;
-/// `program_now` is the device and inode of `spec.program` as it is now
-/// (`None` when missing: a restart could only fail, so none is asked).
-fn restart_reason(proc: &Proc, spec: &ChildSpec, program_now: Option<(u64, u64)>) -> Option<String> {
-    let record = &proc.record;
-    if record.config_sha256 != spec.config_sha256 {
-        return Some(format!(
-            "config changed (sha256 {} -> {})",
-            short_hash(&record.config_sha256),
-            short_hash(&spec.config_sha256)
-        ));
-    }
-    match program_now {
-        Some(now) if now != program_of(record) => {
-            Some(format!("{} was replaced by another binary", spec.program.display()))
-        }
-        _ => None,
-    }
-}
-
 /// The program file a record's process was spawned from; a record of an
 /// older daemon knows only the executable.
 fn program_of(record: &ChildRecord) -> (u64, u64) {
@@ -1326,10 +1421,6 @@ fn program_of(record: &ChildRecord) -> (u64, u64) {
         (Some(dev), Some(ino)) => (dev, ino),
         _ => (record.exe_dev, record.exe_ino),
     }
-}
-
-fn short_hash(hash: &str) -> &str {
-    hash.get(..12).unwrap_or(hash)
 }
 
 /// One line for `last_exit` and event details (no log tail).
