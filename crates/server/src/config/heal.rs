@@ -6,7 +6,6 @@
 
 use std::fmt;
 
-
 use super::check::check_rendered;
 pub use super::check::{FileObs, Observed};
 use super::credential::{mint_credential, MintError};

@@ -146,10 +146,7 @@ fn a_consistent_triple_yields_an_empty_plan() {
     );
     let live = plan_with(Some(&a), &observed, false, no_mint).expect("no mint");
     for p in [boot, live] {
-        assert!(
-            p.is_noop() && p.drift.is_empty() && !p.minted,
-            "{p:?}"
-        );
+        assert!(p.is_noop() && p.drift.is_empty() && !p.minted, "{p:?}");
     }
 }
 

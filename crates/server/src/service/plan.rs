@@ -104,8 +104,8 @@ pub(crate) enum ChildAction {
 
 /// Decides, for each child, from the desired state and the observations.
 ///
-/// - a child that should not run is stopped when it still runs (a `stop`
-///   that failed is retried by every pass), else left as it is;
+/// - a child that should not run is stopped unless it is (a `stop` that
+///   failed is retried by every pass; a backoff or `failed` is cleared);
 /// - a child whose file is not current on disk (a write is pending) is not
 ///   touched: starting it would run a stale file;
 /// - a running child whose running config differs from the rendering is
@@ -144,11 +144,12 @@ fn plan_one(
     intent: &Intent,
 ) -> ChildAction {
     if !wanted.get(&name).copied().unwrap_or(false) {
-        let runs = observed.get(&name).is_some_and(|o| {
-            matches!(o.state, ProcessState::Running | ProcessState::Starting)
-                || matches!(o.idle, Some(IdleObs::Exited { .. }))
-        });
-        return if runs { ChildAction::Stop } else { ChildAction::Keep };
+        // Anything but `stopped` is brought there: a process is stopped,
+        // a backoff, a hold or `failed` cleared.
+        let stopped = observed
+            .get(&name)
+            .is_none_or(|o| o.state == ProcessState::Stopped && o.idle.is_none());
+        return if stopped { ChildAction::Keep } else { ChildAction::Stop };
     }
     let file = config_file_of(name);
     if !current_files.contains(&file) {
@@ -349,7 +350,11 @@ mod tests {
         for state in [Backoff, Failed] {
             let o = obs(&r, (state, false), (Stopped, false));
             let p = plan_children(&r, &both(false), &o, &ALL_FILES, &Intent::default());
-            assert_eq!(actions(&p), (ChildAction::Keep, ChildAction::Keep), "{state}");
+            assert_eq!(
+                actions(&p),
+                (ChildAction::Stop, ChildAction::Keep),
+                "{state} is cleared to stopped"
+            );
         }
     }
 

@@ -115,6 +115,8 @@ pub(crate) struct Reconciled {
     /// Children stopped or restarted that did not exit on SIGTERM within
     /// the drain deadline and were killed.
     pub killed: Vec<ProcessName>,
+    /// Children this stopped that had a process running.
+    pub stopped: Vec<ProcessName>,
     /// lk-backend was restarted for an unexplained token-chain failure.
     pub blind_restart: bool,
     /// The earliest instant a child backs off until: the reconciler wakes
@@ -192,9 +194,14 @@ impl LivekitService {
                     ChildAction::Stop => match child.stop(drain).await {
                         Ok(o) => {
                             tracing::info!(process = %name, killed = o.killed, trigger = step.trigger, "stopped: its target is down");
-                            // Only `killed` is read for a stop (below).
+                            // Only `killed` and whether a process ran are
+                            // read for a stop (below).
                             let r = Started {
-                                outcome: StartOutcome::AlreadyRunning,
+                                outcome: if o.was_running {
+                                    StartOutcome::Started
+                                } else {
+                                    StartOutcome::AlreadyRunning
+                                },
                                 killed: o.killed,
                             };
                             return (name, action, Some(Ok(r)));
@@ -215,6 +222,7 @@ impl LivekitService {
             errors: Vec::new(),
             blind_restart: false,
             killed: Vec::new(),
+            stopped: Vec::new(),
             due: None,
         };
         // The earliest backoff, decided now or earlier: the reconciler wakes
@@ -240,6 +248,9 @@ impl LivekitService {
                         r.killed.push(name);
                     }
                     if action == ChildAction::Stop {
+                        if outcome == StartOutcome::Started {
+                            r.stopped.push(name);
+                        }
                         continue;
                     }
                     if let ChildAction::Restart(reason) = action {
