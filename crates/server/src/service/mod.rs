@@ -6,12 +6,14 @@
 //!   disconnects never cuts a write sequence or a pair of restarts in half.
 //! - [`reconcile`]: one level-triggered reconcile, called by every mutation
 //!   with the ops lock held and by the one reconciler task
-//!   ([`background`]: boot, the periodic tick and a token-chain verdict wake
-//!   it through a coalescing signal). It compares the desired state with
+//!   ([`background`]: boot, the periodic tick, a token-chain verdict, a
+//!   child's status change, a due backoff and a Redis check wake it through
+//!   a coalescing signal). It compares the desired state with
 //!   what is observed (the three files, each child's state, the config it
 //!   really runs and the binary it was spawned from) through pure planners
 //!   ([`crate::config::plan`] for the files, [`plan::plan_children`] for
-//!   the children) and applies the plans.
+//!   the children: the one place that decides a child's start, stop and
+//!   restart, after an exit too) and applies the plans.
 //! - [`health`]: the published [`health::View`] that `health` reads (one
 //!   `watch` value), the document and its memo.
 //! - [`specs`]: pure config-to-child-spec.
