@@ -763,6 +763,40 @@ fn an_exit_during_startup_fails_start_even_with_exit_code_0() {
     assert_eq!(h["ready_for_tokens"], false);
 }
 
+/// The reconcile decides what follows an exit, and `stop` goes through it:
+/// a child stopped while it backs off stays stopped past the instant its
+/// backoff was due (the reconciler wakes then, and finds its target down).
+#[test]
+fn stop_during_a_backoff_leaves_the_child_stopped_past_its_due_instant() {
+    let root = Root::new();
+    let d = configured(&root, DaemonOpts::double());
+    // Ready first, then a crash 0.3 s later, every run: the second crash
+    // waits 0.5 s in backoff.
+    set_behaviour(&root, &json!({"crash_after_ms": 300}));
+    let r = start(&d);
+    assert_eq!(r["processes"][LK], "started", "{r}");
+    let mut last = Value::Null;
+    poll(WAIT, || {
+        last = d.health();
+        (last["processes"][LK]["state"] == "backoff").then_some(())
+    })
+    .unwrap_or_else(|| panic!("no backoff within {WAIT:?}: {last}"));
+    let r = d.ok("livekitservice.stop", json!({}));
+    assert!(
+        !r["stopped"].as_array().is_some_and(|s| s.iter().any(|p| p == LK)),
+        "nothing of livekit-server ran: {r}"
+    );
+    let h = d.health();
+    assert_eq!(h["processes"][LK]["state"], "stopped", "{h}");
+    assert_eq!(h["processes"][LK]["pid"], Value::Null, "{h}");
+    // Longer than any pause the policy had left (0.5 s, then 1 s).
+    let woke = poll(Duration::from_secs(3), || {
+        let h = d.health();
+        (h["processes"][LK]["state"] != "stopped").then_some(h)
+    });
+    assert!(woke.is_none(), "a stopped child was started again: {woke:?}");
+}
+
 #[test]
 fn a_crash_loop_backs_off_ends_in_failed_and_start_clears_it() {
     let root = Root::new();

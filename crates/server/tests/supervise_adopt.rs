@@ -15,7 +15,7 @@ use supervise_common::*;
 const READY: Duration = Duration::from_secs(20);
 
 #[tokio::test]
-async fn a_detached_child_is_adopted_and_restarted_after_it_dies() {
+async fn a_detached_child_is_adopted_and_recovered_after_it_dies() {
     let s = Scratch::new();
     let port = free_port();
     let spec = s.spec(ProcessName::LkBackend, port, &[], "c");
@@ -40,6 +40,7 @@ async fn a_detached_child_is_adopted_and_restarted_after_it_dies() {
     // The next daemon instance.
     let events = Events::default();
     let second = Child::new(ProcessName::LkBackend, s.options(&events));
+    let _decider = Decider::new(&second, spec.clone(), &events);
     assert_eq!(second.adopt(spec.clone()).await.expect("adopt"), AdoptOutcome::Adopted);
     let h = second.health();
     assert_eq!(h.state, ProcessState::Running);
@@ -74,7 +75,7 @@ async fn a_detached_child_is_adopted_and_restarted_after_it_dies() {
 }
 
 #[tokio::test]
-async fn adoption_survives_the_binary_being_replaced_and_start_then_upgrades() {
+async fn adoption_survives_the_binary_being_replaced_and_restart_then_upgrades() {
     let s = Scratch::new();
     let bin_dir = s.path().join("bin");
     std::fs::create_dir_all(&bin_dir).expect("mkdir");
@@ -101,11 +102,17 @@ async fn adoption_survives_the_binary_being_replaced_and_start_then_upgrades() {
     assert_eq!(second.health().pid, Some(pid));
     assert!(second.health().ready);
 
-    // The running process executes the old file: start brings up the new one.
-    assert_eq!(second.start(spec, READY).await.expect("start"), StartOutcome::Restarted);
+    // The running process executes the old file: `start` leaves it (the
+    // reconcile sees the binary replaced and asks `restart`), `restart`
+    // brings up the new one.
+    assert_eq!(
+        second.start(spec.clone(), READY).await.expect("start"),
+        StartOutcome::AlreadyRunning
+    );
+    assert_eq!(second.running_program().map(|(_, ino)| ino), Some(old_ino));
+    let restarted = second.restart(spec, READY, None).await.expect("restart");
+    assert_eq!(restarted.outcome, StartOutcome::Restarted);
     assert!(!alive(pid));
-    let reasons = events.restart_reasons();
-    assert!(reasons.iter().any(|r| r.contains("replaced")), "{reasons:?}");
     let rec = ChildRecord::load(&s.children_dir(), ProcessName::LivekitServer)
         .expect("load")
         .expect("record");

@@ -15,7 +15,8 @@
 //!   once both children answer their readiness probe);
 //! - (c) SIGKILL of livekit-server, then `health` polled every 1 ms until
 //!   it is `running` again under a new pid. A `restart` follows, so each
-//!   crash is the first after a healthy run (restarted at once).
+//!   crash is the first after a healthy run (restarted at once: the exit
+//!   wakes the daemon's reconciler, whose exits-only pass decides it).
 //!
 //! Medians are printed with the overheads (b) - (a), (b) - (a2), (c) - (a)
 //! and the ratios against (a); then (d), the daemon's VmRSS.

@@ -1,10 +1,10 @@
 //! Boot loading and heal planning: a pure function from what is on disk
-//! (and the in-memory config, when there is one) to what to write, what to
-//! restart and which config is the truth.
+//! (and the in-memory config, when there is one) to what to write and
+//! which config is the truth. Which child restarts is not decided here: the
+//! children's planner (`service::plan`) compares what each runs with the
+//! files once they are written.
 
 use std::fmt;
-
-use hero_livekit_proto::ProcessName;
 
 use super::check::check_rendered;
 pub use super::check::{FileObs, Observed};
@@ -75,8 +75,6 @@ pub struct HealPlan {
     pub minted: bool,
     /// Files not byte-equal to their rendering, in write order.
     pub writes: Vec<TripleFile>,
-    /// Readers of the written files, which must restart to see them.
-    pub restart: Vec<ProcessName>,
     /// The drift found, one sentence per difference.
     pub drift: Vec<String>,
 }
@@ -158,15 +156,11 @@ fn plan_for(rendered: &Rendered, source: ConfigSource, minted: bool, observed: &
     let config = rendered.config().clone();
     let consistency = check_rendered(rendered, observed);
     let writes = consistency.mismatched();
-    let mut restart: Vec<ProcessName> = writes.iter().filter_map(|f| f.reader()).collect();
-    restart.sort_unstable();
-    restart.dedup();
     HealPlan {
         config,
         source,
         minted,
         writes,
-        restart,
         drift: consistency.drift,
     }
 }

@@ -122,8 +122,6 @@ fn boot_plan_over_every_combination_of_file_states() {
                     .filter(|&f| *observed.get(f) != FileObs::Present(render(&config, f)))
                     .collect();
                 assert_eq!(p.writes, writes, "{states:?}");
-                let restart: Vec<ProcessName> = writes.iter().filter_map(|f| f.reader()).collect();
-                assert_eq!(p.restart, restart, "{states:?}");
                 for f in &writes {
                     assert!(
                         p.drift.iter().any(|d| d.starts_with(f.name())),
@@ -148,10 +146,7 @@ fn a_consistent_triple_yields_an_empty_plan() {
     );
     let live = plan_with(Some(&a), &observed, false, no_mint).expect("no mint");
     for p in [boot, live] {
-        assert!(
-            p.is_noop() && p.restart.is_empty() && p.drift.is_empty() && !p.minted,
-            "{p:?}"
-        );
+        assert!(p.is_noop() && p.drift.is_empty() && !p.minted, "{p:?}");
     }
 }
 
@@ -192,7 +187,6 @@ fn runtime_json_missing_adopts_the_credential_of_livekit_yaml() {
     assert_eq!(p.source, ConfigSource::LivekitYaml);
     assert_eq!(p.config.credential(), b.credential());
     assert_eq!(p.writes, [TripleFile::RuntimeJson, TripleFile::BackendEnv]);
-    assert_eq!(p.restart, [ProcessName::LkBackend]);
     assert_eq!(
         p.drift,
         [
@@ -272,11 +266,6 @@ fn garbage_in_one_file_is_reported_and_healed_without_losing_anything() {
         let p = plan_with(None, &observed, false, no_mint).unwrap_or_else(|e| panic!("{kind} in {file}: minted: {e}"));
         assert_eq!(p.config, a, "{kind} in {file}: nothing lost");
         assert_eq!(p.writes, [file], "{kind} in {file}");
-        assert_eq!(
-            p.restart,
-            file.reader().into_iter().collect::<Vec<_>>(),
-            "{kind} in {file}"
-        );
         assert!(
             !p.drift.is_empty() && p.drift.iter().all(|d| d.starts_with(&format!("{file}: "))),
             "{kind} in {file}: {:?}",
@@ -293,7 +282,7 @@ fn garbage_in_one_file_is_reported_and_healed_without_losing_anything() {
 }
 
 #[test]
-fn the_in_memory_config_is_the_truth_and_its_readers_restart() {
+fn the_in_memory_config_is_the_truth_and_every_file_follows_it() {
     let a = config_a();
     let observed = observed_of(&config_b());
     let p = plan_with(Some(&a), &observed, false, no_mint).expect("no mint");
@@ -302,17 +291,15 @@ fn the_in_memory_config_is_the_truth_and_its_readers_restart() {
         (a, ConfigSource::InMemory, false)
     );
     assert_eq!(p.writes, TripleFile::ALL);
-    assert_eq!(p.restart, [ProcessName::LivekitServer, ProcessName::LkBackend]);
 }
 
 #[test]
-fn only_the_readers_of_written_files_restart() {
+fn only_the_file_that_differs_is_written() {
     let a = config_a();
     let mut observed = observed_of(&a);
     observed.runtime_json = FileObs::Missing;
     let p = plan_with(Some(&a), &observed, false, no_mint).expect("no mint");
     assert_eq!(p.writes, [TripleFile::RuntimeJson]);
-    assert!(p.restart.is_empty(), "nobody reads runtime.json");
 }
 
 #[test]

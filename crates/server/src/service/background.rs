@@ -4,8 +4,10 @@
 //! - the one reconciler: a single task that runs the background reconcile
 //!   whenever it is woken ([`Wake`], a coalescing signal: triggers that
 //!   arrive while a pass runs are folded into the next one) by boot, the
-//!   periodic tick (`HERO_LIVEKIT_DRIFT_CHECK_MS`, 0 turns it off) or a
-//!   token-chain verdict;
+//!   periodic tick (`HERO_LIVEKIT_DRIFT_CHECK_MS`, 0 turns it off), a
+//!   token-chain verdict, a child's status change, a backoff that is due
+//!   and a Redis check (these three make an exits-only pass: what follows
+//!   an exit is decided at once, without reading the files);
 //! - the token-chain probe, which backs off ([`super::retry::Retry`]) while
 //!   a failure that the reconcile does not cure lasts;
 //! - the Redis check.
@@ -37,6 +39,9 @@ use crate::supervise::Child;
 #[derive(Debug, Default)]
 pub(super) struct Wake {
     pending: StdMutex<Pending>,
+    /// When a backoff is due (kept apart from `pending`: a pass does not
+    /// consume it, its instant passing does).
+    due: StdMutex<Option<Instant>>,
     notify: Notify,
 }
 
@@ -48,6 +53,9 @@ struct Pending {
     drift: bool,
     /// A probe found the token refused while every observation agreed.
     chain_refused: bool,
+    /// A trigger asked for a full pass (files and children); without one
+    /// the pass only decides what follows an exit.
+    full: bool,
 }
 
 impl Wake {
@@ -56,11 +64,54 @@ impl Wake {
         self.update(|p| {
             p.trigger.get_or_insert(trigger);
             p.chain_refused |= chain_refused;
+            p.full = true;
+        });
+    }
+
+    /// Asks for an exits-only pass: a child's status changed, a backoff is
+    /// due, Redis was checked.
+    fn exits(&self, trigger: &'static str) {
+        self.update(|p| {
+            p.trigger.get_or_insert(trigger);
         });
     }
 
     fn drift(&self) {
-        self.update(|p| p.drift = true);
+        self.update(|p| {
+            p.drift = true;
+            p.full = true;
+        });
+    }
+
+    /// Makes the reconciler wake itself at `at` (the earliest of those
+    /// asked wins; asking again after it passed sets a new one).
+    pub(super) fn due_at(&self, at: Instant) {
+        let mut due = match self.due.lock() {
+            Ok(d) => d,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if due.is_none_or(|d| at < d) {
+            *due = Some(at);
+            drop(due);
+            self.notify.notify_one();
+        }
+    }
+
+    /// The instant the reconciler must wake at, if any.
+    fn due(&self) -> Option<Instant> {
+        match self.due.lock() {
+            Ok(d) => *d,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    /// The due instant passed: forgets it and asks for an exits-only pass.
+    fn due_passed(&self) {
+        match self.due.lock() {
+            Ok(mut d) => *d = None,
+            Err(poisoned) => *poisoned.into_inner() = None,
+        }
+        self.exits("backoff");
     }
 
     fn update(&self, f: impl FnOnce(&mut Pending)) {
@@ -140,12 +191,15 @@ impl LivekitService {
         self.wake.request(trigger, chain_refused);
     }
 
-    /// The one reconciler task: a pass per wake (coalesced) and per tick.
+    /// The one reconciler task: a pass per wake (coalesced), per tick, per
+    /// status change of a child, per Redis check and when a backoff is due.
     /// Each pass takes the ops lock, so it queues behind a mutation in
     /// progress and never interleaves with one.
     pub(super) fn start_reconciler(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         let wake = Arc::clone(&self.wake);
+        let (mut lk, mut be) = (self.livekit.clone(), self.backend.clone());
+        let mut redis = self.redis_state.subscribe();
         self.spawn_task(async move {
             let mut tick = tick_period().map(|p| {
                 let mut t = tokio::time::interval_at(Instant::now() + p, p);
@@ -153,9 +207,14 @@ impl LivekitService {
                 t
             });
             loop {
+                let due = wake.due();
                 tokio::select! {
                     () = wake.notify.notified() => {}
                     () = next_tick(tick.as_mut()) => wake.drift(),
+                    () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => wake.due_passed(),
+                    alive = lk.changed() => if alive { wake.exits("child") } else { return },
+                    alive = be.changed() => if alive { wake.exits("child") } else { return },
+                    changed = redis.changed() => if changed.is_ok() { wake.exits("redis") } else { return },
                 }
                 let pending = wake.take();
                 let trigger = match (pending.trigger, pending.drift) {
@@ -173,7 +232,11 @@ impl LivekitService {
                         Err(poisoned) => poisoned.into_inner().invalidate(),
                     }
                 }
-                svc.reconcile_background(&mut d, trigger, pending.chain_refused).await;
+                if pending.full {
+                    svc.reconcile_background(&mut d, trigger, pending.chain_refused).await;
+                } else {
+                    svc.reconcile_exits(&mut d, trigger).await;
+                }
             }
         });
     }
@@ -209,6 +272,23 @@ impl LivekitService {
                 }
             }
             Err(e) => tracing::warn!(error = %e, trigger, "reconcile failed; the next tick retries"),
+        }
+    }
+
+    /// A pass that only decides what follows an exit: no file is read, and
+    /// no running child is touched (the full passes check those).
+    pub(super) async fn reconcile_exits(&self, d: &mut Desired, trigger: &'static str) {
+        let step = Step {
+            trigger,
+            target: Target::Current,
+            intent: Intent {
+                exits_only: true,
+                ..Intent::default()
+            },
+            timeout: DEFAULT_READY_TIMEOUT,
+        };
+        if let Err(e) = self.reconcile(d, step).await {
+            tracing::warn!(error = %e, trigger, "reconcile after an exit failed; the next tick retries");
         }
     }
 
@@ -528,23 +608,5 @@ impl LivekitService {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn requests_coalesce_into_one_pass_that_serves_them_all() {
-        let w = Wake::default();
-        w.request("boot", false);
-        w.request("token_chain", true);
-        w.drift();
-        // One stored permit for the three requests.
-        w.notify.notified().await;
-        let p = w.take();
-        assert_eq!(p.trigger, Some("boot"), "the first trigger names the pass");
-        assert!(p.chain_refused && p.drift, "{p:?}");
-        let again = tokio::time::timeout(Duration::from_millis(20), w.notify.notified()).await;
-        assert!(again.is_err(), "no second pass for requests already served");
-        let p = w.take();
-        assert_eq!((p.trigger, p.drift, p.chain_refused), (None, false, false));
-    }
-}
+#[path = "background_tests.rs"]
+mod tests;

@@ -6,12 +6,14 @@
 //!   disconnects never cuts a write sequence or a pair of restarts in half.
 //! - [`reconcile`]: one level-triggered reconcile, called by every mutation
 //!   with the ops lock held and by the one reconciler task
-//!   ([`background`]: boot, the periodic tick and a token-chain verdict wake
-//!   it through a coalescing signal). It compares the desired state with
+//!   ([`background`]: boot, the periodic tick, a token-chain verdict, a
+//!   child's status change, a due backoff and a Redis check wake it through
+//!   a coalescing signal). It compares the desired state with
 //!   what is observed (the three files, each child's state, the config it
 //!   really runs and the binary it was spawned from) through pure planners
 //!   ([`crate::config::plan`] for the files, [`plan::plan_children`] for
-//!   the children) and applies the plans.
+//!   the children: the one place that decides a child's start, stop and
+//!   restart, after an exit too) and applies the plans.
 //! - [`health`]: the published [`health::View`] that `health` reads (one
 //!   `watch` value), the document and its memo.
 //! - [`specs`]: pure config-to-child-spec.
@@ -781,21 +783,27 @@ impl LivekitService {
             for name in ProcessName::ALL {
                 d.want.insert(name, false);
             }
-            let (a, b) = tokio::join!(s.livekit.stop(timeout), s.backend.stop(timeout));
-            let mut result = StopResult {
-                stopped: Vec::new(),
-                killed: Vec::new(),
+            // The target is down; the one reconcile stops what runs (and
+            // every later pass retries a stop that failed). No file is read
+            // or written for it.
+            let step = Step {
+                trigger: "stop",
+                target: Target::Current,
+                intent: Intent {
+                    exits_only: true,
+                    drain: Some(timeout),
+                    ..Intent::default()
+                },
+                timeout,
             };
-            for (name, r) in [(ProcessName::LivekitServer, a), (ProcessName::LkBackend, b)] {
-                let o = r.map_err(supervise_error)?;
-                if o.was_running {
-                    result.stopped.push(name);
-                }
-                if o.killed {
-                    result.killed.push(name);
-                }
+            let mut r = s.reconcile(&mut d, step).await?;
+            if let Some(e) = r.failure(false) {
+                return Err(e);
             }
-            Ok(result)
+            Ok(StopResult {
+                stopped: r.stopped,
+                killed: r.killed,
+            })
         })
         .await
     }
@@ -972,16 +980,28 @@ impl LivekitService {
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
-        let _d = self.desired.lock().await;
+        let mut d = self.desired.lock().await;
         if stop_children {
-            let (a, b) = tokio::join!(
-                self.livekit.stop(self.stop_timeout),
-                self.backend.stop(self.stop_timeout)
-            );
-            for r in [a, b] {
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, "stopping a child at exit failed");
+            // Target down, stopped by the one reconcile, as `stop` does.
+            for name in ProcessName::ALL {
+                d.want.insert(name, false);
+            }
+            let step = Step {
+                trigger: "exit",
+                target: Target::Current,
+                intent: Intent {
+                    exits_only: true,
+                    ..Intent::default()
+                },
+                timeout: self.stop_timeout,
+            };
+            match self.reconcile(&mut d, step).await {
+                Ok(r) => {
+                    for (name, e) in r.errors {
+                        tracing::warn!(process = %name, error = %e, "stopping a child at exit failed");
+                    }
                 }
+                Err(e) => tracing::warn!(error = %e, "stopping the children at exit failed"),
             }
         } else {
             self.livekit.detach().await;
@@ -1004,11 +1024,6 @@ fn default_backend_bin(paths: &Paths) -> PathBuf {
         .and_then(|p| p.parent().map(|d| d.join("lk-backend")))
         .filter(|p| p.is_file())
         .unwrap_or_else(|| paths.bin_dir.join("lk-backend"))
-}
-
-fn supervise_error(e: supervise::SuperviseError) -> ServiceError {
-    let code = e.code();
-    ServiceError::new(code, e.to_string())
 }
 
 fn install_error(e: install::InstallError) -> ServiceError {

@@ -1,17 +1,20 @@
 //! The reconcile's pure planner for the children: from what should run and
-//! what each child runs now, what to start and what to restart.
+//! what each child runs now, what to start, restart, stop, and what follows
+//! an exit (recover at once, back off, give up, hold for Redis).
 //!
 //! The files have their own pure planner ([`crate::config::plan`]); this one
 //! runs after their writes, knowing which files are current on disk. A
-//! reader of the code finds "what makes a child restart" here and nowhere
-//! else.
+//! reader of the code finds "what makes a child start, stop or restart"
+//! here and nowhere else: the child's own task only executes and reports.
 
 use std::collections::BTreeMap;
 
 use hero_livekit_proto::{ProcessName, ProcessState};
+use tokio::time::Instant;
 
 use super::specs::config_file_of;
 use crate::config::{Rendered, TripleFile};
+use crate::supervise::{BackoffPolicy, Decision, Failure};
 
 /// One child as observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +30,32 @@ pub(crate) struct ChildObs {
     /// (true when nothing runs or either side cannot be known: a missing
     /// file never makes a restart, which could only fail).
     pub binary_current: bool,
+    /// Without a process after an exit: what the planner decides on.
+    pub idle: Option<IdleObs>,
+}
+
+/// A child without a process after an exit, as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum IdleObs {
+    /// It exited (or a recovery failed) and nothing is decided yet.
+    Exited {
+        reason: String,
+        /// Its failures since the last healthy run (oldest first; the exit
+        /// itself is the last unless the dependency explains it).
+        failures: Vec<Failure>,
+        policy: BackoffPolicy,
+        /// The dependency explains the exit: held until a check newer than
+        /// this count passes.
+        held_after: Option<u64>,
+    },
+    /// Backing off until `until`; `due` once that instant has passed.
+    Backoff {
+        until: Instant,
+        due: bool,
+        last_exit: Option<String>,
+    },
+    /// Held for the dependency; `released` once a newer check passed.
+    Held { released: bool, what: &'static str },
 }
 
 /// What the caller asks of this reconcile beyond convergence.
@@ -43,6 +72,10 @@ pub(crate) struct Intent {
     /// The drain deadline a caller gave for the children this stops or
     /// restarts (else the daemon's default).
     pub drain: Option<std::time::Duration>,
+    /// Only what follows an exit is decided (a child's status changed, a
+    /// backoff is due, the dependency was checked): running children are
+    /// kept, their config and binary left to the full passes.
+    pub exits_only: bool,
 }
 
 /// What to do to one child.
@@ -57,21 +90,35 @@ pub(crate) enum ChildAction {
     /// Stop it: its target is down (`stop` asked, and its own stop did not
     /// complete; every pass retries until it is seen stopped).
     Stop,
+    /// Start it again after an exit, for this reason, its failure history
+    /// kept (the first restart after a healthy run, a backoff that is due,
+    /// the dependency back).
+    Recover(String),
+    /// Wait until `until` before recovering (repeated failures).
+    Backoff { until: Instant, detail: String },
+    /// Give up: `failed` until `start` (a crash loop).
+    GiveUp(String),
+    /// Wait for the dependency that explains the exit.
+    Hold(u64),
 }
 
 /// Decides, for each child, from the desired state and the observations.
 ///
-/// - a child that should not run is stopped when it still runs (a `stop`
-///   that failed is retried by every pass), else left as it is;
+/// - a child that should not run is stopped unless it is (a `stop` that
+///   failed is retried by every pass; a backoff or `failed` is cleared);
 /// - a child whose file is not current on disk (a write is pending) is not
 ///   touched: starting it would run a stale file;
 /// - a running child whose running config differs from the rendering is
 ///   restarted (the field failure: a child that read another secret), and
 ///   so is one spawned from another binary than the one in place now
 ///   (`install --force`, a file swapped by hand, seen by the tick);
-/// - a wanted child that is stopped is started; one in `backoff` is left to
-///   its own restart policy and one `failed` waits for `start`, unless the
-///   intent is `ensure_running`.
+/// - a wanted child that is stopped is started; one `failed` waits for
+///   `start` (`ensure_running`);
+/// - after an exit ([`IdleObs`]): the backoff policy on its failure history
+///   says recover now, back off until an instant (recovered once due) or
+///   give up; an exit its dependency explains is held until a newer check
+///   passes, then recovered. `ensure_running` and `restart` start it at
+///   once, its history cleared.
 pub(crate) fn plan_children(
     rendered: &Rendered,
     wanted: &BTreeMap<ProcessName, bool>,
@@ -97,10 +144,12 @@ fn plan_one(
     intent: &Intent,
 ) -> ChildAction {
     if !wanted.get(&name).copied().unwrap_or(false) {
-        let runs = observed
+        // Anything but `stopped` is brought there: a process is stopped,
+        // a backoff, a hold or `failed` cleared.
+        let stopped = observed
             .get(&name)
-            .is_some_and(|o| matches!(o.state, ProcessState::Running | ProcessState::Starting));
-        return if runs { ChildAction::Stop } else { ChildAction::Keep };
+            .is_none_or(|o| o.state == ProcessState::Stopped && o.idle.is_none());
+        return if stopped { ChildAction::Keep } else { ChildAction::Stop };
     }
     let file = config_file_of(name);
     if !current_files.contains(&file) {
@@ -109,6 +158,15 @@ fn plan_one(
     let Some(obs) = observed.get(&name) else {
         return ChildAction::Keep;
     };
+    if let Some(idle) = &obs.idle {
+        if intent.ensure_running || intent.restart.contains(&name) {
+            return ChildAction::Start;
+        }
+        return after_exit(idle);
+    }
+    if intent.exits_only {
+        return ChildAction::Keep;
+    }
     match obs.state {
         ProcessState::Running | ProcessState::Starting => {
             if intent.restart.contains(&name) {
@@ -143,209 +201,38 @@ fn plan_one(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{Config, Credential, Secret};
-
-    const LK: ProcessName = ProcessName::LivekitServer;
-    const BE: ProcessName = ProcessName::LkBackend;
-
-    fn rendered() -> Rendered {
-        Rendered::new(Config::with_credential(Credential {
-            api_key: "APIabcdefghijkm".into(),
-            api_secret: Secret::new("s3cr3tValueThatMustNeverBePrinted0123456789"),
-        }))
-    }
-
-    fn both(v: bool) -> BTreeMap<ProcessName, bool> {
-        [(LK, v), (BE, v)].into_iter().collect()
-    }
-
-    fn obs(r: &Rendered, lk: (ProcessState, bool), be: (ProcessState, bool)) -> BTreeMap<ProcessName, ChildObs> {
-        let one = |name, (state, current): (ProcessState, bool)| {
-            let running = match state {
-                ProcessState::Running | ProcessState::Starting if current => {
-                    Some(r.sha256(config_file_of(name)).to_string())
-                }
-                ProcessState::Running | ProcessState::Starting => Some("0".repeat(64)),
-                _ => None,
-            };
-            ChildObs {
-                state,
-                running_sha256: running,
-                binary_current: true,
-            }
-        };
-        [(LK, one(LK, lk)), (BE, one(BE, be))].into_iter().collect()
-    }
-
-    const ALL_FILES: [TripleFile; 3] = TripleFile::ALL;
-    use ProcessState::*;
-
-    fn actions(m: &BTreeMap<ProcessName, ChildAction>) -> (ChildAction, ChildAction) {
-        (m[&LK].clone(), m[&BE].clone())
-    }
-
-    #[test]
-    fn current_children_are_kept_and_outdated_ones_restarted() {
-        let r = rendered();
-        let i = Intent::default();
-        let p = plan_children(
-            &r,
-            &both(true),
-            &obs(&r, (Running, true), (Running, true)),
-            &ALL_FILES,
-            &i,
-        );
-        assert_eq!(actions(&p), (ChildAction::Keep, ChildAction::Keep));
-        let p = plan_children(
-            &r,
-            &both(true),
-            &obs(&r, (Running, true), (Running, false)),
-            &ALL_FILES,
-            &i,
-        );
-        assert_eq!(
-            actions(&p),
-            (
-                ChildAction::Keep,
-                ChildAction::Restart("it runs an outdated backend.env".into())
-            )
-        );
-        let p = plan_children(
-            &r,
-            &both(true),
-            &obs(&r, (Starting, false), (Running, true)),
-            &ALL_FILES,
-            &i,
-        );
-        assert_eq!(p[&LK], ChildAction::Restart("it runs an outdated livekit.yaml".into()));
-    }
-
-    #[test]
-    fn a_child_whose_file_is_pending_is_not_touched() {
-        let r = rendered();
-        let i = Intent {
-            ensure_running: true,
-            ..Intent::default()
-        };
-        let files = [TripleFile::RuntimeJson, TripleFile::BackendEnv];
-        let p = plan_children(
-            &r,
-            &both(true),
-            &obs(&r, (Running, false), (Stopped, false)),
-            &files,
-            &i,
-        );
-        assert_eq!(actions(&p), (ChildAction::Keep, ChildAction::Start));
-    }
-
-    #[test]
-    fn stopped_wanted_children_start_and_running_unwanted_ones_stop() {
-        let r = rendered();
-        let o = obs(&r, (Stopped, false), (Stopped, false));
-        let p = plan_children(&r, &both(true), &o, &ALL_FILES, &Intent::default());
-        assert_eq!(actions(&p), (ChildAction::Start, ChildAction::Start));
-        let p = plan_children(&r, &both(false), &o, &ALL_FILES, &Intent::default());
-        assert_eq!(actions(&p), (ChildAction::Keep, ChildAction::Keep));
-        let running = obs(&r, (Running, false), (Starting, false));
-        let p = plan_children(&r, &both(false), &running, &ALL_FILES, &Intent::default());
-        assert_eq!(
-            actions(&p),
-            (ChildAction::Stop, ChildAction::Stop),
-            "a target down is retried until seen stopped"
-        );
-        for state in [Backoff, Failed] {
-            let o = obs(&r, (state, false), (Stopped, false));
-            let p = plan_children(&r, &both(false), &o, &ALL_FILES, &Intent::default());
-            assert_eq!(actions(&p), (ChildAction::Keep, ChildAction::Keep), "{state}");
-        }
-    }
-
-    #[test]
-    fn failed_and_backoff_wait_unless_start_is_asked() {
-        let r = rendered();
-        let o = obs(&r, (Failed, false), (Backoff, false));
-        let p = plan_children(&r, &both(true), &o, &ALL_FILES, &Intent::default());
-        assert_eq!(actions(&p), (ChildAction::Keep, ChildAction::Keep));
-        let start = Intent {
-            ensure_running: true,
-            ..Intent::default()
-        };
-        let p = plan_children(&r, &both(true), &o, &ALL_FILES, &start);
-        assert_eq!(actions(&p), (ChildAction::Start, ChildAction::Start));
-    }
-
-    #[test]
-    fn a_requested_restart_restarts_and_start_ensures_the_rest() {
-        let r = rendered();
-        let o = obs(&r, (Running, true), (Running, true));
-        let i = Intent {
-            restart: vec![BE],
-            ..Intent::default()
-        };
-        let p = plan_children(&r, &both(true), &o, &ALL_FILES, &i);
-        assert_eq!(
-            actions(&p),
-            (ChildAction::Keep, ChildAction::Restart("restart requested".into()))
-        );
-        let i = Intent {
-            ensure_running: true,
-            ..Intent::default()
-        };
-        let p = plan_children(&r, &both(true), &o, &ALL_FILES, &i);
-        assert_eq!(actions(&p), (ChildAction::Start, ChildAction::Start));
-    }
-
-    #[test]
-    fn an_unexplained_chain_failure_restarts_only_lk_backend() {
-        let r = rendered();
-        let o = obs(&r, (Running, true), (Running, true));
-        let i = Intent {
-            unexplained_chain_failure: true,
-            ..Intent::default()
-        };
-        let p = plan_children(&r, &both(true), &o, &ALL_FILES, &i);
-        assert_eq!(
-            actions(&p),
-            (ChildAction::Keep, ChildAction::Restart("the token chain failed".into()))
-        );
-    }
-
-    #[test]
-    fn a_child_running_another_binary_is_replaced_unless_its_file_is_pending() {
-        let r = rendered();
-        let mut o = obs(&r, (Running, true), (Running, true));
-        if let Some(lk) = o.get_mut(&LK) {
-            lk.binary_current = false;
-        }
-        let p = plan_children(&r, &both(true), &o, &ALL_FILES, &Intent::default());
-        assert_eq!(
-            actions(&p),
-            (
-                ChildAction::Restart("its binary was replaced by another one".into()),
-                ChildAction::Keep
-            )
-        );
-        let pending = [TripleFile::RuntimeJson, TripleFile::BackendEnv];
-        let p = plan_children(&r, &both(true), &o, &pending, &Intent::default());
-        assert_eq!(p[&LK], ChildAction::Keep, "never restarted onto a pending file");
-        let p = plan_children(&r, &both(false), &o, &ALL_FILES, &Intent::default());
-        assert_eq!(p[&LK], ChildAction::Stop, "not wanted: stopped, not replaced");
-    }
-
-    #[test]
-    fn a_backend_that_cannot_say_what_it_runs_is_restarted() {
-        let r = rendered();
-        let mut o = obs(&r, (Running, true), (Running, true));
-        if let Some(b) = o.get_mut(&BE) {
-            b.running_sha256 = None;
-        }
-        let p = plan_children(&r, &both(true), &o, &ALL_FILES, &Intent::default());
-        assert_eq!(
-            p[&BE],
-            ChildAction::Restart("it cannot say which backend.env it runs".into())
-        );
+/// What follows an exit.
+fn after_exit(idle: &IdleObs) -> ChildAction {
+    match idle {
+        IdleObs::Exited {
+            held_after: Some(after),
+            ..
+        } => ChildAction::Hold(*after),
+        IdleObs::Exited {
+            reason,
+            failures,
+            policy,
+            held_after: None,
+        } => match policy.decide(failures) {
+            Decision::RestartNow => ChildAction::Recover(reason.clone()),
+            Decision::RestartAfter(pause) => ChildAction::Backoff {
+                // From the exit, not from whenever this pass runs.
+                until: failures.last().map_or_else(Instant::now, |f| f.at) + pause,
+                detail: format!("{reason}; restarting in {} ms", pause.as_millis()),
+            },
+            Decision::Fail => ChildAction::GiveUp(format!("crash loop, giving up: {reason}")),
+        },
+        IdleObs::Backoff { due: false, .. } | IdleObs::Held { released: false, .. } => ChildAction::Keep,
+        IdleObs::Backoff {
+            due: true, last_exit, ..
+        } => ChildAction::Recover(format!(
+            "backoff elapsed after: {}",
+            last_exit.as_deref().unwrap_or("an unexpected exit")
+        )),
+        IdleObs::Held { released: true, what } => ChildAction::Recover(format!("{what} answers again")),
     }
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -1,10 +1,13 @@
 //! The one level-triggered reconcile: desired state against observed state,
 //! through pure planners, applied by the holder of the ops lock.
 //!
-//! Boot, every mutation, the periodic tick and a failed token-chain probe
-//! call [`LivekitService::reconcile`] alike; what differs is the [`Step`]:
+//! Boot, every mutation, the periodic tick, a failed token-chain probe, a
+//! child's status change, a backoff that is due and a Redis check call
+//! [`LivekitService::reconcile`] alike; what differs is the [`Step`]:
 //! which config is wanted ([`Target`]) and what the caller asks beyond
-//! convergence ([`Intent`]).
+//! convergence ([`Intent`]; `exits_only` for the passes that only decide
+//! what follows an exit, which skip reading the files, so that the first
+//! restart after a crash costs no more than it did in the child's task).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -15,7 +18,7 @@ use hero_livekit_proto::{ErrorCode, Event, HealReport, ProcessName, ProcessState
 use tokio::time::Instant;
 
 use super::health::{backend_running_sha256, BackendReport};
-use super::plan::{plan_children, ChildAction, ChildObs, Intent};
+use super::plan::{plan_children, ChildAction, ChildObs, IdleObs, Intent};
 use super::probe;
 use super::specs::child_spec;
 use super::target::BinaryStamp;
@@ -23,7 +26,7 @@ use super::{internal, LivekitService};
 use crate::config::{self, Config, HealPlan, Rendered, TripleFile};
 use crate::error::ServiceError;
 use crate::install::InstalledInfo;
-use crate::supervise::{Started, SuperviseError};
+use crate::supervise::{self, Child, Idle, Settle, Started, SuperviseError};
 
 /// The least time between two restarts of lk-backend for a token-chain
 /// failure that no observation explains: a probe that keeps failing for a
@@ -45,6 +48,9 @@ pub(crate) struct Desired {
     /// The binary the renderings' target version was detected for.
     pub binary_stamp: Option<BinaryStamp>,
     last_blind_restart: Option<Instant>,
+    /// The files the last full pass could not write: an exits-only pass,
+    /// which does not read the files, recovers no child onto them.
+    pending_files: Vec<TripleFile>,
 }
 
 impl Desired {
@@ -59,6 +65,7 @@ impl Desired {
             installed,
             binary_stamp,
             last_blind_restart: None,
+            pending_files: Vec::new(),
         }
     }
 
@@ -108,8 +115,13 @@ pub(crate) struct Reconciled {
     /// Children stopped or restarted that did not exit on SIGTERM within
     /// the drain deadline and were killed.
     pub killed: Vec<ProcessName>,
+    /// Children this stopped that had a process running.
+    pub stopped: Vec<ProcessName>,
     /// lk-backend was restarted for an unexplained token-chain failure.
     pub blind_restart: bool,
+    /// The earliest instant a child backs off until: the reconciler wakes
+    /// itself then.
+    pub due: Option<Instant>,
 }
 
 impl Reconciled {
@@ -145,30 +157,18 @@ impl LivekitService {
     /// The new config cannot be written at all, or the OS fails the
     /// observation; child failures are in [`Reconciled::errors`].
     pub(super) async fn reconcile(&self, d: &mut Desired, step: Step) -> Result<Reconciled, ServiceError> {
-        let store = self.store.clone();
-        let rendered = Arc::clone(&d.rendered);
-        let target = step.target.clone();
-        let plan = tokio::task::spawn_blocking(move || {
-            let observed = store.observe();
-            match target {
-                // The common case (start, install, the tick): compare with
-                // the renderings already made, rendering nothing.
-                Target::Current => Ok(config::plan_rendered(&rendered, &observed)),
-                Target::Config(c) if *c == *rendered.config() => Ok(config::plan_rendered(&rendered, &observed)),
-                Target::Config(c) => config::plan(Some(&c), &observed, false),
-                Target::Reset => config::plan(Some(rendered.config()), &observed, true),
-            }
-        })
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
-        let (mut heal, write_failure) = self.apply_files(d, plan, step.trigger).await?;
-        let current_files: Vec<TripleFile> = TripleFile::ALL
-            .into_iter()
-            .filter(|f| !heal.pending.iter().any(|p| p == f.name()))
-            .collect();
+        let (mut heal, write_failure, current_files) = if step.intent.exits_only {
+            let current: Vec<TripleFile> = TripleFile::ALL
+                .into_iter()
+                .filter(|f| !d.pending_files.contains(f))
+                .collect();
+            (HealReport::default(), None, current)
+        } else {
+            self.reconcile_files(d, &step).await?
+        };
 
-        let observed = self.observe_children(&d.rendered).await;
+        let full = !step.intent.exits_only;
+        let observed = self.observe_children(&d.rendered, full).await;
         let actions = plan_children(&d.rendered, &d.want, &observed, &current_files, &step.intent);
         let rendered = Arc::clone(&d.rendered);
         let act = |name: ProcessName| {
@@ -179,6 +179,13 @@ impl LivekitService {
             async move {
                 let result = match &action {
                     ChildAction::Keep => return (name, action, None),
+                    ChildAction::Recover(_)
+                    | ChildAction::Backoff { .. }
+                    | ChildAction::GiveUp(_)
+                    | ChildAction::Hold(_) => {
+                        self.after_exit(name, child, &action, spec, timeout).await;
+                        return (name, action, None);
+                    }
                     ChildAction::Start => child
                         .start(spec, timeout)
                         .await
@@ -187,9 +194,14 @@ impl LivekitService {
                     ChildAction::Stop => match child.stop(drain).await {
                         Ok(o) => {
                             tracing::info!(process = %name, killed = o.killed, trigger = step.trigger, "stopped: its target is down");
-                            // Only `killed` is read for a stop (below).
+                            // Only `killed` and whether a process ran are
+                            // read for a stop (below).
                             let r = Started {
-                                outcome: StartOutcome::AlreadyRunning,
+                                outcome: if o.was_running {
+                                    StartOutcome::Started
+                                } else {
+                                    StartOutcome::AlreadyRunning
+                                },
                                 killed: o.killed,
                             };
                             return (name, action, Some(Ok(r)));
@@ -210,7 +222,24 @@ impl LivekitService {
             errors: Vec::new(),
             blind_restart: false,
             killed: Vec::new(),
+            stopped: Vec::new(),
+            due: None,
         };
+        // The earliest backoff, decided now or earlier: the reconciler wakes
+        // itself then.
+        let decided = actions.values().filter_map(|a| match a {
+            ChildAction::Backoff { until, .. } => Some(*until),
+            _ => None,
+        });
+        let waiting = observed.values().filter_map(|o| match &o.idle {
+            Some(IdleObs::Backoff { until, due: false, .. }) => Some(*until),
+            _ => None,
+        });
+        r.due = decided.chain(waiting).min();
+        if let Some(due) = r.due {
+            self.wake.due_at(due);
+        }
+        let acted = actions.values().any(|a| *a != ChildAction::Keep);
         for (name, action, result) in [a, b] {
             let Some(result) = result else { continue };
             match result {
@@ -219,6 +248,9 @@ impl LivekitService {
                         r.killed.push(name);
                     }
                     if action == ChildAction::Stop {
+                        if outcome == StartOutcome::Started {
+                            r.stopped.push(name);
+                        }
                         continue;
                     }
                     if let ChildAction::Restart(reason) = action {
@@ -243,23 +275,100 @@ impl LivekitService {
             }
         }
         r.heal = heal;
-        // Whatever happened, the chain must be proven again.
-        self.probe_wake.notify_one();
+        // Whatever happened, the chain must be proven again (an exits-only
+        // pass that did nothing changed nothing to prove).
+        if full || acted {
+            self.probe_wake.notify_one();
+        }
         Ok(r)
+    }
+
+    /// Carries out what the planner decided after an exit. A recovery is
+    /// announced (`restarted`, with the exit as its reason) before the new
+    /// process starts; the child reports a failed one as another exit,
+    /// which wakes the reconciler again.
+    async fn after_exit(
+        &self,
+        name: ProcessName,
+        child: &Child,
+        action: &ChildAction,
+        spec: supervise::ChildSpec,
+        timeout: Duration,
+    ) {
+        let settled = match action {
+            ChildAction::Recover(reason) => {
+                tracing::info!(process = %name, %reason, "recovering after an exit");
+                self.events.publish(Event::Restarted {
+                    process: name,
+                    reason: reason.clone(),
+                });
+                child.recover(spec, timeout).await
+            }
+            ChildAction::Backoff { until, detail } => {
+                child
+                    .settle(Settle::Backoff {
+                        until: *until,
+                        detail: detail.clone(),
+                    })
+                    .await
+            }
+            ChildAction::GiveUp(detail) => child.settle(Settle::Failed { detail: detail.clone() }).await,
+            ChildAction::Hold(after) => child.settle(Settle::Held { after: *after }).await,
+            ChildAction::Keep | ChildAction::Start | ChildAction::Restart(_) | ChildAction::Stop => Ok(()),
+        };
+        if let Err(e) = settled {
+            tracing::warn!(process = %name, error = %e, "after an exit: the child did not take the reconcile's verdict");
+        }
+    }
+
+    /// The files' half of a full pass: observe, plan, write. Returns the
+    /// heal report, the write that failed and the files current on disk.
+    async fn reconcile_files(
+        &self,
+        d: &mut Desired,
+        step: &Step,
+    ) -> Result<(HealReport, Option<ServiceError>, Vec<TripleFile>), ServiceError> {
+        let store = self.store.clone();
+        let rendered = Arc::clone(&d.rendered);
+        let target = step.target.clone();
+        let plan = tokio::task::spawn_blocking(move || {
+            let observed = store.observe();
+            match target {
+                // The common case (start, install, the tick): compare with
+                // the renderings already made, rendering nothing.
+                Target::Current => Ok(config::plan_rendered(&rendered, &observed)),
+                Target::Config(c) if *c == *rendered.config() => Ok(config::plan_rendered(&rendered, &observed)),
+                Target::Config(c) => config::plan(Some(&c), &observed, false),
+                Target::Reset => config::plan(Some(rendered.config()), &observed, true),
+            }
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        let (heal, write_failure) = self.apply_files(d, plan, step.trigger).await?;
+        let current_files: Vec<TripleFile> = TripleFile::ALL
+            .into_iter()
+            .filter(|f| !heal.pending.iter().any(|p| p == f.name()))
+            .collect();
+        d.pending_files = TripleFile::ALL
+            .into_iter()
+            .filter(|f| !current_files.contains(f))
+            .collect();
+        Ok((heal, write_failure, current_files))
     }
 
     /// What each child runs now: livekit-server the file it read at spawn
     /// (it reads it only then); lk-backend what it says, asked now, it has
     /// loaded (it re-reads its file on SIGHUP, so neither its record nor an
     /// older answer can be trusted), else its record.
-    async fn observe_children(&self, rendered: &Rendered) -> BTreeMap<ProcessName, ChildObs> {
+    async fn observe_children(&self, rendered: &Rendered, full: bool) -> BTreeMap<ProcessName, ChildObs> {
         let lk = self.livekit.health();
         let be = self.backend.health();
         let mut be_running = {
             let chain = self.view.borrow().chain.clone();
             backend_running_sha256(&be, &chain)
         };
-        if let (ProcessState::Running, Some(pid)) = (be.state, be.pid) {
+        if let (true, ProcessState::Running, Some(pid)) = (full, be.state, be.pid) {
             let deadline = Instant::now() + BACKEND_ASK_TIMEOUT;
             match probe::backend_loaded(rendered.config().backend_port, deadline).await {
                 Ok(sha256) => {
@@ -274,7 +383,11 @@ impl LivekitService {
                 Err(e) => tracing::debug!(error = %e, "lk-backend did not say what it has loaded"),
             }
         }
-        let current = self.binaries_current().await;
+        let current = if full {
+            self.binaries_current().await
+        } else {
+            [true, true]
+        };
         [
             (
                 ProcessName::LivekitServer,
@@ -282,6 +395,7 @@ impl LivekitService {
                     state: lk.state,
                     running_sha256: lk.config_sha256,
                     binary_current: current[0],
+                    idle: self.idle_obs(&self.livekit, lk.last_exit.clone()),
                 },
             ),
             (
@@ -290,11 +404,35 @@ impl LivekitService {
                     state: be.state,
                     running_sha256: be_running,
                     binary_current: current[1],
+                    idle: self.idle_obs(&self.backend, be.last_exit.clone()),
                 },
             ),
         ]
         .into_iter()
         .collect()
+    }
+
+    /// A child without a process after an exit, as the planner needs it:
+    /// its failure history, whether its backoff is due, whether Redis (the
+    /// dependency of livekit-server) has answered a newer check.
+    fn idle_obs(&self, child: &Child, last_exit: Option<String>) -> Option<IdleObs> {
+        Some(match child.idle()? {
+            Idle::Exited { reason, held_after } => IdleObs::Exited {
+                reason,
+                failures: child.failures(),
+                policy: child.policy(),
+                held_after,
+            },
+            Idle::Backoff { until } => IdleObs::Backoff {
+                until,
+                due: until <= Instant::now(),
+                last_exit,
+            },
+            Idle::Held { after } => IdleObs::Held {
+                released: supervise::dependency_releases(&self.redis_state.borrow(), after),
+                what: "Redis",
+            },
+        })
     }
 
     /// Whether livekit-server and lk-backend (in that order) run the

@@ -14,8 +14,10 @@
 //! - A pid is signalled only while it is proven to be the process we started:
 //!   records are verified by pid, start time and executable before adoption,
 //!   and a live process is tracked through a pidfd, which cannot be reused.
-//! - Decisions (restart now, later, or give up) are the pure
-//!   [`BackoffPolicy::decide`]; the task only applies them.
+//! - The task decides nothing about a child's life: after an exit it
+//!   reports (the exit, the failure history) and waits for the reconcile
+//!   (`service::plan`), which applies the pure [`BackoffPolicy::decide`]
+//!   and tells it to recover, back off, give up or hold.
 //!
 //! Module map: `spec` what to run, `spawn` how it is started (scrubbed
 //! environment, setsid, log redirection), `pidfd` exit watching, `record`
@@ -39,10 +41,10 @@ mod spawn;
 mod spec;
 
 pub use backoff::{BackoffPolicy, Decision, Failure};
-pub use child::{AdoptOutcome, Child, Started, StopOutcome, SupervisorOptions};
+pub use child::{AdoptOutcome, Child, Idle, Settle, Started, StopOutcome, SupervisorOptions};
 pub use error::SuperviseError;
 pub use events::EventSink;
 pub use hero_livekit_proto::StartOutcome;
-pub use hold::{Dependency, DependencyState};
+pub use hold::{releases as dependency_releases, Dependency, DependencyState};
 pub use record::{verify, ChildRecord, Verification};
 pub use spec::{ChildSpec, ReadyProbe};

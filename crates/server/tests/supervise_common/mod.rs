@@ -9,7 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hero_livekit_proto::{Event, ProcessName, ProcessState};
 use hero_livekit_server::supervise::{
-    verify, BackoffPolicy, ChildRecord, ChildSpec, EventSink, ReadyProbe, SupervisorOptions, Verification,
+    verify, BackoffPolicy, Child, ChildRecord, ChildSpec, Decision, EventSink, Idle, ReadyProbe, Settle,
+    SupervisorOptions, Verification,
 };
 
 /// A real python interpreter (not a pyenv shim script: the child's
@@ -128,7 +129,6 @@ impl Scratch {
     pub fn options(&self, events: &Events) -> SupervisorOptions {
         let mut opts = SupervisorOptions::new(self.children_dir(), events.sink());
         opts.stop_grace = Duration::from_secs(5);
-        opts.restart_ready_timeout = Duration::from_secs(20);
         opts
     }
 
@@ -228,4 +228,64 @@ pub fn kill(pid: u32, sig: i32) {
     // SAFETY: plain kill(2) on a pid this test owns.
     let rc = unsafe { libc::kill(pid, sig) };
     assert_eq!(rc, 0, "kill({pid}, {sig})");
+}
+
+/// Plays the daemon's reconcile after an exit, with the same verdicts as
+/// `service::plan` (the child's task only reports and executes): the
+/// policy on the failure history says recover now (announced with a
+/// `restarted` event), back off until an instant (then recover), or give
+/// up. Aborted when dropped.
+pub struct Decider(tokio::task::JoinHandle<()>);
+
+impl Drop for Decider {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Decider {
+    pub fn new(child: &Child, spec: ChildSpec, events: &Events) -> Decider {
+        let mut child = child.clone();
+        let seen = events.0.clone();
+        let emit = move |e: Event| seen.lock().expect("events lock").push(e);
+        Decider(tokio::spawn(async move {
+            loop {
+                match child.idle() {
+                    Some(Idle::Exited { reason, .. }) => match child.policy().decide(&child.failures()) {
+                        Decision::RestartNow => {
+                            emit(Event::Restarted {
+                                process: child.name(),
+                                reason,
+                            });
+                            let _ = child.recover(spec.clone(), Duration::from_secs(20)).await;
+                        }
+                        Decision::RestartAfter(pause) => {
+                            let until = tokio::time::Instant::now() + pause;
+                            let detail = format!("{reason}; restarting in {} ms", pause.as_millis());
+                            let _ = child.settle(Settle::Backoff { until, detail }).await;
+                        }
+                        Decision::Fail => {
+                            let detail = format!("crash loop, giving up: {reason}");
+                            let _ = child.settle(Settle::Failed { detail }).await;
+                        }
+                    },
+                    Some(Idle::Backoff { until }) => {
+                        tokio::time::sleep_until(until).await;
+                        if matches!(child.idle(), Some(Idle::Backoff { .. })) {
+                            emit(Event::Restarted {
+                                process: child.name(),
+                                reason: "backoff elapsed".into(),
+                            });
+                            let _ = child.recover(spec.clone(), Duration::from_secs(20)).await;
+                        }
+                        continue;
+                    }
+                    _ => {}
+                }
+                if !child.changed().await {
+                    return;
+                }
+            }
+        }))
+    }
 }
