@@ -177,21 +177,31 @@ fn participants_joining_through_different_nodes_hear_each_other_and_follow_a_cre
         .expect("cluster_token")
         .to_string();
     let mut listing = Vec::new();
+    let mut joins = Vec::new();
     for i in 1..3u16 {
         let n = RealNode::start(&ns, &real, i);
+        // The join returns once the node runs the cluster's credential
+        // (its livekit-server restarted onto it: the real server's stop
+        // takes up to its 5 s drain ticker); it is a member from then, and
+        // the listing is timed from then.
         let t = Instant::now();
         n.join("media", Some(&token));
+        joins.push(t.elapsed());
+        let t = Instant::now();
         let id = n.node_id();
         nodes.push(n);
         listing.push(listed_everywhere(&nodes, &id, t));
     }
-    println!(
-        "a joining node listed in every member's health.cluster.nodes after: {} ms (issue 19 asks within 1000 ms)",
-        listing
-            .iter()
+    let ms = |v: &[Duration]| {
+        v.iter()
             .map(|d| format!("{:.0}", d.as_secs_f64() * 1e3))
             .collect::<Vec<_>>()
             .join(", ")
+    };
+    println!(
+        "a joining node listed in every member's health.cluster.nodes after: {} ms once joined (issue 19 asks within 1000 ms); the joins took {} ms",
+        ms(&listing),
+        ms(&joins)
     );
     // A join's first heartbeat is announced on the channel and members
     // sync on any message (about 0.1-0.2 s here; issue 19 asks 1 s). A
