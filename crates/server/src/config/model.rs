@@ -4,9 +4,9 @@ use std::fmt;
 use std::net::Ipv6Addr;
 
 use hero_livekit_proto::{fields, ProcessName, TurnServerParam};
+use hmac::{Hmac, Mac};
 use serde::{Serialize, Serializer};
 use serde_json::{json, Value as Json};
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 /// Default public hostname of the node.
@@ -516,7 +516,11 @@ mod tests {
         assert_eq!(c.client_url(), "ws://localhost:7880");
         c.public_url = Some("wss://media.example.org".into());
         assert_eq!(c.client_url(), "wss://media.example.org");
-        assert_eq!(c.livekit_url(), "ws://localhost:7880", "the node's own address is unchanged");
+        assert_eq!(
+            c.livekit_url(),
+            "ws://localhost:7880",
+            "the node's own address is unchanged"
+        );
     }
 
     #[test]

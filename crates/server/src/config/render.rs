@@ -355,14 +355,23 @@ mod tests {
     fn a_public_url_is_what_lk_backend_hands_out_and_runtime_json_records() {
         let mut c = config_a();
         let before = text(&c, TripleFile::RuntimeJson);
-        assert!(!before.contains("public_url"), "left out while unset: the bytes older versions wrote");
+        assert!(
+            !before.contains("public_url"),
+            "left out while unset: the bytes older versions wrote"
+        );
         c.public_url = Some("wss://media.example.org".into());
         let json = text(&c, TripleFile::RuntimeJson);
         assert!(json.contains("  \"backend_port\": 7990,\n  \"public_url\": \"wss://media.example.org\",\n"));
-        assert!(json.contains("\"livekit_url\": \"ws://media.example.org:7980\""), "the node's own address");
+        assert!(
+            json.contains("\"livekit_url\": \"ws://media.example.org:7980\""),
+            "the node's own address"
+        );
         let env = text(&c, TripleFile::BackendEnv);
         assert!(env.contains("LIVEKIT_URL=\"wss://media.example.org\"\n"), "{env}");
-        assert_eq!(text(&c, TripleFile::LivekitYaml), text(&config_a(), TripleFile::LivekitYaml));
+        assert_eq!(
+            text(&c, TripleFile::LivekitYaml),
+            text(&config_a(), TripleFile::LivekitYaml)
+        );
     }
 
     #[test]

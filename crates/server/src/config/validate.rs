@@ -460,7 +460,10 @@ fn unset_fields(unset: &[String], given: [Option<&str>; 3]) -> Result<[bool; 3],
             ));
         };
         if given[i].is_some() {
-            return Err(ValidationError::new(UNSET_CORE[i], "is both given a value and unset; pick one"));
+            return Err(ValidationError::new(
+                UNSET_CORE[i],
+                "is both given a value and unset; pick one",
+            ));
         }
         out[i] = true;
     }

@@ -753,7 +753,10 @@ fn a_public_url_is_a_websocket_url_of_a_host_and_nothing_more() {
         ("wss://bad_host.example", "must name a host"),
         ("wss://2001:db8::1", "must name a host"),
         ("wss://[not-v6]:443", "must name a host"),
-        ("wss://[::1]x", "must be ws[s]://host[:port]; after an [IPv6] address only :port"),
+        (
+            "wss://[::1]x",
+            "must be ws[s]://host[:port]; after an [IPv6] address only :port",
+        ),
         ("wss://media.example.org:0", "must have a port 1-65535"),
         ("wss://media.example.org:65536", "must have a port 1-65535"),
         ("wss://media.example.org:", "must have a port 1-65535"),
