@@ -462,12 +462,29 @@ impl Out {
         println!("#{} {text}", m.seq);
     }
 
+    /// The token on stdout (so that `$(hero_livekit token ...)` is the
+    /// token), the URL clients connect to with it on stderr.
     pub fn token(&self, v: &serde_json::Value) {
         if self.json {
             self.json_value(v);
         } else {
             println!("{}", v.get("token").and_then(|t| t.as_str()).unwrap_or_default());
+            eprintln!("url: {}", v.get("url").and_then(|t| t.as_str()).unwrap_or_default());
         }
+    }
+
+    /// The mint secret alone on stdout (for `$(hero_livekit backend-token)`),
+    /// how to use it on stderr.
+    pub fn backend_token(&self, t: &proto::BackendTokenResult) {
+        if self.json {
+            self.json_value(&serde_json::json!({"mint_secret": t.mint_secret, "token_url": t.token_url}));
+            return;
+        }
+        println!("{}", t.mint_secret);
+        eprintln!(
+            "mint with: curl -H \"Authorization: Bearer <the line above>\" -H 'Content-Type: application/json' -d '{{\"room\":\"r1\",\"identity\":\"alice\"}}' {}",
+            t.token_url
+        );
     }
 
     /// A spinner on stderr while waiting; hidden when stderr is not a terminal.
@@ -568,12 +585,17 @@ pub async fn follow(path: &str) -> std::io::Result<()> {
     }
 }
 
-/// `POST <backend_url>/token` with a JSON body; returns the JSON response or
-/// a message naming the backend and its error.
-pub async fn post_token(backend_url: &str, body: &serde_json::Value) -> Result<serde_json::Value, String> {
-    let url: http::Uri = format!("{}/token", backend_url.trim_end_matches('/'))
+/// `POST <token_url>` with a JSON body and `mint_secret` as the bearer;
+/// returns the JSON response or a message naming the backend and its error.
+pub async fn post_token(
+    token_url: &str,
+    mint_secret: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let backend_url = token_url.trim_end_matches("/token");
+    let url: http::Uri = token_url
         .parse()
-        .map_err(|e| format!("bad backend url {backend_url}: {e}"))?;
+        .map_err(|e| format!("bad backend url {token_url}: {e}"))?;
     let host = url.host().unwrap_or("127.0.0.1").to_string();
     let port = url.port_u16().unwrap_or(80);
     let stream = tokio::net::TcpStream::connect((host.as_str(), port))
@@ -588,6 +610,7 @@ pub async fn post_token(backend_url: &str, body: &serde_json::Value) -> Result<s
     let req = http::Request::post(url.path())
         .header(http::header::HOST, format!("{host}:{port}"))
         .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::AUTHORIZATION, format!("Bearer {mint_secret}"))
         .body(Full::new(Bytes::from(body.to_string())))
         .map_err(|e| e.to_string())?;
     let resp = send

@@ -171,6 +171,13 @@ pub fn module(service: Arc<LivekitService>) -> Result<RpcModule<LivekitService>,
         }))
     })
     .map_err(|e| e.to_string())?;
+    m.register_method(method::BACKEND_TOKEN, |params, ctx, ext| {
+        to_rpc(authorize(ext, method::BACKEND_TOKEN).and_then(|()| {
+            parse_params::<hero_livekit_proto::NoParams>(&params)?;
+            Ok(ctx.backend_token())
+        }))
+    })
+    .map_err(|e| e.to_string())?;
     m.register_method(method::DISCOVER, move |_params, _ctx, ext| {
         to_rpc(authorize(ext, method::DISCOVER).map(|()| doc.clone()))
     })
