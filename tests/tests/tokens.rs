@@ -689,6 +689,12 @@ fn the_mint_secret_is_for_full_access_peers_only() {
     };
     let r = as_nobody("livekitservice.backend_token");
     assert_eq!(r["error"]["data"]["kind"], "unauthorized", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("it returns a secret")),
+        "{r}"
+    );
     assert!(!r.to_string().contains(&mint_secret), "{r}");
     for m in ["livekitservice.health", "livekitservice.config_show"] {
         let r = as_nobody(m);

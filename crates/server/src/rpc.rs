@@ -89,13 +89,19 @@ pub(crate) fn authorize(ext: &Extensions, name: &str) -> Result<(), ServiceError
     let peer = ext.get::<Peer>();
     match peer {
         Some(p) if p.access.allows(access) => Ok(()),
-        Some(p) => Err(ServiceError::new(
-            ErrorCode::Unauthorized,
-            format!(
-                "uid {} may not call {name}: it changes state and needs the daemon's uid or root",
-                p.uid
-            ),
-        )),
+        Some(p) => {
+            // The methods that return a secret are full-access for that
+            // reason, not because they change anything.
+            let why = if matches!(name, method::CLUSTER_TOKEN | method::BACKEND_TOKEN) {
+                "it returns a secret"
+            } else {
+                "it changes state"
+            };
+            Err(ServiceError::new(
+                ErrorCode::Unauthorized,
+                format!("uid {} may not call {name}: {why} and needs the daemon's uid or root", p.uid),
+            ))
+        }
         None => Err(ServiceError::new(
             ErrorCode::Unauthorized,
             format!("unknown peer may not call {name}"),
