@@ -80,12 +80,19 @@ def fail(stage, err):
 
 def mint_secret_for(port):
     """The MINT_SECRET of the env file of the `lk-backend --env-file FILE`
-    whose PORT is `port`, read afresh (a rotation changes it); None when no
-    such process is found."""
+    whose PORT is `port` in this network namespace (the one the token URL's
+    127.0.0.1 is in; tests run several namespaces, each with its own 7890),
+    read afresh (a rotation changes it); None when no such process is found."""
+    try:
+        own_net = os.readlink("/proc/self/ns/net")
+    except OSError:
+        own_net = None
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
+            if own_net is not None and os.readlink(f"/proc/{pid}/ns/net") != own_net:
+                continue
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 args = f.read().split(b"\0")
             if not args[0].endswith(b"lk-backend") or b"--env-file" not in args:

@@ -76,12 +76,18 @@ pub fn post_token_as(backend_url: &str, bearer: Option<&str>, body: &[u8]) -> Ht
 /// The mint secret of the lk-backend serving `port`, as a service on the
 /// host with the daemon's uid can read it: the `MINT_SECRET` of the env
 /// file a running `lk-backend --env-file FILE` was given, whose `PORT` is
-/// `port`. Read afresh on each call, so a rotation is followed. `None` when
-/// no such process or file is found (the request then goes without one).
+/// `port`, in this process's network namespace (the one its 127.0.0.1 is
+/// in: tests run daemons in namespaces of their own, each with its 7890).
+/// Read afresh on each call, so a rotation is followed. `None` when no such
+/// process or file is found (the request then goes without one).
 pub fn mint_secret_for(port: u16) -> Option<String> {
+    let own_net = std::fs::read_link("/proc/self/ns/net").ok();
     let entries = std::fs::read_dir("/proc").ok()?;
     entries.flatten().find_map(|e| {
         e.file_name().to_str()?.parse::<u32>().ok()?;
+        if own_net.is_some() && std::fs::read_link(e.path().join("ns/net")).ok() != own_net {
+            return None;
+        }
         let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
         if !args.first()?.ends_with(b"lk-backend") {

@@ -99,7 +99,10 @@ pub(crate) fn authorize(ext: &Extensions, name: &str) -> Result<(), ServiceError
             };
             Err(ServiceError::new(
                 ErrorCode::Unauthorized,
-                format!("uid {} may not call {name}: {why} and needs the daemon's uid or root", p.uid),
+                format!(
+                    "uid {} may not call {name}: {why} and needs the daemon's uid or root",
+                    p.uid
+                ),
             ))
         }
         None => Err(ServiceError::new(
