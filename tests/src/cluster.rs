@@ -157,7 +157,10 @@ pub struct Relay {
 
 impl Relay {
     pub fn start(target: &str) -> Relay {
-        let port = free_port();
+        Relay::start_on(free_port(), target)
+    }
+
+    fn start_on(port: u16, target: &str) -> Relay {
         let child = Command::new(bin("tcp-relay"))
             .arg(port.to_string())
             .arg(target)
@@ -181,6 +184,16 @@ impl Relay {
     }
     pub fn mend(&self) {
         self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+    /// Kills the relay (every connection through it is reset) and starts
+    /// a new one on the same port to `target`, once the old one is gone.
+    pub fn restart(&mut self, target: &str) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let next = Relay::start_on(self.port, target);
+        // The old relay is reaped: only its handle goes, not its Drop.
+        let old = std::mem::replace(self, next);
+        std::mem::forget(old);
     }
 }
 

@@ -68,6 +68,48 @@ impl Netns {
         c
     }
 
+    /// Checks that the namespace is still sealed as made: every address in
+    /// it is a loopback one (127.0.0.0/8 or ::1), and no packet was ever
+    /// sent or received on the veth pair (all traffic, 127.0.0.2 to
+    /// 127.0.0.1 included, went through `lo`). Panics naming what is not.
+    pub fn assert_sealed(&self) {
+        let out = self
+            .command("ip")
+            .args(["-o", "addr", "show"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("ip -o addr show inside the namespace");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for line in text.lines() {
+            let Some(addr) = line
+                .split_whitespace()
+                .skip_while(|w| *w != "inet" && *w != "inet6")
+                .nth(1)
+            else {
+                continue;
+            };
+            assert!(
+                addr.starts_with("127.") || addr == "::1/128",
+                "a non-loopback address in the test's namespace: {line}"
+            );
+        }
+        for (dev, counter) in [
+            ("lkm0", "tx_packets"),
+            ("lkm0", "rx_packets"),
+            ("lkm1", "tx_packets"),
+            ("lkm1", "rx_packets"),
+        ] {
+            let out = self
+                .command("cat")
+                .arg(format!("/sys/class/net/{dev}/statistics/{counter}"))
+                .stdin(Stdio::null())
+                .output()
+                .expect("read an interface counter inside the namespace");
+            let n = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            assert_eq!(n, "0", "{dev} {counter}: packets travelled the veth, not lo");
+        }
+    }
+
     /// `ip ARGS` inside the namespace; panics with its stderr on failure.
     fn ip(&self, args: &[&str]) {
         let mut c = self.command("ip");

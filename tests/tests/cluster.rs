@@ -666,7 +666,7 @@ fn calls(redis: &Redis, command: &str) -> u64 {
 }
 
 /// A burst of announcements makes a few sync rounds, not one each: every
-/// round reads the record once (a GET), and 500 messages published at once
+/// round reads the record once (a bounded GETRANGE), and 500 messages published at once
 /// cost the member a handful of reads. The member syncing at all is shown by
 /// a node joined after the burst being listed; that one round per message
 /// never comes is a non-event, watched for over a window (one round takes
@@ -682,7 +682,7 @@ fn a_burst_of_announcements_is_coalesced_into_a_few_sync_rounds() {
     a.join(&redis.address(), "c1", None);
     let token = a.cluster_token();
     wait_cluster(&a, "the first node joined", |c| c["state"] == "joined");
-    let before = calls(&redis, "get");
+    let before = calls(&redis, "getrange");
     redis.cli(&[
         "EVAL",
         "for i = 1, tonumber(ARGV[1]) do redis.call('PUBLISH', KEYS[1], '1') end return 0",
@@ -699,13 +699,127 @@ fn a_burst_of_announcements_is_coalesced_into_a_few_sync_rounds() {
             .is_some_and(|l| l.iter().any(|x| x["id"] == id.as_str()))
     });
     let too_many = poll(Duration::from_secs(3), || {
-        let reads = calls(&redis, "get") - before;
+        let reads = calls(&redis, "getrange") - before;
         (reads > MOST).then_some(reads)
     });
-    let reads = calls(&redis, "get") - before;
+    let reads = calls(&redis, "getrange") - before;
     println!("{BURST} announcements at once: {reads} record reads in all (both nodes)");
     assert_eq!(
         too_many, None,
         "a burst of {BURST} made more than {MOST} reads: not coalesced"
     );
+}
+
+/// `cluster leave` (issue 20, item 8): a member cannot strand itself by
+/// removing its Redis; leaving removes its heartbeat (no member lists it)
+/// and its membership file, and it keeps serving with the credential it ran.
+#[test]
+fn a_member_leaves_keeping_its_credential_and_no_member_lists_it_any_more() {
+    let redis = Redis::start();
+    let nodes = cluster(&redis, 1);
+    let all = refs(&nodes);
+    let key = nodes[0].health()["api_key"].as_str().expect("key").to_string();
+    wait_all_run(&all, &key, "after joining");
+    let leaver = nodes[1].health()["cluster"]["node_id"]
+        .as_str()
+        .expect("node_id")
+        .to_string();
+    let lists_leaver = |c: &Value| {
+        c["nodes"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n["id"] == leaver.as_str()))
+    };
+    wait_cluster(&nodes[0], "both nodes in the heartbeats", |c| lists_leaver(c));
+    let before = nodes[1].triple();
+
+    // Removing the Redis of a member is refused, naming the field, with
+    // the way out; nothing changes.
+    let r = nodes[1]
+        .d
+        .call("livekitservice.configure", json!({"unset": ["redis_address"]}));
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    let message = r["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("redis_address") && message.contains("c1"), "{r}");
+    assert!(
+        r["error"]["data"]["hint"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cluster leave"),
+        "{r}"
+    );
+    assert_eq!(nodes[1].triple(), before, "a refused unset changed nothing");
+    assert!(nodes[1].runs(&key));
+
+    let r = nodes[1].d.ok("livekitservice.cluster_leave", json!({}));
+    assert_eq!(r["cluster"], "c1", "{r}");
+    assert_eq!(r["node_id"], leaver.as_str(), "{r}");
+    assert_eq!(r["heartbeat_removed"], true, "{r}");
+    assert_eq!(r["api_key"], key.as_str(), "{r}");
+    // At once: health and cluster_status say so, the file is gone, and
+    // Redis no longer holds its heartbeat.
+    assert_eq!(nodes[1].health()["cluster"]["state"], "not_configured");
+    let status = nodes[1].d.ok("livekitservice.cluster_status", json!({}));
+    assert_eq!(status["state"], "not_configured", "{status}");
+    assert!(!nodes[1].root.file("cluster.json").exists(), "cluster.json removed");
+    let beat = format!("hero_livekit:{{c1}}:node:{leaver}");
+    assert_eq!(redis.cli(&["EXISTS", &beat]).trim(), "0", "heartbeat removed");
+    assert_eq!(
+        redis.cli(&["SISMEMBER", "hero_livekit:{c1}:members", &leaver]).trim(),
+        "0",
+        "no longer in the member set"
+    );
+    // Announced: the remaining member drops it well before any expiry.
+    wait_cluster(&nodes[0], "the leaver no longer listed", |c| !lists_leaver(c));
+    // It keeps serving with the same credential, proven.
+    let h = nodes[1].health();
+    assert_eq!(h["api_key"], key.as_str(), "{h}");
+    assert_eq!(
+        nodes[1].triple()[1..],
+        before[1..],
+        "livekit.yaml and backend.env untouched"
+    );
+    poll(WAIT, || (nodes[1].health()["ready_for_tokens"] == true).then_some(()))
+        .expect("the node that left stays ready for tokens");
+    // Now alone, it may drop its Redis; leaving twice says it is in none.
+    let r = nodes[1].d.call("livekitservice.cluster_leave", json!({}));
+    assert_eq!(error_kind(&r), "not_in_cluster", "{r}");
+    let r = nodes[1]
+        .d
+        .call("livekitservice.configure", json!({"unset": ["redis_address"]}));
+    assert!(r.get("error").is_none(), "a single node may drop its Redis: {r}");
+    // The remaining member is unaffected.
+    assert!(nodes[0].runs(&key));
+}
+
+/// A member whose Redis connection was reset reconnects and subscribes
+/// again at once, not at its next poll: a node joining right after is
+/// listed by it as fast as by any other member. The poll is 30 s, so only
+/// a prompt resubscription makes the bound.
+#[test]
+fn a_member_that_lost_its_redis_link_lists_a_join_right_after_without_waiting_for_its_poll() {
+    const SLOW_POLL_MS: u64 = 30_000;
+    let redis = Redis::start();
+    let mut relay = Relay::start(&redis.address());
+    let a = Node::start(SLOW_POLL_MS);
+    a.join(&redis.address(), "c1", None);
+    let token = a.cluster_token();
+    let b = Node::start(SLOW_POLL_MS);
+    b.join(&relay.address(), "c1", Some(&token));
+    wait_cluster(&b, "B joined through the relay", |c| c["state"] == "joined");
+
+    // Every connection B has to Redis is reset; the relay is back at once.
+    relay.restart(&redis.address());
+    let c = Node::start(SLOW_POLL_MS);
+    let t = std::time::Instant::now();
+    let r = c.join(&redis.address(), "c1", Some(&token));
+    let id = r["cluster"]["node_id"].as_str().expect("node_id").to_string();
+    let listed = wait_cluster(&b, "B lists the node that joined", |c| {
+        c["nodes"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n["id"] == id.as_str()))
+    });
+    let took = t.elapsed();
+    println!("listed by a member whose link was reset after {took:?} (poll {SLOW_POLL_MS} ms)");
+    assert!(took < Duration::from_millis(2500), "listed after {took:?}: {listed}");
+    assert_eq!(b.health()["cluster"]["state"], "joined");
 }

@@ -193,15 +193,16 @@ fn participants_joining_through_different_nodes_hear_each_other_and_follow_a_cre
             .collect::<Vec<_>>()
             .join(", ")
     );
-    // A join's first heartbeat is announced on the channel, so members
-    // usually list it at once (about 0.1 s here) rather than at their poll
-    // (4-5 s). A member that joined a moment before can miss that message
-    // and list the node at a later poll (seen once at 10 s on a loaded
-    // machine), so the bound is the poll's: the figure is printed above.
+    // A join's first heartbeat is announced on the channel and members
+    // sync on any message (about 0.1-0.2 s here; issue 19 asks 1 s). A
+    // member that lost its Redis link reconnects and subscribes again
+    // within 100 ms, not at its next poll (5 s), and lists what it missed in
+    // the round that follows, so even a Redis call timing out (1 s) on a
+    // loaded machine stays well inside this bound.
     for took in &listing {
         assert!(
-            *took < Duration::from_secs(20),
-            "a joining node listed everywhere after {took:?}: neither announced nor polled?"
+            *took < Duration::from_millis(2500),
+            "a joining node listed everywhere after {took:?}, not at once"
         );
     }
     let key = nodes[0].d.health()["api_key"].as_str().expect("api_key").to_string();

@@ -104,7 +104,13 @@ impl Env {
     /// Runs `hero_livekit --root <root> <args>` with an environment that
     /// cannot point it (or the daemon it starts) elsewhere.
     fn cli(&self, args: &[&str]) -> Run {
+        self.cli_in(&std::env::current_dir().expect("current directory"), args)
+    }
+
+    /// [`Env::cli`] run in the working directory `cwd`.
+    fn cli_in(&self, cwd: &Path, args: &[&str]) -> Run {
         Command::new(bin("hero_livekit"))
+            .current_dir(cwd)
             .arg("--root")
             .arg(self.root.path())
             .args(args)
@@ -774,4 +780,72 @@ fn after_stop_a_restarted_daemon_leaves_the_children_stopped() {
     for name in ["livekit-server", "lk-backend"] {
         assert_eq!(h["processes"][name]["state"], "stopped", "{name}: {h}");
     }
+}
+
+#[test]
+fn up_takes_a_relative_source_as_one_in_the_current_directory() {
+    let env = Env::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(bin("livekit-server-double"), dir.path().join("livekit-server")).expect("copy the double");
+    let (p, t, b) = (
+        env.port.to_string(),
+        env.rtc_tcp_port.to_string(),
+        env.backend_port.to_string(),
+    );
+    let r = env.cli_in(
+        dir.path(),
+        &[
+            "up",
+            "--source",
+            "./livekit-server",
+            "--port",
+            &p,
+            "--rtc-tcp-port",
+            &t,
+            "--backend-port",
+            &b,
+            "--timeout-ms",
+            "60000",
+        ],
+    );
+    assert!(r.status.success(), "{r}\n--- daemon log\n{}", env.daemon_log());
+    assert_eq!(env.health()["ready_for_tokens"], true);
+    assert_eq!(
+        sha256_file(&env.root.path().join("bin/livekit-server")),
+        sha256_file(&dir.path().join("livekit-server")),
+        "installed from the file in that directory"
+    );
+}
+
+#[test]
+fn up_onto_the_ports_of_another_deployment_says_so_naming_its_root_and_starts_nothing() {
+    let first = Env::new();
+    first.up_ok(&[]);
+    let mut second = Env::new();
+    second.port = first.port;
+
+    let r = second.up(&[]);
+
+    assert!(!r.status.success(), "{r}");
+    let first_root = first.root.path().display().to_string();
+    assert!(
+        r.stderr.contains("another hero_livekit deployment") && r.stderr.contains(&first_root),
+        "names the other deployment's root: {r}"
+    );
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.starts_with("hint: ") && l.contains(&first_root)),
+        "{r}"
+    );
+    assert!(second.daemons().is_empty(), "no second daemon: {r}");
+    assert!(
+        !second.root.path().join("var").exists(),
+        "nothing written under the second root"
+    );
+    assert_eq!(
+        first.health()["ready_for_tokens"],
+        true,
+        "the first deployment serves on"
+    );
 }

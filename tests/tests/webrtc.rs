@@ -119,6 +119,9 @@ fn two_participants_hear_each_other_through_the_supervised_real_server() {
     // The daemon saw what the participants proved.
     assert_eq!(w.d.health()["ready_for_tokens"], true);
     drop(a);
+    // Media and ICE went nowhere but loopback: no address outside 127/8
+    // in the namespace, and not one packet on its veth pair.
+    w.ns.assert_sealed();
 }
 
 /// Kills the daemon `up` started (found by the socket's peer credentials)

@@ -60,7 +60,7 @@ pub enum Command {
     Up(UpArgs),
     /// Print the OpenRPC document.
     Discover,
-    /// The cluster this node belongs to: `status`, `token`.
+    /// The cluster this node belongs to: `status`, `token`, `leave`.
     #[command(subcommand)]
     Cluster(ClusterCommand),
 }
@@ -71,6 +71,9 @@ pub enum ClusterCommand {
     Status,
     /// Print the join secret for `configure --cluster NAME --cluster-token T` on the next node.
     Token,
+    /// Leave the cluster: this node's heartbeat and membership go, and it
+    /// keeps serving alone with the credential it runs.
+    Leave,
 }
 
 #[derive(Debug, Clone, Args, Default)]

@@ -63,14 +63,36 @@ pub enum ClientError {
     /// The exchange broke at the HTTP or JSON level.
     #[error("talking to the daemon on {socket}: {detail}")]
     Transport { socket: PathBuf, detail: String },
+    /// Refused by the CLI itself, or by a service other than the daemon
+    /// (lk-backend for `token`): what was wrong, the next step, and a
+    /// stable kind for scripts.
+    #[error("{message}")]
+    Refused {
+        kind: &'static str,
+        message: String,
+        hint: String,
+    },
 }
 
 impl ClientError {
-    /// The actionable hint the daemon attached, if any.
-    pub fn hint(&self) -> Option<&str> {
+    /// The next step for the operator: the daemon's own hint when it sent
+    /// one, else one for what failed here. Every failure has one, so that
+    /// every refusal the CLI prints ends with a `hint:` line.
+    pub fn hint(&self) -> &str {
         match self {
-            ClientError::Rpc { data: Some(d), .. } => Some(d.hint.as_str()),
-            _ => None,
+            ClientError::Rpc { data: Some(d), .. } if !d.hint.is_empty() => d.hint.as_str(),
+            ClientError::Rpc { .. } => "run `hero_livekit health` and read the daemon's log for the cause",
+            ClientError::NotRunning { .. } => {
+                "start the daemon with `hero_livekit up`, or point this CLI at the running one with `--root DIR` (or `PATH_ROOT=DIR`) or `--socket PATH`"
+            }
+            ClientError::PermissionDenied { .. } => {
+                "run the command as the daemon's user or as root, or have the daemon started with `--socket-group G` and join G"
+            }
+            ClientError::DaemonTooOld { .. } | ClientError::DaemonOutdated { .. } => UPGRADE_ADVICE,
+            ClientError::Transport { .. } => {
+                "run `hero_livekit health`; if it fails the same way, read the daemon's log (`journalctl -u hero_livekit`, or <root>/var/hero_livekit/logs/hero_livekit_server.log when `up` started it)"
+            }
+            ClientError::Refused { hint, .. } => hint.as_str(),
         }
     }
 
@@ -94,6 +116,7 @@ impl ClientError {
             ClientError::PermissionDenied { .. } => "permission_denied",
             ClientError::DaemonTooOld { .. } | ClientError::DaemonOutdated { .. } => "daemon_too_old",
             ClientError::Transport { .. } => "transport",
+            ClientError::Refused { kind, .. } => kind,
         }
     }
 }

@@ -12,6 +12,32 @@ use hyper_util::rt::TokioIo;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use crate::table::{Cell, Table};
+
+/// The exit status when stdout's reader went away (`hero_livekit discover |
+/// head -1`): 128 + SIGPIPE, what a shell reports for a program the signal
+/// ended, so that a pipeline under `pipefail` still sees the output was cut.
+pub const EXIT_CLOSED_PIPE: i32 = 141;
+
+/// Writes to stdout; see [`stdout_failed`] for a write that fails.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        stdout_failed(&e);
+    }
+}
+
+/// Ends the process after a failed write to stdout: quietly with
+/// [`EXIT_CLOSED_PIPE`] when the reader closed the pipe (nobody is left to
+/// read a message), else saying why on stderr.
+pub fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(EXIT_CLOSED_PIPE);
+    }
+    eprintln!("hero_livekit: cannot write to stdout: {e}");
+    std::process::exit(1);
+}
+
 /// Where and how to print.
 pub struct Out {
     json: bool,
@@ -52,7 +78,7 @@ impl Out {
     fn emit<T: Serialize>(&self, v: &T) -> bool {
         if self.json {
             match serde_json::to_string_pretty(v) {
-                Ok(s) => println!("{s}"),
+                Ok(s) => outln!("{s}"),
                 Err(e) => eprintln!("hero_livekit: cannot encode output: {e}"),
             }
         }
@@ -61,7 +87,7 @@ impl Out {
 
     pub fn json_value(&self, v: &serde_json::Value) {
         match serde_json::to_string_pretty(v) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => outln!("{s}"),
             Err(e) => eprintln!("hero_livekit: cannot encode output: {e}"),
         }
     }
@@ -86,9 +112,7 @@ impl Out {
             self.json_value(&v);
         }
         eprintln!("{} {e}", self.bad("error:"));
-        if let Some(h) = e.hint() {
-            eprintln!("hint: {h}");
-        }
+        eprintln!("hint: {}", e.hint());
     }
 
     pub fn install(&self, r: &proto::InstallResult) {
@@ -96,16 +120,17 @@ impl Out {
             return;
         }
         if r.changed {
-            println!(
+            outln!(
                 "installed livekit-server {} at {} (sha256 {})",
                 r.version,
                 r.path,
                 short(&r.sha256)
             );
         } else {
-            println!(
+            outln!(
                 "livekit-server {} already installed at {}: nothing to do",
-                r.version, r.path
+                r.version,
+                r.path
             );
         }
         self.heal(&r.heal);
@@ -113,28 +138,28 @@ impl Out {
 
     fn heal(&self, h: &proto::HealReport) {
         if h.written.is_empty() {
-            println!("config triple consistent: no file written");
+            outln!("config triple consistent: no file written");
         } else {
-            println!("healed: wrote {}", h.written.join(", "));
+            outln!("healed: wrote {}", h.written.join(", "));
             for d in &h.drift {
-                println!("  was: {d}");
+                outln!("  was: {d}");
             }
         }
         if h.minted {
-            println!("minted a new API key and secret");
+            outln!("minted a new API key and secret");
         }
         if !h.restarted.is_empty() {
             let names: Vec<&str> = h.restarted.iter().map(|p| p.as_str()).collect();
-            println!("restarted: {}", names.join(", "));
+            outln!("restarted: {}", names.join(", "));
         }
         if !h.pending.is_empty() {
-            println!(
+            outln!(
                 "{} {} (the daemon retries every few seconds)",
                 self.bad("pending:"),
                 h.pending.join(", ")
             );
             if let Some(e) = &h.write_error {
-                println!("  because: {e}");
+                outln!("  because: {e}");
             }
         }
     }
@@ -144,11 +169,11 @@ impl Out {
             return;
         }
         if r.changed_fields.is_empty() {
-            println!("configuration unchanged");
+            outln!("configuration unchanged");
         } else {
-            println!("changed: {}", r.changed_fields.join(", "));
+            outln!("changed: {}", r.changed_fields.join(", "));
         }
-        println!("api key: {}", r.api_key);
+        outln!("api key: {}", r.api_key);
         if let Some(c) = &r.cluster {
             let how = if c.published {
                 "published this node's credential"
@@ -157,9 +182,11 @@ impl Out {
             } else {
                 "already held the cluster's credential"
             };
-            println!(
+            outln!(
                 "cluster {} joined as node {} (generation {}): {how}",
-                c.name, c.node_id, c.generation
+                c.name,
+                c.node_id,
+                c.generation
             );
         }
         self.heal(&r.heal);
@@ -177,35 +204,22 @@ impl Out {
             return;
         }
         let Some(name) = &c.name else {
-            println!("not in a cluster (join one with `hero_livekit configure --cluster NAME`)");
+            outln!("not in a cluster (join one with `hero_livekit configure --cluster NAME`)");
             return;
         };
         let state = match c.state {
             proto::ClusterState::Joined => self.good("joined"),
             other => self.bad(&other.to_string()),
         };
-        println!("cluster           {name}");
-        println!("state             {state}");
-        println!("generation        {}", c.generation);
+        outln!("cluster           {name}");
+        outln!("state             {state}");
+        outln!("generation        {}", c.generation);
         if let Some(e) = &c.error {
-            println!("                  {e}");
+            outln!("                  {e}");
         }
-        println!();
-        println!("{:<18} {:<11} {:<10} LIVEKIT URL", "NODE", "GENERATION", "SEEN");
-        for n in &c.nodes {
-            let me = if c.node_id.as_deref() == Some(n.id.as_str()) {
-                " (this node)"
-            } else {
-                ""
-            };
-            let behind = if n.generation < c.generation { " behind" } else { "" };
-            println!(
-                "{:<18} {:<11} {:<10} {}{me}",
-                n.id,
-                format!("{}{behind}", n.generation),
-                format!("{:.1}s ago", n.last_seen_ms as f64 / 1000.0),
-                n.livekit_url
-            );
+        outln!();
+        for l in nodes_table(c).lines(self.color) {
+            outln!("{l}");
         }
     }
 
@@ -213,11 +227,26 @@ impl Out {
         if self.emit(t) {
             return;
         }
-        println!("{}", t.cluster_token);
+        outln!("{}", t.cluster_token);
         eprintln!(
             "join the next node with: hero_livekit configure --redis-address ADDR --cluster {} --cluster-token <the line above>",
             t.cluster
         );
+    }
+
+    pub fn cluster_leave(&self, l: &proto::ClusterLeave) {
+        if self.emit(l) {
+            return;
+        }
+        outln!(
+            "left cluster {} (node {}); serving alone with the credential {}",
+            l.cluster,
+            l.node_id,
+            l.api_key
+        );
+        if !l.heartbeat_removed {
+            outln!("redis could not be reached: this node's heartbeat expires on its own within three poll periods");
+        }
     }
 
     pub fn start(&self, r: &proto::StartResult) {
@@ -225,10 +254,10 @@ impl Out {
             return;
         }
         if let Some(i) = &r.install {
-            println!("installed livekit-server {}", i.version);
+            outln!("installed livekit-server {}", i.version);
         }
         if r.rotated {
-            println!("credential rotated (--reset)");
+            outln!("credential rotated (--reset)");
         }
         self.heal(&r.heal);
         for (name, outcome) in &r.processes {
@@ -237,10 +266,10 @@ impl Out {
                 proto::StartOutcome::Restarted => "restarted",
                 proto::StartOutcome::AlreadyRunning => "already running",
             };
-            println!("{name}: {what}");
+            outln!("{name}: {what}");
         }
-        println!("ready for tokens: {}", self.yes_no(r.ready_for_tokens));
-        println!("livekit: {}   backend: {}", r.livekit_url, r.backend_url);
+        outln!("ready for tokens: {}", self.yes_no(r.ready_for_tokens));
+        outln!("livekit: {}   backend: {}", r.livekit_url, r.backend_url);
     }
 
     pub fn stop(&self, r: &proto::StopResult) {
@@ -248,7 +277,7 @@ impl Out {
             return;
         }
         if r.stopped.is_empty() {
-            println!("nothing was running");
+            outln!("nothing was running");
         }
         for p in &r.stopped {
             let how = if r.killed.contains(p) {
@@ -256,7 +285,7 @@ impl Out {
             } else {
                 "exited on SIGTERM"
             };
-            println!("{p}: stopped ({how})");
+            outln!("{p}: stopped ({how})");
         }
     }
 
@@ -275,7 +304,7 @@ impl Out {
             } else {
                 ""
             };
-            println!("{p}: restarted{how}");
+            outln!("{p}: restarted{how}");
         }
     }
 
@@ -288,104 +317,83 @@ impl Out {
             proto::OverallStatus::Degraded => self.paint("degraded", "33"),
             proto::OverallStatus::Down => self.bad("down"),
         };
-        println!("status            {status}");
-        println!("ready for tokens  {}", self.yes_no(h.ready_for_tokens));
-        println!("consistent        {}", self.yes_no(h.consistent));
+        outln!("status            {status}");
+        outln!("ready for tokens  {}", self.yes_no(h.ready_for_tokens));
+        outln!("consistent        {}", self.yes_no(h.consistent));
         let chain = &h.token_chain;
         if chain.ok {
-            println!("token chain       {} ({} ms)", self.good("proven"), chain.latency_ms);
+            outln!("token chain       {} ({} ms)", self.good("proven"), chain.latency_ms);
         } else {
-            println!(
+            outln!(
                 "token chain       {}",
                 self.bad(chain.error.as_deref().unwrap_or("not proven yet"))
             );
         }
-        println!("api key           {}", h.api_key);
-        println!("livekit url       {}", h.livekit_url);
-        println!("backend url       {}", h.backend_url);
+        outln!("api key           {}", h.api_key);
+        outln!("livekit url       {}", h.livekit_url);
+        outln!("backend url       {}", h.backend_url);
         let b = &h.binary;
         if b.installed {
-            println!(
+            outln!(
                 "livekit-server    {} {}",
                 b.path,
                 b.version.as_deref().map(|v| format!("({v})")).unwrap_or_default()
             );
         } else {
-            println!("livekit-server    {} ({})", b.path, self.bad("not installed"));
+            outln!("livekit-server    {} ({})", b.path, self.bad("not installed"));
         }
         if let Some(r) = &h.redis {
-            println!(
+            outln!(
                 "redis             {} reachable: {}",
                 r.address,
                 self.yes_no(r.reachable)
             );
             if let Some(e) = &r.error {
-                println!("                  {e}");
+                outln!("                  {e}");
             }
         }
         if let Some(name) = &h.cluster.name {
-            println!(
+            outln!(
                 "cluster           {name} {} generation {} ({} nodes)",
                 h.cluster.state,
                 h.cluster.generation,
                 h.cluster.nodes.len()
             );
             if let Some(e) = &h.cluster.error {
-                println!("                  {e}");
+                outln!("                  {e}");
             }
         }
-        println!();
-        println!("{:<14} {:<8} {:<8} SHA256", "FILE", "PRESENT", "MATCHES");
-        for (name, f) in &h.files {
-            println!(
-                "{:<14} {:<8} {:<8} {}",
-                name,
-                if f.present { "yes" } else { "no" },
-                if f.matches { "yes" } else { "no" },
-                f.sha256.as_deref().map(short).unwrap_or("-")
-            );
+        outln!();
+        for l in files_table(h).lines(self.color) {
+            outln!("{l}");
         }
-        println!();
-        println!(
-            "{:<15} {:<9} {:<8} {:<6} {:<9} UPTIME",
-            "PROCESS", "STATE", "PID", "READY", "RESTARTS"
-        );
-        for (name, p) in &h.processes {
-            let state = match p.state {
-                ProcessState::Running => self.good("running "),
-                ProcessState::Failed => self.bad("failed  "),
-                // The state's Display ignores width: pad its text.
-                other => format!("{:<8}", other.to_string()),
-            };
-            println!(
-                "{:<15} {} {:<8} {:<6} {:<9} {}",
-                name,
-                state,
-                p.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-                if p.ready { "yes" } else { "no" },
-                p.restarts,
-                human_duration(Duration::from_millis(p.uptime_ms))
-            );
+        outln!();
+        // Each process row is followed by its details (conflict, reason,
+        // last exit, log tail), indented under it.
+        let rows = process_table(h).lines(self.color);
+        outln!("{}", rows[0]);
+        for (row, p) in rows.iter().skip(1).zip(h.processes.values()) {
+            outln!("{row}");
             if let Some(c) = &p.port_conflict {
-                println!("  {} {c}", self.bad("port conflict:"));
+                outln!("  {} {c}", self.bad("port conflict:"));
             }
             if let Some(r) = &p.reason {
-                println!("  {} {r}", self.bad("reason:"));
+                outln!("  {} {r}", self.bad("reason:"));
             }
             if let Some(e) = &p.last_exit {
-                println!("  last exit: {e}");
+                outln!("  last exit: {e}");
             }
             if let Some(tail) = &p.log_tail {
                 for l in tail {
-                    println!("  | {l}");
+                    outln!("  | {l}");
                 }
             }
         }
         if !h.drift.is_empty() {
-            println!();
-            println!("{}", self.bad("drift:"));
+            outln!();
+            outln!("{}", self.bad("drift:"));
             for d in &h.drift {
-                println!("  - {d}");
+                outln!("  - {d}");
             }
         }
     }
@@ -395,14 +403,14 @@ impl Out {
             return;
         }
         for l in &r.lines {
-            println!("{l}");
+            outln!("{l}");
         }
     }
 
     pub fn event(&self, m: &EventMessage) {
         if self.json {
             match serde_json::to_string(m) {
-                Ok(s) => println!("{s}"),
+                Ok(s) => outln!("{s}"),
                 Err(e) => eprintln!("hero_livekit: cannot encode event: {e}"),
             }
             return;
@@ -458,8 +466,11 @@ impl Out {
             Event::ClusterRepublished { cluster, generation } => {
                 format!("cluster {cluster}: redis was empty, republished generation {generation}")
             }
+            Event::ClusterLeft { cluster, node_id } => {
+                format!("left cluster {cluster} (node {node_id}); serving alone with the same credential")
+            }
         };
-        println!("#{} {text}", m.seq);
+        outln!("#{} {text}", m.seq);
     }
 
     /// The token on stdout (so that `$(hero_livekit token ...)` is the
@@ -468,7 +479,7 @@ impl Out {
         if self.json {
             self.json_value(v);
         } else {
-            println!("{}", v.get("token").and_then(|t| t.as_str()).unwrap_or_default());
+            outln!("{}", v.get("token").and_then(|t| t.as_str()).unwrap_or_default());
             eprintln!("url: {}", v.get("url").and_then(|t| t.as_str()).unwrap_or_default());
         }
     }
@@ -480,7 +491,7 @@ impl Out {
             self.json_value(&serde_json::json!({"mint_secret": t.mint_secret, "token_url": t.token_url}));
             return;
         }
-        println!("{}", t.mint_secret);
+        outln!("{}", t.mint_secret);
         eprintln!(
             "mint with: curl -H \"Authorization: Bearer <the line above>\" -H 'Content-Type: application/json' -d '{{\"room\":\"r1\",\"identity\":\"alice\"}}' {}",
             t.token_url
@@ -578,33 +589,53 @@ pub async fn follow(path: &str) -> std::io::Result<()> {
             f.seek(std::io::SeekFrom::Start(pos)).await?;
             let mut buf = Vec::with_capacity((len - pos) as usize);
             f.take(len - pos).read_to_end(&mut buf).await?;
-            stdout.write_all(&buf).await?;
-            stdout.flush().await?;
+            if let Err(e) = stdout.write_all(&buf).await.and(stdout.flush().await) {
+                stdout_failed(&e);
+            }
             pos = len;
         }
     }
 }
 
 /// `POST <token_url>` with a JSON body and `mint_secret` as the bearer;
-/// returns the JSON response or a message naming the backend and its error.
+/// returns the JSON response.
+///
+/// # Errors
+/// [`ClientError::Refused`] naming lk-backend and what it said, with the
+/// next step: `start` when it does not answer, the flag to fix when it
+/// refused the request, its log otherwise.
 pub async fn post_token(
     token_url: &str,
     mint_secret: &str,
     body: &serde_json::Value,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, ClientError> {
     let backend_url = token_url.trim_end_matches("/token");
+    const SEE_LOG: &str = "`hero_livekit health` shows lk-backend's state and `hero_livekit logs lk-backend` its log";
+    let refused = |kind: &'static str, message: String, hint: &str| ClientError::Refused {
+        kind,
+        message,
+        hint: hint.to_string(),
+    };
     let url: http::Uri = token_url
         .parse()
-        .map_err(|e| format!("bad backend url {token_url}: {e}"))?;
+        .map_err(|e| refused("transport", format!("bad backend url {backend_url}: {e}"), SEE_LOG))?;
     let host = url.host().unwrap_or("127.0.0.1").to_string();
     let port = url.port_u16().unwrap_or(80);
     let stream = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
-        .map_err(|e| format!("lk-backend at {backend_url} does not answer ({e}): run `hero_livekit start`"))?;
+        .map_err(|e| {
+            refused(
+                "backend_unavailable",
+                format!("lk-backend at {backend_url} does not answer ({e})"),
+                "start it with `hero_livekit start`, then check `hero_livekit health`",
+            )
+        })?;
+    let broken = |e: &dyn std::fmt::Display| refused("transport", format!("lk-backend at {backend_url}: {e}"), SEE_LOG);
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("lk-backend at {backend_url}: {e}"))?;
+        .map_err(|e| broken(&e))?;
     tokio::spawn(async move {
+        // Ends with the exchange; its error, if any, is the request's.
         let _ = conn.await;
     });
     let req = http::Request::post(url.path())
@@ -612,27 +643,94 @@ pub async fn post_token(
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(http::header::AUTHORIZATION, format!("Bearer {mint_secret}"))
         .body(Full::new(Bytes::from(body.to_string())))
-        .map_err(|e| e.to_string())?;
-    let resp = send
-        .send_request(req)
-        .await
-        .map_err(|e| format!("lk-backend at {backend_url}: {e}"))?;
+        .map_err(|e| broken(&e))?;
+    let resp = send.send_request(req).await.map_err(|e| broken(&e))?;
     let status = resp.status();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("lk-backend at {backend_url}: {e}"))?
-        .to_bytes();
-    let v: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| format!("lk-backend answered HTTP {status} with non-JSON: {e}"))?;
+    let bytes = resp.into_body().collect().await.map_err(|e| broken(&e))?.to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        refused(
+            "transport",
+            format!("lk-backend answered HTTP {status} with non-JSON: {e}"),
+            SEE_LOG,
+        )
+    })?;
     if !status.is_success() {
-        return Err(format!(
-            "lk-backend refused: HTTP {status}: {}",
-            v.get("message").and_then(|m| m.as_str()).unwrap_or("no message")
+        let kind = v.get("error").and_then(|k| k.as_str()).unwrap_or("");
+        let hint = match kind {
+            "invalid_value" | "missing_field" | "invalid_type" | "unknown_field" => {
+                "fix the value the message names (--room, --identity, --name, --ttl-seconds, --metadata) and run the command again"
+            }
+            _ if status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN => {
+                "the mint secret changed while the token was asked for (a credential rotation): run the command again; `hero_livekit health` shows the key in force"
+            }
+            _ => SEE_LOG,
+        };
+        return Err(refused(
+            "backend_refused",
+            format!(
+                "lk-backend refused: HTTP {status}: {}",
+                v.get("message").and_then(|m| m.as_str()).unwrap_or("no message")
+            ),
+            hint,
         ));
     }
     Ok(v)
+}
+
+/// The FILE table of `health`: each file of the triple.
+pub fn files_table(h: &Health) -> Table {
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    let mut t = Table::new(&["FILE", "PRESENT", "MATCHES", "SHA256"]);
+    for (name, f) in &h.files {
+        t.row(vec![
+            name.as_str().into(),
+            yes_no(f.present).into(),
+            yes_no(f.matches).into(),
+            f.sha256.as_deref().map(short).unwrap_or("-").into(),
+        ]);
+    }
+    t
+}
+
+/// The PROCESS table of `health`: one row per child, in the document's order.
+pub fn process_table(h: &Health) -> Table {
+    let mut t = Table::new(&["PROCESS", "STATE", "PID", "READY", "RESTARTS", "UPTIME"]);
+    for (name, p) in &h.processes {
+        let state = match p.state {
+            ProcessState::Running => Cell::colored("running", "32"),
+            ProcessState::Failed => Cell::colored("failed", "31"),
+            other => Cell::plain(other.to_string()),
+        };
+        t.row(vec![
+            name.to_string().into(),
+            state,
+            p.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()).into(),
+            if p.ready { "yes" } else { "no" }.into(),
+            p.restarts.to_string().into(),
+            human_duration(Duration::from_millis(p.uptime_ms)).into(),
+        ]);
+    }
+    t
+}
+
+/// The node table of `cluster status`.
+pub fn nodes_table(c: &proto::ClusterHealth) -> Table {
+    let mut t = Table::new(&["NODE", "GENERATION", "SEEN", "LIVEKIT URL"]);
+    for n in &c.nodes {
+        let me = if c.node_id.as_deref() == Some(n.id.as_str()) {
+            " (this node)"
+        } else {
+            ""
+        };
+        let behind = if n.generation < c.generation { " behind" } else { "" };
+        t.row(vec![
+            n.id.as_str().into(),
+            format!("{}{behind}", n.generation).into(),
+            format!("{:.1}s ago", n.last_seen_ms as f64 / 1000.0).into(),
+            format!("{}{me}", n.livekit_url).into(),
+        ]);
+    }
+    t
 }
 
 fn short(hex: &str) -> &str {
@@ -646,5 +744,47 @@ fn human_duration(d: Duration) -> String {
         0..=59 => format!("{s}s"),
         60..=3599 => format!("{}m{}s", s / 60, s % 60),
         _ => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::columns_line_up;
+
+    #[test]
+    fn the_cluster_node_table_lines_up_with_its_header() {
+        let node = |id: &str, generation, url: &str, ms| proto::ClusterNode {
+            id: id.into(),
+            generation,
+            livekit_url: url.into(),
+            last_seen_ms: ms,
+        };
+        let c = proto::ClusterHealth {
+            name: Some("media".into()),
+            state: proto::ClusterState::Joined,
+            generation: 12,
+            node_id: Some("node-a".into()),
+            nodes: vec![
+                node("node-a", 12, "ws://10.0.0.1:7880", 400),
+                node(
+                    "a-much-longer-node-identifier-0123",
+                    3,
+                    "ws://media-b.example.org:7880",
+                    123_456,
+                ),
+                node("n", 12, "ws://h:1", 0),
+            ],
+            error: None,
+        };
+        for color in [false, true] {
+            let lines: Vec<String> = nodes_table(&c)
+                .lines(color)
+                .iter()
+                .map(|l| l.replace("\x1b[32m", "").replace("\x1b[31m", "").replace("\x1b[0m", ""))
+                .collect();
+            columns_line_up(&lines).unwrap_or_else(|e| panic!("{e}\n{}", lines.join("\n")));
+            assert_eq!(lines.len(), 4);
+        }
     }
 }

@@ -144,7 +144,7 @@ impl SettingsArgs {
 /// `config show` as a table: name, value, and a mark on what differs from
 /// LiveKit's defaults.
 pub fn print_show(r: &proto::ConfigShowResult) {
-    println!(
+    outln!(
         "rendered for livekit-server {}",
         r.target_version.as_deref().unwrap_or("(unknown: every key)")
     );
@@ -161,9 +161,9 @@ pub fn print_show(r: &proto::ConfigShowResult) {
             .as_ref()
             .map(|v| format!("  (left out: needs livekit-server {v})"))
             .unwrap_or_default();
-        println!("{mark} {:width$}  {value}{note}", s.name);
+        outln!("{mark} {:width$}  {value}{note}", s.name);
     }
-    println!("* differs from the default");
+    outln!("* differs from the default");
 }
 
 #[cfg(test)]

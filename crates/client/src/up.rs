@@ -27,6 +27,7 @@ pub async fn up(
     root_flag: Option<&Path>,
     socket_flag: Option<&Path>,
 ) -> Result<ExitCode, ClientError> {
+    refuse_another_deployments_ports(a, root)?;
     let spawned = ensure_daemon(client, root, root_flag, socket_flag).await?;
     if spawned && !out.is_json() {
         eprintln!("started hero_livekit_server on {}", client.socket().display());
@@ -36,7 +37,10 @@ pub async fn up(
     output::warn_if_daemon_older(&health, out);
     // Configure before install: the daemon validates the flags there, and a
     // typo must fail in a second, not after a 50 MB download.
-    let configured = client.configure(&a.configure.params()).await?;
+    let configured = client
+        .configure(&a.configure.params())
+        .await
+        .map_err(|e| name_port_holder(e, root))?;
     let source_given = a.install.source.is_some() || a.install.version.is_some();
     let mut installed = None;
     if !health.binary.installed || a.install.force || (source_given && a.update) {
@@ -67,7 +71,7 @@ pub async fn up(
         Ok(s) => s,
         Err(e) => {
             drop(spinner);
-            return Err(e);
+            return Err(name_port_holder(e, root));
         }
     };
     let health = wait_ready(
@@ -88,6 +92,7 @@ pub async fn up(
         "backend_url": health.backend_url,
         "api_key": health.api_key,
         "socket": client.socket(),
+        "root": root,
     });
     if out.is_json() {
         out.json_value(&summary);
@@ -102,19 +107,100 @@ pub async fn up(
                 .values()
                 .any(|o| *o != proto::StartOutcome::AlreadyRunning);
         if !changed {
-            println!("already up: nothing changed");
+            outln!("already up: nothing changed");
         }
-        println!("LiveKit is ready for tokens");
-        println!("  livekit url   {}", health.livekit_url);
-        println!("  backend url   {}  (POST /token)", health.backend_url);
-        println!("  api key       {}", health.api_key);
-        println!("  daemon socket {}", client.socket().display());
+        outln!("LiveKit is ready for tokens");
+        outln!("  livekit url   {}", health.livekit_url);
+        outln!("  backend url   {}  (POST /token)", health.backend_url);
+        outln!("  api key       {}", health.api_key);
+        outln!("  daemon socket {}", client.socket().display());
+        // The root every later command must name (or find in PATH_ROOT).
+        outln!("  root          {}", root.display());
     }
     Ok(if health.ready_for_tokens {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The ports LiveKit's defaults, livekit-server and lk-backend listen on.
+const DEFAULT_PORTS: [(&str, u16); 3] = [("port", 7880), ("rtc_tcp_port", 7881), ("backend_port", 7890)];
+
+/// Refuses `up` when a port this deployment would listen on is held by a
+/// child of another hero_livekit deployment: going on would start a second
+/// deployment with a credential of its own, which then fails on that port.
+/// The ports are the flags', else this root's `runtime.json`'s, else the
+/// defaults.
+///
+/// # Errors
+/// [`ClientError::Refused`] (`port_conflict`) naming the port, the process
+/// and the other deployment's root.
+fn refuse_another_deployments_ports(a: &UpArgs, root: &Path) -> Result<(), ClientError> {
+    let recorded: serde_json::Value = std::fs::read(root.join("var/hero_livekit/runtime.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let flags = [a.configure.port, a.configure.rtc_tcp_port, a.configure.backend_port];
+    for ((name, default), flag) in DEFAULT_PORTS.into_iter().zip(flags) {
+        let port = flag
+            .or_else(|| recorded.get(name).and_then(serde_json::Value::as_u64).map(|p| p as u32))
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(default);
+        let Some(pid) = crate::deployments::port_holder(port) else {
+            continue;
+        };
+        if let Some((process, other)) = crate::deployments::deployment_of(pid) {
+            if !crate::deployments::same_root(&other, root) {
+                return Err(another_deployment(port, pid, &process, &other, root));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn another_deployment(port: u16, pid: i32, process: &str, other: &Path, root: &Path) -> ClientError {
+    ClientError::Refused {
+        kind: "port_conflict",
+        message: format!(
+            "port {port} is held by {process} (pid {pid}) of another hero_livekit deployment, root {}; \
+             `up` with root {} would start a second deployment with a credential of its own: nothing was started",
+            other.display(),
+            root.display()
+        ),
+        hint: format!(
+            "to use that deployment, pass its root: `hero_livekit --root {} ...` (or `PATH_ROOT={}`); \
+             for a second deployment on this host, give this one other ports (--port, --rtc-tcp-port, --backend-port)",
+            other.display(),
+            other.display()
+        ),
+    }
+}
+
+/// A port conflict the daemon reports (`port P is held by pid N`) whose
+/// holder is a child of another hero_livekit deployment: said as such,
+/// naming that deployment's root. Any other error is returned as it is.
+fn name_port_holder(e: ClientError, root: &Path) -> ClientError {
+    if e.code() != Some(proto::ErrorCode::PortConflict) {
+        return e;
+    }
+    match held_port(&e.to_string()).and_then(|(port, pid)| Some((port, pid, crate::deployments::deployment_of(pid)?))) {
+        Some((port, pid, (process, other))) if !crate::deployments::same_root(&other, root) => {
+            another_deployment(port, pid, &process, &other, root)
+        }
+        _ => e,
+    }
+}
+
+/// The port and the holder's pid in the daemon's `port P is held by pid N`.
+fn held_port(text: &str) -> Option<(u16, i32)> {
+    let number = |s: &str| s.split(|c: char| !c.is_ascii_digit()).next().map(str::to_string);
+    let i = text.find("port ")?;
+    let rest = &text[i + "port ".len()..];
+    let port = number(rest)?.parse().ok()?;
+    let j = rest.find("held by pid ")?;
+    let pid = number(&rest[j + "held by pid ".len()..])?.parse().ok()?;
+    Some((port, pid))
 }
 
 /// Polls health until ready for tokens or the deadline, then returns the
@@ -260,4 +346,19 @@ fn daemon_exe() -> PathBuf {
 fn create_private_dirs(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::held_port;
+
+    #[test]
+    fn the_daemons_port_conflict_names_the_port_and_the_holder() {
+        assert_eq!(
+            held_port("livekit-server cannot start: port 7880 is held by pid 20807; stop that process or configure another port"),
+            Some((7880, 20807))
+        );
+        assert_eq!(held_port("port 7880 is free"), None);
+        assert_eq!(held_port("no port here"), None);
+    }
 }

@@ -47,6 +47,7 @@ pub mod method {
     pub const CLUSTER_TOKEN: &str = "livekitservice.cluster_token";
     pub const CLUSTER_STATUS: &str = "livekitservice.cluster_status";
     pub const BACKEND_TOKEN: &str = "livekitservice.backend_token";
+    pub const CLUSTER_LEAVE: &str = "livekitservice.cluster_leave";
 }
 
 /// Whether a method may change state. Peers admitted only through
@@ -177,6 +178,13 @@ pub const METHODS: &[MethodSpec] = &[
         summary: "lk-backend's mint secret: the bearer `POST /token` requires (`Authorization: Bearer <it>`), for the services allowed to mint, and the URL to post to. Full access only.",
         access: Access::Mutating,
         errors: &[E::Unauthorized],
+        subscription: false,
+    },
+    MethodSpec {
+        name: method::CLUSTER_LEAVE,
+        summary: "Leave the cluster: this node's heartbeat and its membership file are removed; it keeps serving with the credential it runs, as a single node.",
+        access: Access::Mutating,
+        errors: &[E::NotInCluster, E::WriteFailed, E::Unauthorized],
         subscription: false,
     },
     MethodSpec {

@@ -266,6 +266,21 @@ impl std::fmt::Debug for BackendTokenResult {
     }
 }
 
+/// `livekitservice.cluster_leave`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ClusterLeave {
+    /// The cluster this node left.
+    pub cluster: String,
+    /// The id its heartbeats carried.
+    pub node_id: String,
+    /// Its heartbeat was removed from Redis now, so no member lists it.
+    /// `false` when Redis could not be reached: the heartbeat then expires
+    /// on its own within three poll periods.
+    pub heartbeat_removed: bool,
+    /// The key of the credential the node keeps serving with.
+    pub api_key: String,
+}
+
 /// One effective setting, as `config_show` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SettingShow {
@@ -650,6 +665,9 @@ pub enum Event {
     /// Redis held no record (restarted empty, flushed): this node wrote
     /// its credential back, unchanged.
     ClusterRepublished { cluster: String, generation: u64 },
+    /// The node left its cluster (`cluster_leave`) and serves alone with
+    /// the credential it ran.
+    ClusterLeft { cluster: String, node_id: String },
 }
 
 /// What subscribers receive: an event with a sequence number and a time.

@@ -112,7 +112,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), Box<dyn std::error::Error + 
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
-            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = sigint.recv() => { interrupted(opts.stop_children_on_exit); break; }
         };
         let stream = match accepted {
             Ok((stream, _)) => {
@@ -126,7 +126,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), Box<dyn std::error::Error + 
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => continue,
                     _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
-                    _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+                    _ = sigint.recv() => { interrupted(opts.stop_children_on_exit); break; }
                 }
             }
         };
@@ -190,6 +190,21 @@ pub async fn run(opts: DaemonOptions) -> Result<(), Box<dyn std::error::Error + 
     drop(guard);
     tracing::info!("hero_livekit_server stopped");
     Ok(())
+}
+
+/// Logs a Ctrl-C (SIGINT): an operator who ran the daemon in the foreground
+/// may think it takes the children with it, which it does only with
+/// `--stop-children-on-exit`.
+fn interrupted(stop_children_on_exit: bool) {
+    if stop_children_on_exit {
+        tracing::info!("SIGINT: shutting down; stopping livekit-server and lk-backend (--stop-children-on-exit)");
+    } else {
+        tracing::info!(
+            "SIGINT: shutting down; livekit-server and lk-backend keep running and the next hero_livekit_server \
+             on this root adopts them. To stop them: `hero_livekit stop` before stopping the daemon, or run it \
+             with --stop-children-on-exit"
+        );
+    }
 }
 
 /// The HTTP side of the daemon, socket aside: what the accept loop hands

@@ -96,7 +96,8 @@ fn main() -> ExitCode {
     match runtime.block_on(daemon::run(opts)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
+            // Once: the log and stderr are the same stream here (the log
+            // writes to stderr), so logging it too printed it twice.
             eprintln!("hero_livekit_server: {e}");
             ExitCode::FAILURE
         }

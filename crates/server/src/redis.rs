@@ -182,7 +182,7 @@ impl fmt::Display for RedisFailure {
 impl std::error::Error for RedisFailure {}
 
 /// Only printable ASCII of a foreign reply goes into a message, and not much.
-fn shown(text: &str) -> String {
+pub(crate) fn shown(text: &str) -> String {
     text.chars()
         .take(160)
         .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })

@@ -187,6 +187,7 @@ pub fn module(service: Arc<LivekitService>) -> Result<RpcModule<LivekitService>,
         }))
     })
     .map_err(|e| e.to_string())?;
+    method!(m, method::CLUSTER_LEAVE, parse_params, |s, p| s.cluster_leave(p));
     m.register_method(method::DISCOVER, move |_params, _ctx, ext| {
         to_rpc(authorize(ext, method::DISCOVER).map(|()| doc.clone()))
     })

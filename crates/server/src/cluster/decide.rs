@@ -35,8 +35,11 @@ pub enum Sync {
 }
 
 /// The background decision. `known` is the generation this node last ran
-/// (none before the first sync after a join).
-pub fn sync(local: &Credential, known: Option<u64>, remote: &Remote) -> Sync {
+/// (none before the first sync after a join); `floor` the newest one a live
+/// member runs by its sealed heartbeat (0 when none): a record older than
+/// that is a replay or a rollback, and is never adopted (a member that runs
+/// the newer one restores it).
+pub fn sync(local: &Credential, known: Option<u64>, remote: &Remote, floor: u64) -> Sync {
     match remote {
         Remote::Absent => Sync::Republish {
             generation: known.unwrap_or(1).max(1),
@@ -48,12 +51,20 @@ pub fn sync(local: &Credential, known: Option<u64>, remote: &Remote) -> Sync {
             over: *generation,
             generation: known.unwrap_or(*generation),
         },
+        Remote::Open { generation, .. } if *generation < floor => Sync::Conflict(stale(*generation, floor)),
         Remote::Open { generation, credential } => Sync::Adopt {
             generation: *generation,
             credential: credential.clone(),
         },
         Remote::Closed(e) => Sync::Conflict(e.to_string()),
     }
+}
+
+/// Why a record older than a live member's generation is not taken.
+pub fn stale(generation: u64, floor: u64) -> String {
+    format!(
+        "redis holds generation {generation} of the credential, older than generation {floor} that a live member runs (a replayed or rolled-back record): not adopted; the member restores the current one"
+    )
 }
 
 /// What `configure {cluster}` does on this node.
@@ -151,9 +162,36 @@ mod tests {
             (None, Remote::Absent, Sync::Republish { generation: 1 }),
         ];
         for (known, remote, want) in cases {
-            assert_eq!(sync(&cred(1), known, &remote), want, "{known:?} {remote:?}");
+            assert_eq!(sync(&cred(1), known, &remote, 0), want, "{known:?} {remote:?}");
         }
-        assert!(matches!(sync(&cred(1), Some(3), &closed()), Sync::Conflict(why) if why.contains("does not open")));
+        assert!(matches!(sync(&cred(1), Some(3), &closed(), 0), Sync::Conflict(why) if why.contains("does not open")));
+    }
+
+    #[test]
+    fn a_record_older_than_a_live_members_generation_is_never_adopted() {
+        // A fresh node (or one behind) sees generation 1 while a live
+        // member's sealed heartbeat says 2: a replay, not adopted.
+        for known in [None, Some(1)] {
+            match sync(&cred(1), known, &open(1, 2), 2) {
+                Sync::Conflict(why) => assert!(why.contains("generation 1") && why.contains("generation 2"), "{why}"),
+                other => panic!("{known:?}: {other:?}"),
+            }
+        }
+        // As new as the floor: adopted as before.
+        assert_eq!(
+            sync(&cred(1), Some(1), &open(2, 2), 2),
+            Sync::Adopt {
+                generation: 2,
+                credential: cred(2)
+            }
+        );
+        // A node that runs the newer one restores it, whatever the floor.
+        assert_eq!(
+            sync(&cred(1), Some(2), &open(1, 2), 2),
+            Sync::Restore { over: 1, generation: 2 }
+        );
+        // Running what the record holds is kept (nothing is adopted).
+        assert_eq!(sync(&cred(2), Some(1), &open(1, 2), 2), Sync::Keep { generation: 1 });
     }
 
     #[test]
@@ -185,7 +223,7 @@ mod tests {
     fn no_decision_text_holds_a_secret() {
         let shown = format!(
             "{:?} {:?}",
-            sync(&cred(1), None, &open(2, 2)),
+            sync(&cred(1), None, &open(2, 2), 0),
             join(&cred(1), &open(2, 2), true)
         );
         assert!(!shown.contains("secret-2-"), "{shown}");

@@ -95,6 +95,20 @@ pub fn store(state_dir: &Path, m: &Membership) -> io::Result<()> {
     r
 }
 
+/// Removes the membership (leaving the cluster), durably: the directory
+/// is synced so that a crash right after cannot bring it back. A missing
+/// file is no error.
+///
+/// # Errors
+/// The file exists and cannot be removed, or the directory sync fails.
+pub fn remove(state_dir: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path(state_dir)) {
+        Ok(()) => File::open(state_dir)?.sync_all(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

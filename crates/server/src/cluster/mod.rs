@@ -8,12 +8,15 @@
 //! - [`remote`]: the Redis protocol (keys in one hash slot, `SET NX`, the
 //!   generation compare-and-set script, pub/sub, heartbeats with a TTL),
 //!   each call bounded in time.
+//! - [`beat`]: a node's heartbeat, sealed like the record and checked
+//!   before it is listed (id, size, URL, time).
 //! - [`local`]: this node's membership file.
 //!
 //! The service ([`crate::service`]) holds the membership under the ops lock
 //! and applies an adopted credential through the same reconcile as
 //! `configure --api-key/--api-secret`.
 
+pub mod beat;
 pub mod decide;
 pub mod local;
 pub mod record;

@@ -78,6 +78,9 @@ pub enum RecordError {
         generation: u64,
         why: String,
     },
+    /// Larger than any record of ours: not read (its size only).
+    #[error("the record of cluster {cluster} is {size} bytes, over the limit of {limit}: not one of ours, not read")]
+    TooLarge { cluster: String, size: u64, limit: u64 },
     /// The OS refused random bytes for a nonce, or sealing failed.
     #[error("cannot seal the record: {0}")]
     Seal(String),

@@ -14,7 +14,6 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 
 use crate::redis::{Conn, Messages, RedisFailure, RedisTarget};
-use serde::{Deserialize, Serialize};
 
 /// Our keys: `hero_livekit:{NAME}:...`. The braces are Redis Cluster's hash
 /// tag, so every key of one cluster lives in one slot (a script may touch
@@ -66,9 +65,12 @@ async fn bounded<T>(
 ) -> Result<T, RemoteError> {
     match tokio::time::timeout(timeout, f).await {
         Ok(Ok(v)) => Ok(v),
+        // Redis's error text comes from whatever answers on its address:
+        // printable ASCII only, shortened, before it reaches health, events,
+        // the log or a terminal.
         Ok(Err(e)) => Err(RemoteError {
             address: address.to_string(),
-            why: format!("{what}: {e}"),
+            why: format!("{what}: {}", crate::redis::shown(&e.to_string())),
         }),
         Err(_) => Err(RemoteError {
             address: address.to_string(),
@@ -129,13 +131,47 @@ pub async fn subscriber(target: &Target, keys: &Keys) -> Result<Messages, Remote
         .map_err(|f| target.failed(&f))
 }
 
-/// The record as stored (JSON), if any.
+/// The most bytes a stored record may have. A record holds a few keys
+/// (about 400 bytes each, sealed and hex-encoded); a larger value is not
+/// one of ours and is never read whole.
+pub const MAX_RECORD_BYTES: u64 = 8192;
+
+/// What the record key holds, read within [`MAX_RECORD_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    Absent,
+    /// Larger than the limit: its size, nothing of its content.
+    TooLarge(u64),
+    Value(String),
+}
+
+/// The record as stored (JSON), if any, never reading more than
+/// [`MAX_RECORD_BYTES`] of it.
 ///
 /// # Errors
-/// Redis does not answer within the timeout, or fails the call.
-pub async fn read<C: ConnectionLike + Send>(c: &mut C, t: &Target, keys: &Keys) -> Result<Option<String>, RemoteError> {
-    let cmd = redis::cmd("GET").arg(keys.record()).clone();
-    bounded(&t.address, t.timeout, "GET", cmd.query_async::<Option<String>>(c)).await
+/// Redis does not answer within the timeout, or fails the call (a key of
+/// another type than a string included).
+pub async fn read<C: ConnectionLike + Send>(c: &mut C, t: &Target, keys: &Keys) -> Result<Stored, RemoteError> {
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("EXISTS")
+        .arg(keys.record())
+        .cmd("STRLEN")
+        .arg(keys.record())
+        .cmd("GETRANGE")
+        .arg(keys.record())
+        .arg(0)
+        .arg(MAX_RECORD_BYTES - 1);
+    let (exists, len, head): (i64, u64, Vec<u8>) =
+        bounded(&t.address, t.timeout, "reading the record", pipe.query_async(c)).await?;
+    Ok(if exists == 0 {
+        Stored::Absent
+    } else if len > MAX_RECORD_BYTES {
+        Stored::TooLarge(len)
+    } else {
+        // Not UTF-8 is not a record; the parser says so.
+        Stored::Value(String::from_utf8_lossy(&head).into_owned())
+    })
 }
 
 /// Writes the record only if there is none (the first writer wins) and
@@ -219,26 +255,62 @@ pub async fn announce<C: ConnectionLike + Send>(
     Ok(())
 }
 
-/// One node's heartbeat: who it is, the generation it runs, where it serves.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Beat {
-    pub id: String,
-    pub generation: u64,
-    pub livekit_url: String,
-    pub at_ms: u64,
+/// Removes node `id`'s heartbeat and its entry in the member set (a node
+/// leaving the cluster). Idempotent.
+///
+/// # Errors
+/// Redis does not answer within the timeout, or fails the call.
+pub async fn remove_beat<C: ConnectionLike + Send>(
+    c: &mut C,
+    t: &Target,
+    keys: &Keys,
+    id: &str,
+) -> Result<(), RemoteError> {
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("DEL")
+        .arg(keys.node(id))
+        .ignore()
+        .cmd("SREM")
+        .arg(keys.members())
+        .arg(id)
+        .ignore();
+    bounded(
+        &t.address,
+        t.timeout,
+        "removing the heartbeat",
+        pipe.query_async::<()>(c),
+    )
+    .await?;
+    Ok(())
 }
 
-/// What a heartbeat found: the nodes alive, and whether this node's entry
-/// was absent before the beat (a join, or a return after it expired), which
-/// the caller announces so members list it without waiting for their poll.
+/// The most members a listing considers: a set grown larger (forged
+/// entries) costs a sample of this size, never the whole set.
+pub const MAX_MEMBERS: u64 = 256;
+
+/// One member entry's heartbeat, read within the limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Beats {
-    pub alive: Vec<Beat>,
+pub enum Entry {
+    Value(String),
+    /// Larger than [`crate::cluster::beat::MAX_BYTES`]: its size only.
+    TooLarge(u64),
+}
+
+/// The members as Redis lists them: the entries read (each still to be
+/// opened and checked by the caller), how many the set holds, and whether
+/// this node's own entry was absent before its beat (a join, or a return
+/// after it expired), which the caller announces so members list it
+/// without waiting for their poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub entries: Vec<(String, Entry)>,
+    pub total: u64,
     pub first: bool,
 }
 
-/// Writes this node's heartbeat with a TTL and lists the nodes whose
-/// heartbeat is alive (ids whose entry expired are dropped from the set).
+/// Writes this node's sealed heartbeat with a TTL, then lists the members
+/// ([`members`]).
 ///
 /// # Errors
 /// Redis does not answer within the timeout, or fails a call.
@@ -246,47 +318,102 @@ pub async fn heartbeat<C: ConnectionLike + Send>(
     c: &mut C,
     t: &Target,
     keys: &Keys,
-    beat: &Beat,
+    id: &str,
+    sealed: &str,
     ttl: Duration,
-) -> Result<Beats, RemoteError> {
-    // Strings and integers only: serializing cannot fail.
-    let json = serde_json::to_string(beat).unwrap_or_default();
+) -> Result<Listing, RemoteError> {
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
     let mut pipe = redis::pipe();
     // EXISTS in the same transaction as the SET: exactly one beat of a
     // node's run of beats finds its entry absent.
     pipe.atomic()
         .cmd("EXISTS")
-        .arg(keys.node(&beat.id))
+        .arg(keys.node(id))
         .cmd("SET")
-        .arg(keys.node(&beat.id))
-        .arg(&json)
+        .arg(keys.node(id))
+        .arg(sealed)
         .arg("PX")
         .arg(ttl_ms)
         .ignore()
         .cmd("SADD")
         .arg(keys.members())
-        .arg(&beat.id)
-        .ignore()
-        .cmd("SMEMBERS")
-        .arg(keys.members());
-    let (existed, ids): (i64, Vec<String>) =
-        bounded(&t.address, t.timeout, "the heartbeat", pipe.query_async(c)).await?;
-    let first = existed == 0;
-    if ids.is_empty() {
-        return Ok(Beats {
-            alive: Vec::new(),
-            first,
+        .arg(id)
+        .ignore();
+    let (existed,): (i64,) = bounded(&t.address, t.timeout, "the heartbeat", pipe.query_async(c)).await?;
+    let mut listing = members(c, t, keys).await?;
+    listing.first = existed == 0;
+    Ok(listing)
+}
+
+/// Lists the members within bounds: at most [`MAX_MEMBERS`] ids (a random
+/// sample when the set holds more), only ids of our format, and of each
+/// heartbeat only its size when it is over the limit. Ids whose heartbeat
+/// expired are dropped from the set.
+///
+/// # Errors
+/// Redis does not answer within the timeout, or fails a call.
+pub async fn members<C: ConnectionLike + Send>(c: &mut C, t: &Target, keys: &Keys) -> Result<Listing, RemoteError> {
+    let cmd = redis::cmd("SCARD").arg(keys.members()).clone();
+    let total: u64 = bounded(&t.address, t.timeout, "SCARD", cmd.query_async(c)).await?;
+    if total == 0 {
+        return Ok(Listing {
+            entries: Vec::new(),
+            total,
+            first: false,
         });
     }
-    let node_keys: Vec<String> = ids.iter().map(|id| keys.node(id)).collect();
-    let cmd = redis::cmd("MGET").arg(&node_keys).clone();
-    let beats: Vec<Option<String>> = bounded(&t.address, t.timeout, "MGET", cmd.query_async(c)).await?;
-    let mut alive = Vec::new();
+    let cmd = if total <= MAX_MEMBERS {
+        redis::cmd("SMEMBERS").arg(keys.members()).clone()
+    } else {
+        redis::cmd("SRANDMEMBER").arg(keys.members()).arg(MAX_MEMBERS).clone()
+    };
+    let ids: Vec<String> = bounded(&t.address, t.timeout, "listing the members", cmd.query_async(c)).await?;
+    let mut ids: Vec<String> = ids
+        .into_iter()
+        .filter(|id| crate::cluster::beat::valid_id(id))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.truncate(usize::try_from(MAX_MEMBERS).unwrap_or(usize::MAX));
+    if ids.is_empty() {
+        return Ok(Listing {
+            entries: Vec::new(),
+            total,
+            first: false,
+        });
+    }
+    let mut pipe = redis::pipe();
+    for id in &ids {
+        pipe.cmd("STRLEN").arg(keys.node(id));
+    }
+    let lens: Vec<u64> = bounded(&t.address, t.timeout, "sizing the heartbeats", pipe.query_async(c)).await?;
+    let limit = crate::cluster::beat::MAX_BYTES;
+    let readable: Vec<&String> = ids
+        .iter()
+        .zip(&lens)
+        .filter(|(_, l)| (1..=limit).contains(*l))
+        .map(|(id, _)| id)
+        .collect();
+    let mut values: Vec<Option<String>> = Vec::new();
+    if !readable.is_empty() {
+        let node_keys: Vec<String> = readable.iter().map(|id| keys.node(id)).collect();
+        let cmd = redis::cmd("MGET").arg(&node_keys).clone();
+        values = bounded(&t.address, t.timeout, "MGET", cmd.query_async(c)).await?;
+    }
+    let mut values = readable
+        .into_iter()
+        .zip(values)
+        .collect::<std::collections::HashMap<_, _>>();
+    let mut entries = Vec::new();
     let mut gone = Vec::new();
-    for (id, b) in ids.iter().zip(beats) {
-        match b.and_then(|b| serde_json::from_str::<Beat>(&b).ok()) {
-            Some(b) => alive.push(b),
+    for (id, len) in ids.iter().zip(&lens) {
+        if *len > limit {
+            entries.push((id.clone(), Entry::TooLarge(*len)));
+            continue;
+        }
+        // Expired between the STRLEN and the MGET counts as gone too.
+        match values.remove(id).flatten() {
+            Some(v) => entries.push((id.clone(), Entry::Value(v))),
             None => gone.push(id.clone()),
         }
     }
@@ -294,8 +421,11 @@ pub async fn heartbeat<C: ConnectionLike + Send>(
         let cmd = redis::cmd("SREM").arg(keys.members()).arg(&gone).clone();
         bounded(&t.address, t.timeout, "SREM", cmd.query_async::<i64>(c)).await?;
     }
-    alive.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(Beats { alive, first })
+    Ok(Listing {
+        entries,
+        total,
+        first: false,
+    })
 }
 
 #[cfg(test)]

@@ -97,6 +97,8 @@ pub enum ClusterEvent {
     CredentialChanged,
     /// Redis held no record and this node wrote its credential back.
     Republished,
+    /// This node left its cluster.
+    Left,
 }
 
 /// What one token-chain probe found.
@@ -285,6 +287,7 @@ label_value!(
         ClusterEvent::CredentialReplaced => "credential_replaced",
         ClusterEvent::CredentialChanged => "credential_changed",
         ClusterEvent::Republished => "republished",
+        ClusterEvent::Left => "left",
     },
     ProbeResult => |r: &ProbeResult| match r {
         ProbeResult::Accepted => "accepted",
@@ -468,6 +471,7 @@ impl Metrics {
             ClusterEvent::CredentialReplaced,
             ClusterEvent::CredentialChanged,
             ClusterEvent::Republished,
+            ClusterEvent::Left,
         ] {
             cluster_events.get_or_create_owned(&ClusterLabels { event });
         }
@@ -610,6 +614,7 @@ impl Metrics {
             Event::CredentialReplaced { .. } => self.count_cluster(ClusterEvent::CredentialReplaced),
             Event::ClusterCredentialChanged { .. } => self.count_cluster(ClusterEvent::CredentialChanged),
             Event::ClusterRepublished { .. } => self.count_cluster(ClusterEvent::Republished),
+            Event::ClusterLeft { .. } => self.count_cluster(ClusterEvent::Left),
             Event::Configured { .. } | Event::InstallProgress { .. } | Event::Installed { .. } => {}
         }
     }

@@ -23,10 +23,11 @@ use super::health::ClusterView;
 use super::plan::Intent;
 use super::reconcile::{Desired, Step, Target as Wanted};
 use super::{internal, period_from_env, unix_ms, LivekitService, DEFAULT_READY_TIMEOUT};
+use crate::cluster::beat::{self, Beat};
 use crate::cluster::decide::{self, Join, Remote, Sync};
 use crate::cluster::local::{self, Membership};
 use crate::cluster::record::{self, StoredRecord};
-use crate::cluster::remote::{self, Beat, Cas, Keys, RemoteError, Target};
+use crate::cluster::remote::{self, Cas, Keys, RemoteError, Target};
 use crate::cluster::{validate_name, validate_token};
 use crate::config::{self, Config, Credential, Secret};
 use crate::error::ServiceError;
@@ -40,6 +41,9 @@ const DEFAULT_POLL: Duration = Duration::from_secs(5);
 const HEARTBEAT_PERIODS: u32 = 3;
 /// Nor is a node whose beat is late on a busy machine with a short poll.
 const MIN_HEARTBEAT_TTL: Duration = Duration::from_secs(5);
+/// The first pause before a round that follows one that lost Redis; it
+/// doubles up to the poll period.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
 
 /// The cluster side of the service.
 pub(super) struct ClusterSide {
@@ -91,6 +95,8 @@ struct Link {
     cluster: String,
     conn: crate::redis::Conn,
     pubsub: Option<crate::redis::Messages>,
+    /// The node id this link last wrote a heartbeat for.
+    beat: Option<String>,
 }
 
 fn unavailable(e: &RemoteError) -> ServiceError {
@@ -105,8 +111,18 @@ fn target_of(c: &Config) -> Option<Target> {
 }
 
 /// What Redis holds, as `m`'s secret sees it.
-fn remote_of(cluster: &str, token: &Secret, raw: Option<String>) -> Remote {
-    let Some(raw) = raw else { return Remote::Absent };
+fn remote_of(cluster: &str, token: &Secret, raw: remote::Stored) -> Remote {
+    let raw = match raw {
+        remote::Stored::Absent => return Remote::Absent,
+        remote::Stored::TooLarge(size) => {
+            return Remote::Closed(record::RecordError::TooLarge {
+                cluster: cluster.to_string(),
+                size,
+                limit: remote::MAX_RECORD_BYTES,
+            })
+        }
+        remote::Stored::Value(v) => v,
+    };
     match StoredRecord::from_json(cluster, &raw).and_then(|r| r.open(cluster, token).map(|c| (r.generation, c))) {
         Ok((generation, credential)) => Remote::Open { generation, credential },
         Err(e) => Remote::Closed(e),
@@ -120,7 +136,117 @@ fn seal(m: &Membership, generation: u64, credential: &Credential) -> Result<Stri
 }
 
 fn new_node_id() -> String {
-    format!("{:016x}", rand::random::<u64>())
+    beat::new_id()
+}
+
+/// The members whose heartbeat opens with this node's join secret and
+/// passes the checks, sorted by id; and, when entries were left out (not
+/// sealed with the secret, over the size limit, malformed, from the
+/// future) or the set was over [`remote::MAX_MEMBERS`], a note saying so
+/// (counts only: nothing of what Redis held).
+fn open_listing(m: &Membership, listing: remote::Listing) -> (Vec<Beat>, Option<String>) {
+    let now = unix_ms();
+    let mut beats = Vec::new();
+    let mut ignored = 0usize;
+    for (id, entry) in listing.entries {
+        let opened = match entry {
+            remote::Entry::Value(raw) => beat::open(&m.name, &m.token, &id, &raw, now),
+            remote::Entry::TooLarge(n) => Err(beat::BeatError::TooLarge(n)),
+        };
+        match opened {
+            Ok(b) => beats.push(b),
+            Err(e) => {
+                ignored += 1;
+                tracing::debug!(cluster = %m.name, error = %e, "a member entry was not listed");
+            }
+        }
+    }
+    beats.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut notes = Vec::new();
+    if listing.total > remote::MAX_MEMBERS {
+        notes.push(format!(
+            "the member set holds {} entries, over the limit of {}: a sample was read",
+            listing.total,
+            remote::MAX_MEMBERS
+        ));
+    }
+    if ignored > 0 {
+        notes.push(format!(
+            "{ignored} member entries were not listed: not sealed with this cluster's join secret, over {} bytes, or malformed",
+            beat::MAX_BYTES
+        ));
+    }
+    (beats, (!notes.is_empty()).then(|| notes.join("; ")))
+}
+
+/// A record a joining node must not take: absent or older than what a
+/// live member runs.
+fn is_stale(remote: &Remote, floor: u64) -> bool {
+    match remote {
+        Remote::Absent => floor > 0,
+        Remote::Open { generation, .. } => *generation < floor,
+        Remote::Closed(_) => false,
+    }
+}
+
+/// How long a join waits for the members to restore a record that is
+/// older than what they run.
+const RESTORE_WAIT: Duration = Duration::from_secs(3);
+/// How often it looks meanwhile.
+const RESTORE_LOOK: Duration = Duration::from_millis(100);
+
+/// Asks the members to sync (any message does; one that runs `floor`
+/// restores the record) and waits until the record is at least `floor`,
+/// within [`RESTORE_WAIT`].
+///
+/// # Errors
+/// `generation_conflict` (retryable) when it is still older at the
+/// deadline; `redis_unavailable` when Redis fails meanwhile. Nothing
+/// changed either way.
+async fn wait_for_restore<C: ConnectionLike + Send>(
+    conn: &mut C,
+    t: &Target,
+    keys: &Keys,
+    member: &Membership,
+    floor: u64,
+) -> Result<Remote, ServiceError> {
+    remote::announce(conn, t, keys, floor)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let deadline = tokio::time::Instant::now() + RESTORE_WAIT;
+    let mut seen = None;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(RESTORE_LOOK).await;
+        let raw = remote::read(conn, t, keys).await.map_err(|e| unavailable(&e))?;
+        let remote = remote_of(&member.name, &member.token, raw);
+        if !is_stale(&remote, floor) {
+            return Ok(remote);
+        }
+        seen = match remote {
+            Remote::Open { generation, .. } => Some(generation),
+            _ => None,
+        };
+    }
+    let held = seen.map_or_else(|| "no record".to_string(), |g| format!("generation {g}"));
+    Err(ServiceError::new(
+        ErrorCode::GenerationConflict,
+        format!(
+            "cluster {}: redis holds {held}, older than generation {floor} that a live member runs (a replayed or rolled-back record); not joined, nothing was changed",
+            member.name
+        ),
+    )
+    .with_hint("the members restore the current record at their next sync; retry the join in a few seconds"))
+}
+
+/// The newest generation another live member runs, by its sealed
+/// heartbeat: a record older than this is a replay or a rollback.
+fn live_floor(beats: &[Beat], own_id: &str) -> u64 {
+    beats
+        .iter()
+        .filter(|b| b.id != own_id)
+        .map(|b| b.generation)
+        .max()
+        .unwrap_or(0)
 }
 
 impl LivekitService {
@@ -208,13 +334,24 @@ impl LivekitService {
         let keys = Keys::new(&name);
         let mut conn = remote::connect(&target).await.map_err(|e| unavailable(&e))?;
         let local_cred = d.rendered.config().credential();
+        // The newest generation a live member runs, by the heartbeats that
+        // open with this join secret: a record older than it (or none at
+        // all) is a replay or a rollback, and joining waits for the members
+        // to restore the current one.
+        let listing = remote::members(&mut conn, &target, &keys)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let floor = live_floor(&open_listing(&member, listing).0, &member.node_id);
         // Twice at most: a first write lost to another first node is read
         // back and adopted.
         for _ in 0..2 {
             let raw = remote::read(&mut conn, &target, &keys)
                 .await
                 .map_err(|e| unavailable(&e))?;
-            let remote = remote_of(&name, &member.token, raw);
+            let mut remote = remote_of(&name, &member.token, raw);
+            if is_stale(&remote, floor) {
+                remote = wait_for_restore(&mut conn, &target, &keys, &member, floor).await?;
+            }
             match decide::join(&local_cred, &remote, token_given || current.is_some()) {
                 Join::Publish => {
                     let json = seal(&member, 1, &next.credential())?;
@@ -294,6 +431,16 @@ impl LivekitService {
             node_id: r.node_id.clone(),
             generation: r.generation,
             published: r.published,
+        });
+        // `cluster status` agrees with the join's result at once, before
+        // the sync's first round lists the nodes.
+        self.set_cluster_health(ClusterHealth {
+            name: Some(r.name.clone()),
+            state: ClusterState::Joined,
+            generation: r.generation,
+            node_id: Some(r.node_id.clone()),
+            nodes: Vec::new(),
+            error: None,
         });
         if r.credential_replaced {
             self.events.publish(Event::CredentialReplaced {
@@ -396,6 +543,104 @@ impl LivekitService {
         Ok((Wanted::Config(Box::new(next)), change))
     }
 
+    /// A member must keep a Redis: without one it could neither follow
+    /// the cluster's credential nor change it, and would stay
+    /// `unreachable` for good. Leaving comes first. -32602 naming the field
+    /// that removed the last Redis, nothing changed.
+    pub(super) fn check_member_keeps_redis(&self, p: &ConfigureParams, next: &Config) -> Result<(), ServiceError> {
+        let Some(m) = self.membership() else { return Ok(()) };
+        if p.cluster.is_some() || crate::redis::RedisTarget::from_config(next).is_some() {
+            return Ok(());
+        }
+        let field = p
+            .unset
+            .iter()
+            .flatten()
+            .find(|f| ["redis_address", "redis_sentinel_addresses", "redis_cluster_addresses"].contains(&f.as_str()))
+            .map_or("redis_address", String::as_str)
+            .to_string();
+        Err(ServiceError::invalid(
+            field,
+            format!(
+                "this node is a member of cluster {}, whose credential lives in Redis: it cannot be left without a Redis; nothing was changed",
+                m.name
+            ),
+        )
+        .with_hint("run `hero_livekit cluster leave` first; the node then keeps its credential and serves alone"))
+    }
+
+    /// `livekitservice.cluster_leave`: the node's heartbeat is removed from
+    /// Redis (best effort: one that cannot be reached lets it expire), its
+    /// membership file deleted, and it keeps serving with the credential it
+    /// runs, as a single node. Redis's record is left to the other members.
+    ///
+    /// # Errors
+    /// `not_in_cluster`; `write_failed` when the membership file cannot be
+    /// removed (then nothing changed: the node is still a member).
+    pub async fn cluster_leave(
+        self: &Arc<Self>,
+        _p: hero_livekit_proto::NoParams,
+    ) -> Result<hero_livekit_proto::ClusterLeave, ServiceError> {
+        self.run_to_completion(|s| async move { s.cluster_leave_now().await })
+            .await
+    }
+
+    async fn cluster_leave_now(&self) -> Result<hero_livekit_proto::ClusterLeave, ServiceError> {
+        let d = self.desired.lock().await;
+        let m = self
+            .membership()
+            .ok_or_else(|| ServiceError::new(ErrorCode::NotInCluster, "this node has not joined a cluster"))?;
+        // The file first: a node that cannot forget its membership would
+        // rejoin at its next boot, so it has not left.
+        let dir = self.store.dir().to_path_buf();
+        tokio::task::spawn_blocking(move || local::remove(&dir))
+            .await
+            .map_err(internal)?
+            .map_err(|e| {
+                ServiceError::new(
+                    ErrorCode::WriteFailed,
+                    format!("removing {}: {e}; this node is still a member", local::FILE),
+                )
+            })?;
+        self.cluster.member.send_replace(None);
+        let heartbeat_removed = match target_of(d.rendered.config()) {
+            Some(t) => {
+                let keys = Keys::new(&m.name);
+                let removed = async {
+                    let mut c = remote::connect(&t).await?;
+                    remote::remove_beat(&mut c, &t, &keys, &m.node_id).await?;
+                    // Members sync on any message: they drop this node now.
+                    remote::announce(&mut c, &t, &keys, m.generation.unwrap_or(0)).await
+                }
+                .await;
+                match removed {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(cluster = %m.name, error = %e, "left the cluster; its heartbeat expires on its own");
+                        false
+                    }
+                }
+            }
+            None => false,
+        };
+        self.set_cluster_health(ClusterHealth::default());
+        tracing::info!(cluster = %m.name, node_id = %m.node_id, heartbeat_removed, "left the cluster");
+        self.events.publish(Event::ClusterLeft {
+            cluster: m.name.clone(),
+            node_id: m.node_id.clone(),
+        });
+        // The sync removes a heartbeat a round in flight wrote meanwhile.
+        self.cluster.wake.notify_one();
+        let api_key = d.rendered.config().api_key.clone();
+        drop(d);
+        Ok(hero_livekit_proto::ClusterLeave {
+            cluster: m.name,
+            node_id: m.node_id,
+            heartbeat_removed,
+            api_key,
+        })
+    }
+
     /// `livekitservice.cluster_token`.
     ///
     /// # Errors
@@ -455,12 +700,25 @@ impl LivekitService {
         let period = self.cluster.poll;
         self.spawn_task(async move {
             let mut link: Option<Link> = None;
+            // After a round that lost Redis, the next comes sooner than the
+            // poll: without a link there is no subscription, and a member
+            // that waited a whole period would miss every announcement in
+            // it (a join listed only at the poll after next).
+            let mut retry = RECONNECT_FIRST;
             loop {
-                {
+                let reached = {
                     let Some(svc) = weak.upgrade() else { return };
-                    svc.sync_round(&mut link).await;
-                }
-                let sleep = tokio::time::sleep(period);
+                    svc.sync_round(&mut link).await
+                };
+                let pause = if reached {
+                    retry = RECONNECT_FIRST;
+                    period
+                } else {
+                    let p = retry.min(period);
+                    retry = (retry * 2).min(period);
+                    p
+                };
+                let sleep = tokio::time::sleep(pause);
                 let mut lost = false;
                 match link.as_mut().and_then(|l| l.pubsub.as_mut()) {
                     Some(messages) => {
@@ -498,15 +756,28 @@ impl LivekitService {
         });
     }
 
-    async fn sync_round(&self, link: &mut Option<Link>) {
+    /// One round; `false` when a configured Redis could not be reached or
+    /// failed a call (the caller retries sooner than the poll).
+    async fn sync_round(&self, link: &mut Option<Link>) -> bool {
         let Some(m) = self.membership() else {
+            // Left the cluster: the last heartbeat this link wrote goes now,
+            // not at its expiry (a round that raced the leave may have
+            // written it after the leave removed it).
+            if let Some(l) = link.as_mut() {
+                if let Some(id) = l.beat.take() {
+                    let keys = Keys::new(&l.cluster);
+                    if let Err(e) = remote::remove_beat(&mut l.conn, &l.target, &keys, &id).await {
+                        tracing::debug!(error = %e, "removing this node's heartbeat after leaving");
+                    }
+                }
+            }
             *link = None;
             // Outside a cluster the view is left alone unless it still
             // shows one: a single node's health never changes for this.
             if self.view.borrow().cluster.health.name.is_some() {
                 self.set_cluster_health(ClusterHealth::default());
             }
-            return;
+            return true;
         };
         let health = |state, error: Option<String>, m: &Membership| ClusterHealth {
             name: Some(m.name.clone()),
@@ -523,7 +794,8 @@ impl LivekitService {
                 Some("no Redis is configured".into()),
                 &m,
             ));
-            return;
+            // Nothing to reach: a configure that adds a Redis wakes the sync.
+            return true;
         };
         let keys = Keys::new(&m.name);
         if link.as_ref().is_none_or(|l| l.target != target || l.cluster != m.name) {
@@ -534,26 +806,29 @@ impl LivekitService {
                         cluster: m.name.clone(),
                         conn,
                         pubsub: None,
+                        beat: None,
                     })
                 }
                 Err(e) => {
                     *link = None;
                     self.set_cluster_health(health(ClusterState::Unreachable, Some(e.to_string()), &m));
-                    return;
+                    return false;
                 }
             }
         }
-        let Some(l) = link.as_mut() else { return };
+        let Some(l) = link.as_mut() else { return false };
         if l.pubsub.is_none() {
             match remote::subscriber(&target, &keys).await {
                 Ok(p) => l.pubsub = Some(p),
-                // The poll still brings changes, one period late.
-                Err(e) => tracing::debug!(error = %e, "cluster subscription failed; polling"),
+                // The poll still brings changes meanwhile; the round
+                // after a short pause subscribes again.
+                Err(e) => tracing::debug!(error = %e, "cluster subscription failed; retrying"),
             }
         }
         match self.sync_with(&mut l.conn, &target, &keys).await {
             Ok((state, error, beats)) => {
                 let m = self.membership().unwrap_or(m);
+                l.beat = Some(m.node_id.clone());
                 let seen = beats.iter().map(|b| b.at_ms).collect();
                 let mut h = health(state, error, &m);
                 h.nodes = beats
@@ -566,17 +841,23 @@ impl LivekitService {
                     })
                     .collect();
                 self.set_cluster(h, Some(seen));
+                l.pubsub.is_some()
             }
             Err(e) => {
                 *link = None;
                 let m = self.membership().unwrap_or(m);
                 self.set_cluster_health(health(ClusterState::Unreachable, Some(e.to_string()), &m));
+                false
             }
         }
     }
 
-    /// Reads the record, decides, acts (under the ops lock when something
-    /// is to be done), heartbeats.
+    /// Heartbeats and lists the members (sealed beats only, within the
+    /// limits), then reads the record and decides, acting under the ops
+    /// lock when something is to be done. The listing comes first so that
+    /// members are listed whatever the decision waits on, and so that the
+    /// decision knows the generations live members run (a record older
+    /// than one of them is a replay, never adopted).
     async fn sync_with<C: ConnectionLike + Send>(
         &self,
         conn: &mut C,
@@ -586,31 +867,41 @@ impl LivekitService {
         let Some(m) = self.membership() else {
             return Ok((ClusterState::NotConfigured, None, Vec::new()));
         };
-        let local_cred = self.view.borrow().rendered.config().credential();
-        let raw = remote::read(conn, t, keys).await?;
-        let decision = decide::sync(&local_cred, m.generation, &remote_of(&m.name, &m.token, raw));
-        let (state, error) = match decision {
-            Sync::Keep { generation } if m.generation == Some(generation) => (ClusterState::Joined, None),
-            Sync::Conflict(why) => (ClusterState::Conflict, Some(why)),
-            _ => self.sync_locked(conn, t, keys).await?,
-        };
-        let m = self.membership().unwrap_or(m);
-        let beat = Beat {
+        let own = Beat {
             id: m.node_id.clone(),
             generation: m.generation.unwrap_or(0),
             livekit_url: self.view.borrow().rendered.config().livekit_url(),
             at_ms: unix_ms(),
         };
+        let sealed = beat::seal(&m.name, &m.token, &own).map_err(|e| RemoteError {
+            address: t.address.clone(),
+            why: format!("sealing the heartbeat: {e}"),
+        })?;
         let ttl = (self.cluster.poll * HEARTBEAT_PERIODS).max(MIN_HEARTBEAT_TTL);
-        let beats = remote::heartbeat(conn, t, keys, &beat, ttl).await?;
-        if beats.first {
+        let listing = remote::heartbeat(conn, t, keys, &m.node_id, &sealed, ttl).await?;
+        if listing.first {
             // A node new to the list: tell the members so that each lists it
             // now (their sync on any message), not at its next poll. The
             // message is the generation, as for a new credential: no secret,
             // and a member that already runs it only re-reads the list.
-            remote::announce(conn, t, keys, beat.generation).await?;
+            remote::announce(conn, t, keys, own.generation).await?;
         }
-        Ok((state, error, beats.alive))
+        let (mut beats, note) = open_listing(&m, listing);
+        if !beats.iter().any(|b| b.id == own.id) {
+            // Sampled out of an oversized set: this node still lists itself.
+            beats.push(own);
+            beats.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        let floor = live_floor(&beats, &m.node_id);
+        let local_cred = self.view.borrow().rendered.config().credential();
+        let raw = remote::read(conn, t, keys).await?;
+        let decision = decide::sync(&local_cred, m.generation, &remote_of(&m.name, &m.token, raw), floor);
+        let (state, error) = match decision {
+            Sync::Keep { generation } if m.generation == Some(generation) => (ClusterState::Joined, None),
+            Sync::Conflict(why) => (ClusterState::Conflict, Some(why)),
+            _ => self.sync_locked(conn, t, keys, floor).await?,
+        };
+        Ok((state, error.or(note), beats))
     }
 
     /// The decision taken again under the ops lock (a mutation may have run
@@ -620,6 +911,7 @@ impl LivekitService {
         conn: &mut C,
         t: &Target,
         keys: &Keys,
+        floor: u64,
     ) -> Result<(ClusterState, Option<String>), RemoteError> {
         let mut d = self.desired.lock().await;
         let Some(m) = self.membership() else {
@@ -627,7 +919,7 @@ impl LivekitService {
         };
         let local_cred = d.rendered.config().credential();
         let raw = remote::read(conn, t, keys).await?;
-        let decision = decide::sync(&local_cred, m.generation, &remote_of(&m.name, &m.token, raw));
+        let decision = decide::sync(&local_cred, m.generation, &remote_of(&m.name, &m.token, raw), floor);
         let note = |e: ServiceError| (ClusterState::Conflict, Some(e.to_string()));
         let set_generation = |generation| Membership {
             generation: Some(generation),

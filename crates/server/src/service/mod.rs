@@ -513,6 +513,7 @@ impl LivekitService {
             config::ConfigureError::Mint(m) => internal(m),
         })?;
         Self::check_cluster_params(&p, &update.config)?;
+        self.check_member_keeps_redis(&p, &update.config)?;
         // In a cluster a credential is Redis's first: joined (adopted or
         // published), or changed by a compare-and-set, before it is applied.
         let before = d.rendered.config().credential();
