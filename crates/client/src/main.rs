@@ -7,7 +7,8 @@
 
 /// `println!` for everything the CLI prints on stdout, through
 /// [`output::write_stdout`]: a reader that closed the pipe ends the process
-/// quietly instead of the panic `println!` raises.
+/// quietly instead of the panic `println!` raises, and no control character
+/// but the CLI's own colours reaches the terminal ([`terminal::guard`]).
 macro_rules! outln {
     () => {
         $crate::output::write_stdout(format_args!("\n"))
@@ -17,12 +18,21 @@ macro_rules! outln {
     };
 }
 
+/// `eprintln!` through [`output::write_stderr`]: the same guard as
+/// [`outln!`], and no panic when stderr is gone.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::output::write_stderr(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod args;
 mod cli;
 mod deployments;
 mod output;
 mod settings_args;
 mod table;
+mod terminal;
 mod up;
 
 use std::process::ExitCode;

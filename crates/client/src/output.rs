@@ -10,21 +10,33 @@ use hero_livekit_client::{Client, ClientError};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::table::{Cell, Table};
+use crate::terminal;
 
 /// The exit status when stdout's reader went away (`hero_livekit discover |
 /// head -1`): 128 + SIGPIPE, what a shell reports for a program the signal
 /// ended, so that a pipeline under `pipefail` still sees the output was cut.
 pub const EXIT_CLOSED_PIPE: i32 = 141;
 
-/// Writes to stdout; see [`stdout_failed`] for a write that fails.
+/// Writes to stdout through [`terminal::guard`]; see [`stdout_failed`] for
+/// a write that fails.
 pub fn write_stdout(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
-    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+    let text = args.to_string();
+    if let Err(e) = std::io::stdout().lock().write_all(terminal::guard(&text).as_bytes()) {
         stdout_failed(&e);
     }
+}
+
+/// Writes to stderr through [`terminal::guard`]. A stderr nobody reads any
+/// more leaves nothing to report.
+pub fn write_stderr(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let text = args.to_string();
+    let _ = std::io::stderr().lock().write_all(terminal::guard(&text).as_bytes());
 }
 
 /// Ends the process after a failed write to stdout: quietly with
@@ -34,7 +46,7 @@ pub fn stdout_failed(e: &std::io::Error) -> ! {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
         std::process::exit(EXIT_CLOSED_PIPE);
     }
-    eprintln!("hero_livekit: cannot write to stdout: {e}");
+    errln!("hero_livekit: cannot write to stdout: {e}");
     std::process::exit(1);
 }
 
@@ -75,20 +87,31 @@ impl Out {
         }
     }
 
-    fn emit<T: Serialize>(&self, v: &T) -> bool {
+    /// With `--json`, prints `v` as JSON and returns `None`. Else returns a
+    /// copy of `v` with every string cleaned for the terminal
+    /// ([`terminal::cleaned`]): the one way a result reaches a human
+    /// layout. A copy that does not read back (never seen) is printed as
+    /// its cleaned JSON document instead.
+    fn human<T: Serialize + DeserializeOwned>(&self, v: &T) -> Option<T> {
         if self.json {
-            match serde_json::to_string_pretty(v) {
-                Ok(s) => outln!("{s}"),
-                Err(e) => eprintln!("hero_livekit: cannot encode output: {e}"),
+            self.json_value(v);
+            return None;
+        }
+        match terminal::cleaned(v) {
+            Ok(c) => Some(c),
+            Err(doc) => {
+                self.json_value(&doc);
+                None
             }
         }
-        self.json
     }
 
-    pub fn json_value(&self, v: &serde_json::Value) {
-        match serde_json::to_string_pretty(v) {
+    /// Prints `v` as pretty JSON, escaped so that nothing in it acts on a
+    /// terminal ([`terminal::json_text`]).
+    pub fn json_value<T: Serialize + ?Sized>(&self, v: &T) {
+        match terminal::json_text(v, true) {
             Ok(s) => outln!("{s}"),
-            Err(e) => eprintln!("hero_livekit: cannot encode output: {e}"),
+            Err(e) => errln!("hero_livekit: cannot encode output: {e}"),
         }
     }
 
@@ -111,14 +134,15 @@ impl Out {
             });
             self.json_value(&v);
         }
-        eprintln!("{} {e}", self.bad("error:"));
-        eprintln!("hint: {}", e.hint());
+        // The message and the hint quote the daemon, lk-backend or a file.
+        errln!("{} {}", self.bad("error:"), terminal::clean_lines(&e.to_string()));
+        errln!("hint: {}", terminal::clean_lines(e.hint()));
     }
 
     pub fn install(&self, r: &proto::InstallResult) {
-        if self.emit(r) {
+        let Some(r) = self.human(r) else {
             return;
-        }
+        };
         if r.changed {
             outln!(
                 "installed livekit-server {} at {} (sha256 {})",
@@ -165,9 +189,9 @@ impl Out {
     }
 
     pub fn configure(&self, r: &proto::ConfigureResult) {
-        if self.emit(r) {
+        let Some(r) = self.human(r) else {
             return;
-        }
+        };
         if r.changed_fields.is_empty() {
             outln!("configuration unchanged");
         } else {
@@ -193,16 +217,16 @@ impl Out {
     }
 
     pub fn config_show(&self, r: &proto::ConfigShowResult) {
-        if self.emit(r) {
+        let Some(r) = self.human(r) else {
             return;
-        }
-        crate::settings_args::print_show(r);
+        };
+        crate::settings_args::print_show(&r);
     }
 
     pub fn cluster_status(&self, c: &proto::ClusterHealth) {
-        if self.emit(c) {
+        let Some(c) = self.human(c) else {
             return;
-        }
+        };
         let Some(name) = &c.name else {
             outln!("not in a cluster (join one with `hero_livekit configure --cluster NAME`)");
             return;
@@ -218,26 +242,26 @@ impl Out {
             outln!("                  {e}");
         }
         outln!();
-        for l in nodes_table(c).lines(self.color) {
+        for l in nodes_table(&c).lines(self.color) {
             outln!("{l}");
         }
     }
 
     pub fn cluster_token(&self, t: &proto::ClusterTokenResult) {
-        if self.emit(t) {
+        let Some(t) = self.human(t) else {
             return;
-        }
+        };
         outln!("{}", t.cluster_token);
-        eprintln!(
+        errln!(
             "join the next node with: hero_livekit configure --redis-address ADDR --cluster {} --cluster-token <the line above>",
             t.cluster
         );
     }
 
     pub fn cluster_leave(&self, l: &proto::ClusterLeave) {
-        if self.emit(l) {
+        let Some(l) = self.human(l) else {
             return;
-        }
+        };
         outln!(
             "left cluster {} (node {}); serving alone with the credential {}",
             l.cluster,
@@ -250,9 +274,9 @@ impl Out {
     }
 
     pub fn start(&self, r: &proto::StartResult) {
-        if self.emit(r) {
+        let Some(r) = self.human(r) else {
             return;
-        }
+        };
         if let Some(i) = &r.install {
             outln!("installed livekit-server {}", i.version);
         }
@@ -273,9 +297,9 @@ impl Out {
     }
 
     pub fn stop(&self, r: &proto::StopResult) {
-        if self.emit(r) {
+        let Some(r) = self.human(r) else {
             return;
-        }
+        };
         if r.stopped.is_empty() {
             outln!("nothing was running");
         }
@@ -290,9 +314,9 @@ impl Out {
     }
 
     pub fn restart(&self, r: &proto::RestartResult) {
-        if self.emit(r) {
+        let Some(r) = self.human(r) else {
             return;
-        }
+        };
         if !r.heal.written.is_empty() {
             self.heal(&r.heal);
         }
@@ -309,9 +333,9 @@ impl Out {
     }
 
     pub fn health(&self, h: &Health) {
-        if self.emit(h) {
+        let Some(h) = self.human(h) else {
             return;
-        }
+        };
         let status = match h.status {
             proto::OverallStatus::Ok => self.good("ok"),
             proto::OverallStatus::Degraded => self.paint("degraded", "33"),
@@ -364,13 +388,13 @@ impl Out {
             }
         }
         outln!();
-        for l in files_table(h).lines(self.color) {
+        for l in files_table(&h).lines(self.color) {
             outln!("{l}");
         }
         outln!();
         // Each process row is followed by its details (conflict, reason,
         // last exit, log tail), indented under it.
-        let rows = process_table(h).lines(self.color);
+        let rows = process_table(&h).lines(self.color);
         outln!("{}", rows[0]);
         for (row, p) in rows.iter().skip(1).zip(h.processes.values()) {
             outln!("{row}");
@@ -398,23 +422,33 @@ impl Out {
         }
     }
 
+    /// Log lines keep their tabs ([`terminal::clean_log_line`]), so they
+    /// are not cleaned as fields by [`Out::human`].
     pub fn logs(&self, r: &proto::LogsResult) {
-        if self.emit(r) {
+        if self.json {
+            self.json_value(r);
             return;
         }
         for l in &r.lines {
-            outln!("{l}");
+            outln!("{}", terminal::clean_log_line(l));
         }
     }
 
     pub fn event(&self, m: &EventMessage) {
         if self.json {
-            match serde_json::to_string(m) {
+            match terminal::json_text(m, false) {
                 Ok(s) => outln!("{s}"),
-                Err(e) => eprintln!("hero_livekit: cannot encode event: {e}"),
+                Err(e) => errln!("hero_livekit: cannot encode event: {e}"),
             }
             return;
         }
+        let m = match terminal::cleaned(m) {
+            Ok(m) => m,
+            Err(doc) => {
+                self.json_value(&doc);
+                return;
+            }
+        };
         let text = match &m.event {
             Event::State {
                 process,
@@ -479,8 +513,14 @@ impl Out {
         if self.json {
             self.json_value(v);
         } else {
-            outln!("{}", v.get("token").and_then(|t| t.as_str()).unwrap_or_default());
-            eprintln!("url: {}", v.get("url").and_then(|t| t.as_str()).unwrap_or_default());
+            outln!(
+                "{}",
+                terminal::clean(v.get("token").and_then(|t| t.as_str()).unwrap_or_default())
+            );
+            errln!(
+                "url: {}",
+                terminal::clean(v.get("url").and_then(|t| t.as_str()).unwrap_or_default())
+            );
         }
     }
 
@@ -491,10 +531,10 @@ impl Out {
             self.json_value(&serde_json::json!({"mint_secret": t.mint_secret, "token_url": t.token_url}));
             return;
         }
-        outln!("{}", t.mint_secret);
-        eprintln!(
+        outln!("{}", terminal::clean(&t.mint_secret));
+        errln!(
             "mint with: curl -H \"Authorization: Bearer <the line above>\" -H 'Content-Type: application/json' -d '{{\"room\":\"r1\",\"identity\":\"alice\"}}' {}",
-            t.token_url
+            terminal::clean(&t.token_url)
         );
     }
 
@@ -531,7 +571,7 @@ pub async fn progress_for_install(client: &Client, out: &Out) -> Option<Progress
                 bytes_total,
             } = m.event
             {
-                bar.set_message(phase);
+                bar.set_message(terminal::clean(&phase).into_owned());
                 if let Some(t) = bytes_total {
                     bar.set_length(t);
                 }
@@ -559,11 +599,11 @@ impl Drop for ProgressGuard {
 /// how to upgrade it.
 pub fn warn_if_daemon_older(h: &Health, out: &Out) {
     if h.protocol < proto::PROTOCOL {
-        eprintln!(
+        errln!(
             "{} the daemon is older than this client: it speaks protocol {} (version {}), this client protocol {} (version {}). {}.",
             out.bad("warning:"),
             h.protocol,
-            h.version,
+            terminal::clean(&h.version),
             proto::PROTOCOL,
             proto::VERSION,
             hero_livekit_client::UPGRADE_ADVICE
@@ -578,6 +618,8 @@ pub async fn follow(path: &str) -> std::io::Result<()> {
     let mut pos = tokio::fs::metadata(path).await?.len();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut stdout = tokio::io::stdout();
+    // The file is a child's output: cleaned as `logs` cleans its lines.
+    let mut lines = terminal::LogStream::default();
     loop {
         tick.tick().await;
         let len = tokio::fs::metadata(path).await?.len();
@@ -589,7 +631,8 @@ pub async fn follow(path: &str) -> std::io::Result<()> {
             f.seek(std::io::SeekFrom::Start(pos)).await?;
             let mut buf = Vec::with_capacity((len - pos) as usize);
             f.take(len - pos).read_to_end(&mut buf).await?;
-            if let Err(e) = stdout.write_all(&buf).await.and(stdout.flush().await) {
+            let text = lines.push(&buf);
+            if let Err(e) = stdout.write_all(text.as_bytes()).await.and(stdout.flush().await) {
                 stdout_failed(&e);
             }
             pos = len;

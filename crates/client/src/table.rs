@@ -3,7 +3,11 @@
 //! counted as width (or a cell padded by hand to a guessed width) is what
 //! put a column out of line with its header.
 
+use crate::terminal;
+
 /// One cell: its text and, when painted on a terminal, its SGR colour code.
+/// The text is cleaned for the terminal ([`terminal::clean`]) as the cell
+/// is made: a cell holds one line, and its width is that of what is shown.
 pub struct Cell {
     text: String,
     color: Option<&'static str>,
@@ -12,16 +16,23 @@ pub struct Cell {
 impl Cell {
     pub fn plain(text: impl Into<String>) -> Cell {
         Cell {
-            text: text.into(),
+            text: clean(text.into()),
             color: None,
         }
     }
 
     pub fn colored(text: impl Into<String>, color: &'static str) -> Cell {
         Cell {
-            text: text.into(),
+            text: clean(text.into()),
             color: Some(color),
         }
+    }
+}
+
+fn clean(text: String) -> String {
+    match terminal::clean(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(c) => c,
     }
 }
 

@@ -12,6 +12,7 @@ use hero_livekit_client::{Client, ClientError};
 
 use crate::args::{UpArgs, DEFAULT_READY_TIMEOUT};
 use crate::output::{self, Out};
+use crate::terminal;
 
 /// How long a freshly spawned daemon gets to open its socket, and a dying
 /// one to let go of it.
@@ -30,7 +31,7 @@ pub async fn up(
     refuse_another_deployments_ports(a, root)?;
     let spawned = ensure_daemon(client, root, root_flag, socket_flag).await?;
     if spawned && !out.is_json() {
-        eprintln!("started hero_livekit_server on {}", client.socket().display());
+        errln!("started hero_livekit_server on {}", client.socket().display());
     }
 
     let health = client.health().await?;
@@ -50,10 +51,14 @@ pub async fn up(
         let r = r?;
         if !out.is_json() {
             if r.changed {
-                eprintln!("installed livekit-server {} at {}", r.version, r.path);
+                errln!(
+                    "installed livekit-server {} at {}",
+                    terminal::clean(&r.version),
+                    terminal::clean(&r.path)
+                );
             }
             for w in &r.warnings {
-                eprintln!("warning: {w}");
+                errln!("warning: {}", terminal::clean(w));
             }
         }
         installed = Some(r);
@@ -110,9 +115,13 @@ pub async fn up(
             outln!("already up: nothing changed");
         }
         outln!("LiveKit is ready for tokens");
-        outln!("  livekit url   {}", health.livekit_url);
-        outln!("  backend url   {}  (POST /token)", health.backend_url);
-        outln!("  api key       {}", health.api_key);
+        // The daemon's words, cleaned for the terminal as every result is.
+        outln!("  livekit url   {}", terminal::clean(&health.livekit_url));
+        outln!(
+            "  backend url   {}  (POST /token)",
+            terminal::clean(&health.backend_url)
+        );
+        outln!("  api key       {}", terminal::clean(&health.api_key));
         outln!("  daemon socket {}", client.socket().display());
         // The root every later command must name (or find in PATH_ROOT).
         outln!("  root          {}", root.display());
