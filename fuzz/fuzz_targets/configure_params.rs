@@ -43,6 +43,7 @@ fn base() -> Config {
         rtc_port_range_end: 52000,
         node_ip: Some("192.0.2.10".into()),
         backend_port: 7990,
+        public_url: Some("wss://media.example.org".into()),
         settings: Settings::default(),
         livekit_version: None,
     }
@@ -76,7 +77,7 @@ fn port(u: &mut Unstructured<'_>) -> arbitrary::Result<Value> {
 /// A params object of mostly plausible values; each field present or not.
 fn structured(u: &mut Unstructured<'_>) -> arbitrary::Result<Value> {
     let mut m = Map::new();
-    let strings: [(&str, &[&str]); 5] = [
+    let strings: [(&str, &[&str]); 6] = [
         (
             "api_key",
             &["APIkeykeykeykey", "ab", "key-with_dash", "", "your_api_key", "API key"],
@@ -111,6 +112,17 @@ fn structured(u: &mut Unstructured<'_>) -> arbitrary::Result<Value> {
             "node_ip",
             &["192.0.2.10", "::1", "2001:db8::7", "not-an-ip", "0.0.0.0", ""],
         ),
+        (
+            "public_url",
+            &[
+                "wss://media.example.org",
+                "ws://[::1]:7880/",
+                "https://media.example.org",
+                "wss://u:p@media.example.org",
+                "wss://media.example.org/rtc?x=1",
+                "",
+            ],
+        ),
     ];
     for (name, dict) in strings {
         if u.arbitrary()? {
@@ -138,6 +150,7 @@ fn structured(u: &mut Unstructured<'_>) -> arbitrary::Result<Value> {
                 &[
                     "redis_address",
                     "node_ip",
+                    "public_url",
                     "port",
                     "",
                     "webhook_urls",

@@ -45,6 +45,7 @@ fn fixed() -> Config {
         rtc_port_range_end: 52000,
         node_ip: Some("192.0.2.10".into()),
         backend_port: 7990,
+        public_url: Some("wss://media.example.org".into()),
         // A webhook section, so that a reader of livekit.yaml meets one.
         settings: Settings {
             webhook_urls: vec!["https://hooks.example.org/lk".into()],

@@ -6,6 +6,10 @@ counts the audio it hears.
 The token comes from lk-backend's `POST /token`, as a browser's backend
 would fetch it: the script proves the product's whole chain (backend signs,
 livekit-server accepts, media flows), not a token the test made itself.
+Like any service allowed to mint, it presents lk-backend's mint secret as a
+bearer: `LK_MINT_SECRET` from its environment, else the `MINT_SECRET` of the
+env file the lk-backend serving the token URL's port was started with (the
+secret is never on the command line).
 
 Usage:
   participant.py --token-url http://127.0.0.1:PORT/token --room R --identity I
@@ -39,10 +43,12 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import re
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 SAMPLE_RATE = 48000
@@ -72,6 +78,40 @@ def fail(stage, err):
     return 1
 
 
+def mint_secret_for(port):
+    """The MINT_SECRET of the env file of the `lk-backend --env-file FILE`
+    whose PORT is `port` in this network namespace (the one the token URL's
+    127.0.0.1 is in; tests run several namespaces, each with its own 7890),
+    read afresh (a rotation changes it); None when no such process is found."""
+    try:
+        own_net = os.readlink("/proc/self/ns/net")
+    except OSError:
+        own_net = None
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if own_net is not None and os.readlink(f"/proc/{pid}/ns/net") != own_net:
+                continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+            if not args[0].endswith(b"lk-backend") or b"--env-file" not in args:
+                continue
+            path = args[args.index(b"--env-file") + 1].decode()
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except (OSError, IndexError, UnicodeDecodeError):
+            continue
+        env = {}
+        for line in lines:
+            key, sep, value = line.strip().partition("=")
+            if sep and not key.startswith("#"):
+                env[key.removeprefix("export ").strip()] = value.strip().strip('"').strip("'")
+        if env.get("PORT") == str(port) and env.get("MINT_SECRET"):
+            return env["MINT_SECRET"]
+    return None
+
+
 def fetch_token(token_url, room, identity, timeout, wait_for_backend):
     """POST /token to lk-backend; returns (token, url).
 
@@ -83,9 +123,11 @@ def fetch_token(token_url, room, identity, timeout, wait_for_backend):
     deadline = time.monotonic() + wait_for_backend
     delay = 0.005
     while True:
-        req = urllib.request.Request(
-            token_url, data=body, method="POST", headers={"Content-Type": "application/json"}
-        )
+        headers = {"Content-Type": "application/json"}
+        secret = os.environ.get("LK_MINT_SECRET") or mint_secret_for(urllib.parse.urlsplit(token_url).port)
+        if secret:
+            headers["Authorization"] = f"Bearer {secret}"
+        req = urllib.request.Request(token_url, data=body, method="POST", headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 doc = json.load(resp)

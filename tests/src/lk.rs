@@ -50,15 +50,55 @@ pub fn http_tcp(addr: &str, request: &[u8]) -> HttpResponse {
 }
 
 /// `POST /token` on lk-backend with `body` sent verbatim (so tests can send
-/// malformed JSON), `Content-Type: application/json`.
+/// malformed JSON), `Content-Type: application/json`, presenting the mint
+/// secret of the lk-backend listening there (see [`mint_secret_for`]).
 pub fn post_token_raw(backend_url: &str, body: &[u8]) -> HttpResponse {
+    let addr = loopback_addr(backend_url);
+    let port = addr.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    post_token_as(backend_url, mint_secret_for(port).as_deref(), body)
+}
+
+/// `POST /token` with `bearer` as `Authorization: Bearer <it>`, or without
+/// an `Authorization` header at all.
+pub fn post_token_as(backend_url: &str, bearer: Option<&str>, body: &[u8]) -> HttpResponse {
+    let auth = bearer
+        .map(|b| format!("Authorization: Bearer {b}\r\n"))
+        .unwrap_or_default();
     let mut req = format!(
-        "POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
     req.extend_from_slice(body);
     http_tcp(&loopback_addr(backend_url), &req)
+}
+
+/// The mint secret of the lk-backend serving `port`, as a service on the
+/// host with the daemon's uid can read it: the `MINT_SECRET` of the env
+/// file a running `lk-backend --env-file FILE` was given, whose `PORT` is
+/// `port`, in this process's network namespace (the one its 127.0.0.1 is
+/// in: tests run daemons in namespaces of their own, each with its 7890).
+/// Read afresh on each call, so a rotation is followed. `None` when no such
+/// process or file is found (the request then goes without one).
+pub fn mint_secret_for(port: u16) -> Option<String> {
+    let own_net = std::fs::read_link("/proc/self/ns/net").ok();
+    let entries = std::fs::read_dir("/proc").ok()?;
+    entries.flatten().find_map(|e| {
+        e.file_name().to_str()?.parse::<u32>().ok()?;
+        if own_net.is_some() && std::fs::read_link(e.path().join("ns/net")).ok() != own_net {
+            return None;
+        }
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if !args.first()?.ends_with(b"lk-backend") {
+            return None;
+        }
+        let file = args.windows(2).find(|w| w[0] == b"--env-file")?[1];
+        let text = std::fs::read_to_string(std::str::from_utf8(file).ok()?).ok()?;
+        let vars = hero_livekit_proto::envfile::parse(&text).ok()?;
+        let get = |k| hero_livekit_proto::envfile::get(&vars, k);
+        (get("PORT")?.parse::<u16>().ok()? == port).then(|| get("MINT_SECRET").map(str::to_string))?
+    })
 }
 
 /// A token for `room`/`identity` from lk-backend; fails the test unless 200.

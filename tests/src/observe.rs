@@ -19,12 +19,29 @@ use crate::{parse_http, Daemon, HttpResponse, Root};
 /// # Errors
 /// Nothing listens, or the exchange fails or takes longer than 10 s.
 pub fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> std::io::Result<HttpResponse> {
+    exchange(port, method, path, "", body)
+}
+
+/// `POST /token` on the lk-backend on `port` with `body`, presenting its
+/// mint secret (read from its env file, [`crate::lk::mint_secret_for`]) as
+/// a service allowed to mint does.
+///
+/// # Errors
+/// As [`http`].
+pub fn post_token(port: u16, body: &Value) -> std::io::Result<HttpResponse> {
+    let auth = crate::lk::mint_secret_for(port)
+        .map(|s| format!("Authorization: Bearer {s}\r\n"))
+        .unwrap_or_default();
+    exchange(port, "POST", "/token", &auth, Some(body))
+}
+
+fn exchange(port: u16, method: &str, path: &str, headers: &str, body: Option<&Value>) -> std::io::Result<HttpResponse> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
     let body = body.map(Value::to_string).unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes())?;
@@ -119,15 +136,10 @@ pub fn wait_ready_for_tokens(d: &Daemon, timeout: Duration) -> Value {
     found.unwrap_or_else(|| panic!("not ready_for_tokens within {timeout:?}: {last}"))
 }
 
-/// A join token for room `r1` minted by the real lk-backend on `port`.
+/// A join token for room `r1` minted by the real lk-backend on `port`,
+/// presenting its mint secret as a service allowed to mint does.
 pub fn backend_token(port: u16) -> String {
-    let r = http(
-        port,
-        "POST",
-        "/token",
-        Some(&json!({"room": "r1", "identity": "alice"})),
-    )
-    .expect("POST /token to lk-backend");
+    let r = post_token(port, &json!({"room": "r1", "identity": "alice"})).expect("POST /token to lk-backend");
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     r.json()["token"].as_str().expect("token in the answer").to_string()
 }

@@ -84,6 +84,10 @@ impl Participant {
             .env_remove("LIVEKIT_URL")
             .env_remove("LIVEKIT_API_KEY")
             .env_remove("LIVEKIT_API_SECRET")
+            // The script reads the mint secret at each token request from
+            // the env file of the lk-backend on the port (`mint_secret_for`),
+            // so a rotation during a long run is followed; never argv.
+            .env_remove("LK_MINT_SECRET")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(err);

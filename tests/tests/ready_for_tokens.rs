@@ -470,12 +470,9 @@ fn chaos_never_yields_a_ready_health_whose_token_is_refused() {
                 if h["ready_for_tokens"] != true {
                     continue;
                 }
-                let Ok(r) = hero_livekit_tests::observe::http(
-                    p.backend,
-                    "POST",
-                    "/token",
-                    Some(&json!({"room": "r1", "identity": "sampler"})),
-                ) else {
+                let Ok(r) =
+                    hero_livekit_tests::observe::post_token(p.backend, &json!({"room": "r1", "identity": "sampler"}))
+                else {
                     continue;
                 };
                 let Some(token) = r.json()["token"].as_str().map(str::to_string) else {

@@ -10,9 +10,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use hero_livekit_tests::lk::{
-    env_credential, http_tcp, json_credential, loopback_addr, mint, post_token_raw, rtc_validate, verify_with_python,
-    yaml_credential,
+    env_credential, http_tcp, json_credential, loopback_addr, mint, post_token_as, post_token_raw, rtc_validate,
+    verify_with_python, yaml_credential,
 };
+use hero_livekit_tests::observe::poll;
 use hero_livekit_tests::*;
 use livekit_api::access_token::TokenVerifier;
 use nix::sys::signal::Signal;
@@ -431,8 +432,9 @@ fn bad_token_requests_through_the_supervised_backend_get_json_errors_naming_the_
     // An oversized body without a declared length (chunked) is cut off at
     // the limit too, not read to the end.
     let chunk = "x".repeat(70 * 1024);
+    let (mint_secret, _) = backend_token(&d);
     let req = format!(
-        "POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        "POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {mint_secret}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
         chunk.len()
     );
     let r = http_tcp(&loopback_addr(&backend_url), req.as_bytes());
@@ -475,6 +477,11 @@ fn cli_token_prints_a_token_that_validates_and_the_whole_response_with_json() {
 
     let plain = cli(false);
     let token = plain.trim();
+    // The daemon's own mint secret, obtained by the CLI as any allowed
+    // service obtains it, is what got it a token: without it, nothing.
+    let backend_url = urls(&d).0;
+    let refused = post_token_as(&backend_url, None, br#"{"room":"cli-room","identity":"cli-user"}"#);
+    assert_eq!(refused.status, 401);
     assert_eq!(plain.lines().count(), 1, "only the token on stdout: {plain:?}");
     assert_eq!(rtc_validate(&livekit_url, token), (200, "success".to_string()));
     let claims = TokenVerifier::with_api_key(&key, &secret)
@@ -506,4 +513,381 @@ fn cli_token_prints_a_token_that_validates_and_the_whole_response_with_json() {
         (now + 6 * 3600 - 120..=now + 6 * 3600 + 120).contains(&exp),
         "exp {exp}, now {now}"
     );
+}
+
+/// `MINT_SECRET` of a `backend.env`, read with lk-backend's own parser.
+fn env_mint_secret(backend_env: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(backend_env).expect("read backend.env");
+    let vars = hero_livekit_proto::envfile::parse(&text).expect("backend.env parses");
+    hero_livekit_proto::envfile::get(&vars, "MINT_SECRET")
+        .expect("MINT_SECRET in backend.env")
+        .to_string()
+}
+
+fn backend_token(d: &Daemon) -> (String, String) {
+    let r = d.ok("livekitservice.backend_token", json!({}));
+    (
+        r["mint_secret"].as_str().expect("mint_secret").to_string(),
+        r["token_url"].as_str().expect("token_url").to_string(),
+    )
+}
+
+#[test]
+fn only_a_caller_with_the_mint_secret_gets_a_token_and_everyone_else_401_and_nothing_else() {
+    let root = Root::new();
+    let d = running_service(&root, &[]);
+    let (backend_url, livekit_url) = urls(&d);
+    let (mint_secret, token_url) = backend_token(&d);
+    assert_eq!(token_url, format!("{backend_url}/token"));
+    assert_eq!(
+        mint_secret,
+        env_mint_secret(&root.file("backend.env")),
+        "the secret lk-backend runs with"
+    );
+    assert_eq!(mint_secret.len(), 64, "hex of HMAC-SHA256");
+    let (_, api_secret) = yaml_credential(&root.file("livekit.yaml"));
+    assert_ne!(mint_secret, api_secret, "not the API secret itself");
+    let env = root.file("backend.env");
+    assert_eq!(
+        std::fs::metadata(&env).expect("backend.env").permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(root.state()).expect("state dir").permissions().mode() & 0o777,
+        0o700
+    );
+
+    let body = br#"{"room":"r1","identity":"mallory"}"#;
+    let wrong = format!("{}0", &mint_secret[..63]);
+    for bearer in [None, Some(wrong.as_str()), Some(api_secret.as_str()), Some("")] {
+        let r = post_token_as(&backend_url, bearer, body);
+        assert_eq!(r.status, 401, "{bearer:?}: {}", String::from_utf8_lossy(&r.body));
+        let text = String::from_utf8_lossy(&r.body).to_string();
+        let answer: Value = serde_json::from_str(&text).expect("a JSON error");
+        assert_eq!(answer["error"], "unauthorized", "{answer}");
+        assert!(
+            answer.get("token").is_none() && !text.contains("eyJ"),
+            "no token: {text}"
+        );
+        assert!(!text.contains(&mint_secret[..16]), "no hint of the secret: {text}");
+    }
+    let issued = post_token_as(&backend_url, Some(&mint_secret), body);
+    assert_eq!(issued.status, 200, "{}", String::from_utf8_lossy(&issued.body));
+    assert_eq!(
+        rtc_validate(&livekit_url, token_of(&issued.json())),
+        (200, "success".to_string())
+    );
+
+    // A rotation rotates it: the old one mints nothing, the new one is served.
+    d.ok("livekitservice.start", json!({"reset": true, "timeout_ms": 30000}));
+    let (rotated, _) = backend_token(&d);
+    assert_ne!(rotated, mint_secret);
+    let served = poll(DEADLINE, || {
+        let r = post_token_as(&backend_url, Some(&rotated), body);
+        (r.status == 200).then_some(r)
+    });
+    assert!(served.is_some(), "the new mint secret is in force");
+    assert_eq!(post_token_as(&backend_url, Some(&mint_secret), body).status, 401);
+    assert_eq!(
+        wait_ready(&d)["ready_for_tokens"],
+        true,
+        "the probe presents the new one"
+    );
+}
+
+fn wait_ready(d: &Daemon) -> Value {
+    let mut last = Value::Null;
+    poll(DEADLINE, || {
+        last = d.health();
+        (last["ready_for_tokens"] == true).then(|| last.clone())
+    })
+    .unwrap_or_else(|| panic!("not ready_for_tokens: {last}"))
+}
+
+#[test]
+fn a_backend_env_with_another_mint_secret_is_drift_and_is_healed() {
+    let root = Root::new();
+    let d = running_service(&root, &[("HERO_LIVEKIT_DRIFT_CHECK_MS", "200")]);
+    let (mint_secret, _) = backend_token(&d);
+    let env = root.file("backend.env");
+    let text = std::fs::read_to_string(&env).expect("read backend.env");
+    let forged = "f".repeat(64);
+    std::fs::write(&env, text.replace(&mint_secret, &forged)).expect("write backend.env");
+    std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let seen = poll(DEADLINE, || {
+        let h = d.health();
+        h["drift"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "backend.env: MINT_SECRET differs"))
+            .then_some(h)
+    });
+    // The tick may heal before a health call sees the drift; either way the
+    // file ends up with the derived secret again and lk-backend runs it.
+    let _ = seen;
+    let healed = poll(DEADLINE, || {
+        (env_mint_secret(&env) == mint_secret && d.health()["ready_for_tokens"] == true).then_some(())
+    });
+    assert!(healed.is_some(), "backend.env healed: {}", d.health());
+    let (backend_url, _) = urls(&d);
+    assert_eq!(
+        post_token_as(&backend_url, Some(&forged), b"{\"room\":\"r\",\"identity\":\"i\"}").status,
+        401
+    );
+    assert_eq!(
+        post_token_as(&backend_url, Some(&mint_secret), b"{\"room\":\"r\",\"identity\":\"i\"}").status,
+        200
+    );
+}
+
+#[test]
+fn the_mint_secret_is_for_full_access_peers_only() {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    let root = Root::new();
+    let public = tempfile::Builder::new()
+        .prefix("hero_livekit_sock")
+        .tempdir()
+        .expect("tempdir");
+    std::fs::set_permissions(public.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let socket = public.path().join("hero_livekit_server/rpc.sock");
+    let d = Daemon::start(
+        &root,
+        DaemonOpts::double()
+            .arg("--socket")
+            .arg(socket.display().to_string())
+            .arg("--socket-group")
+            .arg("65534"),
+    );
+    d.ok("livekitservice.configure", json!({}));
+    let (mint_secret, _) = backend_token(&d);
+    // A `--socket-group` member (read-only access) asks.
+    let as_nobody = |method: &str| -> Value {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": {}}).to_string();
+        let request = format!(
+            "POST /rpc HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let script = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\ns.sendall(sys.stdin.buffer.read())\nd=b''\nwhile True:\n  c=s.recv(65536)\n  if not c: break\n  d+=c\nsys.stdout.buffer.write(d)\n";
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&socket)
+            .uid(65534)
+            .gid(65534)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn python3 as nobody");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(request.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("wait");
+        parse_http(&out.stdout).json()
+    };
+    let r = as_nobody("livekitservice.backend_token");
+    assert_eq!(r["error"]["data"]["kind"], "unauthorized", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("it returns a secret")),
+        "{r}"
+    );
+    assert!(!r.to_string().contains(&mint_secret), "{r}");
+    for m in ["livekitservice.health", "livekitservice.config_show"] {
+        let r = as_nobody(m);
+        assert!(r.get("result").is_some(), "{m} is readable: {r}");
+        assert!(!r.to_string().contains(&mint_secret), "{m}: {r}");
+    }
+    let doc = rpc(&socket, "rpc.discover", json!({}));
+    let entry = doc["result"]["methods"]
+        .as_array()
+        .expect("methods")
+        .iter()
+        .find(|m| m["name"] == "livekitservice.backend_token")
+        .cloned()
+        .expect("documented");
+    assert_eq!(entry["x-access"], "mutating", "{entry}");
+}
+
+#[test]
+fn the_mint_secret_never_shows_in_health_events_logs_metrics_or_errors() {
+    let root = Root::new();
+    let d = running_service(&root, &[]);
+    let (mint_secret, _) = backend_token(&d);
+    // Events across a change that restarts lk-backend, a probe and a refusal.
+    let events_file = root.path().join("events.out");
+    let mut events = Command::new(bin("hero_livekit"))
+        .arg("--root")
+        .arg(root.path())
+        .args(["--json", "events"])
+        .stdout(std::fs::File::create(&events_file).expect("events file"))
+        .spawn()
+        .expect("run hero_livekit events");
+    d.ok(
+        "livekitservice.configure",
+        json!({"public_url": "wss://media.example.org"}),
+    );
+    wait_ready(&d);
+    let restarted = poll(DEADLINE, || {
+        let text = std::fs::read_to_string(&events_file).unwrap_or_default();
+        text.contains("lk-backend").then_some(text)
+    });
+    assert!(restarted.is_some(), "the events saw lk-backend restart");
+    let bad = d.call(
+        "livekitservice.configure",
+        json!({"public_url": format!("wss://{mint_secret}@x")}),
+    );
+    assert_eq!(bad["error"]["data"]["field"], "public_url", "{bad}");
+    let mut seen = vec![
+        ("health", d.health().to_string()),
+        ("config_show", d.ok("livekitservice.config_show", json!({})).to_string()),
+        ("refused configure", bad.to_string()),
+        (
+            "metrics",
+            String::from_utf8_lossy(&get(&root.socket(), "/metrics").body).to_string(),
+        ),
+        ("daemon log", d.stderr()),
+    ];
+    for log in ["lk-backend.log", "livekit-server.log"] {
+        let path = root.state().join("logs").join(log);
+        seen.push((log, std::fs::read_to_string(&path).unwrap_or_default()));
+    }
+    let cli = Command::new(bin("hero_livekit"))
+        .arg("--root")
+        .arg(root.path())
+        .args(["token", "--room", "r", "--identity", "i"])
+        .output()
+        .expect("run hero_livekit token");
+    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    seen.push(("token stdout", String::from_utf8_lossy(&cli.stdout).to_string()));
+    seen.push(("token stderr", String::from_utf8_lossy(&cli.stderr).to_string()));
+    let _ = events.kill();
+    let _ = events.wait();
+    seen.push(("events", std::fs::read_to_string(&events_file).expect("events")));
+    for (what, text) in &seen {
+        assert!(!text.contains(&mint_secret), "the mint secret shows in {what}");
+    }
+    assert!(seen[0].1.contains("ready_for_tokens"), "health was read");
+}
+
+#[test]
+fn a_public_url_is_handed_to_clients_while_the_probe_keeps_reaching_the_local_server() {
+    let root = Root::new();
+    let d = running_service(&root, &[]);
+    let (backend_url, livekit_url) = urls(&d);
+    let before = ["runtime.json", "livekit.yaml", "backend.env"].map(|f| std::fs::read(root.file(f)).expect("read"));
+    // Refused: -32602 naming the field and the rule; nothing changes.
+    for bad in [
+        "https://media.example.org",
+        "wss://user:pw@media.example.org",
+        "wss://media.example.org/rtc",
+        "wss://media.example.org?x=1",
+    ] {
+        let r = d.call("livekitservice.configure", json!({"public_url": bad}));
+        assert_eq!(r["error"]["code"], -32602, "{bad}: {r}");
+        assert_eq!(r["error"]["data"]["field"], "public_url", "{bad}: {r}");
+        let after = ["runtime.json", "livekit.yaml", "backend.env"].map(|f| std::fs::read(root.file(f)).expect("read"));
+        assert!(after == before, "{bad} changed a file");
+    }
+    let lk_pid = pid_of(&d, "livekit-server");
+
+    // Set through the CLI flag, as the proxy recipe does.
+    let out = Command::new(bin("hero_livekit"))
+        .arg("--root")
+        .arg(root.path())
+        .args(["configure", "--public-url", "wss://media.example.org"])
+        .output()
+        .expect("run hero_livekit configure");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(root.file("backend.env")).expect("read backend.env");
+    assert!(text.contains("LIVEKIT_URL=\"wss://media.example.org\"\n"), "{text}");
+    let runtime: Value =
+        serde_json::from_slice(&std::fs::read(root.file("runtime.json")).expect("read")).expect("JSON");
+    assert_eq!(runtime["public_url"], "wss://media.example.org");
+    assert_eq!(
+        std::fs::read(root.file("livekit.yaml")).expect("read"),
+        before[1],
+        "livekit.yaml untouched"
+    );
+    let h = wait_ready(&d);
+    assert_eq!(
+        pid_of(&d, "livekit-server"),
+        lk_pid,
+        "livekit-server is not restarted for it"
+    );
+    assert_eq!(
+        h["livekit_url"],
+        livekit_url.as_str(),
+        "health's livekit_url stays the node's own address"
+    );
+    let shown = d.ok("livekitservice.config_show", json!({}));
+    let row = shown["settings"]
+        .as_array()
+        .expect("settings")
+        .iter()
+        .find(|s| s["name"] == "public_url")
+        .cloned()
+        .expect("public_url shown");
+    assert_eq!(
+        (row["value"].clone(), row["differs"].clone()),
+        (json!("wss://media.example.org"), json!(true))
+    );
+
+    // What clients get: the public URL, from lk-backend and from the CLI.
+    let issued = poll(DEADLINE, || {
+        let v = mint(&backend_url, "r", "i");
+        (v["url"] == "wss://media.example.org").then_some(v)
+    })
+    .expect("lk-backend hands out the public URL");
+    assert_eq!(
+        rtc_validate(&livekit_url, token_of(&issued)),
+        (200, "success".to_string())
+    );
+    let out = Command::new(bin("hero_livekit"))
+        .arg("--root")
+        .arg(root.path())
+        .args(["token", "--room", "r", "--identity", "i"])
+        .output()
+        .expect("run hero_livekit token");
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("url: wss://media.example.org"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Unset: back to the derived URL.
+    d.ok("livekitservice.configure", json!({"unset": ["public_url"]}));
+    let text = std::fs::read_to_string(root.file("backend.env")).expect("read backend.env");
+    assert!(text.contains(&format!("LIVEKIT_URL=\"{livekit_url}\"\n")), "{text}");
+    let runtime = std::fs::read_to_string(root.file("runtime.json")).expect("read");
+    assert!(!runtime.contains("public_url"), "{runtime}");
+    wait_ready(&d);
+    let v = poll(DEADLINE, || {
+        let v = mint(&backend_url, "r", "i");
+        (v["url"] == livekit_url.as_str()).then_some(v)
+    });
+    assert!(v.is_some(), "the derived URL again");
+}
+
+#[test]
+fn a_public_url_survives_a_daemon_restart() {
+    let root = Root::new();
+    let mut d = running_service(&root, &[]);
+    d.ok(
+        "livekitservice.configure",
+        json!({"public_url": "wss://media.example.org:8443"}),
+    );
+    let hash = d.health()["in_memory_hash"].clone();
+    d.signal(Signal::SIGTERM);
+    d.wait_exit(DEADLINE);
+    let d = Daemon::start(&root, DaemonOpts::double());
+    let h = d.health();
+    assert_eq!(h["in_memory_hash"], hash, "the same config after boot");
+    assert_eq!(h["consistent"], true, "{h}");
+    let shown = d.ok("livekitservice.config_show", json!({}));
+    assert!(shown.to_string().contains("wss://media.example.org:8443"), "{shown}");
 }

@@ -254,15 +254,18 @@ fn a_join_the_server_refuses_is_reported_as_failed_without_its_token() {
     let Some(w) = World::new() else { return };
     let key = w.d.health()["api_key"].as_str().expect("api_key").to_string();
     let env = w.root.path().join("wrong-backend.env");
+    let wrong_port = BACKEND_PORT + 100;
+    // Its own mint secret, which the participant reads from this file as
+    // it reads the supervised one's from backend.env.
     std::fs::write(
         &env,
         format!(
-            "LIVEKIT_API_KEY={key}\nLIVEKIT_API_SECRET={}\nLIVEKIT_URL=ws://127.0.0.1:{PORT}\n",
+            "LIVEKIT_API_KEY={key}\nLIVEKIT_API_SECRET={}\nLIVEKIT_URL=ws://127.0.0.1:{PORT}\nPORT={wrong_port}\nMINT_SECRET={}\n",
+            fresh_secret(),
             fresh_secret()
         ),
     )
     .expect("write wrong-backend.env");
-    let wrong_port = BACKEND_PORT + 100;
     let mut wrong =
         w.ns.command(bin("lk-backend"))
             .arg("--env-file")

@@ -26,6 +26,8 @@ const HALF: usize = 100;
 const IDLE: usize = 300;
 const SAMPLES: usize = 200;
 const SECRET: &str = "benchbenchbenchbenchbenchbenchbench01";
+/// The bearer secret its token requests present.
+const MINT: &str = "mintbenchmintbenchmintbenchmintbench02";
 const BODY: &str = r#"{"room":"r","identity":"bench"}"#;
 
 struct Backend(Child);
@@ -50,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let env_file = dir.path().join("backend.env");
     std::fs::write(
         &env_file,
-        format!("LIVEKIT_API_KEY=APIbench\nLIVEKIT_API_SECRET={SECRET}\nLIVEKIT_URL=ws://127.0.0.1:7880\nPORT=0\n"),
+        format!("LIVEKIT_API_KEY=APIbench\nLIVEKIT_API_SECRET={SECRET}\nLIVEKIT_URL=ws://127.0.0.1:7880\nPORT=0\nMINT_SECRET={MINT}\n"),
     )?;
     let limits: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| k.starts_with("LK_BACKEND_") && k != "LK_BACKEND_BIN")
@@ -187,7 +189,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// answered 200, and how many were not.
 async fn latencies(addr: SocketAddr, n: usize) -> (Vec<f64>, usize) {
     let request = format!(
-        "POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+        "POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {MINT}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
         BODY.len()
     );
     let mut ok = Vec::with_capacity(n);

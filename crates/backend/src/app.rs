@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use crate::config::Credential;
 use crate::limits::Limits;
@@ -104,6 +105,7 @@ fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorKind::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorKind::InvalidJson
         | ErrorKind::InvalidType
         | ErrorKind::UnknownField
@@ -115,6 +117,11 @@ fn status_of(kind: ErrorKind) -> StatusCode {
 impl IntoResponse for InputError {
     fn into_response(self) -> Response {
         let mut response = error_response(status_of(self.kind), &self);
+        if self.kind == ErrorKind::Unauthorized {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
         if self.kind == ErrorKind::BodyTimeout {
             // The rest of the body may still come: the connection cannot
             // carry another request, so hyper is told to close it.
@@ -127,10 +134,14 @@ impl IntoResponse for InputError {
 }
 
 async fn issue_token(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, InputError> {
+    // Who may mint comes first: a caller without the secret learns nothing
+    // else (not whether its body would have been valid), and its body is
+    // not even read.
+    let in_force = state.credential.current();
+    authorize(&headers, &in_force.credential)?;
     check_json_content_type(&headers)?;
     let bytes = read_limited(&state.limits, &headers, body).await?;
     let req = parse_token_request(&bytes)?;
-    let in_force = state.credential.current();
     match mint(&in_force.credential, &req) {
         Ok(issued) => {
             tracing::debug!(room = %req.room, identity = %req.identity, "token issued");
@@ -145,6 +156,37 @@ async fn issue_token(State(state): State<AppState>, headers: HeaderMap, body: Bo
             ))
         }
     }
+}
+
+/// Whether the request carries `Authorization: Bearer <MINT_SECRET>`.
+/// The comparison is of the two values' SHA-256 digests, byte by byte
+/// without an early exit, so that neither the time taken nor a length
+/// says anything about the secret.
+fn authorize(headers: &HeaderMap, credential: &Credential) -> Result<(), InputError> {
+    let presented = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()).and_then(|v| {
+        let (scheme, rest) = v.split_at_checked(7)?;
+        scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
+    });
+    let ok = presented.is_some_and(|p| same_secret(p, credential.mint_secret.expose().as_bytes()));
+    if ok {
+        return Ok(());
+    }
+    // Never the header's value: it may be a secret meant for something else.
+    tracing::debug!(
+        presented = presented.is_some(),
+        "POST /token refused: no bearer secret, or not the mint secret"
+    );
+    Err(InputError::field(
+        ErrorKind::Unauthorized,
+        "authorization",
+        "POST /token needs `Authorization: Bearer <MINT_SECRET of backend.env>` (`hero_livekit backend-token` prints it)",
+    ))
+}
+
+/// Equality of two secrets in time independent of where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `application/json`, with or without parameters such as `charset`.
@@ -225,4 +267,46 @@ async fn method_not_allowed(method: Method, uri: Uri) -> InputError {
         "method",
         format_args!("{method} is not allowed on {}", uri.path()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credential() -> Credential {
+        Credential {
+            api_key: "APIabc".into(),
+            api_secret: crate::config::ApiSecret::new("s3cretS3cretS3cretS3cretS3cretS3cret".into()),
+            url: "ws://127.0.0.1:7880".into(),
+            mint_secret: crate::config::ApiSecret::new("m1ntm1ntm1ntm1ntm1ntm1ntm1ntm1nt".into()),
+        }
+    }
+
+    fn with_auth(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, value.parse().expect("header value"));
+        h
+    }
+
+    #[test]
+    fn only_the_mint_secret_as_a_bearer_may_mint() {
+        let c = credential();
+        assert!(authorize(&with_auth("Bearer m1ntm1ntm1ntm1ntm1ntm1ntm1ntm1nt"), &c).is_ok());
+        assert!(authorize(&with_auth("bearer m1ntm1ntm1ntm1ntm1ntm1ntm1ntm1nt"), &c).is_ok());
+        for refused in [
+            "Bearer m1ntm1ntm1ntm1ntm1ntm1ntm1ntm1nx",
+            "Bearer m1ntm1ntm1ntm1ntm1ntm1ntm1ntm1nt ",
+            "Bearer m1ntm1ntm1ntm1ntm1ntm1ntm1ntm1n",
+            "Bearer ",
+            "Bearer",
+            "Basic m1ntm1ntm1ntm1ntm1ntm1ntm1ntm1nt",
+            "m1ntm1ntm1ntm1ntm1ntm1ntm1ntm1nt",
+            "Bearer s3cretS3cretS3cretS3cretS3cretS3cret",
+        ] {
+            let e = authorize(&with_auth(refused), &c).expect_err(refused);
+            assert_eq!(e.kind, ErrorKind::Unauthorized, "{refused}");
+            assert!(!e.message.contains("m1nt"), "{}", e.message);
+        }
+        assert!(authorize(&HeaderMap::new(), &c).is_err());
+    }
 }

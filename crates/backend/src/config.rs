@@ -1,7 +1,7 @@
 //! Settings of lk-backend: where they come from and what makes them valid.
 //!
 //! The settings are a pure function of a set of variables (`LIVEKIT_API_KEY`,
-//! `LIVEKIT_API_SECRET`, `LIVEKIT_URL`, `PORT`, `BIND`). Those variables come
+//! `LIVEKIT_API_SECRET`, `LIVEKIT_URL`, `MINT_SECRET`, `PORT`, `BIND`). Those variables come
 //! either from the process environment or, with `--env-file`, from the file
 //! alone: the file is parsed by [`hero_livekit_proto::envfile::parse`], the
 //! same grammar the supervisor renders `backend.env` with, so the two never
@@ -24,6 +24,10 @@ pub const DEFAULT_BIND: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// LiveKit warns below this length; the backend does the same.
 pub const RECOMMENDED_SECRET_LEN: usize = 32;
+
+/// The shortest `MINT_SECRET` taken: a bearer secret anyone on the host
+/// may try against the port must not be guessable.
+pub const MIN_MINT_SECRET_LEN: usize = 32;
 
 /// The API secret. Its `Debug` never shows the value, so a secret cannot reach
 /// a log line through `{:?}` of a struct that holds it.
@@ -58,6 +62,9 @@ pub struct Credential {
     pub api_secret: ApiSecret,
     /// The LiveKit URL clients connect to, returned with each token.
     pub url: String,
+    /// The bearer secret a caller of `POST /token` must present
+    /// (`Authorization: Bearer <it>`): who may mint.
+    pub mint_secret: ApiSecret,
 }
 
 /// Everything lk-backend needs to run.
@@ -155,6 +162,16 @@ pub fn settings_from(lookup: impl Fn(&str) -> Option<String>, overrides: Overrid
             rule: "must start with ws://, wss://, http:// or https://",
         });
     }
+    let mint_secret = required("MINT_SECRET")?;
+    if mint_secret.len() < MIN_MINT_SECRET_LEN
+        || mint_secret.len() > 256
+        || !mint_secret.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ConfigError::Invalid {
+            var: "MINT_SECRET",
+            rule: "must be 32-256 printable ASCII characters without blanks",
+        });
+    }
     let port = match overrides.port {
         Some(p) => p,
         None => match lookup("PORT").filter(|v| !v.is_empty()) {
@@ -180,6 +197,7 @@ pub fn settings_from(lookup: impl Fn(&str) -> Option<String>, overrides: Overrid
             api_key,
             api_secret: ApiSecret::new(api_secret),
             url,
+            mint_secret: ApiSecret::new(mint_secret),
         },
         listen: SocketAddr::new(bind, port),
         source_sha256: None,
@@ -221,7 +239,7 @@ pub fn load(source: &Source, overrides: Overrides) -> Result<Settings, ConfigErr
 /// What a reload changes, decided from the running and the re-read settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReloadPlan {
-    /// Key, secret or URL differ: swap the credential.
+    /// Key, secret, URL or mint secret differ: swap the credential.
     pub swap_credential: bool,
     /// The listen address differs: it cannot move without a restart.
     pub listen_changed: bool,
@@ -245,6 +263,7 @@ mod tests {
     use super::*;
 
     const SECRET: &str = "s3cretS3cretS3cretS3cretS3cretS3cret";
+    const MINT: &str = "m1ntm1ntm1ntm1ntm1ntm1ntm1ntm1ntm1nt";
 
     fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
@@ -255,6 +274,7 @@ mod tests {
             ("LIVEKIT_API_KEY", "APIabc"),
             ("LIVEKIT_API_SECRET", SECRET),
             ("LIVEKIT_URL", "ws://127.0.0.1:7880"),
+            ("MINT_SECRET", MINT),
         ]
     }
 
@@ -287,7 +307,7 @@ mod tests {
 
     #[test]
     fn each_required_variable_is_named_when_missing_or_empty() {
-        for var in ["LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "LIVEKIT_URL"] {
+        for var in ["LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "LIVEKIT_URL", "MINT_SECRET"] {
             for replacement in [None, Some("")] {
                 let mut v: Vec<_> = base().into_iter().filter(|(k, _)| *k != var).collect();
                 if let Some(r) = replacement {
@@ -307,6 +327,8 @@ mod tests {
             ("BIND", "localhost", "BIND"),
             ("LIVEKIT_URL", "127.0.0.1:7880", "LIVEKIT_URL"),
             ("LIVEKIT_API_KEY", "API abc", "LIVEKIT_API_KEY"),
+            ("MINT_SECRET", "short", "MINT_SECRET"),
+            ("MINT_SECRET", "m1nt m1ntm1ntm1ntm1ntm1ntm1ntm1ntm1nt", "MINT_SECRET"),
         ];
         for (var, value, named) in table {
             let mut v: Vec<_> = base().into_iter().filter(|(k, _)| *k != var).collect();
@@ -320,6 +342,11 @@ mod tests {
     fn errors_and_debug_never_show_the_secret() {
         let s = settings_from(vars(&base()), Overrides::default()).expect("valid");
         assert!(!format!("{s:?}").contains(SECRET));
+        assert!(!format!("{s:?}").contains(MINT));
+        let mut v: Vec<_> = base().into_iter().filter(|(k, _)| *k != "MINT_SECRET").collect();
+        v.push(("MINT_SECRET", "m1nt\nsecret-with-a-line-break-in-it-and-more"));
+        let err = settings_from(vars(&v), Overrides::default()).expect_err("line break");
+        assert!(!err.to_string().contains("m1nt"), "{err}");
         let bad = format!("LIVEKIT_API_SECRET=\"{SECRET}\\q\"\n");
         let err = settings_from_env_text(Path::new("b.env"), &bad, Overrides::default()).expect_err("bad escape");
         assert!(!err.to_string().contains(SECRET), "{err}");
@@ -328,7 +355,7 @@ mod tests {
     #[test]
     fn env_file_with_crlf_quotes_and_export_is_read() {
         let text = format!(
-            "# rendered by hero_livekit\r\nexport LIVEKIT_API_KEY=APIabc\r\nLIVEKIT_API_SECRET='{SECRET}'\r\nLIVEKIT_URL=\"ws://h:7880\" # url\r\nPORT=7999\r\n"
+            "# rendered by hero_livekit\r\nexport LIVEKIT_API_KEY=APIabc\r\nLIVEKIT_API_SECRET='{SECRET}'\r\nLIVEKIT_URL=\"ws://h:7880\" # url\r\nPORT=7999\r\nMINT_SECRET={MINT}\r\n"
         );
         let s = settings_from_env_text(Path::new("b.env"), &text, Overrides::default()).expect("valid");
         assert_eq!(s.credential.api_secret.expose(), SECRET);
@@ -366,6 +393,12 @@ mod tests {
         let mut c = a.clone();
         c.credential.url = "wss://x".into();
         assert!(plan_reload(&a, &c).swap_credential);
+        let mut d = a.clone();
+        d.credential.mint_secret = ApiSecret::new("another-mint-secret-of-enough-length".into());
+        assert!(
+            plan_reload(&a, &d).swap_credential,
+            "a new mint secret is in force at once"
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! It signs LiveKit access tokens with the credential of `backend.env`, the
 //! same credential the supervisor writes into `livekit.yaml`, and re-reads it
-//! on SIGHUP without dropping requests. Layout:
+//! on SIGHUP without dropping requests. Only callers presenting the file's
+//! `MINT_SECRET` as a bearer (`Authorization: Bearer ...`) get a token;
+//! anyone else on the host gets 401. Layout:
 //! - [`config`]: where the settings come from and what makes them valid (pure);
 //! - [`limits`]: every limit of the HTTP listener, in one value;
 //! - [`request`]: decoding and validating `POST /token` bodies (pure);

@@ -13,8 +13,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 /// LiveKit token signer. Reads LIVEKIT_API_KEY, LIVEKIT_API_SECRET,
-/// LIVEKIT_URL, PORT (default 7890) and BIND (default 127.0.0.1) from the
-/// environment, or from --env-file alone. SIGHUP re-reads the env file.
+/// LIVEKIT_URL, MINT_SECRET (the bearer secret `POST /token` requires), PORT
+/// (default 7890) and BIND (default 127.0.0.1) from the environment, or from
+/// --env-file alone. SIGHUP re-reads the env file.
 /// The listener's limits come from the environment in either case
 /// (LK_BACKEND_HEADER_TIMEOUT_MS, LK_BACKEND_BODY_TIMEOUT_MS,
 /// LK_BACKEND_IDLE_TIMEOUT_MS, LK_BACKEND_MAX_CONNECTIONS,

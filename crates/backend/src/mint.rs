@@ -77,6 +77,7 @@ mod tests {
             api_key: "APIkey".into(),
             api_secret: ApiSecret::new("a-secret-of-at-least-thirty-two-chars!".into()),
             url: "ws://127.0.0.1:7880".into(),
+            mint_secret: ApiSecret::new("m1ntm1ntm1ntm1ntm1ntm1ntm1ntm1nt".into()),
         }
     }
 

@@ -80,6 +80,8 @@ pub enum ErrorKind {
     MethodNotAllowed,
     /// The token could not be signed.
     Internal,
+    /// `POST /token` without the bearer secret, or with another one.
+    Unauthorized,
 }
 
 impl ErrorKind {
@@ -97,6 +99,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::Internal => "internal",
+            ErrorKind::Unauthorized => "unauthorized",
         }
     }
 }

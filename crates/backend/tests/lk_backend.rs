@@ -22,11 +22,13 @@ use serde_json::{json, Value};
 const KEY: &str = "APItestkey0001";
 const SECRET_A: &str = "AAAAaaaaAAAAaaaaAAAAaaaaAAAAaaaaAAAAaaaa01";
 const SECRET_B: &str = "BBBBbbbbBBBBbbbbBBBBbbbbBBBBbbbbBBBBbbbb02";
+/// The bearer secret every `POST /token` of these tests presents.
+const MINT: &str = "MINTmintMINTmintMINTmintMINTmintMINTmint03";
 const STARTUP: Duration = Duration::from_secs(20);
 
 fn env_text(secret: &str, port: u16) -> String {
     format!(
-        "LIVEKIT_API_KEY=\"{KEY}\"\nLIVEKIT_API_SECRET=\"{secret}\"\nLIVEKIT_URL=\"ws://127.0.0.1:7880\"\nPORT=\"{port}\"\n"
+        "LIVEKIT_API_KEY=\"{KEY}\"\nLIVEKIT_API_SECRET=\"{secret}\"\nLIVEKIT_URL=\"ws://127.0.0.1:7880\"\nPORT=\"{port}\"\nMINT_SECRET=\"{MINT}\"\n"
     )
 }
 
@@ -173,6 +175,7 @@ impl Conn {
         Conn(send)
     }
 
+    /// A request presenting the mint secret, as every allowed caller does.
     async fn send(
         &mut self,
         method: &str,
@@ -180,7 +183,23 @@ impl Conn {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> (StatusCode, Bytes) {
+        let bearer = format!("Bearer {MINT}");
+        self.send_as(Some(&bearer), method, path, content_type, body).await
+    }
+
+    /// A request with `authorization` as its `Authorization` header, or none.
+    async fn send_as(
+        &mut self,
+        authorization: Option<&str>,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Bytes) {
         let mut req = Request::builder().method(method).uri(path).header("host", "127.0.0.1");
+        if let Some(a) = authorization {
+            req = req.header("authorization", a);
+        }
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
@@ -460,7 +479,7 @@ async fn a_broken_env_file_on_reload_keeps_the_current_credential() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn env_file_with_crlf_export_comments_and_quotes_is_read() {
     let text = format!(
-        "# written by hand on Windows\r\n\r\nexport LIVEKIT_API_KEY={KEY}\r\nLIVEKIT_API_SECRET='{SECRET_A}'\r\nLIVEKIT_URL=\"wss://lk.example.org\" # public\r\nPORT=\"0\"\r\n"
+        "# written by hand on Windows\r\n\r\nexport LIVEKIT_API_KEY={KEY}\r\nLIVEKIT_API_SECRET='{SECRET_A}'\r\nLIVEKIT_URL=\"wss://lk.example.org\" # public\r\nPORT=\"0\"\r\nMINT_SECRET={MINT}\r\n"
     );
     let b = Backend::start_with_file(&text);
     let mut c = Conn::open(b.addr).await;
@@ -481,6 +500,7 @@ async fn environment_configures_when_no_file_is_given_and_is_ignored_when_one_is
         .env("LIVEKIT_API_KEY", "APIfromenv")
         .env("LIVEKIT_API_SECRET", SECRET_B)
         .env("LIVEKIT_URL", "ws://h:1")
+        .env("MINT_SECRET", MINT)
         .env("PORT", "0");
     let b = Backend::start(cmd, dir.path().join("unused"), dir);
     let (_, health) = Conn::open(b.addr).await.send("GET", "/health", None, Vec::new()).await;
@@ -519,6 +539,10 @@ fn missing_or_empty_credential_exits_nonzero_naming_the_variable_without_the_sec
         (
             format!("LIVEKIT_API_KEY={KEY}\nLIVEKIT_API_SECRET=\"\"\nLIVEKIT_URL=ws://h:1\n"),
             "LIVEKIT_API_SECRET",
+        ),
+        (
+            format!("LIVEKIT_API_KEY={KEY}\nLIVEKIT_API_SECRET={SECRET_A}\nLIVEKIT_URL=ws://h:1\n"),
+            "MINT_SECRET",
         ),
     ];
     for (text, var) in cases {
@@ -709,11 +733,11 @@ async fn missing_and_trickled_bodies_get_408_naming_the_body_timeout() {
     use tokio::io::AsyncWriteExt;
     let limit = Duration::from_millis(1000);
     let b = Backend::start_with_file_and_env(&env_text(SECRET_A, 0), &[("LK_BACKEND_BODY_TIMEOUT_MS", "1000")]);
-    let head = b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n{\"room\":";
+    let head = format!("POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {MINT}\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n{{\"room\":");
     for slow in [false, true] {
         let (s, opened) = connect(b.addr).await;
         let (mut r, mut w) = s.into_split();
-        w.write_all(head).await.expect("write the head");
+        w.write_all(head.as_bytes()).await.expect("write the head");
         if slow {
             trickle(w, b"\"rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr");
         } else {
@@ -821,7 +845,7 @@ async fn idle_keep_alive_connections_close_at_the_idle_timeout_and_new_ones_at_t
 
 fn raw_request(path: &str, body: &str) -> String {
     format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {MINT}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
 }
@@ -907,7 +931,8 @@ async fn over_the_cap_with_every_slot_busy_a_connection_gets_503_naming_it_and_t
     for _ in 0..2 {
         let (mut c, _) = connect(b.addr).await;
         c.write_all(
-            b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 27\r\nExpect: 100-continue\r\n\r\n",
+            format!("POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {MINT}\r\nContent-Type: application/json\r\nContent-Length: 27\r\nExpect: 100-continue\r\n\r\n")
+                .as_bytes(),
         )
         .await
         .expect("write a head");
@@ -1008,6 +1033,7 @@ async fn trace_logging_never_shows_the_secret_the_token_or_the_body() {
     drop(c);
     let log = b.stderr();
     assert!(!log.contains(SECRET_A), "the secret is in the log");
+    assert!(!log.contains(MINT), "the mint secret is in the log");
     assert!(!log.contains(&token), "the token is in the log");
     // The payload of the JWT (base64 of the claims) is not there either.
     let payload = token.split('.').nth(1).expect("a JWT has a payload");
@@ -1061,4 +1087,103 @@ fn an_invalid_limit_exits_2_naming_its_variable() {
         assert!(stderr.contains(var), "{stderr}");
         assert!(out.stdout.is_empty(), "nothing was served");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_request_without_the_mint_secret_gets_401_and_nothing_else() {
+    const CANARY: &str = "refused-canary-5d1e";
+    let b = Backend::start_with_file_and_env(&env_text(SECRET_A, 0), &[("RUST_LOG", "trace")]);
+    let body = json!({"room": "r", "identity": "mallory", "metadata": CANARY}).to_string();
+    let wrong = format!("Bearer {}", MINT.replace('M', "N"));
+    let truncated = format!("Bearer {}", &MINT[..MINT.len() - 1]);
+    let api_secret = format!("Bearer {SECRET_A}");
+    for authorization in [
+        None,
+        Some(wrong.as_str()),
+        Some(truncated.as_str()),
+        Some(api_secret.as_str()),
+        Some("Bearer "),
+    ] {
+        let mut c = Conn::open(b.addr).await;
+        let (status, bytes) = c
+            .send_as(
+                authorization,
+                "POST",
+                "/token",
+                Some("application/json"),
+                body.clone().into_bytes(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{authorization:?}");
+        let answer = parse_json(&bytes);
+        assert_eq!(answer["error"], "unauthorized", "{answer}");
+        let text = answer.to_string();
+        assert!(
+            answer.get("token").is_none() && !text.contains("eyJ"),
+            "no token: {text}"
+        );
+        assert!(
+            !text.contains(MINT) && !text.contains(&MINT[..8]),
+            "no hint of the secret: {text}"
+        );
+        assert!(!text.contains(SECRET_A), "{text}");
+        // Refused before anything else is looked at: a bad body gets 401 too.
+        let (status, _) = c
+            .send_as(
+                authorization,
+                "POST",
+                "/token",
+                Some("text/plain"),
+                b"not json".to_vec(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{authorization:?}");
+    }
+    // The same request with the secret is served.
+    let (status, answer) = Conn::open(b.addr)
+        .await
+        .post_json(&json!({"room": "r", "identity": "alice"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let log = b.stderr();
+    assert!(
+        !log.contains(MINT) && !log.contains(&MINT.replace('M', "N")),
+        "no secret in the log"
+    );
+    assert!(!log.contains(CANARY), "a refused body is not read, let alone logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_puts_a_new_mint_secret_in_force() {
+    let b = Backend::start_with_file(&env_text(SECRET_A, 0));
+    let next = "NEXTnextNEXTnextNEXTnextNEXTnextNEXTnext04";
+    write_atomically(&b.env_file, &env_text(SECRET_A, 0).replace(MINT, next));
+    b.signal(Signal::SIGHUP);
+    let ask = json!({"room": "r", "identity": "i"}).to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = Conn::open(b.addr)
+            .await
+            .send_as(
+                Some(&format!("Bearer {next}")),
+                "POST",
+                "/token",
+                Some("application/json"),
+                ask.clone().into_bytes(),
+            )
+            .await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new mint secret is not in force: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, _) = Conn::open(b.addr)
+        .await
+        .post_json(&json!({"room": "r", "identity": "i"}))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the old one no longer mints");
 }

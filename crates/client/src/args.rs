@@ -50,8 +50,12 @@ pub enum Command {
     Config(ConfigCommand),
     /// Print events (state changes, heals, restarts, install progress) as they happen.
     Events,
-    /// Mint a LiveKit access token through lk-backend.
+    /// Mint a LiveKit access token through lk-backend (full access: it uses
+    /// the mint secret).
     Token(TokenArgs),
+    /// Print lk-backend's mint secret, the bearer `POST /token` requires,
+    /// for a service allowed to mint (full access only).
+    BackendToken,
     /// Bootstrap: start the daemon if needed, install, configure, start, verify.
     Up(UpArgs),
     /// Print the OpenRPC document.
@@ -133,6 +137,10 @@ pub struct ConfigureArgs {
     /// lk-backend HTTP port (default 7890).
     #[arg(long)]
     pub backend_port: Option<u32>,
+    /// The URL clients are handed, e.g. wss://media.example.org behind a TLS
+    /// proxy (default: ws://DOMAIN:PORT).
+    #[arg(long)]
+    pub public_url: Option<String>,
     /// Remove an optional setting (an empty value keeps it): node-ip,
     /// redis-address or any other redis-* setting, or a production setting
     /// (it returns to LiveKit's default). Repeatable.
@@ -162,6 +170,7 @@ impl ConfigureArgs {
             rtc_port_range_end: self.rtc_port_range_end,
             node_ip: self.node_ip.clone(),
             backend_port: self.backend_port,
+            public_url: self.public_url.clone(),
             // Flags are kebab case, the method's names snake case.
             unset: (!self.unset.is_empty()).then(|| self.unset.iter().map(|f| f.replace('-', "_")).collect()),
             cluster: self.cluster.clone(),

@@ -144,12 +144,21 @@ async fn dispatch(cli: &Cli, client: &Client, out: &Out) -> Result<ExitCode, Cli
             });
         }
         Command::Token(a) => {
-            let h = client.health().await?;
+            // The mint secret, as any service allowed to mint gets it.
+            let t: proto::BackendTokenResult = client
+                .call(proto::method::BACKEND_TOKEN, &serde_json::json!({}))
+                .await?;
             let body = serde_json::json!({
                 "room": a.room, "identity": a.identity, "name": a.name,
                 "ttl_seconds": a.ttl_seconds, "metadata": a.metadata,
             });
-            out.token(&output::post_token(&h.backend_url, &body).await?);
+            out.token(&output::post_token(&t.token_url, &t.mint_secret, &body).await?);
+        }
+        Command::BackendToken => {
+            let t: proto::BackendTokenResult = client
+                .call(proto::method::BACKEND_TOKEN, &serde_json::json!({}))
+                .await?;
+            out.backend_token(&t);
         }
         Command::Up(a) => {
             let root = resolve_root(cli.root.as_deref());

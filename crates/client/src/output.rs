@@ -507,6 +507,8 @@ impl Out {
         outln!("#{} {text}", m.seq);
     }
 
+    /// The token on stdout (so that `$(hero_livekit token ...)` is the
+    /// token), the URL clients connect to with it on stderr.
     pub fn token(&self, v: &serde_json::Value) {
         if self.json {
             self.json_value(v);
@@ -515,7 +517,25 @@ impl Out {
                 "{}",
                 terminal::clean(v.get("token").and_then(|t| t.as_str()).unwrap_or_default())
             );
+            errln!(
+                "url: {}",
+                terminal::clean(v.get("url").and_then(|t| t.as_str()).unwrap_or_default())
+            );
         }
+    }
+
+    /// The mint secret alone on stdout (for `$(hero_livekit backend-token)`),
+    /// how to use it on stderr.
+    pub fn backend_token(&self, t: &proto::BackendTokenResult) {
+        if self.json {
+            self.json_value(&serde_json::json!({"mint_secret": t.mint_secret, "token_url": t.token_url}));
+            return;
+        }
+        outln!("{}", terminal::clean(&t.mint_secret));
+        errln!(
+            "mint with: curl -H \"Authorization: Bearer <the line above>\" -H 'Content-Type: application/json' -d '{{\"room\":\"r1\",\"identity\":\"alice\"}}' {}",
+            terminal::clean(&t.token_url)
+        );
     }
 
     /// A spinner on stderr while waiting; hidden when stderr is not a terminal.
@@ -620,20 +640,26 @@ pub async fn follow(path: &str) -> std::io::Result<()> {
     }
 }
 
-/// `POST <backend_url>/token` with a JSON body; returns the JSON response.
+/// `POST <token_url>` with a JSON body and `mint_secret` as the bearer;
+/// returns the JSON response.
 ///
 /// # Errors
 /// [`ClientError::Refused`] naming lk-backend and what it said, with the
 /// next step: `start` when it does not answer, the flag to fix when it
 /// refused the request, its log otherwise.
-pub async fn post_token(backend_url: &str, body: &serde_json::Value) -> Result<serde_json::Value, ClientError> {
+pub async fn post_token(
+    token_url: &str,
+    mint_secret: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, ClientError> {
+    let backend_url = token_url.trim_end_matches("/token");
     const SEE_LOG: &str = "`hero_livekit health` shows lk-backend's state and `hero_livekit logs lk-backend` its log";
     let refused = |kind: &'static str, message: String, hint: &str| ClientError::Refused {
         kind,
         message,
         hint: hint.to_string(),
     };
-    let url: http::Uri = format!("{}/token", backend_url.trim_end_matches('/'))
+    let url: http::Uri = token_url
         .parse()
         .map_err(|e| refused("transport", format!("bad backend url {backend_url}: {e}"), SEE_LOG))?;
     let host = url.host().unwrap_or("127.0.0.1").to_string();
@@ -658,6 +684,7 @@ pub async fn post_token(backend_url: &str, body: &serde_json::Value) -> Result<s
     let req = http::Request::post(url.path())
         .header(http::header::HOST, format!("{host}:{port}"))
         .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::AUTHORIZATION, format!("Bearer {mint_secret}"))
         .body(Full::new(Bytes::from(body.to_string())))
         .map_err(|e| broken(&e))?;
     let resp = send.send_request(req).await.map_err(|e| broken(&e))?;
@@ -677,7 +704,7 @@ pub async fn post_token(backend_url: &str, body: &serde_json::Value) -> Result<s
                 "fix the value the message names (--room, --identity, --name, --ttl-seconds, --metadata) and run the command again"
             }
             _ if status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN => {
-                "run `hero_livekit token` as the daemon's user (full access); lk-backend mints only for callers it trusts"
+                "the mint secret changed while the token was asked for (a credential rotation): run the command again; `hero_livekit health` shows the key in force"
             }
             _ => SEE_LOG,
         };

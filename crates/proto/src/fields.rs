@@ -205,8 +205,14 @@ configure_fields! {
     node_ip: String => Core, unset: true, key: Some("rtc.node_ip"), since: None, older_key: None, secret: false;
     /// lk-backend HTTP port (default 7890).
     backend_port: u32 => Core, unset: false, key: None, since: None, older_key: None, secret: false;
+    /// The URL clients are handed to reach livekit-server (lk-backend's
+    /// `POST /token` answer, `LIVEKIT_URL` in `backend.env`), when it is not
+    /// `ws://{domain}:{port}`: e.g. `wss://media.example.org` behind a TLS
+    /// proxy. `ws://` or `wss://`, a host, an optional port, no path, query
+    /// or user info.
+    public_url: String => Core, unset: true, key: None, since: None, older_key: None, secret: false;
     /// Optional fields to remove, since an empty value keeps the current
-    /// one: `redis_address`, `node_ip`, any other `redis_*` setting, or any
+    /// one: `redis_address`, `node_ip`, `public_url`, any other `redis_*` setting, or any
     /// production setting below (it returns to LiveKit's default).
     unset: Vec<String> => Unset, unset: false, key: None, since: None, older_key: None, secret: false;
     /// IP addresses livekit-server listens on (`bind_addresses`; default: all).

@@ -46,6 +46,7 @@ pub mod method {
     pub const DISCOVER: &str = "rpc.discover";
     pub const CLUSTER_TOKEN: &str = "livekitservice.cluster_token";
     pub const CLUSTER_STATUS: &str = "livekitservice.cluster_status";
+    pub const BACKEND_TOKEN: &str = "livekitservice.backend_token";
     pub const CLUSTER_LEAVE: &str = "livekitservice.cluster_leave";
 }
 
@@ -168,6 +169,15 @@ pub const METHODS: &[MethodSpec] = &[
         summary: "The cluster this node belongs to, the generation of its credential and the nodes seen by their heartbeats. Read-only.",
         access: Access::ReadOnly,
         errors: &[],
+        subscription: false,
+    },
+    MethodSpec {
+        name: method::BACKEND_TOKEN,
+        // Mutating: who holds the secret may mint any token, so it is for
+        // the daemon's uid and root only, never for `--socket-group` readers.
+        summary: "lk-backend's mint secret: the bearer `POST /token` requires (`Authorization: Bearer <it>`), for the services allowed to mint, and the URL to post to. Full access only.",
+        access: Access::Mutating,
+        errors: &[E::Unauthorized],
         subscription: false,
     },
     MethodSpec {

@@ -115,6 +115,7 @@ fn method_entry(spec: &crate::MethodSpec) -> Value {
         method::SUBSCRIBE_EVENTS => (Vec::new(), "EventMessage", schema::<EventMessage>()),
         method::CLUSTER_TOKEN => (Vec::new(), "ClusterTokenResult", schema::<ClusterTokenResult>()),
         method::CLUSTER_STATUS => (Vec::new(), "ClusterHealth", schema::<ClusterHealth>()),
+        method::BACKEND_TOKEN => (Vec::new(), "BackendTokenResult", schema::<BackendTokenResult>()),
         method::CLUSTER_LEAVE => (Vec::new(), "ClusterLeave", schema::<ClusterLeave>()),
         method::DISCOVER => (
             Vec::new(),

@@ -246,6 +246,26 @@ pub struct ClusterTokenResult {
     pub cluster_token: String,
 }
 
+/// `livekitservice.backend_token`: what a service allowed to mint needs.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BackendTokenResult {
+    /// The bearer secret: send `Authorization: Bearer <mint_secret>` with
+    /// each `POST /token`. Derived from the API secret, so a credential
+    /// rotation changes it (a 401 means: ask again).
+    pub mint_secret: String,
+    /// Where to post: `{token_url}` is lk-backend's `POST /token` on loopback.
+    pub token_url: String,
+}
+
+impl std::fmt::Debug for BackendTokenResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendTokenResult")
+            .field("mint_secret", &"<redacted>")
+            .field("token_url", &self.token_url)
+            .finish()
+    }
+}
+
 /// `livekitservice.cluster_leave`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ClusterLeave {

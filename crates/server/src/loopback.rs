@@ -30,7 +30,20 @@ pub(crate) async fn request(
     body: Option<Bytes>,
     deadline: Instant,
 ) -> Result<(u16, Bytes), String> {
-    match tokio::time::timeout_at(deadline, request_inner(port, method, path, body)).await {
+    request_as(port, method, path, body, None, deadline).await
+}
+
+/// [`request`] presenting `bearer` as `Authorization: Bearer <it>` (lk-backend's
+/// mint secret); the secret never appears in what comes back.
+pub(crate) async fn request_as(
+    port: u16,
+    method: http::Method,
+    path: &str,
+    body: Option<Bytes>,
+    bearer: Option<&str>,
+    deadline: Instant,
+) -> Result<(u16, Bytes), String> {
+    match tokio::time::timeout_at(deadline, request_inner(port, method, path, body, bearer)).await {
         Ok(Ok((status, body))) => Ok((status, redact_unless_success(status, body))),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("no answer in time".into()),
@@ -52,6 +65,7 @@ async fn request_inner(
     method: http::Method,
     path: &str,
     body: Option<Bytes>,
+    bearer: Option<&str>,
 ) -> Result<(u16, Bytes), Box<dyn std::error::Error + Send + Sync>> {
     let stream = TcpStream::connect(("127.0.0.1", port)).await?;
     stream.set_nodelay(true)?;
@@ -63,6 +77,12 @@ async fn request_inner(
         .header(http::header::USER_AGENT, "hero_livekit_server-token-probe");
     if body.is_some() {
         req = req.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    if let Some(secret) = bearer {
+        let mut value = http::HeaderValue::try_from(format!("Bearer {secret}"))
+            .map_err(|_| "the mint secret is not a valid header value")?;
+        value.set_sensitive(true);
+        req = req.header(http::header::AUTHORIZATION, value);
     }
     let req = req.body(Full::new(body.unwrap_or_default()))?;
     // The connection is driven beside the exchange; it ends with it.

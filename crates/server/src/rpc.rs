@@ -89,13 +89,22 @@ pub(crate) fn authorize(ext: &Extensions, name: &str) -> Result<(), ServiceError
     let peer = ext.get::<Peer>();
     match peer {
         Some(p) if p.access.allows(access) => Ok(()),
-        Some(p) => Err(ServiceError::new(
-            ErrorCode::Unauthorized,
-            format!(
-                "uid {} may not call {name}: it changes state and needs the daemon's uid or root",
-                p.uid
-            ),
-        )),
+        Some(p) => {
+            // The methods that return a secret are full-access for that
+            // reason, not because they change anything.
+            let why = if matches!(name, method::CLUSTER_TOKEN | method::BACKEND_TOKEN) {
+                "it returns a secret"
+            } else {
+                "it changes state"
+            };
+            Err(ServiceError::new(
+                ErrorCode::Unauthorized,
+                format!(
+                    "uid {} may not call {name}: {why} and needs the daemon's uid or root",
+                    p.uid
+                ),
+            ))
+        }
         None => Err(ServiceError::new(
             ErrorCode::Unauthorized,
             format!("unknown peer may not call {name}"),
@@ -168,6 +177,13 @@ pub fn module(service: Arc<LivekitService>) -> Result<RpcModule<LivekitService>,
         to_rpc(authorize(ext, method::CLUSTER_TOKEN).and_then(|()| {
             parse_params::<hero_livekit_proto::NoParams>(&params)?;
             ctx.cluster_token()
+        }))
+    })
+    .map_err(|e| e.to_string())?;
+    m.register_method(method::BACKEND_TOKEN, |params, ctx, ext| {
+        to_rpc(authorize(ext, method::BACKEND_TOKEN).and_then(|()| {
+            parse_params::<hero_livekit_proto::NoParams>(&params)?;
+            Ok(ctx.backend_token())
         }))
     })
     .map_err(|e| e.to_string())?;

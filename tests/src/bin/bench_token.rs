@@ -49,6 +49,9 @@ struct Cli {
 
 const BODY: &str = r#"{"room":"bench-room","identity":"bench-user","name":"Bench"}"#;
 const SECRET: &str = "BenchBenchBenchBenchBenchBenchBenchBench42";
+/// The bearer every request presents (to both servers, so that the
+/// comparison stays like for like; lk-backend checks it, the floor ignores it).
+const MINT: &str = "MintBenchMintBenchMintBenchMintBenchMint42";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -160,7 +163,7 @@ fn bench(cli: &Cli) -> Result<(), String> {
     let env_file = dir.path().join("backend.env");
     std::fs::write(
         &env_file,
-        format!("LIVEKIT_API_KEY=APIbench\nLIVEKIT_API_SECRET={SECRET}\nLIVEKIT_URL=ws://127.0.0.1:7880\nPORT=0\n"),
+        format!("LIVEKIT_API_KEY=APIbench\nLIVEKIT_API_SECRET={SECRET}\nLIVEKIT_URL=ws://127.0.0.1:7880\nPORT=0\nMINT_SECRET={MINT}\n"),
     )
     .map_err(|e| format!("write env file: {e}"))?;
 
@@ -261,6 +264,7 @@ async fn run_load(addr: SocketAddr, clients: usize, total: usize) -> Result<Vec<
                 let req = Request::post("/token")
                     .header("host", "127.0.0.1")
                     .header("content-type", "application/json")
+                    .header("authorization", format!("Bearer {MINT}"))
                     .body(Full::new(Bytes::from_static(BODY.as_bytes())))
                     .map_err(|e| format!("request: {e}"))?;
                 let t0 = Instant::now();

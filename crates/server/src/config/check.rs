@@ -294,6 +294,7 @@ fn diff_runtime_json(r: &Reading, c: &Config, out: &mut Vec<String>) {
     );
     diff_opt(r, "node_ip", p.node_ip.as_ref(), &c.node_ip, out);
     diff(r, "backend_port", p.backend_port.as_ref(), &c.backend_port, out);
+    diff_opt(r, "public_url", p.public_url.as_ref(), &c.public_url, out);
     diff(r, "livekit_url", p.livekit_url.as_ref(), &c.livekit_url(), out);
     out.extend(settings::json_drift(&p.settings_json.0, c));
 }
@@ -348,8 +349,14 @@ fn diff_backend_env(r: &Reading, c: &Config, out: &mut Vec<String>) {
     let p = &r.partial;
     diff(r, "LIVEKIT_API_KEY", p.api_key.as_ref(), &c.api_key, out);
     diff(r, "LIVEKIT_API_SECRET", p.api_secret.as_ref(), &c.api_secret, out);
-    diff(r, "LIVEKIT_URL", p.livekit_url.as_ref(), &c.livekit_url(), out);
+    diff(r, "LIVEKIT_URL", p.livekit_url.as_ref(), &c.client_url(), out);
     diff(r, "PORT", p.backend_port.as_ref(), &c.backend_port, out);
+    // A bearer secret other than the one derived from the credential is
+    // drift like a wrong key: the heal rewrites it. Under another API
+    // secret it differs as a matter of course, and that line says it all.
+    if p.api_secret.as_ref().is_none_or(|s| *s == c.api_secret) {
+        diff(r, "MINT_SECRET", p.mint_secret.as_ref(), &c.mint_secret(), out);
+    }
 }
 
 #[cfg(test)]
@@ -561,7 +568,21 @@ mod tests {
             (
                 TripleFile::BackendEnv,
                 format!("{env}oops\n").into_bytes(),
-                vec!["backend.env: unparseable (line 7: expected KEY=value)"],
+                vec!["backend.env: unparseable (line 8: expected KEY=value)"],
+            ),
+            (
+                TripleFile::BackendEnv,
+                env.replace(a.mint_secret().expose(), &"0".repeat(64)).into_bytes(),
+                vec!["backend.env: MINT_SECRET differs"],
+            ),
+            (
+                TripleFile::BackendEnv,
+                env.lines()
+                    .filter(|l| !l.starts_with("MINT_SECRET="))
+                    .map(|l| format!("{l}\n"))
+                    .collect::<String>()
+                    .into_bytes(),
+                vec!["backend.env: MINT_SECRET missing"],
             ),
             (
                 TripleFile::BackendEnv,

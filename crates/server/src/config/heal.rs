@@ -15,7 +15,8 @@ use super::redis::{self, RedisSettings};
 use super::render::{Rendered, TripleFile};
 use super::settings::{self, Settings};
 use super::validate::{
-    validate_config, validate_credential, validate_domain, validate_node_ip, validate_redis_address,
+    validate_config, validate_credential, validate_domain, validate_node_ip, validate_public_url,
+    validate_redis_address,
 };
 
 /// Where the config of a [`HealPlan`] came from.
@@ -233,6 +234,7 @@ fn salvage(credential: Credential, readings: &[Option<Partial>; 3], same: Option
         rtc_port_range_end: first_port(|p| p.rtc_port_range_end, defaults.rtc_port_range_end),
         node_ip: first_opt(|p| p.node_ip.as_ref(), |ip| validate_node_ip(ip).is_ok()),
         backend_port: first_port(|p| p.backend_port, defaults.backend_port),
+        public_url: first_opt(|p| p.public_url.as_ref(), |u| validate_public_url(u).is_ok()),
         ..defaults.clone()
     };
     if redis::validate(config.redis_address.as_deref(), &config.redis, &[]).is_err() {

@@ -4,6 +4,7 @@ use std::fmt;
 use std::net::Ipv6Addr;
 
 use hero_livekit_proto::{fields, ProcessName, TurnServerParam};
+use hmac::{Hmac, Mac};
 use serde::{Serialize, Serializer};
 use serde_json::{json, Value as Json};
 use sha2::{Digest, Sha256};
@@ -20,6 +21,9 @@ pub const DEFAULT_RTC_PORT_RANGE_START: u16 = 50000;
 pub const DEFAULT_RTC_PORT_RANGE_END: u16 = 60000;
 /// lk-backend's default HTTP port.
 pub const DEFAULT_BACKEND_PORT: u16 = 7890;
+/// What [`Config::mint_secret`] is the HMAC of: versioned, so that another
+/// derivation can follow without two meanings for one label.
+const MINT_SECRET_LABEL: &[u8] = b"hero_livekit lk-backend mint v1";
 
 /// An API secret. Its `Debug` and `Display` print `<redacted>` so that a
 /// secret cannot reach a log line, an error or an event by accident; the
@@ -91,6 +95,9 @@ pub struct Config {
     pub node_ip: Option<String>,
     /// lk-backend HTTP port.
     pub backend_port: u16,
+    /// The URL clients are handed, when it is not [`Config::livekit_url`]
+    /// (a TLS proxy's `wss://` address): see [`Config::client_url`].
+    pub public_url: Option<String>,
     /// The production settings (TURN, webhooks, rooms, logging, ...).
     pub settings: Settings,
     /// The livekit-server version the renderings target: not configured but
@@ -116,6 +123,7 @@ impl Config {
             rtc_port_range_end: DEFAULT_RTC_PORT_RANGE_END,
             node_ip: None,
             backend_port: DEFAULT_BACKEND_PORT,
+            public_url: None,
             settings: Settings::default(),
             livekit_version: None,
         }
@@ -143,6 +151,28 @@ impl Config {
         } else {
             format!("ws://{}:{}", self.domain, self.port)
         }
+    }
+
+    /// The URL clients are handed with each token (`LIVEKIT_URL` in
+    /// `backend.env`): `public_url` when configured, else
+    /// [`Config::livekit_url`]. Nothing of the daemon's own connects to it
+    /// (the probe reaches livekit-server on loopback at `port`).
+    pub fn client_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| self.livekit_url())
+    }
+
+    /// The bearer secret lk-backend requires on `POST /token`
+    /// (`MINT_SECRET` in `backend.env`): HMAC-SHA256 keyed with the API
+    /// secret over a fixed label, in hex. Derived, not stored, so that it
+    /// is a rendering of the credential like the rest of the triple: it can
+    /// never disagree with the key pair, it changes when the credential is
+    /// rotated, and every node of a cluster (one credential) has the same.
+    /// Knowing it reveals nothing of the API secret.
+    pub fn mint_secret(&self) -> Secret {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.api_secret.expose().as_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        mac.update(MINT_SECRET_LABEL);
+        Secret::new(hex::encode(mac.finalize().into_bytes()))
     }
 
     /// Where lk-backend listens (it binds loopback).
@@ -478,6 +508,38 @@ mod tests {
         c.domain = "10.0.0.1".into();
         assert_eq!(c.livekit_url(), "ws://10.0.0.1:443");
         assert_eq!(c.backend_url(), "http://127.0.0.1:7890");
+    }
+
+    #[test]
+    fn the_client_url_is_the_public_url_when_configured() {
+        let mut c = sample();
+        assert_eq!(c.client_url(), "ws://localhost:7880");
+        c.public_url = Some("wss://media.example.org".into());
+        assert_eq!(c.client_url(), "wss://media.example.org");
+        assert_eq!(
+            c.livekit_url(),
+            "ws://localhost:7880",
+            "the node's own address is unchanged"
+        );
+    }
+
+    #[test]
+    fn the_mint_secret_is_derived_from_the_api_secret_alone() {
+        let c = sample();
+        let m = c.mint_secret();
+        // HMAC-SHA256(api_secret, label), computed independently.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(c.api_secret.expose().as_bytes()).expect("key");
+        mac.update(b"hero_livekit lk-backend mint v1");
+        assert_eq!(m.expose(), hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(m.expose().len(), 64);
+        assert!(!m.expose().contains(c.api_secret.expose()));
+        let mut d = c.clone();
+        d.domain = "example.org".into();
+        d.public_url = Some("wss://example.org".into());
+        assert_eq!(d.mint_secret(), m, "only the secret decides");
+        d.api_secret = Secret::new("another-secret-value-of-enough-length-000");
+        assert_ne!(d.mint_secret(), m, "a rotation changes it");
+        assert_eq!(format!("{m:?}"), "<redacted>");
     }
 
     #[test]

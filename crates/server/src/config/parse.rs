@@ -33,6 +33,12 @@ pub(crate) struct Partial {
     pub rtc_port_range_end: Option<u16>,
     pub node_ip: Option<Option<String>>,
     pub backend_port: Option<u16>,
+    /// `runtime.json`'s `public_url` (`Some(None)` when it has none: it
+    /// records the field only when set).
+    pub public_url: Option<Option<String>>,
+    /// `backend.env`'s `MINT_SECRET`, compared with the one derived from
+    /// the credential.
+    pub mint_secret: Option<Secret>,
     /// `runtime.json`'s `livekit_url` or `backend.env`'s `LIVEKIT_URL`, verbatim.
     pub livekit_url: Option<String>,
     /// `livekit.yaml`'s `rtc.use_external_ip`.
@@ -226,6 +232,7 @@ fn read_runtime_json(text: &str) -> Result<Reading, Unparseable> {
             "rtc_port_range_end" => r.partial.rtc_port_range_end = json_port(&mut r, "rtc_port_range_end", v),
             "node_ip" => r.partial.node_ip = json_string(&mut r, "node_ip", v).map(unset_if_empty),
             "backend_port" => r.partial.backend_port = json_port(&mut r, "backend_port", v),
+            "public_url" => r.partial.public_url = json_string(&mut r, "public_url", v).map(unset_if_empty),
             "livekit_url" => r.partial.livekit_url = json_string(&mut r, "livekit_url", v),
             k if settings::FIELDS.contains(&k) || k == settings::VERSION_KEY => {
                 r.partial.settings_json.0.push((k.to_string(), v.clone()));
@@ -234,6 +241,9 @@ fn read_runtime_json(text: &str) -> Result<Reading, Unparseable> {
         }
     }
     r.partial.redis = Some(settings);
+    if r.partial.public_url.is_none() && !r.has_problem("public_url") {
+        r.partial.public_url = Some(None);
+    }
     Ok(r)
 }
 
@@ -434,7 +444,10 @@ fn read_backend_env(text: &str) -> Result<Reading, Unparseable> {
             "LIVEKIT_API_KEY" => r.partial.api_key = Some(v),
             "LIVEKIT_API_SECRET" => r.partial.api_secret = Some(Secret::new(v)),
             "LIVEKIT_URL" => {
-                if let Some((host, port)) = split_ws_url(&v) {
+                // Only the form the daemon derives from `domain` and
+                // `port` says what they are; a `public_url` (a proxy's
+                // `wss://` address) does not.
+                if let Some((host, port)) = split_ws_url(&v).filter(|_| v.starts_with("ws://")) {
                     r.partial.domain = Some(host);
                     r.partial.port = Some(port);
                 }
@@ -444,6 +457,7 @@ fn read_backend_env(text: &str) -> Result<Reading, Unparseable> {
                 Ok(p) if p != 0 && v.bytes().all(|b| b.is_ascii_digit()) => r.partial.backend_port = Some(p),
                 _ => r.problem("PORT", "PORT is not a port number 1-65535"),
             },
+            "MINT_SECRET" => r.partial.mint_secret = Some(Secret::new(v)),
             other => r.unexpected("variable", other),
         }
     }

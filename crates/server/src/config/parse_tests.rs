@@ -36,6 +36,7 @@ proptest! {
             rtc_port_range_end: p.rtc_port_range_end.expect("end"),
             node_ip: p.node_ip.expect("node_ip"),
             backend_port: p.backend_port.expect("backend_port"),
+            public_url: p.public_url.expect("public_url"),
             settings: settings::from_json(&p.settings_json.0),
             livekit_version: c.livekit_version,
         };
@@ -69,10 +70,19 @@ proptest! {
         let p = r.partial;
         prop_assert_eq!(p.api_key, Some(c.api_key.clone()));
         prop_assert_eq!(p.api_secret, Some(c.api_secret.clone()));
-        prop_assert_eq!(p.domain, Some(c.domain.clone()));
-        prop_assert_eq!(p.port, Some(c.port));
+        // `LIVEKIT_URL` says where livekit-server is only when it is the
+        // derived `ws://` address, not a proxy's `wss://` one.
+        match c.public_url.as_deref() {
+            None => {
+                prop_assert_eq!(p.domain, Some(c.domain.clone()));
+                prop_assert_eq!(p.port, Some(c.port));
+            }
+            Some(u) if u.starts_with("wss://") => prop_assert_eq!((p.domain, p.port), (None, None)),
+            Some(_) => {}
+        }
         prop_assert_eq!(p.backend_port, Some(c.backend_port));
-        prop_assert_eq!(p.livekit_url, Some(c.livekit_url()));
+        prop_assert_eq!(p.livekit_url, Some(c.client_url()));
+        prop_assert_eq!(p.mint_secret, Some(c.mint_secret()));
     }
 
     #[test]

@@ -62,6 +62,13 @@ fn render_runtime_json(c: &Config) -> String {
     out.push_str("  \"node_ip\": ");
     push_quoted(&mut out, c.node_ip.as_deref().unwrap_or(""));
     let _ = writeln!(out, ",\n  \"backend_port\": {},", c.backend_port);
+    // Recorded only when set: a config without it keeps the bytes (and the
+    // `in_memory_hash`) it had before the field existed.
+    if let Some(url) = &c.public_url {
+        out.push_str("  \"public_url\": ");
+        push_quoted(&mut out, url);
+        out.push_str(",\n");
+    }
     settings::render_runtime_json(&mut out, c);
     out.push_str("  \"livekit_url\": ");
     push_quoted(&mut out, &c.livekit_url());
@@ -101,8 +108,9 @@ fn render_backend_env(c: &Config) -> String {
     out.push_str(HEADER);
     out.push_str(&envfile::render_line("LIVEKIT_API_KEY", &c.api_key));
     out.push_str(&envfile::render_line("LIVEKIT_API_SECRET", c.api_secret.expose()));
-    out.push_str(&envfile::render_line("LIVEKIT_URL", &c.livekit_url()));
+    out.push_str(&envfile::render_line("LIVEKIT_URL", &c.client_url()));
     out.push_str(&envfile::render_line("PORT", &c.backend_port.to_string()));
+    out.push_str(&envfile::render_line("MINT_SECRET", c.mint_secret().expose()));
     out
 }
 
@@ -246,6 +254,8 @@ mod tests {
         backend_port: u16,
         livekit_url: String,
         #[serde(default)]
+        public_url: Option<String>,
+        #[serde(default)]
         redis_password: Option<String>,
         #[serde(default)]
         redis_db: Option<u32>,
@@ -336,7 +346,31 @@ mod tests {
              LIVEKIT_API_KEY=\"APIaaaaaaaaaaaa\"\n\
              LIVEKIT_API_SECRET=\"aaaaSecretaaaaSecretaaaaSecretaaaaSecret123\"\n\
              LIVEKIT_URL=\"ws://media.example.org:7980\"\n\
-             PORT=\"7990\"\n"
+             PORT=\"7990\"\n\
+             MINT_SECRET=\"b10bb479bc66e84a44152349f9ca77ca39a82b5f34766150775f5a0f3ac80055\"\n"
+        );
+    }
+
+    #[test]
+    fn a_public_url_is_what_lk_backend_hands_out_and_runtime_json_records() {
+        let mut c = config_a();
+        let before = text(&c, TripleFile::RuntimeJson);
+        assert!(
+            !before.contains("public_url"),
+            "left out while unset: the bytes older versions wrote"
+        );
+        c.public_url = Some("wss://media.example.org".into());
+        let json = text(&c, TripleFile::RuntimeJson);
+        assert!(json.contains("  \"backend_port\": 7990,\n  \"public_url\": \"wss://media.example.org\",\n"));
+        assert!(
+            json.contains("\"livekit_url\": \"ws://media.example.org:7980\""),
+            "the node's own address"
+        );
+        let env = text(&c, TripleFile::BackendEnv);
+        assert!(env.contains("LIVEKIT_URL=\"wss://media.example.org\"\n"), "{env}");
+        assert_eq!(
+            text(&c, TripleFile::LivekitYaml),
+            text(&config_a(), TripleFile::LivekitYaml)
         );
     }
 
@@ -457,6 +491,7 @@ mod tests {
                 node_ip: c.node_ip.clone().unwrap_or_default(),
                 backend_port: c.backend_port,
                 livekit_url: c.livekit_url(),
+                public_url: c.public_url.clone(),
                 redis_password: c.redis.password.as_ref().map(|p| p.expose().to_string()),
                 redis_db: Some(c.redis.db).filter(|d| *d != 0),
                 redis_tls: c.redis.tls.then_some(true),
@@ -468,12 +503,14 @@ mod tests {
             let text = String::from_utf8(render(&c, TripleFile::BackendEnv)).expect("utf8");
             let vars = envfile::parse(&text).expect("parses");
             let port = c.backend_port.to_string();
-            let url = c.livekit_url();
+            let url = c.client_url();
+            let mint = c.mint_secret();
             let expected: Vec<(&str, &str)> = vec![
                 ("LIVEKIT_API_KEY", &c.api_key),
                 ("LIVEKIT_API_SECRET", c.api_secret.expose()),
                 ("LIVEKIT_URL", &url),
                 ("PORT", &port),
+                ("MINT_SECRET", mint.expose()),
             ];
             let got: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             prop_assert_eq!(got, expected);

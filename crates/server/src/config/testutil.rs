@@ -37,6 +37,7 @@ pub fn config_a() -> Config {
         rtc_port_range_end: 52000,
         node_ip: Some("192.0.2.10".into()),
         backend_port: 7990,
+        public_url: None,
         settings: Settings::default(),
         livekit_version: None,
     }
@@ -62,6 +63,9 @@ pub fn config_b() -> Config {
         rtc_port_range_end: 40100,
         node_ip: None,
         backend_port: 8090,
+        // None like `config_a`'s: the boot tests salvage `domain` and
+        // `port` from a `backend.env` whose `LIVEKIT_URL` is the derived one.
+        public_url: None,
         settings: Settings::default(),
         livekit_version: None,
     }
@@ -125,6 +129,23 @@ fn arb_key() -> impl Strategy<Value = String> {
     ]
 }
 
+fn arb_public_url() -> impl Strategy<Value = String> {
+    (
+        prop_oneof![Just("ws"), Just("wss")],
+        prop_oneof![
+            arb_hostname(),
+            any::<Ipv4Addr>().prop_map(|ip| ip.to_string()),
+            any::<Ipv6Addr>().prop_map(|ip| format!("[{ip}]")),
+        ],
+        proptest::option::of(1u16..),
+        any::<bool>(),
+    )
+        .prop_map(|(scheme, host, port, slash)| {
+            let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{scheme}://{host}{port}{}", if slash { "/" } else { "" })
+        })
+}
+
 prop_compose! {
     /// Any config that passes validation.
     pub fn arb_config()(
@@ -142,6 +163,7 @@ prop_compose! {
             any::<Ipv4Addr>().prop_map(|ip| ip.to_string()),
             any::<Ipv6Addr>().prop_map(|ip| ip.to_string()),
         ]),
+        public_url in proptest::option::of(arb_public_url()),
     ) -> Config {
         let c = Config {
             api_key,
@@ -164,6 +186,7 @@ prop_compose! {
             rtc_port_range_end: range.1,
             node_ip,
             backend_port: tcp[2],
+            public_url,
             settings: Settings::default(),
             livekit_version: None,
         };

@@ -4,7 +4,7 @@
 //! YAML, an env file or a shell could read differently is refused, and the
 //! error names the field and the rule without echoing the value.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hero_livekit_proto::{fields, ConfigureParams};
 
@@ -156,6 +156,58 @@ pub fn validate_node_ip(ip: &str) -> Result<(), ValidationError> {
         .map_err(|_| ValidationError::new("node_ip", "must be an IPv4 or IPv6 address"))
 }
 
+/// `public_url`: `ws://` or `wss://`, a host (hostname, IPv4 or
+/// `[IPv6]`), an optional `:port`, nothing after but an optional `/`. It is
+/// handed to browsers and SDKs as is, so anything they could read another
+/// way (a path LiveKit's clients would append `/rtc` to, a query, user
+/// info that would leak into logs) is refused rather than guessed at.
+///
+/// # Errors
+/// The rule broken, naming `public_url`; never the value.
+pub fn validate_public_url(url: &str) -> Result<(), ValidationError> {
+    let bad = |rule: &str| Err(ValidationError::new("public_url", rule));
+    let Some(rest) = url.strip_prefix("wss://").or_else(|| url.strip_prefix("ws://")) else {
+        return bad("must start with ws:// or wss:// (the WebSocket URL clients open, e.g. wss://livekit.example.com)");
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('@') {
+        return bad("must not carry user info (user:password@)");
+    }
+    if rest.contains(['?', '#']) {
+        return bad("must not have a query or a fragment");
+    }
+    if rest.contains('/') {
+        return bad("must not have a path other than /");
+    }
+    let (host, port) = match rest.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((host, after)) if host.parse::<Ipv6Addr>().is_ok() => match after {
+                "" => (host, None),
+                p => match p.strip_prefix(':') {
+                    Some(p) => (host, Some(p)),
+                    None => return bad("must be ws[s]://host[:port]; after an [IPv6] address only :port may follow"),
+                },
+            },
+            _ => return bad("must name a host: a hostname, an IPv4 address or an IPv6 address in brackets"),
+        },
+        None => match rest.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        },
+    };
+    // An IPv6 host was checked inside its brackets above.
+    let host_ok = rest.starts_with('[') || host.parse::<Ipv4Addr>().is_ok() || is_hostname(host);
+    if !host_ok {
+        return bad("must name a host: a hostname, an IPv4 address or an IPv6 address in brackets");
+    }
+    if let Some(p) = port {
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || !p.parse::<u16>().is_ok_and(|p| p != 0) {
+            return bad("must have a port 1-65535 after the host, or none");
+        }
+    }
+    Ok(())
+}
+
 /// Rules across fields: the three TCP ports differ from each other and the
 /// UDP range is not inverted. UDP and TCP ports never collide at the OS
 /// level, so the TCP ports may lie inside the UDP range.
@@ -223,6 +275,9 @@ pub fn validate_config(c: &Config) -> Result<(), ValidationError> {
         validate_node_ip(ip)?;
     }
     validate_port("backend_port", u32::from(c.backend_port))?;
+    if let Some(url) = &c.public_url {
+        validate_public_url(url)?;
+    }
     validate_cross(c, &[])?;
     settings::validate_fields(&c.settings)?;
     settings::validate_cross(c, &[])
@@ -279,6 +334,7 @@ pub fn apply_configure_with(
     let domain = rules::given("domain", params.domain.as_deref())?;
     let redis = rules::given("redis_address", params.redis_address.as_deref())?;
     let node_ip = rules::given("node_ip", params.node_ip.as_deref())?;
+    let public_url = rules::given("public_url", params.public_url.as_deref())?;
     // Each given value is checked on its own first, so the error names the
     // field the operator typed even when other fields are also wrong.
     if let Some(k) = key {
@@ -302,8 +358,11 @@ pub fn apply_configure_with(
         validate_node_ip(ip)?;
     }
     let p_backend = port("backend_port", params.backend_port)?;
+    if let Some(url) = public_url {
+        validate_public_url(url)?;
+    }
     let unset = params.unset.as_deref().unwrap_or_default();
-    let (unset_redis, unset_node_ip) = unset_fields(unset, redis, node_ip)?;
+    let [unset_redis, unset_node_ip, unset_public_url] = unset_fields(unset, [redis, node_ip, public_url])?;
     let redis_settings = redis::merge(current.map(|c| &c.redis).unwrap_or(&Default::default()), params, unset)?;
     let target = current.and_then(|c| c.livekit_version);
     settings::validate_target(params, target)?;
@@ -352,6 +411,11 @@ pub fn apply_configure_with(
             node_ip.map(str::to_string).or(base.node_ip)
         },
         backend_port: p_backend.unwrap_or(base.backend_port),
+        public_url: if unset_public_url {
+            None
+        } else {
+            public_url.map(str::to_string).or(base.public_url)
+        },
         settings: new_settings,
         livekit_version: base.livekit_version,
     };
@@ -370,40 +434,45 @@ pub fn apply_configure_with(
     })
 }
 
-/// Which optional fields `unset` removes: `(redis_address, node_ip)`. A
-/// field both given a value and unset in one call is refused rather than
-/// guessed at.
-fn unset_fields(unset: &[String], redis: Option<&str>, node_ip: Option<&str>) -> Result<(bool, bool), ValidationError> {
-    let mut out = (false, false);
+/// Which optional core fields `unset` removes, in the order of
+/// [`UNSET_CORE`], given the values passed beside it. A field both given a
+/// value and unset in one call is refused rather than guessed at.
+fn unset_fields(unset: &[String], given: [Option<&str>; 3]) -> Result<[bool; 3], ValidationError> {
+    let mut out = [false; 3];
     for name in unset {
-        let (field, flag, given) = match name.as_str() {
-            "redis_address" => ("redis_address", &mut out.0, redis.is_some()),
-            "node_ip" => ("node_ip", &mut out.1, node_ip.is_some()),
+        let Some(i) = UNSET_CORE.iter().position(|f| f == name) else {
             // `redis::merge` and the production settings' own merge remove these.
-            other if fields::field(other).is_some_and(|f| f.unset) => continue,
-            _ => {
-                let core: Vec<&str> = FIELDS
-                    .into_iter()
-                    .filter(|f| fields::field(f).is_some_and(|f| f.unset))
-                    .collect();
-                return Err(ValidationError::new(
-                    "unset",
-                    format!(
-                        "each entry must be one of {}, {} or a production setting ({})",
-                        core.join(", "),
-                        redis::FIELDS.join(", "),
-                        settings::FIELDS.join(", ")
-                    ),
-                ));
+            if fields::field(name).is_some_and(|f| f.unset) {
+                continue;
             }
+            let core: Vec<&str> = FIELDS
+                .into_iter()
+                .filter(|f| fields::field(f).is_some_and(|f| f.unset))
+                .collect();
+            return Err(ValidationError::new(
+                "unset",
+                format!(
+                    "each entry must be one of {}, {} or a production setting ({})",
+                    core.join(", "),
+                    redis::FIELDS.join(", "),
+                    settings::FIELDS.join(", ")
+                ),
+            ));
         };
-        if given {
-            return Err(ValidationError::new(field, "is both given a value and unset; pick one"));
+        if given[i].is_some() {
+            return Err(ValidationError::new(
+                UNSET_CORE[i],
+                "is both given a value and unset; pick one",
+            ));
         }
-        *flag = true;
+        out[i] = true;
     }
     Ok(out)
 }
+
+/// The core fields `unset` removes (the table's `unset` column within the
+/// core group), in the order [`unset_fields`] answers.
+const UNSET_CORE: [&str; 3] = ["redis_address", "node_ip", "public_url"];
 
 /// Names of the fields that differ between two configs, in [`FIELDS`] order
 /// with the Redis settings after `redis_address`.
@@ -419,6 +488,7 @@ pub fn changed(old: &Config, new: &Config) -> Vec<String> {
         old.rtc_port_range_end != new.rtc_port_range_end,
         old.node_ip != new.node_ip,
         old.backend_port != new.backend_port,
+        old.public_url != new.public_url,
     ];
     let mut out: Vec<String> = Vec::new();
     for (f, d) in FIELDS.iter().zip(diffs) {

@@ -604,7 +604,7 @@ fn unset_removes_optional_fields_and_refuses_what_it_cannot_mean() {
     let e = invalid(unset(&["api_secret"]));
     assert_eq!(
         (e.field, e.rule.as_str()),
-        ("unset", "each entry must be one of redis_address, node_ip, redis_username, redis_password, redis_db, redis_tls, redis_tls_ca_file, redis_tls_server_name, redis_tls_cert_file, redis_tls_key_file, redis_sentinel_master, redis_sentinel_addresses, redis_sentinel_username, redis_sentinel_password, redis_cluster_addresses or a production setting (bind_addresses, use_external_ip, rtc_enable_loopback_candidate, rtc_udp_port, stun_servers, turn_servers, turn_enabled, turn_domain, turn_tls_port, turn_udp_port, turn_external_tls, turn_cert_file, turn_key_file, webhook_urls, room_auto_create, room_empty_timeout, room_departure_timeout, room_max_participants, room_enabled_codecs, log_level, log_json, prometheus_port, prometheus_username, prometheus_password, region)")
+        ("unset", "each entry must be one of redis_address, node_ip, public_url, redis_username, redis_password, redis_db, redis_tls, redis_tls_ca_file, redis_tls_server_name, redis_tls_cert_file, redis_tls_key_file, redis_sentinel_master, redis_sentinel_addresses, redis_sentinel_username, redis_sentinel_password, redis_cluster_addresses or a production setting (bind_addresses, use_external_ip, rtc_enable_loopback_candidate, rtc_udp_port, stun_servers, turn_servers, turn_enabled, turn_domain, turn_tls_port, turn_udp_port, turn_external_tls, turn_cert_file, turn_key_file, webhook_urls, room_auto_create, room_empty_timeout, room_departure_timeout, room_max_participants, room_enabled_codecs, log_level, log_json, prometheus_port, prometheus_username, prometheus_password, region)")
     );
     let e = invalid(ConfigureParams {
         redis_address: Some("10.0.0.6:6379".into()),
@@ -724,4 +724,95 @@ proptest::proptest! {
             Err(ConfigureError::Mint(e)) => proptest::prop_assert!(false, "the fixed mint never fails: {}", e),
         }
     }
+}
+
+#[test]
+fn a_public_url_is_a_websocket_url_of_a_host_and_nothing_more() {
+    for good in [
+        "wss://media.example.org",
+        "wss://media.example.org/",
+        "wss://media.example.org:443",
+        "ws://10.0.0.5:7880",
+        "wss://[2001:db8::1]:8443/",
+        "ws://[::1]",
+        "ws://localhost",
+    ] {
+        assert_eq!(validate_public_url(good), Ok(()), "{good}");
+    }
+    let cases = [
+        ("https://media.example.org", "must start with ws:// or wss://"),
+        ("media.example.org", "must start with ws:// or wss://"),
+        ("WSS://media.example.org", "must start with ws:// or wss://"),
+        ("wss://user:pw@media.example.org", "must not carry user info"),
+        ("wss://media.example.org/rtc", "must not have a path other than /"),
+        ("wss://media.example.org//", "must not have a path other than /"),
+        ("wss://media.example.org?x=1", "must not have a query or a fragment"),
+        ("wss://media.example.org/#top", "must not have a query or a fragment"),
+        ("wss://", "must name a host"),
+        ("wss://:443", "must name a host"),
+        ("wss://bad_host.example", "must name a host"),
+        ("wss://2001:db8::1", "must name a host"),
+        ("wss://[not-v6]:443", "must name a host"),
+        (
+            "wss://[::1]x",
+            "must be ws[s]://host[:port]; after an [IPv6] address only :port",
+        ),
+        ("wss://media.example.org:0", "must have a port 1-65535"),
+        ("wss://media.example.org:65536", "must have a port 1-65535"),
+        ("wss://media.example.org:", "must have a port 1-65535"),
+        ("wss://media .example.org", "must name a host"),
+        ("wss://media.example.org\n", "must name a host"),
+    ];
+    for (bad, rule) in cases {
+        let e = validate_public_url(bad).expect_err(bad);
+        assert_eq!(e.field, "public_url", "{bad}");
+        assert!(e.rule.starts_with(rule), "{bad}: {}", e.rule);
+        assert!(!e.rule.contains("media"), "the rule never echoes the value: {}", e.rule);
+    }
+}
+
+#[test]
+fn configure_sets_a_public_url_and_unset_removes_it() {
+    let u = apply_configure_with(
+        Some(&current()),
+        &ConfigureParams {
+            public_url: Some("wss://media.example.org".into()),
+            ..ConfigureParams::default()
+        },
+        no_mint,
+    )
+    .expect("valid");
+    assert_eq!(u.config.public_url.as_deref(), Some("wss://media.example.org"));
+    assert_eq!(u.changed_fields, ["public_url"]);
+    let with = u.config;
+    // Refused: nothing changes, and the error names the field and the rule.
+    let e = invalid(ConfigureParams {
+        public_url: Some("https://media.example.org/path".into()),
+        ..ConfigureParams::default()
+    });
+    assert_eq!(e.field, "public_url");
+    let u = apply_configure_with(
+        Some(&with),
+        &ConfigureParams {
+            unset: Some(vec!["public_url".into()]),
+            ..ConfigureParams::default()
+        },
+        no_mint,
+    )
+    .expect("unset");
+    assert_eq!(u.config.public_url, None);
+    assert_eq!(u.changed_fields, ["public_url"]);
+    let both = apply_configure_with(
+        Some(&with),
+        &ConfigureParams {
+            public_url: Some("wss://other.example.org".into()),
+            unset: Some(vec!["public_url".into()]),
+            ..ConfigureParams::default()
+        },
+        no_mint,
+    );
+    assert!(
+        matches!(both, Err(ConfigureError::Invalid(ref e)) if e.field == "public_url"),
+        "{both:?}"
+    );
 }

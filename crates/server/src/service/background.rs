@@ -401,7 +401,7 @@ impl LivekitService {
             let c = v.rendered.config();
             (
                 self.children_now(&v),
-                (c.backend_port, c.port),
+                (c.backend_port, c.port, c.mint_secret()),
                 v.rendered.sha256(config::TripleFile::BackendEnv).to_string(),
                 v.rendered.sha256(config::TripleFile::LivekitYaml).to_string(),
             )
@@ -437,7 +437,7 @@ impl LivekitService {
                 None,
             ),
             None => {
-                let o = probe::probe(ports.0, ports.1, PROBE_TIMEOUT).await;
+                let o = probe::probe(ports.0, ports.1, &ports.2, PROBE_TIMEOUT).await;
                 let report = now.backend.pid.map(|pid| BackendReport {
                     pid,
                     sha256: o.backend_sha256.clone(),

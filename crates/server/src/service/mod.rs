@@ -616,6 +616,18 @@ impl LivekitService {
         config::settings::show(self.view.borrow().rendered.config())
     }
 
+    /// `livekitservice.backend_token`: lk-backend's mint secret and where
+    /// to post, from the published view (full access is checked by the
+    /// method table).
+    pub fn backend_token(&self) -> proto::BackendTokenResult {
+        let v = self.view.borrow();
+        let c = v.rendered.config();
+        proto::BackendTokenResult {
+            mint_secret: c.mint_secret().expose().to_string(),
+            token_url: format!("{}/token", c.backend_url()),
+        }
+    }
+
     /// `livekitservice.start`.
     ///
     /// # Errors

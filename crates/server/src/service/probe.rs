@@ -1,7 +1,7 @@
 //! The token-chain probe: the proof behind `ready_for_tokens`.
 //!
-//! A token is obtained from the running lk-backend (`POST /token`, as a
-//! service would) and handed to the running livekit-server's
+//! A token is obtained from the running lk-backend (`POST /token` with the
+//! bearer mint secret, as a service allowed to mint would) and handed to the running livekit-server's
 //! `/rtc/validate`, which runs LiveKit's own auth middleware and join
 //! checks, as a browser's join is validated; nothing joins. lk-backend's
 //! `GET /health` also says which `backend.env` it has loaded. Each leg is
@@ -13,7 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::loopback::request;
+use crate::config::Secret;
+use crate::loopback::{request, request_as};
 
 /// Room and identity of the probe's token: recognisable in LiveKit's logs.
 pub(crate) const PROBE_ROOM: &str = "hero_livekit-probe";
@@ -37,13 +38,21 @@ pub(crate) struct ProbeOutcome {
     pub latency: Duration,
 }
 
-/// Runs the probe against lk-backend on `backend_port` and livekit-server
-/// on `livekit_port`, both on loopback, within `timeout`.
 /// livekit-server's answer on `/rtc/validate` for a good token whose room
 /// does not exist (`room.auto_create: false`).
 const ROOM_NOT_FOUND: &[u8] = b"requested room does not exist";
 
-pub(crate) async fn probe(backend_port: u16, livekit_port: u16, timeout: Duration) -> ProbeOutcome {
+/// Runs the probe against lk-backend on `backend_port` (presenting
+/// `mint_secret`, the config's) and livekit-server on `livekit_port`, both
+/// on loopback, within `timeout`. An lk-backend that refuses the secret
+/// (401: it runs another `backend.env`) fails the probe like any other
+/// leg, never with the secret in the error.
+pub(crate) async fn probe(
+    backend_port: u16,
+    livekit_port: u16,
+    mint_secret: &Secret,
+    timeout: Duration,
+) -> ProbeOutcome {
     let started = Instant::now();
     let deadline = started + timeout;
     let mut backend_sha256 = None;
@@ -51,11 +60,12 @@ pub(crate) async fn probe(backend_port: u16, livekit_port: u16, timeout: Duratio
     let result = async {
         backend_sha256 = backend_loaded(backend_port, deadline).await?;
         let ask = serde_json::json!({"room": PROBE_ROOM, "identity": PROBE_IDENTITY, "ttl_seconds": 60});
-        let (status, body) = request(
+        let (status, body) = request_as(
             backend_port,
             http::Method::POST,
             "/token",
             Some(Bytes::from(ask.to_string())),
+            Some(mint_secret.expose()),
             deadline,
         )
         .await
@@ -162,6 +172,10 @@ mod tests {
         )
     }
 
+    fn mint() -> Secret {
+        Secret::new("m1ntm1ntm1ntm1ntm1ntm1ntm1ntm1nt")
+    }
+
     async fn listener() -> (TcpListener, u16) {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = l.local_addr().expect("addr").port();
@@ -186,7 +200,7 @@ mod tests {
                 "invalid authorization token: token signature is invalid\n",
             )],
         ));
-        let o = probe(be_port, lk_port, Duration::from_secs(5)).await;
+        let o = probe(be_port, lk_port, &mint(), Duration::from_secs(5)).await;
         assert!(!o.accepted);
         assert!(o.refused);
         assert_eq!(
@@ -210,12 +224,54 @@ mod tests {
             ],
         ));
         let lk_task = tokio::spawn(serve(lk, vec![http("200 OK", "success")]));
-        let o = probe(be_port, lk_port, Duration::from_secs(5)).await;
+        let o = probe(be_port, lk_port, &mint(), Duration::from_secs(5)).await;
         assert!(o.accepted, "{o:?}");
         assert_eq!(o.error, None);
         assert_eq!(o.backend_sha256, None, "a null hash is unknown");
         be_task.await.expect("backend");
         lk_task.await.expect("livekit");
+    }
+
+    #[tokio::test]
+    async fn the_token_is_asked_for_with_the_mint_secret_and_a_refusal_fails_the_probe() {
+        let (be, be_port) = listener().await;
+        let be_task = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for answer in [
+                http("200 OK", r#"{"status":"ok","api_key":"APIx","config_sha256":"abc"}"#),
+                http(
+                    "401 Unauthorized",
+                    r#"{"error":"unauthorized","message":"authorization: needed"}"#,
+                ),
+            ] {
+                let Ok((mut sock, _)) = be.accept().await else { break };
+                let mut buf = vec![0u8; 4096];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                seen.push(String::from_utf8_lossy(&buf[..n]).to_string());
+                let _ = sock.write_all(answer.as_bytes()).await;
+            }
+            seen
+        });
+        let o = probe(be_port, 1, &mint(), Duration::from_secs(5)).await;
+        assert!(!o.accepted);
+        assert!(
+            !o.refused,
+            "lk-backend's 401 is no verdict on the credentials livekit-server holds"
+        );
+        let error = o.error.expect("an error");
+        assert!(error.starts_with("lk-backend POST /token answered 401"), "{error}");
+        assert!(!error.contains(mint().expose()), "{error}");
+        let seen = be_task.await.expect("backend");
+        assert!(
+            !seen[0].to_ascii_lowercase().contains("authorization"),
+            "GET /health needs no secret"
+        );
+        assert!(
+            seen[1].starts_with("POST /token")
+                && seen[1].contains(&format!("authorization: Bearer {}", mint().expose())),
+            "{}",
+            seen[1]
+        );
     }
 
     #[tokio::test]
@@ -227,7 +283,7 @@ mod tests {
             std::future::pending::<()>().await;
         });
         let started = Instant::now();
-        let o = probe(be_port, 1, Duration::from_millis(200)).await;
+        let o = probe(be_port, 1, &mint(), Duration::from_millis(200)).await;
         assert!(!o.accepted);
         assert!(!o.refused, "silence is not a refusal");
         assert_eq!(o.error.as_deref(), Some("lk-backend GET /health: no answer in time"));

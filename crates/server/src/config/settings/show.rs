@@ -7,7 +7,7 @@ use super::*;
 /// as `set`/`unset`), its default, and the key it is rendered as.
 pub fn show(c: &Config) -> ConfigShowResult {
     let target = c.livekit_version;
-    let core: [(&str, Json, Json); 10] = [
+    let core: [(&str, Json, Json); 11] = [
         ("api_key", json!(c.api_key), Json::Null),
         ("api_secret", json!("set"), json!("unset")),
         ("domain", json!(c.domain), json!(DEFAULT_DOMAIN)),
@@ -26,6 +26,7 @@ pub fn show(c: &Config) -> ConfigShowResult {
         ),
         ("node_ip", json!(c.node_ip), Json::Null),
         ("backend_port", json!(c.backend_port), json!(DEFAULT_BACKEND_PORT)),
+        ("public_url", json!(c.public_url), Json::Null),
     ];
     let r = &c.redis;
     let secret = |v: &Option<Secret>| json!(if v.is_some() { "set" } else { "unset" });

@@ -653,5 +653,5 @@ fn show_hides_secrets_and_names_what_differs_from_the_defaults() {
     assert_eq!(row("log_level").value, json!("info"));
     assert_eq!(row("prometheus_password").value, json!("unset"));
     assert_eq!(row("room_empty_timeout").value, json!(300));
-    assert_eq!(plain.settings.len(), 10 + 13 + FIELDS.len());
+    assert_eq!(plain.settings.len(), 11 + 13 + FIELDS.len());
 }
