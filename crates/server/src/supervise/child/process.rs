@@ -4,6 +4,10 @@
 use super::actor::{proc_of, Actor, Life, Proc, Wait};
 use super::*;
 
+/// How long after its spawn livekit-server is left before a SIGTERM: it
+/// ignores one that comes in its first moments (see `terminate`).
+const LIVEKIT_SIGTERM_SETTLE: Duration = Duration::from_secs(1);
+
 impl Actor {
     // ------------------------------------------------------------ lifecycle
 
@@ -137,6 +141,24 @@ impl Actor {
     /// Stops the current process, if any: SIGTERM to the group, SIGKILL after
     /// `grace`. Returns whether SIGKILL was needed.
     pub(super) async fn terminate(&mut self, grace: Duration, why: &str) -> Result<bool, SuperviseError> {
+        let Some(proc) = proc_of(&self.life) else {
+            return Ok(false);
+        };
+        if self.name == ProcessName::LivekitServer && !proc.adopted {
+            // livekit-server 1.13.5 does not act on a SIGTERM that comes in
+            // its first moments: sent 30 ms after it first answered, it was
+            // still running 15 s later (every time); sent 300 ms after, it
+            // exited in 57 ms. A stop right after a start (a join adopting
+            // the cluster's credential, a configure just after `start`)
+            // would otherwise cost the whole drain deadline and a SIGKILL.
+            let settled = proc.since + LIVEKIT_SIGTERM_SETTLE;
+            if tokio::time::timeout_at(settled, proc.pidfd.exited()).await.is_ok() {
+                let exit = self.reap().await;
+                self.last_exit = Some(format!("{exit} ({why})"));
+                self.publish(self.last_exit.clone());
+                return Ok(false);
+            }
+        }
         let Some(proc) = proc_of(&self.life) else {
             return Ok(false);
         };
