@@ -103,6 +103,34 @@ impl Redis {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
+    /// How many calls of `command` (lower case) Redis has served so far
+    /// (`INFO commandstats`).
+    pub fn calls(&self, command: &str) -> u64 {
+        let info = self.cli(&["INFO", "commandstats"]);
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Writes `n` forged members into `cluster`'s member set, each with a
+    /// 1 KiB heartbeat that is not sealed (what anyone who can write Redis
+    /// can add), under ids of the members' own format.
+    pub fn forge_members(&self, cluster: &str, n: u64) {
+        self.cli(&[
+            "EVAL",
+            "for i = 1, tonumber(ARGV[1]) do local id = string.format('%016x', i + 4096) \
+             redis.call('SET', KEYS[1] .. id, string.rep('u', 1024), 'PX', 3600000) \
+             redis.call('SADD', KEYS[2], id) end return 0",
+            "2",
+            &format!("hero_livekit:{{{cluster}}}:node:"),
+            &format!("hero_livekit:{{{cluster}}}:nodes"),
+            &n.to_string(),
+        ]);
+    }
+
     /// Every key and its value (strings, sets, hashes, lists), as text.
     pub fn dump(&self) -> Vec<(String, String)> {
         let keys = self.cli(&["--scan"]);

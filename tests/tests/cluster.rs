@@ -654,17 +654,6 @@ fn a_joining_node_is_listed_by_every_member_within_a_second_not_at_the_next_poll
     }
 }
 
-/// The calls of `command` Redis has served so far (`INFO commandstats`).
-fn calls(redis: &Redis, command: &str) -> u64 {
-    let info = redis.cli(&["INFO", "commandstats"]);
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 /// A burst of announcements makes a few sync rounds, not one each: every
 /// round reads the record once (a bounded GETRANGE), and 500 messages published at once
 /// cost the member a handful of reads. The member syncing at all is shown by
@@ -682,7 +671,7 @@ fn a_burst_of_announcements_is_coalesced_into_a_few_sync_rounds() {
     a.join(&redis.address(), "c1", None);
     let token = a.cluster_token();
     wait_cluster(&a, "the first node joined", |c| c["state"] == "joined");
-    let before = calls(&redis, "getrange");
+    let before = redis.calls("getrange");
     redis.cli(&[
         "EVAL",
         "for i = 1, tonumber(ARGV[1]) do redis.call('PUBLISH', KEYS[1], '1') end return 0",
@@ -699,10 +688,10 @@ fn a_burst_of_announcements_is_coalesced_into_a_few_sync_rounds() {
             .is_some_and(|l| l.iter().any(|x| x["id"] == id.as_str()))
     });
     let too_many = poll(Duration::from_secs(3), || {
-        let reads = calls(&redis, "getrange") - before;
+        let reads = redis.calls("getrange") - before;
         (reads > MOST).then_some(reads)
     });
-    let reads = calls(&redis, "getrange") - before;
+    let reads = redis.calls("getrange") - before;
     println!("{BURST} announcements at once: {reads} record reads in all (both nodes)");
     assert_eq!(
         too_many, None,

@@ -85,16 +85,7 @@ fn forged_escaped_future_and_oversized_heartbeats_are_never_listed() {
         "0000000000000bad",
     ]);
     // 5,000 forged members with 1 KiB values.
-    redis.cli(&[
-        "EVAL",
-        "for i = 1, tonumber(ARGV[1]) do local id = string.format('%016x', i + 4096) \
-         redis.call('SET', KEYS[1] .. id, string.rep('u', 1024), 'PX', 600000) \
-         redis.call('SADD', KEYS[2], id) end return 0",
-        "2",
-        "hero_livekit:{c1}:node:",
-        "hero_livekit:{c1}:nodes",
-        "5000",
-    ]);
+    redis.forge_members("c1", 5000);
     nudge(&redis);
     let c = wait_cluster(&a, "the forged entries reported as not listed", |c| {
         c["error"]

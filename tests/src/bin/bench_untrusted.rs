@@ -56,16 +56,6 @@ fn measure(n: &Node) -> Figures {
     }
 }
 
-fn calls(redis: &Redis, command: &str) -> u64 {
-    let info = redis.cli(&["INFO", "commandstats"]);
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 fn cluster(n: &Node) -> Value {
     n.health()["cluster"].clone()
 }
@@ -94,16 +84,7 @@ fn main() -> ExitCode {
     let base = measure(&n);
     let mut ok = report("baseline", &base, &base);
 
-    redis.cli(&[
-        "EVAL",
-        "for i = 1, tonumber(ARGV[1]) do local id = string.format('%016x', i + 4096) \
-         redis.call('SET', KEYS[1] .. id, string.rep('u', 1024), 'PX', 3600000) \
-         redis.call('SADD', KEYS[2], id) end return 0",
-        "2",
-        "hero_livekit:{bench}:node:",
-        "hero_livekit:{bench}:nodes",
-        "5000",
-    ]);
+    redis.forge_members("bench", 5000);
     poll(WAIT, || {
         cluster(&n)["error"]
             .as_str()
@@ -123,7 +104,7 @@ fn main() -> ExitCode {
     poll(WAIT, || (cluster(&n)["state"] == "conflict").then_some(())).expect("the oversized record seen");
     ok &= report("+ a 20 MiB record", &measure(&n), &base);
 
-    let before = calls(&redis, "getrange");
+    let before = redis.calls("getrange");
     let t = Instant::now();
     redis.cli(&[
         "EVAL",
@@ -137,13 +118,13 @@ fn main() -> ExitCode {
     let mut last = 0;
     poll(WAIT, || {
         std::thread::sleep(Duration::from_millis(500));
-        let now = calls(&redis, "getrange");
+        let now = redis.calls("getrange");
         let settled = now == last;
         last = now;
         settled.then_some(())
     })
     .expect("the flood absorbed");
-    let reads = calls(&redis, "getrange") - before;
+    let reads = redis.calls("getrange") - before;
     let flood_ok = reads <= MAX_READS;
     println!(
         "{FLOOD} messages flood          {reads} record reads in {:.1} s (target at most {MAX_READS})",

@@ -13,9 +13,7 @@
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use hkdf::Hkdf;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 use crate::config::Secret;
 
@@ -90,13 +88,8 @@ fn valid_url(url: &str) -> bool {
 }
 
 fn derive_key(cluster: &str, join_secret: &Secret) -> Result<Key, BeatError> {
-    let salt = format!("hero_livekit:{{{cluster}}}");
-    let hk = Hkdf::<Sha256>::new(Some(salt.as_bytes()), join_secret.expose().as_bytes());
-    let mut okm = [0u8; 32];
     // Another label than the record's: the two keys are independent.
-    hk.expand(b"hero_livekit.cluster.v1 heartbeat key", &mut okm)
-        .map_err(|e| BeatError::Seal(e.to_string()))?;
-    Ok(Key::from(okm))
+    super::record::cluster_key(cluster, join_secret, b"hero_livekit.cluster.v1 heartbeat key").map_err(BeatError::Seal)
 }
 
 fn associated_data(cluster: &str, id: &str) -> Vec<u8> {

@@ -86,14 +86,23 @@ pub enum RecordError {
     Seal(String),
 }
 
-/// The key that seals `cluster`'s record, from its join secret.
-fn derive_key(cluster: &str, join_secret: &Secret) -> Result<Key, RecordError> {
+/// A key of `cluster` from its join secret: HKDF-SHA256 salted with the
+/// cluster's name, `label` telling apart the keys made for each use (the
+/// record's, the heartbeats'), so that one never opens the other's.
+///
+/// # Errors
+/// HKDF refused the output length (it cannot for 32 bytes).
+pub(crate) fn cluster_key(cluster: &str, join_secret: &Secret, label: &[u8]) -> Result<Key, String> {
     let salt = format!("hero_livekit:{{{cluster}}}");
     let hk = Hkdf::<Sha256>::new(Some(salt.as_bytes()), join_secret.expose().as_bytes());
     let mut okm = [0u8; 32];
-    hk.expand(b"hero_livekit.cluster.v1 credential key", &mut okm)
-        .map_err(|e| RecordError::Seal(e.to_string()))?;
+    hk.expand(label, &mut okm).map_err(|e| e.to_string())?;
     Ok(Key::from(okm))
+}
+
+/// The key that seals `cluster`'s record, from its join secret.
+fn derive_key(cluster: &str, join_secret: &Secret) -> Result<Key, RecordError> {
+    cluster_key(cluster, join_secret, b"hero_livekit.cluster.v1 credential key").map_err(RecordError::Seal)
 }
 
 fn associated_data(cluster: &str, generation: u64) -> Vec<u8> {
