@@ -38,6 +38,8 @@ pub struct Participant {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Lines,
+    /// The thread reading its stdout into `lines`; it ends at EOF.
+    reader: Option<std::thread::JoinHandle<()>>,
     stderr: tempfile::NamedTempFile,
     /// Its identity (or `joiner` for a [`Joiner`]).
     pub identity: String,
@@ -98,7 +100,7 @@ impl Participant {
         let stdin = child.stdin.take();
         let lines: Lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let v = serde_json::from_str(&line).unwrap_or(Value::String(line));
@@ -111,6 +113,7 @@ impl Participant {
             child,
             stdin,
             lines,
+            reader: Some(reader),
             stderr,
             identity: identity.to_string(),
         }
@@ -157,8 +160,11 @@ impl Participant {
                 );
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                // The reader may still hold the last lines: one more look.
-                std::thread::sleep(Duration::from_millis(50));
+                // The reader may still hold the last lines: it ends at the
+                // pipe's EOF, which the exit brings; then one more look.
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
                 let found = self.lines.lock().ok().and_then(|l| {
                     l.iter()
                         .enumerate()
