@@ -914,3 +914,43 @@ fn a_reinstall_from_a_source_whose_bytes_changed_is_refused() {
     );
     assert!(!installed_path(&root).exists(), "nothing installed");
 }
+
+/// `restart` never trades a working child for one that cannot start
+/// (issue 20, item 2): with the installed binary gone, restarting
+/// livekit-server is refused before anything is stopped, naming the cause,
+/// and the running process keeps serving.
+#[test]
+fn restart_with_the_binary_missing_is_refused_and_the_running_server_keeps_serving() {
+    let root = Root::new();
+    let d = daemon(&root);
+    let src = tempfile::tempdir().expect("source dir");
+    let bare = src.path().join("livekit-server");
+    std::fs::write(&bare, double_bytes()).expect("write source binary");
+    d.ok("livekitservice.install", json!({"source": bare.display().to_string()}));
+    configure_free_ports(&d);
+    let s = d.ok("livekitservice.start", json!({"timeout_ms": 30000}));
+    assert_eq!(s["ready_for_tokens"], true, "{s}");
+    let pid = d.health()["processes"]["livekit-server"]["pid"].as_u64().expect("pid");
+    std::fs::remove_file(installed_path(&root)).expect("remove the installed binary");
+
+    let r = d.call("livekitservice.restart", json!({"process": "livekit-server"}));
+    let e = error_of(&r);
+    assert_eq!(e["data"]["kind"], "not_installed", "{r}");
+    let m = e["message"].as_str().unwrap_or("");
+    assert!(m.contains("missing") && m.contains("keeps serving"), "{r}");
+    assert!(e["data"]["hint"].as_str().unwrap_or("").contains("install"), "{r}");
+    let h = d.health();
+    assert_eq!(
+        h["processes"]["livekit-server"]["pid"].as_u64(),
+        Some(pid),
+        "not stopped: {h}"
+    );
+    assert_eq!(h["processes"]["livekit-server"]["state"], "running", "{h}");
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the same process still runs"
+    );
+    // A restart of lk-backend alone is not held back by it.
+    d.ok("livekitservice.restart", json!({"process": "lk-backend"}));
+    assert_eq!(d.health()["processes"]["livekit-server"]["pid"].as_u64(), Some(pid));
+}

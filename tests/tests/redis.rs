@@ -809,3 +809,45 @@ fn a_redis_cluster_is_checked_and_accepted_by_the_double() {
     d.ok("livekitservice.start", json!({}));
     wait_health(&d, "ready on a Redis Cluster", |h| h["ready_for_tokens"] == true);
 }
+
+/// `restart` never trades a working child for one that cannot start
+/// (issue 20, item 2): while the configured Redis does not answer,
+/// restarting livekit-server (which would exit at startup) is refused
+/// before anything is stopped, retryable, and the process keeps running.
+#[test]
+fn restart_while_redis_is_down_is_refused_and_the_running_server_is_kept() {
+    let root = Root::new();
+    let d = double_daemon(&root);
+    let port = free_port();
+    let redis = Redis::start(port, None);
+    d.ok(
+        "livekitservice.configure",
+        json!({"redis_address": format!("127.0.0.1:{port}")}),
+    );
+    let s = d.ok("livekitservice.start", json!({"timeout_ms": 30000}));
+    assert_eq!(s["ready_for_tokens"], true, "{s}");
+    let pid = livekit(&d.health())["pid"].as_u64().expect("pid");
+
+    drop(redis);
+    wait_redis(&d, "redis unreachable", |r| r["reachable"] == false);
+    let r = d.call("livekitservice.restart", json!({"process": "livekit-server"}));
+    let e = r.get("error").unwrap_or_else(|| panic!("refused: {r}"));
+    assert_eq!(e["data"]["kind"], "redis_unavailable", "{r}");
+    assert_eq!(e["data"]["retryable"], true, "{r}");
+    assert!(e["message"].as_str().unwrap_or("").contains("keeps serving"), "{r}");
+    let lk = livekit(&d.health());
+    assert_eq!(lk["pid"].as_u64(), Some(pid), "not stopped: {lk}");
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the same process still runs"
+    );
+
+    // Redis back: the restart goes through.
+    let _redis = Redis::start(port, None);
+    wait_redis(&d, "redis reachable again", |r| r["reachable"] == true);
+    d.ok(
+        "livekitservice.restart",
+        json!({"process": "livekit-server", "timeout_ms": 30000}),
+    );
+    assert_ne!(livekit(&d.health())["pid"].as_u64(), Some(pid), "restarted");
+}

@@ -124,7 +124,14 @@ pub const METHODS: &[MethodSpec] = &[
         name: method::RESTART,
         summary: "Restart one or both children.",
         access: Access::Mutating,
-        errors: &[E::NotInstalled, E::PortConflict, E::StartFailed, E::Timeout, E::Unauthorized],
+        errors: &[
+            E::NotInstalled,
+            E::PortConflict,
+            E::StartFailed,
+            E::Timeout,
+            E::Unauthorized,
+            E::RedisUnavailable,
+        ],
         subscription: false,
     },
     MethodSpec {

@@ -835,6 +835,7 @@ impl LivekitService {
                 Some(n) => vec![n],
                 None => ProcessName::ALL.to_vec(),
             };
+            s.check_restartable(&names).await?;
             for name in &names {
                 d.want.insert(*name, true);
             }
@@ -861,6 +862,63 @@ impl LivekitService {
             })
         })
         .await
+    }
+
+    /// `restart` never trades a working child for one that cannot start:
+    /// a child that runs is restarted only when its program is in place,
+    /// and livekit-server only while the configured Redis answers (it
+    /// exits at startup without it). Checked before anything is stopped;
+    /// a refusal names the cause and leaves the running child serving.
+    ///
+    /// # Errors
+    /// `not_installed` or `start_failed` for a missing program,
+    /// `redis_unavailable` (retryable) while Redis does not answer.
+    async fn check_restartable(&self, names: &[ProcessName]) -> Result<(), ServiceError> {
+        let runs = |c: &Child| {
+            matches!(
+                c.health().state,
+                proto::ProcessState::Running | proto::ProcessState::Starting
+            )
+        };
+        let (livekit_bin, backend_bin) = (self.spec_paths.livekit_bin.clone(), self.spec_paths.backend_bin.clone());
+        let (have_livekit, have_backend) =
+            tokio::task::spawn_blocking(move || (livekit_bin.is_file(), backend_bin.is_file()))
+                .await
+                .map_err(internal)?;
+        let keeps = "nothing was stopped: the running one keeps serving";
+        if names.contains(&ProcessName::LivekitServer) && runs(&self.livekit) {
+            if !have_livekit {
+                return Err(ServiceError::new(
+                    ErrorCode::NotInstalled,
+                    format!(
+                        "livekit-server cannot be restarted: its binary {} is missing; {keeps}",
+                        self.spec_paths.livekit_bin.display()
+                    ),
+                )
+                .with_hint("run `hero_livekit install` (or `install --source PATH`), then restart"));
+            }
+            let redis = self.redis_state.borrow().clone();
+            if let (true, Some(why)) = (redis.configured, redis.down) {
+                return Err(ServiceError::new(
+                    ErrorCode::RedisUnavailable,
+                    format!("livekit-server cannot be restarted while its Redis does not answer ({why}): it would exit at startup; {keeps}"),
+                )
+                .with_hint("bring Redis back (`hero_livekit health` shows its check), then restart"));
+            }
+        }
+        if names.contains(&ProcessName::LkBackend) && runs(&self.backend) && !have_backend {
+            return Err(ServiceError::new(
+                ErrorCode::StartFailed,
+                format!(
+                    "lk-backend cannot be restarted: {} is missing; {keeps}",
+                    self.spec_paths.backend_bin.display()
+                ),
+            )
+            .with_hint(
+                "install lk-backend next to hero_livekit_server or in <root>/bin, or pass --backend-bin to the daemon",
+            ));
+        }
+        Ok(())
     }
 
     /// `livekitservice.logs`: at most [`LOG_READERS`] at a time, each answer
