@@ -650,12 +650,7 @@ impl LivekitService {
             install_result = Some(self.install_locked(&mut d, &params).await?);
         }
         let reset = p.reset == Some(true);
-        // Two stats, off the runtime thread that serves every caller.
-        let (livekit_bin, backend_bin) = (self.spec_paths.livekit_bin.clone(), self.spec_paths.backend_bin.clone());
-        let (have_livekit, have_backend) =
-            tokio::task::spawn_blocking(move || (livekit_bin.is_file(), backend_bin.is_file()))
-                .await
-                .map_err(internal)?;
+        let (have_livekit, have_backend) = self.programs_in_place().await?;
         if !have_livekit {
             match self.known_source().await {
                 Some(params) => install_result = Some(self.install_locked(&mut d, &params).await?),
@@ -864,6 +859,15 @@ impl LivekitService {
         .await
     }
 
+    /// Whether livekit-server's and lk-backend's programs are in place:
+    /// two stats, off the runtime thread that serves every caller.
+    async fn programs_in_place(&self) -> Result<(bool, bool), ServiceError> {
+        let (livekit_bin, backend_bin) = (self.spec_paths.livekit_bin.clone(), self.spec_paths.backend_bin.clone());
+        tokio::task::spawn_blocking(move || (livekit_bin.is_file(), backend_bin.is_file()))
+            .await
+            .map_err(internal)
+    }
+
     /// `restart` never trades a working child for one that cannot start:
     /// a child that runs is restarted only when its program is in place,
     /// and livekit-server only while the configured Redis answers (it
@@ -880,11 +884,7 @@ impl LivekitService {
                 proto::ProcessState::Running | proto::ProcessState::Starting
             )
         };
-        let (livekit_bin, backend_bin) = (self.spec_paths.livekit_bin.clone(), self.spec_paths.backend_bin.clone());
-        let (have_livekit, have_backend) =
-            tokio::task::spawn_blocking(move || (livekit_bin.is_file(), backend_bin.is_file()))
-                .await
-                .map_err(internal)?;
+        let (have_livekit, have_backend) = self.programs_in_place().await?;
         let keeps = "nothing was stopped: the running one keeps serving";
         if names.contains(&ProcessName::LivekitServer) && runs(&self.livekit) {
             if !have_livekit {
