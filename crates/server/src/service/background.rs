@@ -591,11 +591,15 @@ impl LivekitService {
         let mut rx = self.view.subscribe();
         self.probe_wake.notify_one();
         loop {
-            // A probe ran against the state as it is now, whatever it found.
+            // A probe ran against the state as it is now and got an answer:
+            // accepted, or refused (a 401 the next probe would only repeat).
+            // A leg that did not answer in time (a loaded machine, a server
+            // still warming up) is retried by the probe within the second,
+            // so the wait goes on for it until the deadline.
             let settled = {
                 let v = rx.borrow_and_update();
                 let fp = self.children_now(&v).fingerprint;
-                v.chain.probed.as_ref() == Some(&fp)
+                v.chain.probed.as_ref() == Some(&fp) && (v.chain.last.ok || v.chain.refused)
             };
             if settled {
                 return;
